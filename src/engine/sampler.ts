@@ -1,0 +1,322 @@
+/**
+ * Picks the next token of one sequence from its row of logits, applying the logits processors in
+ * the order Hugging Face transformers does (repetition penalty, temperature, top-k, top-p), so a
+ * request behaves as users of transformers, vLLM and TGI expect. It runs on every decoding step
+ * of every sequence in the worker, so it allocates nothing per step and never sorts the whole
+ * vocabulary.
+ */
+import { invalidArgument } from "../errors.ts";
+
+export interface SamplingParams {
+  /** 0 picks the most likely token (greedy); otherwise logits are divided by it. */
+  temperature: number;
+  /** Nucleus mass in (0, 1]; 1 disables it. */
+  topP: number;
+  /** How many of the most likely tokens stay candidates; 0 disables it. */
+  topK: number;
+  /** HF/CTRL penalty on every token already seen; 1 disables it. */
+  repetitionPenalty: number;
+  /** Seeds the sequence's own generator; taken modulo 2^64, so any bigint is accepted. */
+  seed: bigint;
+}
+
+export interface Sampler {
+  /**
+   * Returns the next token id. `logits` is overwritten (penalised, then turned into unnormalised
+   * probabilities) so that no per-step copy of a 150k row is needed: pass a row the caller no
+   * longer reads. `seen` holds each token id of the prompt and the output so far; a Set keeps
+   * the penalty's cost proportional to the distinct tokens of the sequence, not to the
+   * vocabulary, and the caller adds one id per step. It is only read when the penalty is not 1.
+   */
+  sample(logits: Float32Array, seen: ReadonlySet<number>): number;
+}
+
+/** Throws invalid_argument naming the first field that is out of range. */
+export function validateSamplingParams(params: SamplingParams): void {
+  const { temperature, topP, topK, repetitionPenalty } = params;
+  if (!Number.isFinite(temperature) || temperature < 0) {
+    throw invalidArgument(`temperature must be a finite number >= 0 (0 means greedy), got ${temperature}`);
+  }
+  if (!(topP > 0 && topP <= 1)) {
+    throw invalidArgument(`top_p must be in (0, 1] (1 disables it), got ${topP}`);
+  }
+  if (!Number.isInteger(topK) || topK < 0) {
+    throw invalidArgument(`top_k must be an integer >= 0 (0 disables it), got ${topK}`);
+  }
+  if (!Number.isFinite(repetitionPenalty) || repetitionPenalty <= 0) {
+    throw invalidArgument(`repetition_penalty must be a finite number > 0 (1 disables it), got ${repetitionPenalty}`);
+  }
+}
+
+/**
+ * One sampler per sequence: its generator state is what makes a seeded request reproducible
+ * whatever else shares the batch. Greedy decoding draws nothing from it.
+ */
+export function createSampler(params: SamplingParams): Sampler {
+  validateSamplingParams(params);
+  const { temperature, topP, topK, repetitionPenalty } = params;
+  const random = createRandom(params.seed);
+  return {
+    sample(logits, seen) {
+      if (repetitionPenalty !== 1) penalize(logits, seen, repetitionPenalty);
+      if (temperature === 0) return argmax(logits);
+      const vocab = logits.length;
+      const candidates = scratchIndices(vocab);
+      let count = topK > 0 && topK < vocab ? selectTopK(logits, topK, candidates) : selectAll(vocab, candidates);
+      const total = toWeights(logits, candidates, count, temperature);
+      if (topP < 1) count = selectNucleus(logits, candidates, count, topP * total);
+      return draw(logits, candidates, count, random());
+    },
+  };
+}
+
+/**
+ * Candidate indices live in buffers shared by every sampler of the thread: a worker samples one
+ * sequence at a time, and per-sequence buffers would cost a vocabulary-sized array each.
+ */
+let indices = new Int32Array(0);
+let heap = new Int32Array(0);
+let values = new Float32Array(0);
+let valueBits = new Uint32Array(values.buffer);
+const bandMass = new Float64Array(256);
+
+function scratchIndices(size: number): Int32Array {
+  if (indices.length < size) indices = new Int32Array(size);
+  return indices;
+}
+
+/** As transformers' RepetitionPenaltyLogitsProcessor: shrink positive logits, grow negative ones. */
+function penalize(logits: Float32Array, seen: ReadonlySet<number>, penalty: number): void {
+  for (const id of seen) {
+    const value = logits[id];
+    if (value === undefined) continue;
+    logits[id] = value < 0 ? value * penalty : value / penalty;
+  }
+}
+
+/** The first index of the largest logit, so ties resolve the same way in every batch. */
+function argmax(logits: Float32Array): number {
+  let best = 0;
+  let bestValue = -Infinity;
+  for (let i = 0; i < logits.length; i++) {
+    const value = logits[i]!;
+    if (value > bestValue) {
+      bestValue = value;
+      best = i;
+    }
+  }
+  return best;
+}
+
+function selectAll(vocab: number, out: Int32Array): number {
+  for (let i = 0; i < vocab; i++) out[i] = i;
+  return vocab;
+}
+
+/**
+ * Keeps every token whose logit is at least the k-th largest, found with a size-k min-heap in
+ * O(V log k). Tokens tied with the k-th stay in, as transformers' TopKLogitsWarper keeps them.
+ */
+function selectTopK(logits: Float32Array, k: number, out: Int32Array): number {
+  if (heap.length < k) heap = new Int32Array(k);
+  let size = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const value = logits[i]!;
+    if (size < k) {
+      let child = size++;
+      while (child > 0) {
+        const parent = (child - 1) >> 1;
+        if (logits[heap[parent]!]! <= value) break;
+        heap[child] = heap[parent]!;
+        child = parent;
+      }
+      heap[child] = i;
+    } else if (value > logits[heap[0]!]!) {
+      siftDown(logits, i, size);
+    }
+  }
+  const threshold = logits[heap[0]!]!;
+  let count = 0;
+  for (let i = 0; i < logits.length; i++) {
+    if (logits[i]! >= threshold) out[count++] = i;
+  }
+  return count;
+}
+
+/** Replaces the heap's root (its smallest logit) with `id` and restores the heap order. */
+function siftDown(logits: Float32Array, id: number, size: number): void {
+  const value = logits[id]!;
+  let parent = 0;
+  for (;;) {
+    let child = 2 * parent + 1;
+    if (child >= size) break;
+    if (child + 1 < size && logits[heap[child + 1]!]! < logits[heap[child]!]!) child++;
+    if (logits[heap[child]!]! >= value) break;
+    heap[parent] = heap[child]!;
+    parent = child;
+  }
+  heap[parent] = id;
+}
+
+/**
+ * Overwrites each candidate's logit with exp((logit - max) / T), the softmax of the scaled logits
+ * up to its normaliser, and returns that normaliser.
+ */
+function toWeights(logits: Float32Array, candidates: Int32Array, count: number, temperature: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < count; j++) max = Math.max(max, logits[candidates[j]!]!);
+  const inverse = 1 / temperature;
+  let total = 0;
+  for (let j = 0; j < count; j++) {
+    const id = candidates[j]!;
+    const weight = Math.exp((logits[id]! - max) * inverse);
+    logits[id] = weight;
+    total += weight;
+  }
+  return total;
+}
+
+/**
+ * Moves the nucleus (the fewest most likely candidates whose weight reaches `mass`, at least one)
+ * to the front of `candidates` and returns its size, in time linear in `count` and without a
+ * sort. One pass sums the weight in each power of two (a float's exponent bits), which tells
+ * which candidates are surely in, which surely out, and the single factor-of-two band where the
+ * cut falls; only that band is searched element by element. The weights are copied next to the
+ * indices so that every pass reads memory in order.
+ */
+function selectNucleus(weights: Float32Array, candidates: Int32Array, count: number, mass: number): number {
+  if (values.length < count) {
+    values = new Float32Array(candidates.length);
+    valueBits = new Uint32Array(values.buffer);
+  }
+  bandMass.fill(0);
+  for (let j = 0; j < count; j++) {
+    const weight = weights[candidates[j]!]!;
+    values[j] = weight;
+    const exponent = valueBits[j]! >>> 23;
+    bandMass[exponent] = bandMass[exponent]! + weight;
+  }
+  let band = bandMass.length - 1;
+  let above = 0;
+  while (band > 0 && above + bandMass[band]! < mass) above += bandMass[band--]!;
+  let first = 0;
+  let i = 0;
+  let last = count;
+  while (i < last) {
+    const exponent = valueBits[i]! >>> 23;
+    if (exponent > band) swap(candidates, i++, first++);
+    else if (exponent < band) swap(candidates, i, --last);
+    else i++;
+  }
+  return selectMass(candidates, first, last, mass - above);
+}
+
+/**
+ * Quickselect over candidates[from, to): moves the fewest heaviest ones whose weight reaches
+ * `missing` (at least one) to the front of the range and returns where they end. Each round
+ * partitions the undecided range around a pivot and either narrows into the heavier part or
+ * accepts it whole and goes on with the mass still missing.
+ */
+function selectMass(candidates: Int32Array, from: number, to: number, missing: number): number {
+  let accepted = from;
+  let end = to;
+  while (accepted < end) {
+    const pivot = values[(accepted + end) >>> 1]!;
+    let greater = accepted;
+    let i = accepted;
+    let less = end;
+    let greaterMass = 0;
+    let equalMass = 0;
+    while (i < less) {
+      const weight = values[i]!;
+      if (weight > pivot) {
+        swap(candidates, i++, greater++);
+        greaterMass += weight;
+      } else if (weight < pivot) {
+        swap(candidates, i, --less);
+      } else {
+        i++;
+        equalMass += weight;
+      }
+    }
+    // [accepted, greater) > pivot, [greater, less) == pivot, [less, end) < pivot
+    if (greaterMass >= missing) {
+      end = greater;
+    } else if (greaterMass + equalMass >= missing) {
+      return greater + Math.min(less - greater, Math.ceil((missing - greaterMass) / pivot));
+    } else {
+      missing -= greaterMass + equalMass;
+      accepted = less;
+    }
+  }
+  // Rounding left some mass missing after every candidate was accepted.
+  return accepted;
+}
+
+/** Swaps two candidates together with their copied weights. */
+function swap(candidates: Int32Array, a: number, b: number): void {
+  const id = candidates[a]!;
+  candidates[a] = candidates[b]!;
+  candidates[b] = id;
+  const value = values[a]!;
+  values[a] = values[b]!;
+  values[b] = value;
+}
+
+/** Draws a candidate with probability proportional to its weight, given a uniform u in [0, 1). */
+function draw(weights: Float32Array, candidates: Int32Array, count: number, u: number): number {
+  let total = 0;
+  for (let j = 0; j < count; j++) total += weights[candidates[j]!]!;
+  let remaining = u * total;
+  let last = candidates[0]!;
+  for (let j = 0; j < count; j++) {
+    const id = candidates[j]!;
+    const weight = weights[id]!;
+    remaining -= weight;
+    if (remaining < 0) return id;
+    if (weight > 0) last = id;
+  }
+  // Rounding kept `remaining` at or above zero: the last token with any weight absorbs it.
+  return last;
+}
+
+const MASK_64 = (1n << 64n) - 1n;
+
+/**
+ * xoshiro128** seeded through SplitMix64, as its authors recommend: small, fast on 32-bit
+ * integer arithmetic, and well studied. SplitMix64 is a bijection of its counter, so two
+ * consecutive outputs are never both zero and the state is never the forbidden all-zero one.
+ * Returns uniform doubles in [0, 1) with 53 random bits.
+ */
+function createRandom(seed: bigint): () => number {
+  let counter = BigInt.asUintN(64, seed);
+  const splitMix64 = (): bigint => {
+    counter = (counter + 0x9e3779b97f4a7c15n) & MASK_64;
+    let z = counter;
+    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK_64;
+    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK_64;
+    return z ^ (z >> 31n);
+  };
+  const a = splitMix64();
+  const b = splitMix64();
+  let s0 = Number(a & 0xffffffffn) | 0;
+  let s1 = Number(a >> 32n) | 0;
+  let s2 = Number(b & 0xffffffffn) | 0;
+  let s3 = Number(b >> 32n) | 0;
+  const next32 = (): number => {
+    const result = Math.imul(rotl(Math.imul(s1, 5), 7), 9) >>> 0;
+    const t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = rotl(s3, 11);
+    return result;
+  };
+  return () => ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992;
+}
+
+function rotl(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}

@@ -1,0 +1,261 @@
+/**
+ * The batching loop, in the manner of TGI's router and vLLM: it alone owns the waiting queue,
+ * the running sequences and their cache. Each iteration admits waiting requests within the
+ * batch and prefill budgets, prefills them together, then runs one decode step for every
+ * running sequence. A sequence leaves the batch the step it finishes or is cancelled, and its
+ * cache rows go with it.
+ */
+import type { ImagePixels } from "../model/architecture.ts";
+import type { TextTokenizer } from "../model/text-tokenizer.ts";
+import { type IncrementalDetokenizer, createIncrementalDetokenizer } from "./detokenizer.ts";
+import type { BatchCache } from "./kv-cache.ts";
+import type { ModelRunner } from "./model-runner.ts";
+import type { EngineStats, FinishReason, SchedulerOptions, SequenceEvent, SubmitMessage } from "./protocol.ts";
+import { now } from "./protocol.ts";
+import { type Sampler, createSampler } from "./sampler.ts";
+import { type StopMatcher, createStopMatcher } from "./stop-strings.ts";
+import type { VisionCache } from "./vision-cache.ts";
+
+interface Sequence {
+  request: SubmitMessage;
+  sampler: Sampler;
+  seen: Set<number>;
+  detokenizer: IncrementalDetokenizer;
+  stopMatcher: StopMatcher;
+  generated: number;
+  /** The last sampled token, fed to the next decode step. */
+  lastToken: number;
+  nextPosition: bigint;
+  cancelled: boolean;
+  admittedAt: number;
+  visionEncodeMs: number;
+  prefillMs: number;
+  firstTokenAt: number;
+}
+
+export interface SchedulerDeps {
+  runner: ModelRunner;
+  tokenizer: TextTokenizer;
+  visionCache: VisionCache;
+  eosTokenIds: readonly number[];
+  contextLength: number;
+  options: SchedulerOptions;
+  /** Receives each iteration's events in one batch, with the stats after it. */
+  emit(events: SequenceEvent[], stats: EngineStats): void;
+  /** Called when an iteration throws: the model failed, not a request. */
+  onFatal(error: Error): void;
+}
+
+export interface Scheduler {
+  submit(request: SubmitMessage): void;
+  cancel(id: string): void;
+  stats(): EngineStats;
+}
+
+export function createScheduler(deps: SchedulerDeps): Scheduler {
+  const { runner, tokenizer, visionCache, options } = deps;
+  const eos = new Set(deps.eosTokenIds);
+  const waiting: SubmitMessage[] = [];
+  let running: Sequence[] = [];
+  let cache: BatchCache | null = null;
+  let events: SequenceEvent[] = [];
+  let looping = false;
+  let steps = 0;
+  let lastBatch = 0;
+
+  const stats = (): EngineStats => ({
+    running: running.length,
+    waiting: waiting.length,
+    batchSize: lastBatch,
+    cacheBytes: cache?.bytes() ?? 0,
+    steps,
+    visionCache: { ...visionCache.stats },
+  });
+
+  function start(request: SubmitMessage, admittedAt: number): Sequence {
+    const decode = (ids: number[]) => tokenizer.decode(ids);
+    return {
+      request,
+      sampler: createSampler(request.sampling),
+      seen: new Set(request.ids),
+      detokenizer: createIncrementalDetokenizer(decode),
+      stopMatcher: createStopMatcher(request.stop),
+      generated: 0,
+      lastToken: -1,
+      nextPosition: request.positions.length > 0 ? request.positions[request.positions.length - 1]! + 1n : 0n,
+      cancelled: false,
+      admittedAt,
+      visionEncodeMs: 0,
+      prefillMs: 0,
+      firstTokenAt: 0,
+    };
+  }
+
+  /** Records a sampled token; returns true when the sequence is finished. */
+  function accept(seq: Sequence, token: number, at: number): boolean {
+    const id = seq.request.id;
+    seq.generated++;
+    seq.lastToken = token;
+    seq.seen.add(token);
+    if (seq.firstTokenAt === 0) seq.firstTokenAt = at;
+    let finish: FinishReason | null = null;
+    let text = "";
+    let stopString = false;
+    if (eos.has(token)) {
+      finish = "stop";
+    } else {
+      const r = seq.stopMatcher.push(seq.detokenizer.push(token));
+      text = r.text;
+      stopString = r.stopped;
+      if (stopString) finish = "stop";
+    }
+    if (!finish && seq.generated >= seq.request.maxTokens) finish = "length";
+    if (!finish && Number(seq.nextPosition) + 1 >= deps.contextLength) finish = "length";
+    if (finish && !stopString) {
+      const r = seq.stopMatcher.push(seq.detokenizer.flush());
+      text += r.text + (r.stopped ? "" : seq.stopMatcher.flush());
+    }
+    events.push({ type: "delta", id, text, tokenIds: [token] });
+    if (!finish) return false;
+    const end = now();
+    const r = seq.request;
+    events.push({
+      type: "done",
+      id,
+      finishReason: finish,
+      usage: { promptTokens: r.ids.length, completionTokens: seq.generated, imageTokens: r.imageTokens },
+      timings: {
+        queueMs: seq.admittedAt - r.arrivedAt,
+        imagePreprocessMs: r.imagePreprocessMs,
+        visionEncodeMs: seq.visionEncodeMs,
+        prefillMs: seq.prefillMs,
+        decodeMs: end - seq.firstTokenAt,
+        timeToFirstTokenMs: seq.firstTokenAt - r.arrivedAt,
+        totalMs: end - r.arrivedAt,
+      },
+    });
+    return true;
+  }
+
+  /** FIFO admission while the batch has rows and the prefill stays within its token budget. */
+  function admit(): SubmitMessage[] {
+    const admitted: SubmitMessage[] = [];
+    let width = 0;
+    while (waiting.length > 0 && running.length + admitted.length < options.maxBatchSize) {
+      const next = waiting[0]!;
+      const nextWidth = Math.max(width, next.ids.length);
+      if (admitted.length > 0 && nextWidth * (admitted.length + 1) > options.maxPrefillTokens) break;
+      admitted.push(waiting.shift()!);
+      width = nextWidth;
+    }
+    return admitted;
+  }
+
+  /** Vision features per request, concatenated in prompt order; encodes only cache misses. */
+  async function imageFeatures(requests: SubmitMessage[]): Promise<{ features: (Float32Array | null)[]; ms: number }> {
+    const missing = new Map<string, ImagePixels>();
+    for (const r of requests) {
+      for (const im of r.images) if (!visionCache.get(im.key) && !missing.has(im.key)) missing.set(im.key, im.pixels);
+    }
+    const started = now();
+    const encoded = await runner.encodeImages([...missing.values()]);
+    const fresh = new Map([...missing.keys()].map((k, i) => [k, encoded[i]!]));
+    for (const [k, f] of fresh) visionCache.set(k, f);
+    const features = requests.map((r) => {
+      if (r.images.length === 0) return null;
+      const parts = r.images.map((im) => fresh.get(im.key) ?? visionCache.get(im.key)!);
+      const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+      let offset = 0;
+      for (const p of parts) {
+        out.set(p, offset);
+        offset += p.length;
+      }
+      return out;
+    });
+    return { features, ms: missing.size > 0 ? now() - started : 0 };
+  }
+
+  async function prefill(requests: SubmitMessage[]): Promise<void> {
+    const admittedAt = now();
+    const seqs = requests.map((r) => start(r, admittedAt));
+    const { features, ms } = await imageFeatures(requests);
+    const started = now();
+    const out = await runner.prefill(requests.map((r, i) => ({ ids: r.ids, positions: r.positions, imageFeatures: features[i]! })));
+    const at = now();
+    const keep: number[] = [];
+    seqs.forEach((seq, i) => {
+      seq.visionEncodeMs = ms;
+      seq.prefillMs = at - started;
+      if (seq.cancelled) return;
+      if (!accept(seq, seq.sampler.sample(out.logits[i]!, seq.seen), at)) keep.push(i);
+    });
+    if (keep.length < seqs.length) out.cache.keepRows(keep);
+    const joined = keep.map((i) => seqs[i]!);
+    if (joined.length === 0) return;
+    if (cache) cache.append(out.cache);
+    else cache = out.cache;
+    running = running.concat(joined);
+  }
+
+  async function decodeStep(): Promise<void> {
+    const tokens = Int32Array.from(running, (s) => s.lastToken);
+    const positions = BigInt64Array.from(running, (s) => s.nextPosition);
+    lastBatch = running.length;
+    const logits = await runner.decode(cache!, tokens, positions);
+    const at = now();
+    steps++;
+    const keep: number[] = [];
+    running.forEach((seq, i) => {
+      seq.nextPosition++;
+      if (seq.cancelled) return;
+      if (!accept(seq, seq.sampler.sample(logits[i]!, seq.seen), at)) keep.push(i);
+    });
+    dropAllBut(keep);
+  }
+
+  function dropAllBut(keep: number[]): void {
+    if (keep.length === running.length) return;
+    cache!.keepRows(keep);
+    running = keep.map((i) => running[i]!);
+    if (running.length === 0) cache = null;
+  }
+
+  async function loop(): Promise<void> {
+    looping = true;
+    try {
+      while (waiting.length > 0 || running.length > 0) {
+        // Cancellations that arrived during the last model run leave before the next one.
+        dropAllBut(running.flatMap((s, i) => (s.cancelled ? [] : [i])));
+        const admitted = admit();
+        if (admitted.length > 0) await prefill(admitted);
+        if (running.length > 0) await decodeStep();
+        const batch = events;
+        events = [];
+        deps.emit(batch, stats());
+        // Let submit and cancel messages in between iterations.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      deps.emit([], stats());
+    } catch (e) {
+      deps.onFatal(e as Error);
+    } finally {
+      looping = false;
+    }
+  }
+
+  return {
+    submit(request) {
+      waiting.push(request);
+      if (!looping) void loop();
+    },
+    cancel(id) {
+      const w = waiting.findIndex((r) => r.id === id);
+      if (w >= 0) waiting.splice(w, 1);
+      const seq = running.find((s) => s.request.id === id);
+      if (seq) seq.cancelled = true;
+      // A running loop reports at its next iteration; an idle one reports the shorter queue now.
+      if (!looping) deps.emit([], stats());
+    },
+    stats,
+  };
+}

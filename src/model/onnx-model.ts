@@ -1,0 +1,96 @@
+/**
+ * The three onnxruntime sessions of a model folder and the shapes read from their metadata.
+ * Runs only in the engine's worker: session.run blocks the thread it is called on.
+ */
+import * as ort from "onnxruntime-node";
+import { GlanceError } from "../errors.ts";
+import type { ModelFolder } from "./model-folder.ts";
+
+export interface SessionOptions {
+  /** Threads one operator may use (onnxruntime's intra-op pool). */
+  intraOpThreads: number;
+  /** Threads for running independent operators at once (1 = sequential execution). */
+  interOpThreads: number;
+  executionProviders: string[];
+}
+
+/** What the engine must know about the decoder, all read from the graph itself. */
+export interface DecoderSpec {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  kvType: "float32" | "float16";
+  hiddenSize: number;
+  vocabSize: number;
+  /** Optional inputs that some exports declare; fed only when declared. */
+  hasNumLogitsToKeep: boolean;
+  hasUseCacheBranch: boolean;
+}
+
+export interface OnnxModel {
+  spec: DecoderSpec;
+  vision: ort.InferenceSession;
+  embed: ort.InferenceSession;
+  decoder: ort.InferenceSession;
+  release(): Promise<void>;
+}
+
+function tensorMeta(session: ort.InferenceSession, name: string, where: string) {
+  const meta = session.inputMetadata.find((m) => m.name === name) ?? session.outputMetadata.find((m) => m.name === name);
+  if (!meta || !meta.isTensor) throw new GlanceError("unavailable", `${where} has no tensor ${name}`);
+  return meta;
+}
+
+function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSpec {
+  const layers = decoder.inputNames.filter((n) => /^past_key_values\.\d+\.key$/.test(n)).length;
+  if (layers === 0) throw new GlanceError("unavailable", "the decoder graph has no past_key_values inputs");
+  const past = tensorMeta(decoder, "past_key_values.0.key", "the decoder");
+  const logits = tensorMeta(decoder, "logits", "the decoder");
+  const embeds = tensorMeta(decoder, "inputs_embeds", "the decoder");
+  const dim = (shape: readonly (number | string)[], i: number, fallback: number | undefined, what: string) => {
+    const v = shape[i];
+    if (typeof v === "number") return v;
+    if (fallback !== undefined) return fallback;
+    throw new GlanceError("unavailable", `cannot tell the decoder's ${what} from the graph or config.json`);
+  };
+  const text = folder.config.text_config;
+  const kvType = past.type;
+  if (kvType !== "float32" && kvType !== "float16") {
+    throw new GlanceError("unavailable", `the decoder's cache type ${kvType} is not supported`);
+  }
+  return {
+    layers,
+    kvHeads: dim(past.shape, 1, text.num_key_value_heads, "key/value heads"),
+    headDim: dim(past.shape, 3, text.hidden_size / text.num_attention_heads, "head size"),
+    kvType,
+    hiddenSize: dim(embeds.shape, 2, text.hidden_size, "hidden size"),
+    vocabSize: dim(logits.shape, 2, text.vocab_size, "vocabulary size"),
+    hasNumLogitsToKeep: decoder.inputNames.includes("num_logits_to_keep"),
+    hasUseCacheBranch: decoder.inputNames.includes("use_cache_branch"),
+  };
+}
+
+export async function loadOnnxModel(folder: ModelFolder, options: SessionOptions): Promise<OnnxModel> {
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: options.intraOpThreads,
+    interOpNumThreads: options.interOpThreads,
+    executionMode: options.interOpThreads > 1 ? "parallel" : "sequential",
+    graphOptimizationLevel: "all",
+    executionProviders: options.executionProviders,
+  };
+  const open = (file: string) => ort.InferenceSession.create(file, sessionOptions);
+  const [vision, embed, decoder] = await Promise.all([
+    open(folder.onnx.visionEncoder),
+    open(folder.onnx.embedTokens),
+    open(folder.onnx.decoder),
+  ]);
+  return {
+    spec: readSpec(decoder, folder),
+    vision,
+    embed,
+    decoder,
+    async release() {
+      await Promise.all([vision.release(), embed.release(), decoder.release()]);
+    },
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * Serves a Connect ServiceImpl on a grpc-js server, so the gRPC port gets grpc-js's transport
+ * (keepalive, connection age, health, reflection) while the one implementation stays shared
+ * with the HTTP port. Covers unary and server-streaming methods, the kinds Glance has.
+ */
+import { once } from "node:events";
+import { create, type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type ServiceImpl, createHandlerContext } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import { toConnectError } from "./status.ts";
+
+function metadataToHeaders(metadata: grpc.Metadata): Headers {
+  const headers = new Headers();
+  for (const [key, values] of Object.entries(metadata.getMap())) {
+    if (!key.endsWith("-bin")) headers.append(key, String(values));
+  }
+  return headers;
+}
+
+function toServiceError(e: unknown): Partial<grpc.StatusObject> {
+  const err = toConnectError(e);
+  // Connect's codes are gRPC's status codes.
+  return { code: err.code as number as grpc.status, details: err.rawMessage };
+}
+
+function context(
+  service: DescService,
+  method: DescMethod,
+  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+) {
+  const cancelled = new AbortController();
+  call.on("cancelled", () => cancelled.abort());
+  const deadline = call.getDeadline();
+  const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+  return createHandlerContext({
+    service,
+    method,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url: `/${service.typeName}/${method.name}`,
+    timeoutMs: Number.isFinite(ms) ? Math.max(0, ms - Date.now()) : undefined,
+    requestSignal: cancelled.signal,
+    requestHeader: metadataToHeaders(call.metadata),
+  });
+}
+
+export function addConnectService<S extends DescService>(server: grpc.Server, service: S, impl: ServiceImpl<S>): void {
+  const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const fn = (impl as Record<string, (req: unknown, ctx: unknown) => unknown>)[method.localName]!.bind(impl);
+    definition[method.localName] = {
+      path: `/${service.typeName}/${method.name}`,
+      requestStream: false,
+      responseStream: method.methodKind === "server_streaming",
+      requestSerialize: (m) => Buffer.from(toBinary(method.input, m as never)),
+      requestDeserialize: (b: Buffer) => fromBinary(method.input, b),
+      responseSerialize: (m) => Buffer.from(toBinary(method.output, create(method.output, m as never))),
+      responseDeserialize: (b: Buffer) => fromBinary(method.output, b),
+      originalName: method.localName,
+    };
+    if (method.methodKind === "unary") {
+      handlers[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        Promise.resolve()
+          .then(() => fn(call.request, context(service, method, call)))
+          .then((res) => callback(null, res), (e) => callback(toServiceError(e)));
+      }) as grpc.handleUnaryCall<unknown, unknown>;
+    } else if (method.methodKind === "server_streaming") {
+      handlers[method.localName] = (async (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        const ctx = context(service, method, call);
+        try {
+          for await (const res of fn(call.request, ctx) as AsyncIterable<unknown>) {
+            // Wait for HTTP/2 flow control rather than buffer a slow client's stream in memory.
+            if (!call.write(res)) await Promise.race([once(call, "drain"), once(ctx.signal, "abort")]);
+            if (call.cancelled) return;
+          }
+          call.end();
+        } catch (e) {
+          if (!call.cancelled) call.emit("error", toServiceError(e));
+        }
+      }) as grpc.handleServerStreamingCall<unknown, unknown>;
+    } else {
+      throw new Error(`${service.typeName}.${method.name}: ${method.methodKind} methods are not supported on grpc-js`);
+    }
+  }
+  server.addService(definition as grpc.ServiceDefinition, handlers);
+}

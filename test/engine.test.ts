@@ -1,0 +1,184 @@
+/**
+ * The engine end to end on models/tiny: agreement with transformers.js, batch invariance,
+ * cancellation, main-thread responsiveness, and bad input.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import sharp from "sharp";
+import { type Engine, type EngineEvent, type GenerateInput, createEngine } from "../src/engine/engine.ts";
+import { GlanceError } from "../src/errors.ts";
+import { type HeldOutQuestion, TINY_MODEL_DIR, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { createTransformersPeer } from "../scripts/lib/transformers-peer.ts";
+
+const questions = loadHeldOut();
+
+function ask(q: HeldOutQuestion, extra: Partial<GenerateInput> = {}): GenerateInput {
+  return {
+    messages: [{ role: "user", content: [{ type: "image", data: readHeldOutImage(q) }, { type: "text", text: q.question }] }],
+    sampling: { temperature: 0, maxTokens: 64 },
+    ...extra,
+  };
+}
+
+async function collect(events: AsyncIterable<EngineEvent>) {
+  let text = "";
+  const tokenIds: number[] = [];
+  let done: Extract<EngineEvent, { type: "done" }> | undefined;
+  for await (const e of events) {
+    if (e.type === "delta") {
+      text += e.text;
+      tokenIds.push(...e.tokenIds);
+    } else done = e;
+  }
+  return { text, tokenIds, done: done! };
+}
+
+async function rejection(engine: Engine, input: GenerateInput): Promise<GlanceError> {
+  try {
+    await collect(engine.generate(input).events);
+  } catch (e) {
+    assert.ok(e instanceof GlanceError, `expected a GlanceError, got ${e}`);
+    return e;
+  }
+  assert.fail("the request should have failed");
+}
+
+async function waitFor(engine: Engine, test: (s: ReturnType<Engine["stats"]>) => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !test(engine.stats()); i++) await sleep(10);
+  assert.ok(test(engine.stats()), `engine stats: ${JSON.stringify(engine.stats())}`);
+}
+
+describe("engine", () => {
+  let engine: Engine;
+  before(async () => {
+    engine = createEngine({ modelDir: TINY_MODEL_DIR, maxBatchSize: 16, maxQueue: 64 });
+    await engine.ready;
+  });
+  after(async () => {
+    await engine.close();
+  });
+
+  it("generates what transformers.js generates, token for token (greedy)", async () => {
+    const peer = await createTransformersPeer(TINY_MODEL_DIR);
+    const sample = questions.filter((_, i) => i % 5 === 0);
+    const mismatches: string[] = [];
+    for (const q of sample) {
+      const ours = await collect(engine.generate(ask(q)).events);
+      const theirs = await peer.answer(readHeldOutImage(q), q.question, 64);
+      const ourIds = ours.done.finishReason === "stop" ? ours.tokenIds.slice(0, -1) : ours.tokenIds;
+      if (JSON.stringify(ourIds) !== JSON.stringify(theirs.tokenIds)) {
+        mismatches.push(`${q.image} ${q.question}: ${JSON.stringify(ours.text)} vs ${JSON.stringify(theirs.text)}`);
+      }
+    }
+    await peer.dispose();
+    assert.ok(mismatches.length <= sample.length / 100, `${mismatches.length} of ${sample.length} differ:\n${mismatches.join("\n")}`);
+  });
+
+  it("gives each request the same tokens alone and in a batch others join and leave", async () => {
+    const sample = questions.slice(0, 32);
+    const alone: number[][] = [];
+    for (const q of sample) alone.push((await collect(engine.generate(ask(q)).events)).tokenIds);
+    const batched = await Promise.all(sample.map(async (q, i) => {
+      await sleep(i * 7);
+      return (await collect(engine.generate(ask(q)).events)).tokenIds;
+    }));
+    sample.forEach((q, i) => assert.deepEqual(batched[i], alone[i], `${q.image} ${q.question}`));
+    assert.ok(engine.stats().steps > 0);
+  });
+
+  it("frees the slot and cache of every request cancelled mid-stream", async () => {
+    await waitFor(engine, (s) => s.running === 0 && s.cacheBytes === 0);
+    const describeQs = questions.filter((q) => q.kind === "json" || q.kind === "describe");
+    let cancelled = 0;
+    for (let wave = 0; wave < 100 / 10; wave++) {
+      await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+        const controller = new AbortController();
+        const q = describeQs[(wave * 10 + i) % describeQs.length]!;
+        let deltas = 0;
+        try {
+          for await (const e of engine.generate(ask(q), { signal: controller.signal }).events) {
+            if (e.type === "delta" && ++deltas === 2) controller.abort();
+          }
+          assert.fail("a cancelled request must not finish");
+        } catch (e) {
+          assert.equal((e as GlanceError).code, "cancelled");
+          cancelled++;
+        }
+      }));
+    }
+    assert.equal(cancelled, 100);
+    await waitFor(engine, (s) => s.running === 0 && s.waiting === 0 && s.cacheBytes === 0);
+  });
+
+  it("ends a request whose deadline passes with deadline_exceeded, and frees it", async () => {
+    const q = questions.find((x) => x.kind === "json")!;
+    let deltas = 0;
+    try {
+      for await (const e of engine.generate(ask(q), { deadline: Date.now() + 40 }).events) if (e.type === "delta") deltas++;
+      assert.fail("the request should have run past its deadline");
+    } catch (e) {
+      assert.equal((e as GlanceError).code, "deadline_exceeded");
+    }
+    assert.ok(deltas < 30, `${deltas} deltas arrived before the deadline`);
+    await waitFor(engine, (s) => s.running === 0 && s.cacheBytes === 0);
+  });
+
+  it("samples reproducibly from a seed, and stops a request by id", async () => {
+    const q = questions.find((x) => x.kind === "describe")!;
+    const sampled = (seed: bigint) => collect(engine.generate(ask(q, { sampling: { temperature: 1.5, seed, maxTokens: 24 } })).events);
+    const [a, b, c] = await Promise.all([sampled(7n), sampled(7n), sampled(8n)]);
+    assert.deepEqual(a.tokenIds, b.tokenIds);
+    assert.notDeepEqual(a.tokenIds, c.tokenIds);
+
+    const { requestId, events } = engine.generate(ask(q, { requestId: "stop-me" }));
+    assert.equal(requestId, "stop-me");
+    const it = events[Symbol.asyncIterator]();
+    await it.next();
+    assert.equal(engine.abort("stop-me"), true);
+    await assert.rejects(it.next(), (e: GlanceError) => e.code === "cancelled");
+    assert.equal(engine.abort("stop-me"), false);
+  });
+
+  it("keeps the main thread responsive while 16 requests generate", async () => {
+    const delays: number[] = [];
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const t = performance.now();
+      delays.push(t - last - 1);
+      last = t;
+    }, 1);
+    await Promise.all(questions.slice(100, 116).map((q) => collect(engine.generate(ask(q)).events)));
+    clearInterval(timer);
+    delays.sort((a, b) => a - b);
+    const p99 = delays[Math.floor(delays.length * 0.99)]!;
+    assert.ok(delays.length > 20, `only ${delays.length} timer ticks`);
+    assert.ok(p99 < 20, `p99 timer delay ${p99.toFixed(1)} ms`);
+  });
+
+  it("refuses bad input with a typed error naming the problem, and keeps serving", async () => {
+    const q = questions[0]!;
+    const expected = await collect(engine.generate(ask(q)).events);
+    const good = collect(engine.generate(ask(q)).events);
+    const image = readHeldOutImage(q);
+    const cases: Array<[GenerateInput, RegExp]> = [
+      [{ messages: [] }, /messages is empty/],
+      [{ messages: [{ role: "user", content: [{ type: "image", data: Buffer.from("not an image at all") }, { type: "text", text: "hi" }] }] }, /image 1.*decoded/],
+      [{ messages: [{ role: "user", content: [{ type: "image", data: await sharp({ create: { width: 5000, height: 4000, channels: 3, background: "#000" } }).png().toBuffer() }] }] }, /20000000 pixels/],
+      [{ messages: [{ role: "user", content: Array.from({ length: 5 }, () => ({ type: "image" as const, data: image })) }] }, /5 images; at most 4/],
+      [{ messages: [{ role: "user", content: [{ type: "text", text: "red circle ".repeat(400) }] }] }, /context length is 512/],
+      [ask(q, { sampling: { temperature: -1 } }), /temperature/],
+      [ask(q, { sampling: { topP: 1.5 } }), /top_p/],
+      [ask(q, { sampling: { temperature: Number.NaN } }), /temperature/],
+      [ask(q, { sampling: { maxTokens: 0 } }), /max_tokens/],
+    ];
+    for (const [input, message] of cases) {
+      const e = await rejection(engine, input);
+      assert.equal(e.code, "invalid_argument", e.message);
+      assert.match(e.message, message);
+    }
+    const answer = await good;
+    assert.deepEqual(answer.tokenIds, expected.tokenIds);
+    assert.equal(answer.done.usage.imageTokens, 16);
+  });
+});
