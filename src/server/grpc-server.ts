@@ -19,6 +19,7 @@ export interface GrpcServerOptions {
   port: number;
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
+  /** 0: connections live as long as the client keeps them. */
   maxConnectionAgeMs: number;
   maxConnectionAgeGraceMs: number;
   maxReceiveMessageBytes: number;
@@ -50,8 +51,10 @@ export async function startGrpcServer(
     "grpc.keepalive_time_ms": options.keepaliveTimeMs,
     "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs,
     "grpc.keepalive_permit_without_calls": 1,
-    "grpc.max_connection_age_ms": options.maxConnectionAgeMs,
-    "grpc.max_connection_age_grace_ms": options.maxConnectionAgeGraceMs,
+    ...(options.maxConnectionAgeMs > 0 && {
+      "grpc.max_connection_age_ms": options.maxConnectionAgeMs,
+      "grpc.max_connection_age_grace_ms": options.maxConnectionAgeGraceMs,
+    }),
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes,
     "grpc.max_send_message_length": options.maxSendMessageBytes,
   });

@@ -3,7 +3,6 @@
  * port (Connect, gRPC-Web). It only translates between the wire messages and the engine.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   FinishReason,
@@ -19,6 +18,7 @@ import type { ChatRole } from "../model/chat-template.ts";
 import type { InputPart } from "../model/prompt-builder.ts";
 import { decodeImageUrl } from "./image-url.ts";
 import type { Lifecycle } from "./lifecycle.ts";
+import type { ObserveRequest } from "./request-observer.ts";
 import { toConnectError } from "./status.ts";
 
 const ROLES: Partial<Record<Role, ChatRole>> = {
@@ -73,15 +73,21 @@ export function toGenerateInput(req: GenerateRequest, modelId: string): Generate
   };
 }
 
+/** Whole nanoseconds: protobuf's Duration holds integers, measured milliseconds are fractional. */
+function duration(ms: number) {
+  const nanos = Math.round(Math.max(0, ms) * 1e6);
+  return { seconds: BigInt(Math.floor(nanos / 1e9)), nanos: nanos % 1e9 };
+}
+
 function toTimings(t: Timings) {
   return {
-    queue: durationFromMs(t.queueMs),
-    imagePreprocess: durationFromMs(t.imagePreprocessMs),
-    visionEncode: durationFromMs(t.visionEncodeMs),
-    prefill: durationFromMs(t.prefillMs),
-    decode: durationFromMs(t.decodeMs),
-    timeToFirstToken: durationFromMs(t.timeToFirstTokenMs),
-    total: durationFromMs(t.totalMs),
+    queue: duration(t.queueMs),
+    imagePreprocess: duration(t.imagePreprocessMs),
+    visionEncode: duration(t.visionEncodeMs),
+    prefill: duration(t.prefillMs),
+    decode: duration(t.decodeMs),
+    timeToFirstToken: duration(t.timeToFirstTokenMs),
+    total: duration(t.totalMs),
   };
 }
 
@@ -92,7 +98,13 @@ function failure(e: unknown, ctx: HandlerContext): ConnectError {
   return toConnectError(e);
 }
 
-export function createInferenceService(engine: Engine, lifecycle: Lifecycle): ServiceImpl<typeof InferenceService> {
+export interface InferenceServiceDeps {
+  engine: Engine;
+  lifecycle: Lifecycle;
+  observe: ObserveRequest;
+}
+
+export function createInferenceService({ engine, lifecycle, observe }: InferenceServiceDeps): ServiceImpl<typeof InferenceService> {
   return {
     async *generate(req, ctx) {
       let done: (() => void) | undefined;
@@ -103,7 +115,7 @@ export function createInferenceService(engine: Engine, lifecycle: Lifecycle): Se
           signal: ctx.signal,
           deadline: timeout === undefined ? undefined : Date.now() + timeout,
         });
-        for await (const e of events) {
+        for await (const e of observe(requestId, `Generate/${ctx.protocolName}`, events)) {
           const out: MessageInitShape<typeof GenerateResponseSchema> = e.type === "delta"
             ? { requestId, event: { case: "delta", value: { text: e.text, tokenIds: e.tokenIds } } }
             : {

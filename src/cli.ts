@@ -1,0 +1,93 @@
+#!/usr/bin/env node
+/**
+ * The glance command.
+ *   glance serve [--flag value ...]                 serve a model (flags: glance serve --help)
+ *   glance ask IMAGE "question" [--server host:port] [--max-tokens N] [--temperature T]
+ *                                                   stream an answer from a running server over gRPC
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { pino } from "pino";
+import { InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
+import { configHelp, loadConfig } from "./config.ts";
+import { startGlanceServer } from "./server/glance-server.ts";
+
+const USAGE = `usage:
+  glance serve [options]                       serve a model on the gRPC and HTTP ports
+  glance ask IMAGE "question" [--server host:port] [--max-tokens N] [--temperature T]
+
+serve options (flag, environment variable, meaning):
+${configHelp()}`;
+
+async function serve(args: string[]): Promise<void> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(USAGE);
+    return;
+  }
+  const config = loadConfig(args);
+  const log = pino({ level: config.logLevel, base: { service: "glance" } });
+  const server = await startGlanceServer(config, log);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, "signal received");
+    server.drain().then(() => process.exit(0), (e) => {
+      log.error({ err: e }, "drain failed");
+      process.exit(1);
+    });
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  await server.ready.catch((e) => {
+    log.fatal({ err: e }, "the model could not be loaded");
+    process.exit(1);
+  });
+}
+
+async function ask(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      server: { type: "string", default: "localhost:50051" },
+      "max-tokens": { type: "string" },
+      temperature: { type: "string" },
+    },
+  });
+  const [image, question] = positionals;
+  if (!image || !question) throw new Error(`glance ask needs an image and a question\n\n${USAGE}`);
+  const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${values.server}` }));
+  const stream = client.generate({
+    messages: [{
+      role: Role.USER,
+      content: [{ kind: { case: "image", value: { source: { case: "data", value: readFileSync(image) } } } }, { kind: { case: "text", value: question } }],
+    }],
+    sampling: {
+      maxTokens: values["max-tokens"] === undefined ? undefined : Number(values["max-tokens"]),
+      temperature: values.temperature === undefined ? undefined : Number(values.temperature),
+    },
+  });
+  for await (const res of stream) {
+    if (res.event.case === "delta") process.stdout.write(res.event.value.text);
+  }
+  process.stdout.write("\n");
+}
+
+const [command, ...rest] = process.argv.slice(2);
+try {
+  if (command === "serve") await serve(rest);
+  else if (command === "ask") await ask(rest);
+  else {
+    console.log(USAGE);
+    process.exitCode = command === undefined || command === "help" || command === "--help" ? 0 : 2;
+  }
+} catch (e) {
+  console.error(`glance: ${(e as Error).message}`);
+  process.exitCode = 1;
+}

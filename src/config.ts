@@ -1,0 +1,114 @@
+/**
+ * Glance's configuration: every setting is a flag (--max-batch-size 8) and an environment
+ * variable (GLANCE_MAX_BATCH_SIZE=8); a flag wins over the variable, which wins over the default.
+ * The table below is the single list of settings; `glance serve --help` prints it.
+ */
+import path from "node:path";
+import { parseArgs } from "node:util";
+import type { Dtype } from "./model/model-folder.ts";
+
+const DEFAULT_MODEL = path.resolve(import.meta.dirname, "../models/tiny");
+
+const SETTINGS = {
+  model: { default: DEFAULT_MODEL, help: "model folder (Hugging Face ONNX layout)" },
+  "decoder-dtype": { default: "fp32", help: "decoder variant: fp32, fp16, q8, int8, uint8, q4" },
+  host: { default: "0.0.0.0", help: "address both ports listen on" },
+  "grpc-port": { default: "50051", help: "gRPC port (grpc-js: service, health, reflection)" },
+  "http-port": { default: "8080", help: "HTTP port (Connect, gRPC-Web, OpenAI API, /metrics, /healthz, /readyz)" },
+  threads: { default: "0", help: "onnxruntime intra-op threads; 0 = all cores" },
+  "inter-op-threads": { default: "1", help: "onnxruntime inter-op threads (1 = sequential)" },
+  "execution-provider": { default: "cpu", help: "onnxruntime execution providers, comma-separated (cpu, cuda, webgpu)" },
+  "max-batch-size": { default: "16", help: "sequences decoded together" },
+  "max-queue": { default: "64", help: "requests waiting beyond the batch; more get RESOURCE_EXHAUSTED / 429" },
+  "max-prefill-tokens": { default: "4096", help: "prompt positions prefilled in one step" },
+  "max-images": { default: "4", help: "images per request" },
+  "max-image-pixels": { default: "16777216", help: "pixels per image (width x height)" },
+  "max-tokens": { default: "1024", help: "largest max_tokens a request may ask for" },
+  "vision-cache-mb": { default: "64", help: "vision features kept for repeated images" },
+  "keepalive-time-ms": { default: "60000", help: "gRPC keepalive ping interval" },
+  "keepalive-timeout-ms": { default: "20000", help: "gRPC keepalive ping timeout" },
+  "max-connection-age-ms": { default: "0", help: "gRPC max connection age, 0 = unlimited" },
+  "max-connection-age-grace-ms": { default: "30000", help: "gRPC grace period after max connection age" },
+  "max-message-mb": { default: "32", help: "largest gRPC message received or sent" },
+  "drain-grace-ms": { default: "30000", help: "on SIGTERM/SIGINT, how long running streams may finish" },
+  "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
+  "log-level": { default: "info", help: "pino log level (fatal, error, warn, info, debug, trace, silent)" },
+} as const;
+
+export type SettingName = keyof typeof SETTINGS;
+
+export interface Config {
+  modelDir: string;
+  decoderDtype: Dtype;
+  host: string;
+  grpcPort: number;
+  httpPort: number;
+  threads: number;
+  interOpThreads: number;
+  executionProviders: string[];
+  maxBatchSize: number;
+  maxQueue: number;
+  maxPrefillTokens: number;
+  maxImages: number;
+  maxImagePixels: number;
+  maxTokens: number;
+  visionCacheBytes: number;
+  keepaliveTimeMs: number;
+  keepaliveTimeoutMs: number;
+  maxConnectionAgeMs: number;
+  maxConnectionAgeGraceMs: number;
+  maxMessageBytes: number;
+  drainGraceMs: number;
+  corsOrigin: string;
+  logLevel: string;
+}
+
+export const envName = (name: SettingName) => `GLANCE_${name.toUpperCase().replaceAll("-", "_")}`;
+
+export function configHelp(): string {
+  return Object.entries(SETTINGS)
+    .map(([name, s]) => `  --${name.padEnd(28)} ${envName(name as SettingName).padEnd(34)} ${s.help} (default ${name === "model" ? "models/tiny" : s.default})`)
+    .join("\n");
+}
+
+/** Parses flags (args) over environment variables over defaults; throws on unknown flags or bad numbers. */
+export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env): Config {
+  const { values } = parseArgs({
+    args,
+    options: Object.fromEntries(Object.keys(SETTINGS).map((k) => [k, { type: "string" as const }])),
+    strict: true,
+  });
+  const get = (name: SettingName): string => (values[name] as string | undefined) ?? env[envName(name)] ?? SETTINGS[name].default;
+  const int = (name: SettingName, min = 0): number => {
+    const v = Number(get(name));
+    if (!Number.isInteger(v) || v < min) throw new Error(`--${name} (${envName(name)}) must be an integer >= ${min}, got ${get(name)}`);
+    return v;
+  };
+  const dtype = get("decoder-dtype");
+  if (!["fp32", "fp16", "q8", "int8", "uint8", "q4"].includes(dtype)) throw new Error(`--decoder-dtype: unknown variant ${dtype}`);
+  return {
+    modelDir: path.resolve(get("model")),
+    decoderDtype: dtype as Dtype,
+    host: get("host"),
+    grpcPort: int("grpc-port"),
+    httpPort: int("http-port"),
+    threads: int("threads"),
+    interOpThreads: int("inter-op-threads", 1),
+    executionProviders: get("execution-provider").split(",").map((s) => s.trim()).filter(Boolean),
+    maxBatchSize: int("max-batch-size", 1),
+    maxQueue: int("max-queue"),
+    maxPrefillTokens: int("max-prefill-tokens", 1),
+    maxImages: int("max-images"),
+    maxImagePixels: int("max-image-pixels", 1),
+    maxTokens: int("max-tokens", 1),
+    visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
+    keepaliveTimeMs: int("keepalive-time-ms", 1),
+    keepaliveTimeoutMs: int("keepalive-timeout-ms", 1),
+    maxConnectionAgeMs: int("max-connection-age-ms"),
+    maxConnectionAgeGraceMs: int("max-connection-age-grace-ms"),
+    maxMessageBytes: int("max-message-mb", 1) * 1024 * 1024,
+    drainGraceMs: int("drain-grace-ms"),
+    corsOrigin: get("cors-origin"),
+    logLevel: get("log-level"),
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * Prometheus metrics through prom-client, named after vLLM's (glance: instead of vllm:), so
+ * dashboards written for vLLM need only the prefix changed.
+ */
+import client from "prom-client";
+import type { EngineStats, FinishReason, Timings, Usage } from "../engine/protocol.ts";
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+
+export interface Metrics {
+  readonly registry: client.Registry;
+  /** Called by each stream for every token after its first, with the gap since the previous one. */
+  observeInterToken(seconds: number): void;
+  observeFinished(finish: FinishReason, usage: Usage, timings: Timings): void;
+}
+
+export function createMetrics(stats: () => EngineStats): Metrics {
+  const registry = new client.Registry();
+  const gauge = (name: string, help: string, read: (s: EngineStats) => number) =>
+    new client.Gauge({ name, help, registers: [registry], collect() { this.set(read(stats())); } });
+  /** A counter mirroring a total the engine keeps. */
+  const mirrored = (name: string, help: string, read: (s: EngineStats) => number) => {
+    let seen = 0;
+    return new client.Counter({
+      name, help, registers: [registry],
+      collect() {
+        const total = read(stats());
+        this.inc(Math.max(0, total - seen));
+        seen = total;
+      },
+    });
+  };
+  gauge("glance:num_requests_running", "Requests in the running batch.", (s) => s.running);
+  gauge("glance:num_requests_waiting", "Requests waiting to be admitted.", (s) => s.waiting);
+  gauge("glance:kv_cache_bytes", "Bytes held by the running batch's key/value cache.", (s) => s.cacheBytes);
+  mirrored("glance:image_cache_hits_total", "Images whose vision features came from the cache.", (s) => s.visionCache.hits);
+  mirrored("glance:image_cache_misses_total", "Images run through the vision encoder.", (s) => s.visionCache.misses);
+
+  const histogram = (name: string, help: string) =>
+    new client.Histogram({ name, help, buckets: LATENCY_BUCKETS, registers: [registry] });
+  const ttft = histogram("glance:time_to_first_token_seconds", "Time from arrival to the first generated token.");
+  const itl = histogram("glance:inter_token_latency_seconds", "Time between consecutive tokens of a stream.");
+  const e2e = histogram("glance:e2e_request_latency_seconds", "Time from arrival to the last token.");
+  const queue = histogram("glance:request_queue_time_seconds", "Time from arrival to admission into the batch.");
+  const prompt = new client.Counter({ name: "glance:prompt_tokens_total", help: "Prompt tokens processed, image tokens included.", registers: [registry] });
+  const generation = new client.Counter({ name: "glance:generation_tokens_total", help: "Tokens generated.", registers: [registry] });
+  const success = new client.Counter({
+    name: "glance:request_success_total", help: "Requests that finished, by finish reason.",
+    labelNames: ["finished_reason"], registers: [registry],
+  });
+
+  return {
+    registry,
+    observeInterToken: (seconds) => itl.observe(seconds),
+    observeFinished(finish, usage, timings) {
+      ttft.observe(timings.timeToFirstTokenMs / 1000);
+      e2e.observe(timings.totalMs / 1000);
+      queue.observe(timings.queueMs / 1000);
+      prompt.inc(usage.promptTokens);
+      generation.inc(usage.completionTokens);
+      success.inc({ finished_reason: finish });
+    },
+  };
+}

@@ -1,0 +1,207 @@
+/**
+ * The OpenAI-compatible routes: POST /v1/chat/completions (streaming SSE or not) and
+ * GET /v1/models, so OpenAI SDKs and tools work against Glance by changing the base URL.
+ * vLLM's extensions top_k and repetition_penalty are accepted too.
+ */
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import type { Engine, GenerateInput } from "../engine/engine.ts";
+import { GlanceError, invalidArgument } from "../errors.ts";
+import type { ChatRole } from "../model/chat-template.ts";
+import type { InputPart } from "../model/prompt-builder.ts";
+import { decodeImageUrl } from "./image-url.ts";
+import type { Lifecycle } from "./lifecycle.ts";
+import type { ObserveRequest } from "./request-observer.ts";
+import { httpStatus, toGlanceError } from "./status.ts";
+
+/** What the routes use of Node's HTTP/1.1 and HTTP/2 compatibility request and response. */
+export interface HttpRequest extends AsyncIterable<unknown> {
+  method?: string;
+  url?: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+export interface HttpResponse extends NodeJS.EventEmitter {
+  writeHead(status: number, headers?: Record<string, string | number>): unknown;
+  setHeader(name: string, value: string): unknown;
+  write(chunk: string): boolean;
+  end(chunk: string): unknown;
+}
+
+export interface OpenAiDeps {
+  engine: Engine;
+  lifecycle: Lifecycle;
+  observe: ObserveRequest;
+  maxBodyBytes: number;
+}
+
+const ERROR_TYPES: Record<GlanceError["code"], string> = {
+  invalid_argument: "invalid_request_error",
+  resource_exhausted: "rate_limit_error",
+  deadline_exceeded: "timeout_error",
+  cancelled: "cancelled",
+  unavailable: "service_unavailable",
+  internal: "internal_error",
+};
+
+export function sendJson(res: HttpResponse, status: number, body: unknown): void {
+  const data = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(data) });
+  res.end(data);
+}
+
+export function sendError(res: HttpResponse, e: unknown): void {
+  const err = toGlanceError(e);
+  sendJson(res, httpStatus(err), { error: { message: err.message, type: ERROR_TYPES[err.code], code: err.code } });
+}
+
+async function readJson(req: HttpRequest, limit: number): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw invalidArgument(`the request body is over ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  try {
+    const body: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new Error("not an object");
+    return body as Record<string, unknown>;
+  } catch (e) {
+    throw invalidArgument(`the request body is not a JSON object: ${(e as Error).message}`);
+  }
+}
+
+function optionalNumber(body: Record<string, unknown>, name: string): number | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number") throw invalidArgument(`${name} must be a number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+const ROLES: Record<string, ChatRole> = { system: "system", developer: "system", user: "user", assistant: "assistant" };
+
+function toParts(content: unknown, where: string): InputPart[] {
+  if (typeof content === "string") return [{ type: "text", text: content }];
+  if (!Array.isArray(content)) throw invalidArgument(`${where}.content must be a string or an array of parts`);
+  return content.map((part: unknown, j): InputPart => {
+    const p = part as { type?: unknown; text?: unknown; image_url?: unknown };
+    const at = `${where}.content[${j}]`;
+    if (p?.type === "text" && typeof p.text === "string") return { type: "text", text: p.text };
+    if (p?.type === "image_url") {
+      const url = typeof p.image_url === "string" ? p.image_url : (p.image_url as { url?: unknown } | undefined)?.url;
+      if (typeof url !== "string") throw invalidArgument(`${at}.image_url.url must be a string`);
+      return { type: "image", data: decodeImageUrl(url, at) };
+    }
+    throw invalidArgument(`${at} must be {type: "text", text} or {type: "image_url", image_url: {url}}`);
+  });
+}
+
+/** The engine's view of a chat-completions body; throws invalid_argument on anything malformed. */
+export function toGenerateInput(body: Record<string, unknown>): GenerateInput {
+  if (!Array.isArray(body["messages"]) || body["messages"].length === 0) {
+    throw invalidArgument("messages must be a non-empty array");
+  }
+  const messages = body["messages"].map((m: unknown, i) => {
+    const msg = m as { role?: unknown; content?: unknown };
+    const role = typeof msg?.role === "string" ? ROLES[msg.role] : undefined;
+    if (!role) throw invalidArgument(`messages[${i}].role must be system, user or assistant`);
+    return { role, content: toParts(msg.content, `messages[${i}]`) };
+  });
+  const n = optionalNumber(body, "n");
+  if (n !== undefined && n !== 1) throw invalidArgument("n must be 1: Glance returns one choice");
+  const stop = body["stop"];
+  if (stop !== undefined && stop !== null && typeof stop !== "string" && !(Array.isArray(stop) && stop.every((s) => typeof s === "string"))) {
+    throw invalidArgument("stop must be a string or an array of strings");
+  }
+  const seed = optionalNumber(body, "seed");
+  if (seed !== undefined && !Number.isSafeInteger(seed)) throw invalidArgument("seed must be an integer");
+  return {
+    messages,
+    sampling: {
+      maxTokens: optionalNumber(body, "max_completion_tokens") ?? optionalNumber(body, "max_tokens"),
+      temperature: optionalNumber(body, "temperature"),
+      topP: optionalNumber(body, "top_p"),
+      topK: optionalNumber(body, "top_k"),
+      repetitionPenalty: optionalNumber(body, "repetition_penalty"),
+      seed: seed === undefined ? undefined : BigInt.asUintN(64, BigInt(seed)),
+      stop: typeof stop === "string" ? [stop] : (stop as string[] | undefined | null) ?? undefined,
+    },
+  };
+}
+
+async function write(res: HttpResponse, data: string): Promise<void> {
+  // Wait for the socket (or HTTP/2 flow control) instead of buffering a slow client's stream.
+  if (!res.write(data)) await once(res, "drain");
+}
+
+export async function handleChatCompletions(req: HttpRequest, res: HttpResponse, deps: OpenAiDeps): Promise<void> {
+  const { engine, lifecycle, observe } = deps;
+  let done: (() => void) | undefined;
+  let streaming = false;
+  const client = new AbortController();
+  res.on("close", () => client.abort());
+  try {
+    done = lifecycle.admit();
+    const body = await readJson(req, deps.maxBodyBytes);
+    if (typeof body["model"] === "string" && body["model"] !== "" && body["model"] !== engine.info.id) {
+      throw invalidArgument(`model ${JSON.stringify(body["model"])} is not served here; this server serves ${JSON.stringify(engine.info.id)}`);
+    }
+    const stream = body["stream"] === true;
+    const includeUsage = (body["stream_options"] as { include_usage?: unknown } | undefined)?.include_usage === true;
+    const id = `chatcmpl-${randomUUID()}`;
+    const created = Math.floor(Date.now() / 1000);
+    const { requestId, events } = engine.generate({ ...toGenerateInput(body), requestId: id }, { signal: client.signal });
+    const chunk = (choices: unknown[], usage?: unknown) =>
+      `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model: engine.info.id, choices, ...(usage ? { usage } : {}) })}\n\n`;
+
+    let text = "";
+    for await (const e of observe(requestId, "chat.completions", events)) {
+      if (e.type === "delta") {
+        if (!stream) {
+          text += e.text;
+          continue;
+        }
+        if (!streaming) {
+          streaming = true;
+          res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+          await write(res, chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]));
+        }
+        if (e.text !== "") await write(res, chunk([{ index: 0, delta: { content: e.text }, logprobs: null, finish_reason: null }]));
+        continue;
+      }
+      const usage = {
+        prompt_tokens: e.usage.promptTokens,
+        completion_tokens: e.usage.completionTokens,
+        total_tokens: e.usage.promptTokens + e.usage.completionTokens,
+      };
+      if (!stream) {
+        sendJson(res, 200, {
+          id, object: "chat.completion", created, model: engine.info.id,
+          choices: [{ index: 0, message: { role: "assistant", content: text }, logprobs: null, finish_reason: e.finishReason }],
+          usage,
+        });
+        return;
+      }
+      await write(res, chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: e.finishReason }]));
+      if (includeUsage) await write(res, chunk([], usage));
+      res.end("data: [DONE]\n\n");
+    }
+  } catch (e) {
+    if (client.signal.aborted) return;
+    if (!streaming) sendError(res, e);
+    else {
+      // Headers are gone: report the failure in the stream, as vLLM does, then end it.
+      const err = toGlanceError(e);
+      res.end(`data: ${JSON.stringify({ error: { message: err.message, type: ERROR_TYPES[err.code], code: err.code } })}\n\n`);
+    }
+  } finally {
+    done?.();
+  }
+}
+
+export function handleModels(res: HttpResponse, engine: Engine): void {
+  sendJson(res, 200, {
+    object: "list",
+    data: [{ id: engine.info.id, object: "model", created: 0, owned_by: "glance", max_model_len: engine.info.contextLength }],
+  });
+}

@@ -1,0 +1,28 @@
+/**
+ * A Glance server on free ports in this process, on models/tiny, for end-to-end tests.
+ */
+import { pino } from "pino";
+import { type Config, loadConfig } from "../../src/config.ts";
+import { type GlanceServer, startGlanceServer } from "../../src/server/glance-server.ts";
+
+export interface TestServer {
+  server: GlanceServer;
+  /** host:port of the gRPC port */
+  grpcAddress: string;
+  /** http://127.0.0.1:port of the HTTP port */
+  httpUrl: string;
+  close(): Promise<void>;
+}
+
+/** `flags` are `glance serve` flags, e.g. ["--max-batch-size", "1"]. */
+export async function startTestServer(flags: string[] = []): Promise<TestServer> {
+  const config: Config = loadConfig(["--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--drain-grace-ms", "5000", ...flags], {});
+  const server = await startGlanceServer(config, pino({ level: "silent" }));
+  await server.ready;
+  return {
+    server,
+    grpcAddress: `127.0.0.1:${server.grpcPort}`,
+    httpUrl: `http://127.0.0.1:${server.httpPort}`,
+    close: () => server.drain(),
+  };
+}
