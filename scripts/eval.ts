@@ -1,66 +1,110 @@
 /**
- * npm run eval [-- --model DIR] [--decoder fp32|q8] [--limit N]
+ * npm run eval [-- --model DIR] [--decoder fp32|q8] [--limit N] [--concurrency N]
  *
- * Exact-match accuracy of a model folder on the tiny model's held-out questions, answered by
- * transformers.js (an implementation nobody here wrote) from the ONNX files on disk. Prints one
- * row per question kind and per language; the last line is the overall figure, `accuracy: 0.97`.
+ * Exact-match accuracy of a model folder on the tiny model's held-out questions, answered twice:
+ * by transformers.js (an implementation nobody here wrote) from the ONNX files on disk, and by
+ * Glance's engine with requests batched together. Prints accuracy per question kind and language
+ * for both, and how many answers agree token for token. The last line is transformers.js's
+ * overall figure, `accuracy: 0.97`.
  */
-import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { KINDS, TINY_MODEL_DIR, isCorrect, loadHeldOut, readHeldOutImage } from './lib/heldout.ts';
-import { createTransformersPeer } from './lib/transformers-peer.ts';
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { createEngine } from "../src/engine/engine.ts";
+import { type HeldOutQuestion, KINDS, TINY_MODEL_DIR, isCorrect, loadHeldOut, readHeldOutImage } from "./lib/heldout.ts";
+import { createTransformersPeer } from "./lib/transformers-peer.ts";
 
 const { values } = parseArgs({
   options: {
-    model: { type: 'string', default: TINY_MODEL_DIR },
-    decoder: { type: 'string', default: 'fp32' },
-    limit: { type: 'string' },
+    model: { type: "string", default: TINY_MODEL_DIR },
+    decoder: { type: "string", default: "fp32" },
+    limit: { type: "string" },
+    concurrency: { type: "string", default: "16" },
   },
 });
-if (values.decoder !== 'fp32' && values.decoder !== 'q8') {
-  throw new Error(`--decoder must be fp32 or q8, not ${values.decoder}`);
-}
-
+if (values.decoder !== "fp32" && values.decoder !== "q8") throw new Error(`--decoder must be fp32 or q8, not ${values.decoder}`);
+const decoder = values.decoder;
 const modelDir = path.resolve(values.model);
 const questions = loadHeldOut(modelDir).slice(0, values.limit ? Number(values.limit) : undefined);
-const peer = await createTransformersPeer(modelDir, { decoderDtype: values.decoder });
-
-const tally = new Map<string, { right: number; total: number }>();
-const count = (key: string, right: boolean) => {
-  const t = tally.get(key) ?? { right: 0, total: 0 };
-  t.right += right ? 1 : 0;
-  t.total += 1;
-  tally.set(key, t);
+const progress = (label: string, done: number) => {
+  if (process.stderr.isTTY) process.stderr.write(`\r${label} ${done}/${questions.length}${done === questions.length ? "\n" : ""}`);
 };
 
-const started = performance.now();
-const misses: string[] = [];
-for (const [i, q] of questions.entries()) {
-  const { text } = await peer.answer(readHeldOutImage(q, modelDir), q.question);
-  const right = isCorrect(q, text);
-  for (const key of [q.kind, `${q.kind}/${q.lang}`, q.lang, 'all']) count(key, right);
-  if (!right) misses.push(`${q.image} ${q.question} -> ${JSON.stringify(text.trim())} (expected ${JSON.stringify(q.answer)})`);
-  if (process.stderr.isTTY) process.stderr.write(`\r${i + 1}/${questions.length}`);
+interface Answer {
+  text: string;
+  tokenIds: number[];
 }
-if (process.stderr.isTTY) process.stderr.write('\n');
-await peer.dispose();
 
-const ratio = (key: string) => {
-  const t = tally.get(key);
-  return t ? (t.right / t.total).toFixed(2) : '-';
-};
-const seconds = (performance.now() - started) / 1000;
-console.log(`model ${path.relative(process.cwd(), modelDir) || '.'}, decoder ${values.decoder}, transformers.js, ` +
-  `${questions.length} questions in ${seconds.toFixed(0)} s`);
-if (misses.length > 0) {
-  console.log(`\nwrong answers (${misses.length}):`);
-  for (const m of misses.slice(0, 20)) console.log(`  ${m}`);
-  if (misses.length > 20) console.log(`  ... and ${misses.length - 20} more`);
+async function runPeer(): Promise<{ answers: Answer[]; seconds: number }> {
+  const peer = await createTransformersPeer(modelDir, { decoderDtype: decoder });
+  const started = performance.now();
+  const answers: Answer[] = [];
+  for (const q of questions) {
+    answers.push(await peer.answer(readHeldOutImage(q, modelDir), q.question));
+    progress("transformers.js", answers.length);
+  }
+  await peer.dispose();
+  return { answers, seconds: (performance.now() - started) / 1000 };
 }
-console.log(`\n${'kind'.padEnd(10)}${'en'.padStart(7)}${'zh'.padStart(7)}${'both'.padStart(7)}${'n'.padStart(6)}`);
-for (const kind of KINDS) {
-  const n = tally.get(kind)?.total ?? 0;
-  console.log(`${kind.padEnd(10)}${ratio(`${kind}/en`).padStart(7)}${ratio(`${kind}/zh`).padStart(7)}${ratio(kind).padStart(7)}${String(n).padStart(6)}`);
+
+async function runGlance(): Promise<{ answers: Answer[]; seconds: number }> {
+  const engine = createEngine({ modelDir, decoderDtype: decoder });
+  await engine.ready;
+  const started = performance.now();
+  const answers: Answer[] = new Array(questions.length);
+  let next = 0;
+  let finished = 0;
+  const worker = async () => {
+    while (next < questions.length) {
+      const i = next++;
+      const q = questions[i]!;
+      const { events } = engine.generate({
+        messages: [{ role: "user", content: [{ type: "image", data: readHeldOutImage(q, modelDir) }, { type: "text", text: q.question }] }],
+        sampling: { temperature: 0, maxTokens: 64 },
+      });
+      const a: Answer = { text: "", tokenIds: [] };
+      for await (const e of events) {
+        if (e.type === "delta") {
+          a.text += e.text;
+          a.tokenIds.push(...e.tokenIds);
+        } else if (e.finishReason === "stop") a.tokenIds.pop(); // the end-of-sequence token, which transformers.js leaves out
+      }
+      answers[i] = a;
+      progress("glance", ++finished);
+    }
+  };
+  await Promise.all(Array.from({ length: Number(values.concurrency) }, worker));
+  await engine.close();
+  return { answers, seconds: (performance.now() - started) / 1000 };
 }
-console.log(`${'all'.padEnd(10)}${ratio('en').padStart(7)}${ratio('zh').padStart(7)}${ratio('all').padStart(7)}${String(questions.length).padStart(6)}`);
-console.log(`accuracy: ${ratio('all')}`);
+
+function table(name: string, answers: Answer[], seconds: number): string {
+  const tally = new Map<string, [number, number]>();
+  questions.forEach((q: HeldOutQuestion, i) => {
+    const right = isCorrect(q, answers[i]!.text) ? 1 : 0;
+    for (const key of [q.kind, `${q.kind}/${q.lang}`, q.lang, "all"]) {
+      const [r, n] = tally.get(key) ?? [0, 0];
+      tally.set(key, [r + right, n + 1]);
+    }
+  });
+  const ratio = (key: string) => {
+    const t = tally.get(key);
+    return (t ? (t[0] / t[1]).toFixed(2) : "-").padStart(7);
+  };
+  const rows = [`${name}: ${questions.length} questions in ${seconds.toFixed(1)} s`, `${"kind".padEnd(10)}${"en".padStart(7)}${"zh".padStart(7)}${"both".padStart(7)}${"n".padStart(6)}`];
+  for (const kind of KINDS) rows.push(`${kind.padEnd(10)}${ratio(`${kind}/en`)}${ratio(`${kind}/zh`)}${ratio(kind)}${String(tally.get(kind)?.[1] ?? 0).padStart(6)}`);
+  rows.push(`${"all".padEnd(10)}${ratio("en")}${ratio("zh")}${ratio("all")}${String(questions.length).padStart(6)}`);
+  return rows.join("\n");
+}
+
+const peer = await runPeer();
+const glance = await runGlance();
+const wrong = questions.flatMap((q, i) => isCorrect(q, peer.answers[i]!.text) ? [] : [`  ${q.image} ${q.question} -> ${JSON.stringify(peer.answers[i]!.text.trim())} (expected ${JSON.stringify(q.answer)})`]);
+const differ = questions.flatMap((q, i) => JSON.stringify(peer.answers[i]!.tokenIds) === JSON.stringify(glance.answers[i]!.tokenIds) ? [] : [`  ${q.image} ${q.question}: transformers.js ${JSON.stringify(peer.answers[i]!.text)}, glance ${JSON.stringify(glance.answers[i]!.text)}`]);
+
+console.log(`model ${path.relative(process.cwd(), modelDir) || "."}, decoder ${decoder}\n`);
+if (wrong.length > 0) console.log(`wrong answers (transformers.js, ${wrong.length}):\n${wrong.slice(0, 20).join("\n")}${wrong.length > 20 ? `\n  ... and ${wrong.length - 20} more` : ""}\n`);
+console.log(`${table("glance", glance.answers, glance.seconds)}\n`);
+console.log(`${table("transformers.js", peer.answers, peer.seconds)}\n`);
+console.log(`token-for-token agreement, glance vs transformers.js: ${questions.length - differ.length}/${questions.length}`);
+if (differ.length > 0) console.log(differ.join("\n"));
+console.log(`accuracy: ${(questions.filter((q, i) => isCorrect(q, peer.answers[i]!.text)).length / questions.length).toFixed(2)}`);

@@ -11,7 +11,7 @@ const DEFAULT_MODEL = path.resolve(import.meta.dirname, "../models/tiny");
 
 const SETTINGS = {
   model: { default: DEFAULT_MODEL, help: "model folder (Hugging Face ONNX layout)" },
-  "decoder-dtype": { default: "fp32", help: "decoder variant: fp32, fp16, q8, int8, uint8, q4" },
+  "decoder-dtype": { default: "fp32", help: "decoder file variant: fp32, q8, int8, uint8, q4 (float32 inputs and outputs)" },
   host: { default: "0.0.0.0", help: "address both ports listen on" },
   "grpc-port": { default: "50051", help: "gRPC port (grpc-js: service, health, reflection)" },
   "http-port": { default: "8080", help: "HTTP port (Connect, gRPC-Web, OpenAI API, /metrics, /healthz, /readyz)" },
@@ -85,7 +85,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     return v;
   };
   const dtype = get("decoder-dtype");
-  if (!["fp32", "fp16", "q8", "int8", "uint8", "q4"].includes(dtype)) throw new Error(`--decoder-dtype: unknown variant ${dtype}`);
+  if (!["fp32", "q8", "int8", "uint8", "q4"].includes(dtype)) throw new Error(`--decoder-dtype: unknown or unsupported variant ${dtype}`);
   return {
     modelDir: path.resolve(get("model")),
     decoderDtype: dtype as Dtype,

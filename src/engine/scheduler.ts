@@ -57,6 +57,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const eos = new Set(deps.eosTokenIds);
   const waiting: SubmitMessage[] = [];
   let running: Sequence[] = [];
+  /** Sequences whose prefill is running: a cancel that arrives meanwhile must still reach them. */
+  let prefilling: Sequence[] = [];
   let cache: BatchCache | null = null;
   let events: SequenceEvent[] = [];
   let looping = false;
@@ -178,9 +180,18 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   async function prefill(requests: SubmitMessage[]): Promise<void> {
     const admittedAt = now();
     const seqs = requests.map((r) => start(r, admittedAt));
-    const { features, ms } = await imageFeatures(requests);
-    const started = now();
-    const out = await runner.prefill(requests.map((r, i) => ({ ids: r.ids, positions: r.positions, imageFeatures: features[i]! })));
+    prefilling = seqs;
+    let out: Awaited<ReturnType<ModelRunner["prefill"]>>;
+    let ms: number;
+    let started: number;
+    try {
+      const encoded = await imageFeatures(requests);
+      ms = encoded.ms;
+      started = now();
+      out = await runner.prefill(requests.map((r, i) => ({ ids: r.ids, positions: r.positions, imageFeatures: encoded.features[i]! })));
+    } finally {
+      prefilling = [];
+    }
     const at = now();
     const keep: number[] = [];
     seqs.forEach((seq, i) => {
@@ -251,7 +262,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     cancel(id) {
       const w = waiting.findIndex((r) => r.id === id);
       if (w >= 0) waiting.splice(w, 1);
-      const seq = running.find((s) => s.request.id === id);
+      const seq = running.find((s) => s.request.id === id) ?? prefilling.find((s) => s.request.id === id);
       if (seq) seq.cancelled = true;
       // A running loop reports at its next iteration; an idle one reports the shorter queue now.
       if (!looping) deps.emit([], stats());

@@ -79,11 +79,16 @@ export async function listenCleartext(handler: RequestHandler, host: string, por
     server.once("error", reject);
     server.listen(port, host, () => resolve());
   });
+  // http.Server tracks its connections (for closeIdleConnections, headersTimeout and
+  // requestTimeout) only from its own "listening" event; h1 never listens itself, so without
+  // this, close() could not shut idle keep-alive connections and waited out the whole grace.
+  h1.emit("listening");
   return {
     port: (server.address() as net.AddressInfo).port,
     async close(graceMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      h1.closeIdleConnections();
+      // Closes idle keep-alive connections and stops h1's connection-checking timer.
+      h1.close();
       for (const session of sessions) session.close();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);

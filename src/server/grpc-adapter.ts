@@ -23,6 +23,12 @@ function toServiceError(e: unknown): Partial<grpc.StatusObject> {
   return { code: err.code as number as grpc.status, details: err.rawMessage };
 }
 
+/**
+ * The call's HandlerContext. Its deadline timer runs until `abort()` is called (connect-node's
+ * own handlers do that when a call ends), so every handler below aborts it once the call is
+ * over; otherwise each call with a deadline would leave a timer, holding the call, until its
+ * deadline, and a drained process could not exit before the longest one.
+ */
 function context(
   service: DescService,
   method: DescMethod,
@@ -61,9 +67,11 @@ export function addConnectService<S extends DescService>(server: grpc.Server, se
     };
     if (method.methodKind === "unary") {
       handlers[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const ctx = context(service, method, call);
         Promise.resolve()
-          .then(() => fn(call.request, context(service, method, call)))
-          .then((res) => callback(null, res), (e) => callback(toServiceError(e)));
+          .then(() => fn(call.request, ctx))
+          .then((res) => callback(null, res), (e) => callback(toServiceError(e)))
+          .finally(() => ctx.abort());
       }) as grpc.handleUnaryCall<unknown, unknown>;
     } else if (method.methodKind === "server_streaming") {
       handlers[method.localName] = (async (call: grpc.ServerWritableStream<unknown, unknown>) => {
@@ -77,6 +85,8 @@ export function addConnectService<S extends DescService>(server: grpc.Server, se
           call.end();
         } catch (e) {
           if (!call.cancelled) call.emit("error", toServiceError(e));
+        } finally {
+          ctx.abort();
         }
       }) as grpc.handleServerStreamingCall<unknown, unknown>;
     } else {

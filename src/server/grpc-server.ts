@@ -3,8 +3,9 @@
  * "", readiness on the service's name, following the lifecycle) and server reflection (v1 and
  * v1alpha), so grpcurl and buf curl work without proto files.
  */
-import { type DescFile, toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { fileURLToPath } from "node:url";
+import { type DescFile, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type DescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
@@ -42,6 +43,33 @@ function fileDescriptorProtos(file: DescFile, seen = new Set<string>()): Buffer[
   ];
 }
 
+/**
+ * proto-loader (protobufjs) names a map field's entry type after the field ("Statuses") where
+ * protoc names it "<Field>Entry" ("StatusesEntry"). Descriptor validators (Go's protodesc in
+ * buf curl and grpcurl, the C++/Python descriptor pool) reject such a file, so reflection
+ * clients could not resolve grpc.health.v1.Health, whose List method returns a map. This
+ * renames the entries as protoc does, so the served descriptors are valid.
+ */
+function withProtocMapEntryNames(bin: Buffer): Buffer {
+  const file = fromBinary(FileDescriptorProtoSchema, bin);
+  const fix = (message: DescriptorProto) => {
+    message.nestedType.forEach(fix);
+    for (const field of message.field) {
+      const name = field.typeName.split(".").at(-1);
+      const entry = message.nestedType.find((n) => n.options?.mapEntry && n.name === name);
+      if (!entry) continue;
+      entry.name = `${field.name.replace(/(?:^|_)([a-z0-9])/g, (_, c: string) => c.toUpperCase())}Entry`;
+      field.typeName = field.typeName.replace(/[^.]*$/, entry.name);
+    }
+  };
+  file.messageType.forEach(fix);
+  return Buffer.from(toBinary(FileDescriptorProtoSchema, file));
+}
+
+/** The reflection service's own protos, so that reflection lists itself as other servers' does. */
+const reflectionProtoPaths = ["v1", "v1alpha"].map((v) =>
+  fileURLToPath(import.meta.resolve(`@grpc/reflection/build/proto/grpc/reflection/${v}/reflection.proto`)));
+
 export async function startGrpcServer(
   impl: ServiceImpl<typeof InferenceService>,
   lifecycle: Lifecycle,
@@ -65,11 +93,13 @@ export async function startGrpcServer(
   lifecycle.onChange(() => health.setStatus(InferenceService.typeName, readiness()));
   health.addToServer(server);
 
+  // Reflection reads only `fileDescriptorProtos` (types list their file) and finds the services inside the files.
+  const loaded = Object.values(loadSync([healthProtoPath, ...reflectionProtoPaths])) as Array<{ fileDescriptorProtos?: Buffer[] }>;
   const reflected = {
-    ...loadSync(healthProtoPath),
+    "proto-loader": { fileDescriptorProtos: loaded.flatMap((d) => d.fileDescriptorProtos ?? []).map(withProtocMapEntryNames) },
     [InferenceService.typeName]: { fileDescriptorProtos: fileDescriptorProtos(file_glance_v1_inference) },
   };
-  new ReflectionService(reflected as ConstructorParameters<typeof ReflectionService>[0]).addToServer(server);
+  new ReflectionService(reflected as unknown as ConstructorParameters<typeof ReflectionService>[0]).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${options.host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>

@@ -55,6 +55,12 @@ export async function startHttpServer(
     readMaxBytes: options.maxMessageBytes,
   });
   const handler = (req: HttpRequest, res: HttpResponse) => {
+    // A stream writer whose write returned false waits for "drain" (connect-node's, the OpenAI
+    // SSE writer's). A response whose connection closes (say, an HTTP/1.1 client that gave up)
+    // emits neither "drain" nor "error", so that writer would wait forever, and with it the
+    // request's engine slot, its queue place and a drain. Wake it: its next write fails and the
+    // call ends, which cancels the request.
+    res.once("close", () => res.emit("drain"));
     const origin = req.headers["origin"];
     if (origin !== undefined) {
       const allowed = options.corsOrigin === "*" ? "*" : options.corsOrigin;

@@ -141,6 +141,15 @@ def render(scene, rng):
     return img
 
 
+def shape_map(scene):
+    """Per pixel, 1 + the index of the shape drawn there (0 for background): training labels."""
+    img = Image.new("L", (SIZE, SIZE), 0)
+    draw = ImageDraw.Draw(img)
+    for i, p in enumerate(scene["shapes"]):
+        _draw_shape(draw, p["shape"], p["x"], p["y"], p["r"], i + 1)
+    return np.asarray(img)
+
+
 def _join_en(items):
     if len(items) == 1:
         return items[0]

@@ -18,13 +18,16 @@ import torch
 import torch.nn.functional as F
 
 from model import Config, VisionLanguageModel
-from synth import KINDS, make_sample
+from synth import COLORS, SHAPES, make_sample, shape_map
 from tokenizer import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL_DIR = os.path.dirname(HERE)
 EVAL_SEED_BASE = 10_000_000
 VOCAB_SIZE = 640
+SHAPE_IDS = {s: i + 1 for i, s in enumerate(SHAPES)}
+COLOR_IDS = {k: i + 1 for i, k in enumerate(COLORS)}
+AUX_WEIGHT = 0.5
 
 
 def image_prompt(c):
@@ -63,13 +66,38 @@ def build_tokenizer():
     return Tokenizer.train(texts, VOCAB_SIZE)
 
 
+def cell_labels(c, scene):
+    """Per image token (the connector's grid of cells, row-major): the shape and the colour that
+    cover most of that cell, 0 where shapes cover under a tenth of it. Targets of the vision
+    tower's auxiliary loss: every cell a shape touches names it, edges and corners included,
+    which is where one shape differs from another."""
+    side = int(c.image_seq_len ** 0.5)
+    cell = c.image_size // side
+    owners = shape_map(scene)
+    shape = torch.zeros(c.image_seq_len, dtype=torch.long)
+    color = torch.zeros(c.image_seq_len, dtype=torch.long)
+    for r in range(side):
+        for col in range(side):
+            counts = np.bincount(owners[r * cell:(r + 1) * cell, col * cell:(col + 1) * cell].ravel(), minlength=4)
+            counts[0] = 0
+            k = int(counts.argmax())
+            if counts[k] >= cell * cell // 10:
+                p = scene["shapes"][k - 1]
+                shape[r * side + col] = SHAPE_IDS[p["shape"]]
+                color[r * side + col] = COLOR_IDS[p["color"]]
+    return shape, color
+
+
 def batch(tok, c, seeds):
-    images, seqs = [], []
+    images, seqs, shapes, colors = [], [], [], []
     for s in seeds:
         rng = random.Random(s ^ 0x5EED)
-        img, _, qas = make_sample(s, n_questions=rng.choice([1, 2, 3]))
+        img, scene, qas = make_sample(s, n_questions=rng.choice([1, 2, 3]))
         images.append(to_pixels(img))
         seqs.append(encode_conversation(tok, c, [(q, a) for q, a, _, _ in qas]))
+        shape, color = cell_labels(c, scene)
+        shapes.append(shape)
+        colors.append(color)
     n = max(len(i) for i, _ in seqs)
     ids = torch.zeros(len(seeds), n, dtype=torch.long)
     att = torch.zeros(len(seeds), n, dtype=torch.long)
@@ -79,7 +107,46 @@ def batch(tok, c, seeds):
         att[r, : len(i)] = 1
         t = torch.tensor(i)
         lab[r, : len(i) - 1] = torch.where(torch.tensor(m[1:]) == 1, t[1:], torch.tensor(-100))
-    return torch.stack(images), ids, att, lab
+    return torch.stack(images), ids, att, lab, torch.stack(shapes), torch.stack(colors)
+
+
+def aux_loss_of(aux, features, shape_lab, color_lab):
+    a = aux(features)
+    n_shape = 1 + len(SHAPE_IDS)
+    return (F.cross_entropy(a[..., :n_shape].reshape(-1, n_shape), shape_lab.reshape(-1))
+            + F.cross_entropy(a[..., n_shape:].reshape(-1, a.shape[-1] - n_shape), color_lab.reshape(-1)))
+
+
+def pretrain_vision(model, aux, c, args):
+    """Phase 1: the vision tower and connector alone, on the auxiliary task. Real VLMs start from
+    a pretrained vision encoder; this is ours, and it costs a fraction of a full step per image."""
+    params = list(model.vision.parameters()) + list(aux.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
+    start = time.time()
+    first = args.first_seed + 50_000_000
+    for step in range(args.vision_steps):
+        lr = args.lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.vision_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        images, shapes, colors = [], [], []
+        for s in range(first + step * args.vision_batch, first + (step + 1) * args.vision_batch):
+            img, scene, _ = make_sample(s, n_questions=0)
+            images.append(to_pixels(img))
+            shape, color = cell_labels(c, scene)
+            shapes.append(shape)
+            colors.append(color)
+        shape_lab, color_lab = torch.stack(shapes), torch.stack(colors)
+        features = model.vision(torch.stack(images))
+        loss = aux_loss_of(aux, features, shape_lab, color_lab)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 50 == 0 or step == args.vision_steps - 1:
+            covered = shape_lab > 0
+            shape_acc = (aux(features)[..., : 1 + len(SHAPE_IDS)].argmax(-1)[covered] == shape_lab[covered]).float().mean()
+            print(f"vision step {step} aux {loss.item():.4f} shape accuracy {shape_acc:.2f} lr {lr:.5f} "
+                  f"{(time.time() - start) / 60:.1f} min", flush=True)
 
 
 def main():
@@ -89,6 +156,10 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="/tmp/tiny.pt")
+    ap.add_argument("--vision-steps", type=int, default=0, help="steps of vision pretraining before the full model")
+    ap.add_argument("--vision-batch", type=int, default=64)
+    ap.add_argument("--init", help="checkpoint to start from (continues training with a new schedule)")
+    ap.add_argument("--first-seed", type=int, default=0, help="training seeds start here (use a fresh range with --init)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -99,10 +170,24 @@ def main():
     assert Tokenizer.load(MODEL_DIR).encode("<|im_start|>User: 红色。") == tok.encode("<|im_start|>User: 红色。")
     image_token_id = tok.token_id("<image>")
     model = VisionLanguageModel(c)
+    # Real VLMs start from a pretrained vision tower; this one learns from scratch, and without a
+    # direct signal the decoder learns the answers' priors and ignores the image. The auxiliary
+    # heads (training only, not exported) ask each image token what sits in its cell.
+    aux = torch.nn.Linear(c.dim, 1 + len(SHAPE_IDS) + 1 + len(COLOR_IDS))
+    if args.init:
+        ckpt = torch.load(args.init)
+        # Weights whose shapes still match (all of them, or the text decoder after a change to the vision tower).
+        own = model.state_dict()
+        kept = {k: v for k, v in ckpt["state"].items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(kept, strict=False)
+        print(f"initialised {len(kept)} of {len(own)} tensors from {args.init}", flush=True)
     print(f"vocab {len(tok.vocab)}, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    params = list(model.parameters()) + list(aux.parameters())
+    if args.vision_steps:
+        pretrain_vision(model, aux, c, args)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95))
     warmup = max(1, args.steps // 20)
@@ -111,19 +196,21 @@ def main():
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        seeds = range(step * args.batch, (step + 1) * args.batch)
-        images, ids, att, lab = batch(tok, c, seeds)
-        logits = model(images, ids, att, image_token_id)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1))
+        seeds = range(args.first_seed + step * args.batch, args.first_seed + (step + 1) * args.batch)
+        images, ids, att, lab, shape_lab, color_lab = batch(tok, c, seeds)
+        logits, features = model(images, ids, att, image_token_id)
+        text_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1))
+        aux_loss = aux_loss_of(aux, features, shape_lab, color_lab)
+        loss = text_loss + AUX_WEIGHT * aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 25 == 0 or step == args.steps - 1:
             el = time.time() - start
-            print(f"step {step} loss {loss.item():.4f} lr {lr:.5f} {el / 60:.1f} min", flush=True)
+            print(f"step {step} loss {text_loss.item():.4f} aux {aux_loss.item():.4f} lr {lr:.5f} {el / 60:.1f} min", flush=True)
         if step % 200 == 0 or step == args.steps - 1:
-            torch.save({"config": c.to_dict(), "state": model.state_dict()}, args.out)
+            torch.save({"config": c.to_dict(), "state": model.state_dict(), "aux": aux.state_dict()}, args.out)
     print(f"trained {args.steps} steps in {(time.time() - start) / 60:.1f} min", flush=True)
 
 

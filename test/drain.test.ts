@@ -1,0 +1,219 @@
+/**
+ * Graceful shutdown of the real process: `glance serve` is spawned as a mesh would run it, gets
+ * SIGTERM while eight streams are mid-generation, and must refuse new work (UNAVAILABLE, readiness
+ * 503) while finishing every running stream, then exit 0 within the grace period. Only a child
+ * process shows this: the signal handler, the exit code and the closing of both ports are all
+ * part of what is tested. Ports are 0 (free ports); the child names them in its "listening" log line.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, it } from "node:test";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { FinishReason, InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
+import { type HeldOutQuestion, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const GRACE_MS = 20_000;
+const STREAMS = 8;
+const MAX_TOKENS = 48;
+
+interface LogLine {
+  msg: string;
+  level: number;
+  [key: string]: unknown;
+}
+
+/** The child's pino lines from stdout, and a way to wait for one by its message. */
+function readLogs(child: ChildProcess) {
+  const lines: LogLine[] = [];
+  const waiting: Array<{ msg: string; resolve: (l: LogLine) => void }> = [];
+  createInterface({ input: child.stdout! }).on("line", (text) => {
+    let line: LogLine;
+    try {
+      line = JSON.parse(text) as LogLine;
+    } catch {
+      return;
+    }
+    lines.push(line);
+    for (const w of waiting.filter((w) => w.msg === line.msg)) {
+      waiting.splice(waiting.indexOf(w), 1);
+      w.resolve(line);
+    }
+  });
+  return {
+    lines,
+    /** Resolves with the first line whose msg is `msg`, rejects if the child exits first or after `ms`. */
+    waitFor(msg: string, ms = 60_000): Promise<LogLine> {
+      const seen = lines.find((l) => l.msg === msg);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no "${msg}" log line within ${ms} ms`)), ms);
+        const exited = () => reject(new Error(`the child exited (code ${child.exitCode}) before logging "${msg}"`));
+        child.once("exit", exited);
+        waiting.push({
+          msg,
+          resolve: (l) => {
+            clearTimeout(timer);
+            child.off("exit", exited);
+            resolve(l);
+          },
+        });
+      });
+    },
+  };
+}
+
+function request(q: HeldOutQuestion) {
+  return {
+    messages: [{
+      role: Role.USER,
+      content: [
+        { kind: { case: "image" as const, value: { source: { case: "data" as const, value: readHeldOutImage(q) } } } },
+        { kind: { case: "text" as const, value: q.question } },
+      ],
+    }],
+    sampling: { maxTokens: MAX_TOKENS, temperature: 0 },
+  };
+}
+
+interface StreamResult {
+  text: string;
+  tokenIds: number;
+  deltasAfterSigterm: number;
+  done?: { finishReason: FinishReason; completionTokens: number };
+  error?: unknown;
+}
+
+describe("drain on SIGTERM (the glance serve process)", () => {
+  let child: ChildProcess;
+  let logs: ReturnType<typeof readLogs>;
+  let stderr = "";
+  let sigtermAt = 0;
+  let signalled = false;
+  const results: StreamResult[] = [];
+  let newCall: unknown;
+  let readiness: { status: number } | { error: unknown };
+  let exit: { code: number | null; signal: NodeJS.Signals | null; ms: number };
+
+  before(async () => {
+    child = spawn(process.execPath, [
+      "src/cli.ts", "serve",
+      "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
+      "--log-level", "info", "--drain-grace-ms", String(GRACE_MS),
+    ], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    const exited = once(child, "exit");
+    logs = readLogs(child);
+
+    const listening = await logs.waitFor("listening; loading the model");
+    const grpcUrl = `http://127.0.0.1:${listening["grpcPort"]}`;
+    const httpUrl = `http://127.0.0.1:${listening["httpPort"]}`;
+    await logs.waitFor("ready");
+
+    const client = createClient(InferenceService, createGrpcTransport({ baseUrl: grpcUrl }));
+    const questions = loadHeldOut().filter((q) => q.kind === "json").slice(0, STREAMS);
+    const firstDeltas: Array<Promise<void>> = [];
+    const streams = questions.map((q, i) => {
+      const result: StreamResult = { text: "", tokenIds: 0, deltasAfterSigterm: 0 };
+      results[i] = result;
+      let first!: () => void;
+      firstDeltas.push(new Promise<void>((resolve) => (first = resolve)));
+      return (async () => {
+        try {
+          for await (const res of client.generate(request(q))) {
+            if (res.event.case === "delta") {
+              result.text += res.event.value.text;
+              result.tokenIds += res.event.value.tokenIds.length;
+              if (signalled) result.deltasAfterSigterm++;
+              first();
+            } else if (res.event.case === "done") {
+              result.done = {
+                finishReason: res.event.value.finishReason,
+                completionTokens: res.event.value.usage?.completionTokens ?? -1,
+              };
+            }
+          }
+        } catch (e) {
+          result.error = e;
+        } finally {
+          first();
+        }
+      })();
+    });
+    await Promise.all(firstDeltas);
+
+    sigtermAt = performance.now();
+    signalled = true;
+    child.kill("SIGTERM");
+    await logs.waitFor("draining", 10_000);
+
+    // Draining: the process is up but must turn new work away, on both ports.
+    const [call, ready] = await Promise.allSettled([
+      (async () => {
+        for await (const _ of client.generate(request(questions[0]!)));
+      })(),
+      fetch(`${httpUrl}/readyz`).then(async (res) => {
+        await res.body?.cancel();
+        return res.status;
+      }),
+    ]);
+    newCall = call.status === "rejected" ? call.reason : "the call succeeded";
+    readiness = ready.status === "fulfilled" ? { status: ready.value } : { error: ready.reason };
+
+    await Promise.all(streams);
+    let timer: NodeJS.Timeout | undefined;
+    const [code, signal] = (await Promise.race([
+      exited,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the child did not exit within ${GRACE_MS + 5000} ms of SIGTERM`)), GRACE_MS + 5000);
+      }),
+    ]).finally(() => clearTimeout(timer))) as [number | null, NodeJS.Signals | null];
+    exit = { code, signal, ms: performance.now() - sigtermAt };
+  });
+
+  after(() => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  });
+
+  it("answers a new call during the drain with UNAVAILABLE", (t) => {
+    assert.ok(newCall instanceof ConnectError, `expected a ConnectError, got ${String(newCall)}`);
+    t.diagnostic(`new call: ${newCall.message}`);
+    assert.equal(newCall.code, Code.Unavailable, `${Code[newCall.code]}: ${newCall.message}`);
+  });
+
+  it("turns readiness off (503, or the port already closed)", (t) => {
+    t.diagnostic(`GET /readyz: ${"status" in readiness ? readiness.status : String(readiness.error)}`);
+    if ("status" in readiness) assert.equal(readiness.status, 503);
+    else {
+      const cause = (readiness.error as { cause?: { code?: string } }).cause;
+      assert.equal(cause?.code, "ECONNREFUSED", `GET /readyz failed: ${String(readiness.error)}`);
+    }
+  });
+
+  it("lets every running stream finish with its full text and a Done message", (t) => {
+    t.diagnostic(`deltas after SIGTERM: ${results.map((r) => r.deltasAfterSigterm).join(", ")}`);
+    assert.equal(results.length, STREAMS);
+    results.forEach((r, i) => {
+      assert.equal(r.error, undefined, `stream ${i} failed: ${String(r.error)}`);
+      assert.ok(r.done, `stream ${i} ended without a Done message`);
+      assert.ok(r.done.finishReason === FinishReason.STOP || r.done.finishReason === FinishReason.LENGTH, `stream ${i}: finish reason ${r.done.finishReason}`);
+      assert.ok(r.text.length > 0, `stream ${i} carried no text`);
+      assert.equal(r.tokenIds, r.done.completionTokens, `stream ${i}: tokens received vs usage.completion_tokens`);
+    });
+    assert.ok(results.some((r) => r.deltasAfterSigterm > 0), "no stream generated anything after SIGTERM: the test did not drain running streams");
+  });
+
+  it("exits with code 0 within the grace period, after closing both ports", (t) => {
+    t.diagnostic(`exited ${Math.round(exit.ms)} ms after SIGTERM`);
+    assert.equal(exit.signal, null, `killed by ${exit.signal}\n${stderr}`);
+    assert.equal(exit.code, 0, `exit code ${exit.code}\n${stderr}`);
+    assert.ok(exit.ms < GRACE_MS, `exited ${Math.round(exit.ms)} ms after SIGTERM`);
+    const messages = logs.lines.map((l) => l.msg);
+    assert.ok(messages.includes("stopped"), `no "stopped" log line: ${JSON.stringify(messages)}`);
+    assert.ok(!messages.some((m) => m.startsWith("grace period over")), "streams were still running when the grace period ended");
+  });
+});
