@@ -156,6 +156,23 @@ describe("engine", () => {
     assert.ok(p99 < 20, `p99 timer delay ${p99.toFixed(1)} ms`);
   });
 
+  it("encodes a repeated image once (vision-feature cache)", async () => {
+    const image = await sharp({ create: { width: 64, height: 64, channels: 3, background: "#123456" } }).png().toBuffer();
+    const input: GenerateInput = {
+      messages: [{ role: "user", content: [{ type: "image", data: image }, { type: "text", text: "How many shapes are there?" }] }],
+      sampling: { temperature: 0, maxTokens: 4 },
+    };
+    const before = engine.stats().visionCache;
+    const first = await collect(engine.generate(input).events);
+    const second = await collect(engine.generate(input).events);
+    const after = engine.stats().visionCache;
+    assert.equal(after.misses - before.misses, 1);
+    assert.equal(after.hits - before.hits, 1);
+    assert.equal(first.done.timings.visionEncodeMs > 0, true);
+    assert.equal(second.done.timings.visionEncodeMs, 0);
+    assert.deepEqual(second.tokenIds, first.tokenIds);
+  });
+
   it("refuses bad input with a typed error naming the problem, and keeps serving", async () => {
     const q = questions[0]!;
     const expected = await collect(engine.generate(ask(q)).events);

@@ -155,17 +155,25 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   /** Vision features per request, concatenated in prompt order; encodes only cache misses. */
   async function imageFeatures(requests: SubmitMessage[]): Promise<{ features: (Float32Array | null)[]; ms: number }> {
+    const found = new Map<string, Float32Array>();
     const missing = new Map<string, ImagePixels>();
     for (const r of requests) {
-      for (const im of r.images) if (!visionCache.get(im.key) && !missing.has(im.key)) missing.set(im.key, im.pixels);
+      for (const im of r.images) {
+        if (found.has(im.key) || missing.has(im.key)) continue;
+        const hit = visionCache.get(im.key);
+        if (hit) found.set(im.key, hit);
+        else missing.set(im.key, im.pixels);
+      }
     }
     const started = now();
     const encoded = await runner.encodeImages([...missing.values()]);
-    const fresh = new Map([...missing.keys()].map((k, i) => [k, encoded[i]!]));
-    for (const [k, f] of fresh) visionCache.set(k, f);
+    [...missing.keys()].forEach((key, i) => {
+      found.set(key, encoded[i]!);
+      visionCache.set(key, encoded[i]!);
+    });
     const features = requests.map((r) => {
       if (r.images.length === 0) return null;
-      const parts = r.images.map((im) => fresh.get(im.key) ?? visionCache.get(im.key)!);
+      const parts = r.images.map((im) => found.get(im.key)!);
       const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
       let offset = 0;
       for (const p of parts) {
