@@ -18,8 +18,11 @@ export interface BatchCache {
   readonly rowLengths: readonly number[];
   /** past_key_values.* feeds for the decoder. */
   feeds(): Record<string, ort.Tensor>;
-  /** attention_mask for a step that adds `added` positions to every row. */
-  attentionMask(added: number): ort.Tensor;
+  /**
+   * attention_mask for a step that adds `width` positions to every row, of which the last
+   * `real[r]` (default all) are not left padding.
+   */
+  attentionMask(width: number, real?: readonly number[]): ort.Tensor;
   /**
    * Takes the decoder's present.* outputs as the cache after a step that added `width` positions
    * to every row, of which `real` (per row, default all) are not left padding.
@@ -84,11 +87,14 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
     feeds() {
       return Object.fromEntries(names.map((n, t) => [`past_key_values.${n}`, state.tensors[t]!]));
     },
-    attentionMask(added) {
-      const width = state.length + added;
-      const mask = new BigInt64Array(state.rowLengths.length * width);
-      state.rowLengths.forEach((n, r) => mask.fill(1n, r * width + (state.length - n), (r + 1) * width));
-      return new ort.Tensor("int64", mask, [state.rowLengths.length, width]);
+    attentionMask(width, real) {
+      const total = state.length + width;
+      const mask = new BigInt64Array(state.rowLengths.length * total);
+      state.rowLengths.forEach((n, r) => {
+        const ones = n + (real ? real[r]! : width);
+        mask.fill(1n, (r + 1) * total - ones, (r + 1) * total);
+      });
+      return new ort.Tensor("int64", mask, [state.rowLengths.length, total]);
     },
     advance(outputs, width, real) {
       state = {

@@ -36,12 +36,13 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
     return embeds.data as Float32Array;
   }
 
+  /** One decoder run adding `width` positions per row; `real` counts the non-padding ones per row. */
   async function runDecoder(
-    embeds: Float32Array, rows: number, width: number, positions: BigInt64Array, cache: BatchCache,
+    embeds: Float32Array, rows: number, width: number, positions: BigInt64Array, cache: BatchCache, real?: number[],
   ) {
     const feeds: Record<string, ort.Tensor> = {
       inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, hidden]),
-      attention_mask: cache.attentionMask(width),
+      attention_mask: cache.attentionMask(width, real),
       position_ids: new ort.Tensor("int64", positions, [rows, width]),
       ...cache.feeds(),
     };
@@ -103,8 +104,9 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
         }
       });
       const cache = createBatchCache(spec, rows);
-      const { outputs, last } = await runDecoder(embeds, rows, width, positions, cache);
-      cache.advance(outputs, width, inputs.map((x) => x.ids.length));
+      const lengths = inputs.map((x) => x.ids.length);
+      const { outputs, last } = await runDecoder(embeds, rows, width, positions, cache, lengths);
+      cache.advance(outputs, width, lengths);
       return { logits: last, cache };
     },
 
