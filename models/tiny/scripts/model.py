@@ -86,6 +86,10 @@ class VisionEncoder(nn.Module):
         self.blocks = nn.ModuleList(VisionBlock(c) for _ in range(c.vision_layers))
         self.norm = nn.LayerNorm(c.vision_dim)
         self.connector = nn.Linear(c.vision_dim * c.scale_factor ** 2, c.dim, bias=False)
+        # Where each image token sits in the grid, added to its feature: the decoder's rotary
+        # positions are relative, and the question's length moves the image tokens' distance to
+        # the answer, so without this "left of" and "on the right" are hard to learn.
+        self.cell_pos = nn.Parameter(torch.zeros(1, c.image_seq_len, c.dim))
 
     def pixel_shuffle(self, x):
         """Idefics3's pixel shuffle: merges each s x s block of patches into one token."""
@@ -99,7 +103,7 @@ class VisionEncoder(nn.Module):
         x = self.patch(images).flatten(2).transpose(1, 2) + self.pos
         for b in self.blocks:
             x = b(x)
-        return self.connector(self.pixel_shuffle(self.norm(x)))
+        return self.connector(self.pixel_shuffle(self.norm(x))) + self.cell_pos
 
 
 class RMSNorm(nn.Module):

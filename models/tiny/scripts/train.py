@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from model import Config, VisionLanguageModel
-from synth import COLORS, SHAPES, make_sample, shape_map
+from synth import BACKGROUNDS, COLORS, SHAPES, make_sample, shape_map
 from tokenizer import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,6 +27,7 @@ EVAL_SEED_BASE = 10_000_000
 VOCAB_SIZE = 640
 SHAPE_IDS = {s: i + 1 for i, s in enumerate(SHAPES)}
 COLOR_IDS = {k: i + 1 for i, k in enumerate(COLORS)}
+BG_IDS = {k: i for i, k in enumerate(BACKGROUNDS)}
 AUX_WEIGHT = 0.5
 
 
@@ -89,7 +90,7 @@ def cell_labels(c, scene):
 
 
 def batch(tok, c, seeds):
-    images, seqs, shapes, colors = [], [], [], []
+    images, seqs, shapes, colors, backgrounds = [], [], [], [], []
     for s in seeds:
         rng = random.Random(s ^ 0x5EED)
         img, scene, qas = make_sample(s, n_questions=rng.choice([1, 2, 3]))
@@ -98,6 +99,7 @@ def batch(tok, c, seeds):
         shape, color = cell_labels(c, scene)
         shapes.append(shape)
         colors.append(color)
+        backgrounds.append(BG_IDS[scene["background"]])
     n = max(len(i) for i, _ in seqs)
     ids = torch.zeros(len(seeds), n, dtype=torch.long)
     att = torch.zeros(len(seeds), n, dtype=torch.long)
@@ -107,14 +109,19 @@ def batch(tok, c, seeds):
         att[r, : len(i)] = 1
         t = torch.tensor(i)
         lab[r, : len(i) - 1] = torch.where(torch.tensor(m[1:]) == 1, t[1:], torch.tensor(-100))
-    return torch.stack(images), ids, att, lab, torch.stack(shapes), torch.stack(colors)
+    return torch.stack(images), ids, att, lab, torch.stack(shapes), torch.stack(colors), torch.tensor(backgrounds)
 
 
-def aux_loss_of(aux, features, shape_lab, color_lab):
+N_CELL = 1 + len(SHAPE_IDS) + 1 + len(COLOR_IDS)
+
+
+def aux_loss_of(aux, features, shape_lab, color_lab, bg_lab):
+    """Per cell: which shape and colour cover it; per image: the kind of background."""
     a = aux(features)
     n_shape = 1 + len(SHAPE_IDS)
     return (F.cross_entropy(a[..., :n_shape].reshape(-1, n_shape), shape_lab.reshape(-1))
-            + F.cross_entropy(a[..., n_shape:].reshape(-1, a.shape[-1] - n_shape), color_lab.reshape(-1)))
+            + F.cross_entropy(a[..., n_shape:N_CELL].reshape(-1, N_CELL - n_shape), color_lab.reshape(-1))
+            + F.cross_entropy(aux(features.mean(1))[:, N_CELL:], bg_lab))
 
 
 def pretrain_vision(model, aux, c, args):
@@ -128,16 +135,17 @@ def pretrain_vision(model, aux, c, args):
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.vision_steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        images, shapes, colors = [], [], []
+        images, shapes, colors, backgrounds = [], [], [], []
         for s in range(first + step * args.vision_batch, first + (step + 1) * args.vision_batch):
             img, scene, _ = make_sample(s, n_questions=0)
             images.append(to_pixels(img))
             shape, color = cell_labels(c, scene)
             shapes.append(shape)
             colors.append(color)
+            backgrounds.append(BG_IDS[scene["background"]])
         shape_lab, color_lab = torch.stack(shapes), torch.stack(colors)
         features = model.vision(torch.stack(images))
-        loss = aux_loss_of(aux, features, shape_lab, color_lab)
+        loss = aux_loss_of(aux, features, shape_lab, color_lab, torch.tensor(backgrounds))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -173,19 +181,25 @@ def main():
     # Real VLMs start from a pretrained vision tower; this one learns from scratch, and without a
     # direct signal the decoder learns the answers' priors and ignores the image. The auxiliary
     # heads (training only, not exported) ask each image token what sits in its cell.
-    aux = torch.nn.Linear(c.dim, 1 + len(SHAPE_IDS) + 1 + len(COLOR_IDS))
+    aux = torch.nn.Linear(c.dim, N_CELL + len(BACKGROUNDS))
     if args.init:
         ckpt = torch.load(args.init)
         # Weights whose shapes still match (all of them, or the text decoder after a change to the vision tower).
         own = model.state_dict()
         kept = {k: v for k, v in ckpt["state"].items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(kept, strict=False)
+        if "aux" in ckpt:
+            with torch.no_grad():
+                for name, t in aux.named_parameters():
+                    old = ckpt["aux"][name]
+                    t[: old.shape[0]] = old
         print(f"initialised {len(kept)} of {len(own)} tensors from {args.init}", flush=True)
     print(f"vocab {len(tok.vocab)}, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
     params = list(model.parameters()) + list(aux.parameters())
     if args.vision_steps:
         pretrain_vision(model, aux, c, args)
+        torch.save({"config": c.to_dict(), "state": model.state_dict(), "aux": aux.state_dict()}, args.out + ".vision")
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
@@ -197,10 +211,10 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         seeds = range(args.first_seed + step * args.batch, args.first_seed + (step + 1) * args.batch)
-        images, ids, att, lab, shape_lab, color_lab = batch(tok, c, seeds)
+        images, ids, att, lab, shape_lab, color_lab, bg_lab = batch(tok, c, seeds)
         logits, features = model(images, ids, att, image_token_id)
         text_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1))
-        aux_loss = aux_loss_of(aux, features, shape_lab, color_lab)
+        aux_loss = aux_loss_of(aux, features, shape_lab, color_lab, bg_lab)
         loss = text_loss + AUX_WEIGHT * aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
