@@ -239,6 +239,12 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     if (running.length === 0) cache = null;
   }
 
+  function flush(): void {
+    const batch = events;
+    events = [];
+    deps.emit(batch, stats());
+  }
+
   async function loop(): Promise<void> {
     looping = true;
     try {
@@ -246,11 +252,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         // Cancellations that arrived during the last model run leave before the next one.
         dropAllBut(running.flatMap((s, i) => (s.cancelled ? [] : [i])));
         const admitted = admit();
-        if (admitted.length > 0) await prefill(admitted);
+        if (admitted.length > 0) {
+          await prefill(admitted);
+          // First tokens go out now, not after the decode step that follows.
+          flush();
+        }
         if (running.length > 0) await decodeStep();
-        const batch = events;
-        events = [];
-        deps.emit(batch, stats());
+        flush();
         // Let submit and cancel messages in between iterations.
         await new Promise((resolve) => setImmediate(resolve));
       }
