@@ -1,0 +1,167 @@
+/**
+ * One streamed request to Glance, timed as vLLM's benchmark_serving times it: TTFT from sending
+ * to the first token's arrival, ITL as every gap between consecutive token arrivals, E2E to the
+ * end of the stream, output tokens from the server's usage figures.
+ *
+ * - api "grpc": Connect-ES createGrpcTransport on the gRPC port (grpc-js), one HTTP/2 connection
+ *   multiplexing every stream, as a generated client in a service would use it. Every Delta
+ *   carries token ids, so every token's arrival is seen (also those whose text is held back).
+ * - api "openai": POST /v1/chat/completions with stream: true on the HTTP port, server-sent
+ *   events read with fetch; as in vLLM's client, a chunk counts when it carries content, and
+ *   output tokens come from stream_options.include_usage.
+ */
+import { type Client, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { InferenceService, Role } from "../../gen/glance/v1/inference_pb.js";
+import type { RequestRecord, ServerTimings } from "./stats.ts";
+import type { WorkItem } from "./workload.ts";
+
+export type Api = "grpc" | "openai";
+
+export type SendRequest = (item: WorkItem, index: number) => Promise<Omit<RequestRecord, "sentAt">>;
+
+export interface ClientOptions {
+  api: Api;
+  grpcUrl: string;
+  httpUrl: string;
+  maxTokens: number;
+}
+
+const failed = (index: number, error: unknown, promptTokens = 0): Omit<RequestRecord, "sentAt"> => ({
+  index, ok: false, error: error instanceof Error ? error.message : String(error),
+  ttftMs: NaN, e2eMs: NaN, itlMs: [], outputTokens: 0, promptTokens, tokenIds: [], text: "",
+});
+
+type Duration = { seconds: bigint; nanos: number } | undefined;
+const ms = (d: Duration) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : 0);
+
+export function createSender(o: ClientOptions): { send: SendRequest; close(): void } {
+  return o.api === "grpc" ? grpcSender(o) : openAiSender(o);
+}
+
+function grpcSender(o: ClientOptions): { send: SendRequest; close(): void } {
+  const client: Client<typeof InferenceService> = createClient(InferenceService, createGrpcTransport({ baseUrl: o.grpcUrl }));
+  const send: SendRequest = async (item, index) => {
+    const started = performance.now();
+    let last = 0;
+    let ttftMs = NaN;
+    const itlMs: number[] = [];
+    const tokenIds: number[] = [];
+    let text = "";
+    let outputTokens = 0;
+    let promptTokens = 0;
+    let server: ServerTimings | undefined;
+    try {
+      const stream = client.generate({
+        messages: [{
+          role: Role.USER,
+          content: [
+            { kind: { case: "image", value: { source: { case: "data", value: item.image } } } },
+            { kind: { case: "text", value: item.question } },
+          ],
+        }],
+        sampling: { maxTokens: o.maxTokens, temperature: 0 },
+      });
+      for await (const res of stream) {
+        const t = performance.now();
+        if (res.event.case === "delta") {
+          const d = res.event.value;
+          text += d.text;
+          if (d.tokenIds.length === 0) continue;
+          tokenIds.push(...d.tokenIds);
+          if (Number.isNaN(ttftMs)) ttftMs = t - started;
+          else itlMs.push(t - last);
+          last = t;
+        } else if (res.event.case === "done") {
+          const done = res.event.value;
+          outputTokens = done.usage?.completionTokens ?? tokenIds.length;
+          promptTokens = done.usage?.promptTokens ?? 0;
+          const tm = done.timings;
+          server = {
+            queueMs: ms(tm?.queue), imagePreprocessMs: ms(tm?.imagePreprocess), visionEncodeMs: ms(tm?.visionEncode),
+            prefillMs: ms(tm?.prefill), decodeMs: ms(tm?.decode), timeToFirstTokenMs: ms(tm?.timeToFirstToken), totalMs: ms(tm?.total),
+          };
+        }
+      }
+      const e2eMs = performance.now() - started;
+      if (!server) return failed(index, "the stream ended without a Done message");
+      return { index, ok: true, ttftMs, e2eMs, itlMs, outputTokens, promptTokens, tokenIds, text, server };
+    } catch (e) {
+      return failed(index, e);
+    }
+  };
+  return { send, close() {} };
+}
+
+function openAiSender(o: ClientOptions): { send: SendRequest; close(): void } {
+  const urls = new Map<Uint8Array, string>();
+  const dataUrl = (image: Uint8Array) => {
+    let url = urls.get(image);
+    if (!url) urls.set(image, (url = `data:image/png;base64,${Buffer.from(image).toString("base64")}`));
+    return url;
+  };
+  const send: SendRequest = async (item, index) => {
+    const body = JSON.stringify({
+      model: "",
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: dataUrl(item.image) } }, { type: "text", text: item.question }] }],
+      max_tokens: o.maxTokens,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const started = performance.now();
+    let last = 0;
+    let ttftMs = NaN;
+    const itlMs: number[] = [];
+    let text = "";
+    let outputTokens = 0;
+    let promptTokens = 0;
+    try {
+      const res = await fetch(`${o.httpUrl}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      if (!res.ok || !res.body) return failed(index, `HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+      const decoder = new TextDecoder();
+      let buffer = "";
+      let finished = false;
+      for await (const chunk of res.body) {
+        const t = performance.now();
+        buffer += decoder.decode(chunk, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (!event.startsWith("data: ")) continue;
+          const data = event.slice(6);
+          if (data === "[DONE]") {
+            finished = true;
+            continue;
+          }
+          const json = JSON.parse(data) as {
+            choices?: Array<{ delta?: { content?: string } }>;
+            usage?: { completion_tokens: number; prompt_tokens: number };
+            error?: { message: string };
+          };
+          if (json.error) return failed(index, json.error.message);
+          const content = json.choices?.[0]?.delta?.content;
+          if (content) {
+            text += content;
+            if (Number.isNaN(ttftMs)) ttftMs = t - started;
+            else itlMs.push(t - last);
+            last = t;
+          }
+          if (json.usage) {
+            outputTokens = json.usage.completion_tokens;
+            promptTokens = json.usage.prompt_tokens;
+          }
+        }
+      }
+      const e2eMs = performance.now() - started;
+      if (!finished) return failed(index, "the event stream ended without [DONE]");
+      // A reply whose only token is the end of sequence streams no content: its first token is the end.
+      if (Number.isNaN(ttftMs)) ttftMs = e2eMs;
+      return { index, ok: true, ttftMs, e2eMs, itlMs, outputTokens, promptTokens, tokenIds: [], text };
+    } catch (e) {
+      return failed(index, e);
+    }
+  };
+  return { send, close() {} };
+}

@@ -1,0 +1,228 @@
+/**
+ * The limit: what onnxruntime-node alone does with the same model folder, the same thread count
+ * and the same inputs, with no server, scheduler, sampler or detokenizer around it. One batch of
+ * B requests is: one vision-encoder run over the B images, embed_tokens over the B prompts
+ * left-padded to the longest (as the engine pads), one decoder prefill of the batch with an empty
+ * cache, argmax of each row's last logits; then decode steps for the whole batch, each embedding
+ * the B argmax tokens and feeding the previous step's present.* outputs back as the cache, until
+ * every row has `outputTokens` tokens. Prompts (tokens and pixels) are prepared beforehand by
+ * src/model's prompt builder, so they are exactly the engine's.
+ */
+import { availableParallelism } from "node:os";
+import * as ort from "onnxruntime-node";
+import { createArchitecture } from "../../src/model/architecture.ts";
+import { createChatTemplate } from "../../src/model/chat-template.ts";
+import { type Dtype, readModelFolder } from "../../src/model/model-folder.ts";
+import { type PreparedPrompt, createPromptBuilder } from "../../src/model/prompt-builder.ts";
+import { createTextTokenizer } from "../../src/model/text-tokenizer.ts";
+import type { WorkItem } from "./workload.ts";
+
+export interface BatchTiming {
+  /** Vision encoder, embeddings and decoder prefill, with the argmax of the first tokens. */
+  prefillMs: number;
+  visionMs: number;
+  decodeMs: number;
+  totalMs: number;
+  /** The rows' tokens, [row][token]: lets a caller check them against the engine's. */
+  tokens: number[][];
+}
+
+export interface LimitModel {
+  /** The engine's prompts for these items (decode, process, template, tokenize). */
+  prepare(items: readonly WorkItem[]): Promise<PreparedPrompt[]>;
+  /** One batch, every row to `outputTokens` tokens (the first from the prefill). */
+  runBatch(prompts: readonly PreparedPrompt[], outputTokens: number): Promise<BatchTiming>;
+  /** One vision-encoder run over one image's tiles, in ms. */
+  encodeImage(prompt: PreparedPrompt): Promise<number>;
+  readonly description: string;
+  release(): Promise<void>;
+}
+
+interface Spec {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  kvType: "float32" | "float16";
+  hidden: number;
+  vocab: number;
+  numLogitsToKeep: boolean;
+  useCacheBranch: boolean;
+}
+
+function readSpec(decoder: ort.InferenceSession, config: { hidden_size: number; num_attention_heads: number; num_key_value_heads?: number; vocab_size: number }): Spec {
+  const meta = (name: string) => {
+    const m = [...decoder.inputMetadata, ...decoder.outputMetadata].find((x) => x.name === name);
+    if (!m || !m.isTensor) throw new Error(`the decoder has no tensor ${name}`);
+    return m;
+  };
+  const dim = (shape: readonly (number | string)[], i: number, fallback: number | undefined) => {
+    const v = shape[i];
+    if (typeof v === "number") return v;
+    if (fallback === undefined) throw new Error(`cannot read dimension ${i} of the decoder`);
+    return fallback;
+  };
+  const past = meta("past_key_values.0.key");
+  if (past.type !== "float32" && past.type !== "float16") throw new Error(`cache type ${past.type} is not supported`);
+  return {
+    layers: decoder.inputNames.filter((n) => /^past_key_values\.\d+\.key$/.test(n)).length,
+    kvHeads: dim(past.shape, 1, config.num_key_value_heads ?? config.num_attention_heads),
+    headDim: dim(past.shape, 3, config.hidden_size / config.num_attention_heads),
+    kvType: past.type,
+    hidden: dim(meta("inputs_embeds").shape, 2, config.hidden_size),
+    vocab: dim(meta("logits").shape, 2, config.vocab_size),
+    numLogitsToKeep: decoder.inputNames.includes("num_logits_to_keep"),
+    useCacheBranch: decoder.inputNames.includes("use_cache_branch"),
+  };
+}
+
+function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab: number): Int32Array {
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const base = ((r + 1) * positions - 1) * vocab;
+    let best = 0;
+    let bestValue = -Infinity;
+    for (let i = 0; i < vocab; i++) {
+      const v = logits[base + i]!;
+      if (v > bestValue) {
+        bestValue = v;
+        best = i;
+      }
+    }
+    out[r] = best;
+  }
+  return out;
+}
+
+export async function loadLimitModel(
+  modelDir: string,
+  options: { decoderDtype: Dtype; threads: number; sessionOverrides?: ort.InferenceSession.SessionOptions },
+): Promise<LimitModel> {
+  const folder = readModelFolder(modelDir, { decoderDtype: options.decoderDtype });
+  const tokenizer = createTextTokenizer(folder.tokenizerJson, folder.tokenizerConfig);
+  const arch = createArchitecture(folder, tokenizer);
+  const contextLength = folder.config.text_config.max_position_embeddings ?? 4096;
+  const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
+    maxImages: 4, maxImagePixels: 4096 * 4096, contextLength,
+  });
+  // The engine's session options (src/model/onnx-model.ts): intra-op threads, sequential execution,
+  // all graph optimisations, pool threads that do not spin.
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: options.threads || availableParallelism(),
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+    executionProviders: ["cpu"],
+    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+    ...options.sessionOverrides,
+  };
+  const [vision, embed, decoder] = await Promise.all([
+    ort.InferenceSession.create(folder.onnx.visionEncoder, sessionOptions),
+    ort.InferenceSession.create(folder.onnx.embedTokens, sessionOptions),
+    ort.InferenceSession.create(folder.onnx.decoder, sessionOptions),
+  ]);
+  const spec = readSpec(decoder, folder.config.text_config);
+  const imageTokenId = arch.imageTokenId;
+  const emptyKv = spec.kvType === "float16" ? new Uint16Array(0) : new Float32Array(0);
+
+  async function encode(images: PreparedPrompt["images"]): Promise<Float32Array> {
+    const size = images[0]!.pixels.size;
+    const tiles = images.reduce((n, im) => n + im.pixels.tiles, 0);
+    const pixels = new Float32Array(tiles * 3 * size * size);
+    let offset = 0;
+    for (const im of images) {
+      pixels.set(im.pixels.pixelValues, offset);
+      offset += im.pixels.pixelValues.length;
+    }
+    const out = await vision.run({
+      pixel_values: new ort.Tensor("float32", pixels, [1, tiles, 3, size, size]),
+      pixel_attention_mask: new ort.Tensor("bool", new Uint8Array(tiles * size * size).fill(1), [1, tiles, size, size]),
+    });
+    return out["image_features"]!.data as Float32Array;
+  }
+
+  async function decoderRun(embeds: Float32Array, rows: number, width: number, mask: BigInt64Array, positions: BigInt64Array,
+    past: Record<string, ort.Tensor>, first: boolean) {
+    const feeds: Record<string, ort.Tensor> = {
+      inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, spec.hidden]),
+      attention_mask: new ort.Tensor("int64", mask, [rows, mask.length / rows]),
+      position_ids: new ort.Tensor("int64", positions, [rows, width]),
+      ...past,
+    };
+    if (spec.numLogitsToKeep) feeds["num_logits_to_keep"] = new ort.Tensor("int64", BigInt64Array.of(1n), []);
+    if (spec.useCacheBranch) feeds["use_cache_branch"] = new ort.Tensor("bool", Uint8Array.of(first ? 0 : 1), [1]);
+    return decoder.run(feeds);
+  }
+
+  return {
+    description: `onnxruntime-node ${ort.env.versions.common}, ${sessionOptions.intraOpNumThreads} intra-op threads, sequential`,
+    prepare: (items) => Promise.all(items.map((it) => prompts.build([
+      { role: "user", content: [{ type: "image", data: it.image }, { type: "text", text: it.question }] },
+    ]))),
+
+    async runBatch(batch, outputTokens) {
+      const rows = batch.length;
+      const t0 = performance.now();
+      const features = await encode(batch.flatMap((p) => p.images));
+      const t1 = performance.now();
+
+      const width = batch.reduce((m, p) => Math.max(m, p.ids.length), 0);
+      const ids = new BigInt64Array(rows * width);
+      const positions = new BigInt64Array(rows * width);
+      const lengths = batch.map((p) => p.ids.length);
+      batch.forEach((p, r) => {
+        const pad = width - p.ids.length;
+        for (let i = 0; i < p.ids.length; i++) ids[r * width + pad + i] = BigInt(p.ids[i]!);
+        positions.set(p.positions, r * width + pad);
+      });
+      const embeds = (await embed.run({ input_ids: new ort.Tensor("int64", ids, [rows, width]) }))["inputs_embeds"]!.data as Float32Array;
+      let feature = 0;
+      batch.forEach((p, r) => {
+        const pad = width - p.ids.length;
+        for (let i = 0; i < p.ids.length; i++) {
+          if (p.ids[i] !== imageTokenId) continue;
+          embeds.set(features.subarray(feature * spec.hidden, (feature + 1) * spec.hidden), (r * width + pad + i) * spec.hidden);
+          feature++;
+        }
+      });
+      let length = width;
+      const maskFor = (total: number) => {
+        const mask = new BigInt64Array(rows * total);
+        for (let r = 0; r < rows; r++) mask.fill(1n, r * total + (width - lengths[r]!), (r + 1) * total);
+        return mask;
+      };
+      const past: Record<string, ort.Tensor> = {};
+      for (let l = 0; l < spec.layers; l++) {
+        for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = new ort.Tensor(spec.kvType, emptyKv, [rows, spec.kvHeads, 0, spec.headDim]);
+      }
+      let out = await decoderRun(embeds, rows, width, maskFor(width), positions, past, true);
+      let next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocab);
+      const tokens = Array.from(next, (t) => [t]);
+      const t2 = performance.now();
+
+      for (let step = 1; step < outputTokens; step++) {
+        const stepEmbeds = (await embed.run({ input_ids: new ort.Tensor("int64", BigInt64Array.from(next, BigInt), [rows, 1]) }))["inputs_embeds"]!.data as Float32Array;
+        for (let l = 0; l < spec.layers; l++) {
+          for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = out[`present.${l}.${kv}`]!;
+        }
+        const stepPositions = BigInt64Array.from(lengths, (n) => BigInt(n + step - 1));
+        const mask = maskFor(length + 1);
+        out = await decoderRun(stepEmbeds, rows, 1, mask, stepPositions, past, false);
+        length++;
+        next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocab);
+        next.forEach((t, r) => tokens[r]!.push(t));
+      }
+      const t3 = performance.now();
+      return { visionMs: t1 - t0, prefillMs: t2 - t0, decodeMs: t3 - t2, totalMs: t3 - t0, tokens };
+    },
+
+    async encodeImage(prompt) {
+      const t0 = performance.now();
+      await encode(prompt.images);
+      return performance.now() - t0;
+    },
+
+    async release() {
+      await Promise.all([vision.release(), embed.release(), decoder.release()]);
+    },
+  };
+}

@@ -1,0 +1,385 @@
+/**
+ * npm run bench [-- options]: Glance against the limit and the peer, in one run.
+ *
+ * 1. Glance: starts a server on free ports of 127.0.0.1 (`node src/cli.ts serve` in its own
+ *    process by default) and drives it over the real gRPC stream (Connect-ES createGrpcTransport;
+ *    or the OpenAI route with --api openai): a warm-up, then fixed-concurrency sweeps (every
+ *    client sends its next request when its last one is answered) and, with --rate, Poisson
+ *    arrivals. Every phase sends the same first N held-out questions with their images
+ *    (models/tiny/heldout, file order), greedy, max_tokens 64. Metrics as vLLM's
+ *    benchmark_serving defines them: TTFT, ITL (every gap between consecutive streamed tokens),
+ *    TPOT ((e2e − ttft)/(output tokens − 1) per request), E2E, each mean/p50/p90/p99; request and
+ *    output-token throughput; goodput (requests meeting both the TTFT and TPOT targets, per s).
+ *    The server's main thread is probed during each phase: event-loop delay, CPU time.
+ * 2. The limit: a bare onnxruntime-node loop (bench/lib/limit.ts) on its own sessions of the
+ *    same model folder with the same thread count and session options as the engine, doing the
+ *    same work at the same batch sizes: vision encode + embed + one left-padded batched prefill,
+ *    then batched argmax decode steps, for as many output tokens as Glance's requests produced
+ *    on average. Each batch size runs right after Glance's phase at that concurrency (the server
+ *    idle), so both see the same machine; then its prefill at B=1.
+ * 3. The peer: transformers.js answering the same requests one at a time (bench/lib/peer.ts),
+ *    TTFT and ITL measured with a streamer.
+ * 4. Microbenchmarks: preprocessing a 1920×1080 JPEG and a workload image, one vision encoding.
+ *
+ * Writes a markdown table to stdout and bench-results/bench-<time>.{md,json,svg} (+ latest.*).
+ * A progress bar goes to stderr when it is a terminal.
+ *
+ * Options:
+ *   --quick                     under a minute: concurrency 1 and 4, 32 requests per phase (peer too)
+ *   --concurrency LIST          client counts to sweep (default 1,2,4,8,16,32)
+ *   --requests N                requests per concurrency phase; at least 8 per client (default 256)
+ *   --rate LIST                 Poisson arrival rates in requests/s, one phase each (default none)
+ *   --rate-requests N           requests per Poisson phase (default: --requests)
+ *   --seed N                    seed of the Poisson arrivals (default 1)
+ *   --api grpc|openai           the route the load goes through (default grpc)
+ *   --max-tokens N              max_tokens of every request (default 64)
+ *   --warmup N                  warm-up requests before the phases (default 16; quick 4)
+ *   --goodput-ttft-ms MS        goodput's TTFT target (default 200)
+ *   --goodput-tpot-ms MS        goodput's TPOT target (default 20)
+ *   --peer-requests N           requests the peer answers, the same first N (default: --requests); 0 skips it
+ *   --no-limit                  skip the limit
+ *   --server spawn|inproc       server in its own process (default) or in this one
+ *   --model DIR                 model folder (default models/tiny)
+ *   --decoder-dtype fp32|q8     decoder variant for Glance, the limit and the peer (default fp32)
+ *   --threads N                 onnxruntime intra-op threads for all three (default: all cores)
+ *   --max-batch-size N          the server's --max-batch-size (default 16, the server's default);
+ *                               the limit's batch at concurrency c is min(c, this)
+ *   --vision-cache-mb N         the server's vision cache (default 0: every image is encoded, as
+ *                               the limit and the peer do; the workload repeats images)
+ *   --server-flag FLAG=VALUE    any other `glance serve` flag (repeatable), e.g. max-queue=128
+ *   --cpu-prof                  V8 CPU profiles of the spawned server's threads into
+ *                               bench-results/prof-<time>/ (summarise: node bench/profile-summary.ts DIR)
+ *   --server-cli FILE           the glance CLI to spawn (default src/cli.ts); another checkout's
+ *                               src/cli.ts benchmarks that build against this one's limit and peer
+ *   --eld-resolution-ms N       event-loop delay sampling resolution (default 1)
+ *   --out DIR                   results folder (default bench-results)
+ *   -h, --help                  this text
+ */
+import { mkdirSync, readFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import * as ort from "onnxruntime-node";
+import type { Dtype } from "../src/model/model-folder.ts";
+import { type Api, createSender } from "./lib/client.ts";
+import { type LimitModel, loadLimitModel } from "./lib/limit.ts";
+import { type PhaseRun, runConcurrency, runPoisson } from "./lib/load.ts";
+import { makeTestJpeg, timePreprocessing } from "./lib/micro.ts";
+import { runPeer, serialQueueLatencies } from "./lib/peer.ts";
+import type { ProbeResult } from "./lib/probe.ts";
+import { note, progress } from "./lib/progress.ts";
+import { type BenchResult, type ConcurrencyPhase, type LimitBatch, type PoissonPhase, writeReport } from "./lib/report.ts";
+import { type ServerMode, startServer } from "./lib/server.ts";
+import { dist, summarize } from "./lib/stats.ts";
+import { loadWorkload, take } from "./lib/workload.ts";
+
+process.on("uncaughtException", (e) => {
+  process.stderr.write(`\nbench: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});
+
+// Exit through process.exit so that "exit" listeners (which stop a spawned server) run.
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
+
+const HELP = (() => {
+  const lines = readFileSync(import.meta.filename, "utf8").split("\n");
+  const end = lines.findIndex((l) => l.startsWith(" */"));
+  return lines.slice(1, end).map((l) => l.replace(/^ \* ?/, "")).join("\n");
+})();
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    concurrency: { type: "string" },
+    requests: { type: "string" },
+    rate: { type: "string" },
+    "rate-requests": { type: "string" },
+    seed: { type: "string", default: "1" },
+    api: { type: "string", default: "grpc" },
+    "max-tokens": { type: "string", default: "64" },
+    warmup: { type: "string" },
+    "goodput-ttft-ms": { type: "string", default: "200" },
+    "goodput-tpot-ms": { type: "string", default: "20" },
+    "peer-requests": { type: "string" },
+    "no-limit": { type: "boolean", default: false },
+    server: { type: "string", default: "spawn" },
+    model: { type: "string", default: path.join(ROOT, "models/tiny") },
+    "decoder-dtype": { type: "string", default: "fp32" },
+    threads: { type: "string" },
+    "max-batch-size": { type: "string", default: "16" },
+    "vision-cache-mb": { type: "string", default: "0" },
+    "server-flag": { type: "string", multiple: true, default: [] },
+    "cpu-prof": { type: "boolean", default: false },
+    "server-cli": { type: "string" },
+    "eld-resolution-ms": { type: "string", default: "1" },
+    out: { type: "string", default: path.join(ROOT, "bench-results") },
+    help: { type: "boolean", short: "h", default: false },
+  },
+  strict: true,
+});
+if (values.help) {
+  console.log(HELP);
+  process.exit(0);
+}
+
+function int(name: string, v: string | undefined, min: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${v}`);
+  return n;
+}
+function list(name: string, v: string, min: number): number[] {
+  return v.split(",").map((s) => s.trim()).filter(Boolean).map((s) => {
+    const n = Number(s);
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: ${s} is not a number >= ${min}`);
+    return n;
+  });
+}
+
+const quick = values.quick;
+const concurrencies = list("concurrency", values.concurrency ?? (quick ? "1,4" : "1,2,4,8,16,32"), 1).map(Math.round);
+const requests = int("requests", values.requests ?? (quick ? "32" : "256"), 1);
+const rates = values.rate ? list("rate", values.rate, 0.001) : [];
+const rateRequests = int("rate-requests", values["rate-requests"] ?? String(requests), 1);
+const api = values.api as Api;
+if (api !== "grpc" && api !== "openai") throw new Error(`--api must be grpc or openai, not ${values.api}`);
+const serverMode = values.server as ServerMode;
+if (serverMode !== "spawn" && serverMode !== "inproc") throw new Error(`--server must be spawn or inproc, not ${values.server}`);
+const dtype = values["decoder-dtype"];
+if (dtype !== "fp32" && dtype !== "q8") throw new Error(`--decoder-dtype must be fp32 or q8 (the peer reads those two), not ${dtype}`);
+const maxTokens = int("max-tokens", values["max-tokens"], 1);
+const warmup = int("warmup", values.warmup ?? (quick ? "4" : "16"), 0);
+const goodput = { ttftMs: Number(values["goodput-ttft-ms"]), tpotMs: Number(values["goodput-tpot-ms"]) };
+const peerRequests = int("peer-requests", values["peer-requests"] ?? String(requests), 0);
+const threads = int("threads", values.threads ?? String(availableParallelism()), 1);
+const maxBatchSize = int("max-batch-size", values["max-batch-size"], 1);
+const visionCacheMb = int("vision-cache-mb", values["vision-cache-mb"], 0);
+const eldResolution = int("eld-resolution-ms", values["eld-resolution-ms"], 1);
+const modelDir = path.resolve(values.model);
+const outDir = path.resolve(values.out);
+const stamp = new Date().toISOString().replace(/[:.]/g, "-").replace(/-\d+Z$/, "Z");
+const extraFlags = values["server-flag"].flatMap((f) => {
+  const [k, ...v] = f.replace(/^--/, "").split("=");
+  return [`--${k}`, ...(v.length ? [v.join("=")] : [])];
+});
+mkdirSync(outDir, { recursive: true });
+const cpuProfDir = values["cpu-prof"] ? path.join(outDir, `prof-${stamp}`) : undefined;
+if (cpuProfDir && serverMode !== "spawn") throw new Error("--cpu-prof profiles the spawned server; run node --cpu-prof bench/run.ts --server inproc instead");
+
+const startedAt = new Date();
+const loadAtStart = loadavg();
+const phaseRequests = (c: number) => Math.max(requests, 8 * c);
+const workload = loadWorkload(modelDir);
+note(`bench: ${quick ? "quick, " : ""}api ${api}, server ${serverMode}, ${threads} threads, max batch ${maxBatchSize}, ` +
+  `concurrency ${concurrencies.join(",")}${rates.length ? `, rates ${rates.join(",")}/s` : ""}; load average ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`);
+
+/** Busy CPU seconds of the whole machine (Linux /proc/stat), to tell how much other work ran beside a phase. */
+function machineBusyS(): number | undefined {
+  try {
+    const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const idle = cpu[3]! + (cpu[4] ?? 0);
+    return (cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Cores other processes used while `fn` ran in this process alone (the server idle or stopped). */
+async function alone<T>(fn: () => Promise<T>): Promise<{ value: T; otherCores?: number }> {
+  const busy0 = machineBusyS();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const value = await fn();
+  const cpu = process.cpuUsage(cpu0);
+  const busy1 = machineBusyS();
+  const wall = (performance.now() - t0) / 1000;
+  if (busy0 === undefined || busy1 === undefined) return { value };
+  return { value, otherCores: Math.max(0, (busy1 - busy0 - (cpu.user + cpu.system) / 1e6) / wall) };
+}
+
+// The limit's sessions and prompts are ready before the server starts, so that each batch size
+// runs right after Glance's phase at that concurrency: on a shared machine, close in time means
+// under the same conditions. The server idles meanwhile.
+const limitModel: LimitModel | undefined = values["no-limit"] ? undefined : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads });
+const limitPrompts = limitModel ? await limitModel.prepare(take(workload, Math.max(...concurrencies.map(phaseRequests)))) : [];
+const limitBatches: LimitBatch[] = [];
+const limitAgreement = { agree: 0, compared: 0 };
+/** Each workload question's tokens as Glance streamed them, to check the limit and the peer against. */
+const glanceTokens = new Map<number, number[]>();
+
+async function measureLimitBatch(b: number, outputTokens: number): Promise<LimitBatch> {
+  const limit = limitModel!;
+  const prompts = limitPrompts;
+  const minS = quick ? 0.4 : 3;
+  const bar = progress(`limit B=${b}`, 1);
+  // Batch k holds prompts k·B .. k·B+B−1 of the workload, so batches vary as the requests do.
+  const window = (k: number) => Array.from({ length: b }, (_, i) => prompts[(k * b + i) % prompts.length]!);
+  const { value, otherCores } = await alone(async () => {
+    await limit.runBatch(window(0), outputTokens);
+    const times: number[] = [];
+    const prefills: number[] = [];
+    const steps: number[] = [];
+    let spent = 0;
+    for (let k = 0; (spent < minS * 1000 || k < 3) && k < 200; k++) {
+      const t = await limit.runBatch(window(k), outputTokens);
+      times.push(t.totalMs);
+      prefills.push(t.prefillMs);
+      if (outputTokens > 1) steps.push(t.decodeMs / (outputTokens - 1));
+      spent += t.totalMs;
+      bar.update(0, `${k + 1} batches`);
+      t.tokens.forEach((row, i) => {
+        const g = glanceTokens.get(((k * b + i) % prompts.length) % workload.length);
+        if (!g) return;
+        const n = Math.min(g.length, row.length);
+        limitAgreement.compared++;
+        if (g.slice(0, n).every((x, j) => x === row[j])) limitAgreement.agree++;
+      });
+    }
+    const total = times.reduce((a, x) => a + x, 0) / 1000;
+    return {
+      batch: b, outputTokens, reps: times.length,
+      batchMs: dist(times), prefillMs: dist(prefills), decodeStepMs: dist(steps),
+      outputThroughput: (b * outputTokens * times.length) / total,
+      requestThroughput: (b * times.length) / total,
+    };
+  });
+  bar.end();
+  note(`limit B=${b}: ${value.outputThroughput.toFixed(0)} tok/s (${outputTokens} tokens per row, ${value.reps} batches)`);
+  return { ...value, ...(otherCores !== undefined && { otherCores }) };
+}
+
+// 1. Glance over the wire, each concurrency followed by the limit at that batch size.
+const server = await startServer({
+  mode: serverMode, modelDir, decoderDtype: dtype, threads, maxBatchSize, visionCacheMb, extraFlags, cpuProfDir,
+  ...(values["server-cli"] && { cli: values["server-cli"] }),
+});
+const sender = createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens });
+async function measured(run: () => Promise<PhaseRun>): Promise<{ run: PhaseRun; probe: ProbeResult; clientCpuS: number; otherCores?: number }> {
+  server.probeStart(eldResolution);
+  const cpu0 = process.cpuUsage();
+  const busy0 = machineBusyS();
+  const r = await run();
+  const cpu = process.cpuUsage(cpu0);
+  const busy1 = machineBusyS();
+  const probe = await server.probeStop();
+  const clientCpuS = (cpu.user + cpu.system) / 1e6;
+  // In-process, the probe's process CPU already holds the client's.
+  const ours = probe.processCpuS + (serverMode === "spawn" ? clientCpuS : 0);
+  const otherCores = busy0 !== undefined && busy1 !== undefined ? Math.max(0, (busy1 - busy0 - ours) / r.durationS) : undefined;
+  return { run: r, probe, clientCpuS, ...(otherCores !== undefined && { otherCores }) };
+}
+const concurrencyPhases: ConcurrencyPhase[] = [];
+const poissonPhases: PoissonPhase[] = [];
+try {
+  if (warmup > 0) {
+    const w = await runConcurrency(sender.send, take(workload, warmup), Math.min(4, warmup), "warm-up");
+    const bad = w.records.filter((r) => !r.ok);
+    if (bad.length > 0) throw new Error(`warm-up requests failed: ${bad[0]!.error}`);
+  }
+  for (const c of concurrencies) {
+    const items = take(workload, phaseRequests(c));
+    const m = await measured(() => runConcurrency(sender.send, items, c, `glance c=${c}`));
+    const summary = summarize(m.run.records, m.run.durationS, goodput);
+    concurrencyPhases.push({ concurrency: c, requests: items.length, summary, probe: m.probe, clientCpuS: m.clientCpuS, otherCores: m.otherCores, records: m.run.records });
+    note(`glance c=${c}: ${summary.requestThroughput.toFixed(1)} req/s, ${summary.outputThroughput.toFixed(0)} tok/s, ` +
+      `TTFT p50 ${summary.ttftMs.p50.toFixed(1)} ms, E2E p99 ${summary.e2eMs.p99.toFixed(1)} ms${summary.failed ? `, ${summary.failed} failed` : ""}`);
+    for (const r of m.run.records) if (r.ok && !glanceTokens.has(r.index % workload.length)) glanceTokens.set(r.index % workload.length, r.tokenIds);
+    const b = Math.min(c, maxBatchSize);
+    if (limitModel && !limitBatches.some((x) => x.batch === b) && summary.completed > 0) {
+      // As many tokens per row as Glance's requests produced on average at this concurrency.
+      await new Promise((r) => setTimeout(r, 200));
+      limitBatches.push(await measureLimitBatch(b, Math.max(1, Math.round(summary.meanOutputTokens))));
+    }
+  }
+  for (const [i, rate] of rates.entries()) {
+    const items = take(workload, rateRequests);
+    const m = await measured(() => runPoisson(sender.send, items, rate, int("seed", values.seed, 0) + i, `glance ${rate}/s`));
+    const summary = summarize(m.run.records, m.run.durationS, goodput);
+    poissonPhases.push({ rate, requests: items.length, summary, probe: m.probe, clientCpuS: m.clientCpuS, otherCores: m.otherCores, records: m.run.records });
+    note(`glance ${rate} req/s Poisson: ${summary.requestThroughput.toFixed(1)} req/s, TTFT p99 ${summary.ttftMs.p99.toFixed(1)} ms${summary.failed ? `, ${summary.failed} failed` : ""}`);
+  }
+} finally {
+  sender.close();
+  await server.close();
+}
+
+// 2. The limit's prefill at B=1 over the workload's own prompts (what TTFT at concurrency 1
+// should approach), and the vision-encoder microbenchmark on its sessions.
+const micro: BenchResult["micro"] = {};
+let limit: BenchResult["limit"];
+if (limitModel) {
+  const { value, otherCores } = await alone(async () => {
+    const bar = progress("limit prefill B=1", 1);
+    const prefill: number[] = [];
+    const vision: number[] = [];
+    await limitModel.runBatch([limitPrompts[0]!], 1);
+    for (let i = 0; i < (quick ? 8 : 32); i++) {
+      const t = await limitModel.runBatch([limitPrompts[i % limitPrompts.length]!], 1);
+      prefill.push(t.prefillMs);
+      vision.push(t.visionMs);
+      bar.update(0, `${i + 1}`);
+    }
+    bar.end();
+    return { prefill, vision };
+  });
+  const encodes: number[] = [];
+  for (let i = 0; i < (quick ? 10 : 50); i++) encodes.push(await limitModel.encodeImage(limitPrompts[i % limitPrompts.length]!));
+  micro.visionEncodeMs = dist(encodes);
+  await limitModel.release();
+  limit = {
+    description: limitModel.description, prefillB1Ms: dist(value.prefill), visionB1Ms: dist(value.vision), batches: limitBatches, agreement: limitAgreement,
+    ...(otherCores !== undefined && { otherCores }),
+  };
+}
+
+// 4. The peer.
+let peer: BenchResult["peer"] = undefined;
+if (peerRequests > 0) {
+  const items = take(workload, peerRequests);
+  const { value: run, otherCores } = await alone(() => runPeer(modelDir, items, { decoderDtype: dtype, threads, maxTokens, warmup: quick ? 1 : 3 }));
+  const summary = summarize(run.records, run.durationS, goodput);
+  let agree = 0;
+  let compared = 0;
+  run.records.forEach((r, i) => {
+    const g = glanceTokens.get(i % workload.length);
+    if (!g || !r.ok) return;
+    compared++;
+    if (JSON.stringify(g) === JSON.stringify(r.tokenIds)) agree++;
+  });
+  const service = run.records.filter((r) => r.ok).map((r) => r.e2eMs);
+  const modeledE2eMs = Object.fromEntries(concurrencies.map((c) => [c, dist(serialQueueLatencies(service, c, Math.max(phaseRequests(c), service.length)))]));
+  peer = { summary, loadS: run.loadS, agreement: { agree, compared }, modeledE2eMs, ...(otherCores !== undefined && { otherCores }) };
+  note(`peer: ${summary.requestThroughput.toFixed(1)} req/s, ${summary.outputThroughput.toFixed(0)} tok/s, TTFT p50 ${summary.ttftMs.p50.toFixed(1)} ms`);
+}
+
+// Microbenchmarks of preprocessing, with nothing else running.
+const jpeg = await makeTestJpeg();
+micro.preprocess1080pJpegMs = await timePreprocessing(modelDir, jpeg, quick ? 5 : 30);
+micro.preprocessWorkloadImageMs = await timePreprocessing(modelDir, workload[0]!.image, quick ? 20 : 200);
+micro.jpegBytes = jpeg.length;
+
+const result: BenchResult = {
+  startedAt: startedAt.toISOString(),
+  finishedAt: new Date().toISOString(),
+  quick,
+  host: {
+    cpus: availableParallelism(),
+    loadAverageAtStart: loadAtStart,
+    loadAverageAtEnd: loadavg(),
+    node: process.version,
+    onnxruntime: ort.env.versions.common,
+  },
+  options: {
+    api, serverMode, serverCli: values["server-cli"] ?? "src/cli.ts", serverFlags: server.flags, threads, maxBatchSize, visionCacheMb, maxTokens, requests, concurrencies, rates,
+    goodput, peerRequests, decoderDtype: dtype, model: path.relative(ROOT, modelDir) || modelDir, eldResolutionMs: eldResolution,
+  },
+  concurrency: concurrencyPhases,
+  poisson: poissonPhases,
+  limit,
+  peer,
+  micro,
+  ...(cpuProfDir && { cpuProfDir }),
+};
+const files = writeReport(result, outDir, stamp);
+note(`wrote ${files.map((f) => path.relative(process.cwd(), f)).join(", ")}`);
