@@ -115,6 +115,8 @@ describe("engine", () => {
     const q = questions.find((x) => x.kind === "json")!;
     // A penalty this high falls on the end-of-turn token too, so the answer runs to max_tokens.
     const long = ask(q, { sampling: { temperature: 0, repetitionPenalty: 100, maxTokens: 256 } });
+    const full = (await collect(engine.generate(long).events)).tokenIds.length;
+    assert.ok(full >= 100, `the long request made only ${full} tokens`);
     let deltas = 0;
     try {
       for await (const e of engine.generate(long, { deadline: Date.now() + 40 }).events) if (e.type === "delta") deltas++;
@@ -122,7 +124,7 @@ describe("engine", () => {
     } catch (e) {
       assert.equal((e as GlanceError).code, "deadline_exceeded");
     }
-    assert.ok(deltas < 30, `${deltas} deltas arrived before the deadline`);
+    assert.ok(deltas < full / 2, `${deltas} of ${full} deltas arrived before a 40 ms deadline`);
     await waitFor(engine, (s) => s.running === 0 && s.cacheBytes === 0);
   });
 
