@@ -6,8 +6,8 @@
  * generated token (the first put is the prompt), so TTFT and ITL are measured, not estimated,
  * and the same onnxruntime intra-op thread count as Glance and the limit.
  */
-import path from "node:path";
-import { AutoModelForImageTextToText, AutoProcessor, BaseStreamer, RawImage, env } from "@huggingface/transformers";
+import { BaseStreamer, RawImage } from "@huggingface/transformers";
+import { loadTransformersModel } from "../../scripts/lib/transformers-peer.ts";
 import { progress } from "./progress.ts";
 import type { RequestRecord } from "./stats.ts";
 import type { WorkItem } from "./workload.ts";
@@ -36,17 +36,7 @@ export interface PeerRun {
 
 export async function runPeer(modelDir: string, items: readonly WorkItem[], options: { decoderDtype: "fp32" | "q8"; threads: number; maxTokens: number; warmup: number }): Promise<PeerRun> {
   const loadStarted = performance.now();
-  env.allowRemoteModels = false;
-  env.allowLocalModels = true;
-  env.localModelPath = path.dirname(path.resolve(modelDir)) + path.sep;
-  const id = path.basename(path.resolve(modelDir));
-  const processor = await AutoProcessor.from_pretrained(id, { local_files_only: true });
-  const model = await AutoModelForImageTextToText.from_pretrained(id, {
-    local_files_only: true,
-    device: "cpu",
-    dtype: { vision_encoder: "fp32", embed_tokens: "fp32", decoder_model_merged: options.decoderDtype },
-    session_options: { intraOpNumThreads: options.threads, interOpNumThreads: 1 },
-  });
+  const { processor, model } = await loadTransformersModel(modelDir, { decoderDtype: options.decoderDtype, threads: options.threads });
   const loadS = (performance.now() - loadStarted) / 1000;
 
   const answer = async (item: WorkItem, index: number): Promise<Omit<RequestRecord, "sentAt">> => {

@@ -22,7 +22,8 @@ export interface TransformersPeer {
   dispose(): Promise<void>;
 }
 
-export async function createTransformersPeer(modelDir: string, options: PeerOptions = {}): Promise<TransformersPeer> {
+/** The processor and model of a folder on disk, remote loading off. `threads` sets onnxruntime's intra-op threads. */
+export async function loadTransformersModel(modelDir: string, options: PeerOptions & { threads?: number } = {}) {
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
   env.localModelPath = path.dirname(path.resolve(modelDir)) + path.sep;
@@ -32,7 +33,13 @@ export async function createTransformersPeer(modelDir: string, options: PeerOpti
     local_files_only: true,
     device: 'cpu',
     dtype: { vision_encoder: 'fp32', embed_tokens: 'fp32', decoder_model_merged: options.decoderDtype ?? 'fp32' },
+    ...(options.threads && { session_options: { intraOpNumThreads: options.threads, interOpNumThreads: 1 } }),
   });
+  return { processor, model };
+}
+
+export async function createTransformersPeer(modelDir: string, options: PeerOptions = {}): Promise<TransformersPeer> {
+  const { processor, model } = await loadTransformersModel(modelDir, options);
 
   return {
     async answer(image, question, maxNewTokens = 64) {
