@@ -8,8 +8,8 @@ import path from "node:path";
 import type { ProbeResult } from "./probe.ts";
 import type { Dist, PhaseSummary, RequestRecord } from "./stats.ts";
 
-export interface ConcurrencyPhase {
-  concurrency: number;
+/** What every load phase records, at fixed concurrency or at a Poisson rate. */
+interface PhaseResult {
   requests: number;
   summary: PhaseSummary;
   probe: ProbeResult;
@@ -19,14 +19,12 @@ export interface ConcurrencyPhase {
   records: RequestRecord[];
 }
 
-export interface PoissonPhase {
+export interface ConcurrencyPhase extends PhaseResult {
+  concurrency: number;
+}
+
+export interface PoissonPhase extends PhaseResult {
   rate: number;
-  requests: number;
-  summary: PhaseSummary;
-  probe: ProbeResult;
-  clientCpuS: number;
-  otherCores?: number;
-  records: RequestRecord[];
 }
 
 export interface LimitBatch {

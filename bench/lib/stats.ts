@@ -1,3 +1,4 @@
+import type { Timings } from "../../src/engine/protocol.ts";
 /**
  * Latency statistics as vLLM's benchmark_serving computes them: percentiles by linear
  * interpolation between the closest ranks (numpy's default), TPOT per request as
@@ -25,15 +26,8 @@ export interface RequestRecord {
   server?: ServerTimings;
 }
 
-export interface ServerTimings {
-  queueMs: number;
-  imagePreprocessMs: number;
-  visionEncodeMs: number;
-  prefillMs: number;
-  decodeMs: number;
-  timeToFirstTokenMs: number;
-  totalMs: number;
-}
+/** The engine's per-request timings, as the Done message carries them. */
+export type ServerTimings = Timings;
 
 export interface Dist {
   mean: number;
