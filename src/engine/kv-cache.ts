@@ -2,8 +2,9 @@
  * The key/value cache of the running batch: per layer a key and a value tensor
  * [rows, kvHeads, length, headDim], each row right-aligned (left padding), so one decode step
  * feeds the whole batch and its `present` outputs become the next step's cache without a copy.
- * Rows are copied only when the batch changes shape: a sequence joins (append) or leaves
- * (keepRows), which happens once per request rather than once per token.
+ * Rows are copied only when the batch changes shape, at most once per scheduler iteration:
+ * `rebuild` drops the rows that left and adds the ones that joined in one pass, into buffers
+ * the cache keeps for the purpose, so that a changing batch does not churn the garbage collector.
  */
 import * as ort from "onnxruntime-node";
 import type { DecoderSpec } from "../model/onnx-model.ts";
@@ -28,10 +29,12 @@ export interface BatchCache {
    * to every row, of which `real` (per row, default all) are not left padding.
    */
   advance(outputs: ort.InferenceSession.ReturnType, width: number, real?: readonly number[]): void;
-  /** Keeps only these rows, in this order, and drops padding no remaining row needs. */
-  keepRows(rows: readonly number[]): void;
-  /** Adds another cache's rows after this one's. */
-  append(other: BatchCache): void;
+  /**
+   * Keeps these rows of this cache, in this order, followed by `joining`'s rows (a prefill's
+   * cache), in one copy; drops padding no remaining row needs.
+   */
+  rebuild(keep: readonly number[], joining?: { cache: BatchCache; rows: readonly number[] }): void;
+  /** Memory the cache holds: its tensors and the rebuild buffers. */
   bytes(): number;
 }
 
@@ -55,16 +58,30 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
     length: 0,
   };
 
-  /** Copies rows (source state, row index) into fresh right-aligned tensors of `length` positions. */
+  /**
+   * Two sets of buffers that rebuilds alternate between, grown as needed: a rebuild's sources
+   * (the decoder's outputs, or the previous rebuild) are never the buffers it writes. They go
+   * with the cache when the batch empties.
+   */
+  const spare: KvArray[][] = [[], []];
+  let turn = 0;
+
+  /** Copies rows (source state, row index) right-aligned into `length` positions, padding zeroed. */
   function repack(sources: Array<{ from: State; row: number }>, length: number): State {
+    const buffers = spare[turn]!;
+    turn = 1 - turn;
+    const size = sources.length * block * length;
     const tensors = names.map((_, t) => {
-      const out = alloc(sources.length * block * length);
+      if ((buffers[t]?.length ?? 0) < size) buffers[t] = alloc(size);
+      const out = buffers[t]!.subarray(0, size);
       sources.forEach(({ from, row }, r) => {
         const src = from.tensors[t]!.data as KvArray;
         const n = from.rowLengths[row]!;
         for (let h = 0; h < spec.kvHeads; h++) {
           const srcStart = ((row * spec.kvHeads + h) * from.length + (from.length - n)) * spec.headDim;
-          const dstStart = ((r * spec.kvHeads + h) * length + (length - n)) * spec.headDim;
+          const dstRow = (r * spec.kvHeads + h) * length * spec.headDim;
+          const dstStart = dstRow + (length - n) * spec.headDim;
+          out.fill(0, dstRow, dstStart);
           out.set(src.subarray(srcStart, srcStart + n * spec.headDim), dstStart);
         }
       });
@@ -103,25 +120,24 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
         length: state.length + width,
       };
     },
-    keepRows(rows) {
-      const length = rows.reduce((m, r) => Math.max(m, state.rowLengths[r]!), 0);
-      state = repack(rows.map((row) => ({ from: state, row })), length);
-    },
-    append(other) {
-      const o = (other as typeof cache).state();
-      if (state.rowLengths.length === 0) {
-        state = o;
+    rebuild(keep, joining) {
+      const other = joining ? (joining.cache as typeof cache).state() : undefined;
+      if (other && keep.length === 0 && joining!.rows.length === other.rowLengths.length) {
+        state = other;
         return;
       }
-      const length = Math.max(state.length, o.length);
-      const sources = [
-        ...state.rowLengths.map((_, row) => ({ from: state, row })),
-        ...o.rowLengths.map((_, row) => ({ from: o, row })),
-      ];
+      const sources = keep.map((row) => ({ from: state, row }));
+      if (other) for (const row of joining!.rows) sources.push({ from: other, row });
+      const length = sources.reduce((m, { from, row }) => Math.max(m, from.rowLengths[row]!), 0);
       state = repack(sources, length);
     },
     bytes() {
-      return state.tensors.reduce((sum, t) => sum + (t.data as KvArray).byteLength, 0);
+      const held = new Set<ArrayBufferLike>();
+      for (const t of state.tensors) held.add((t.data as KvArray).buffer);
+      for (const set of spare) for (const b of set) held.add(b.buffer);
+      let sum = 0;
+      for (const b of held) sum += b.byteLength;
+      return sum;
     },
   };
   return cache;

@@ -2,8 +2,8 @@
  * The batching loop, in the manner of TGI's router and vLLM: it alone owns the waiting queue,
  * the running sequences and their cache. Each iteration admits waiting requests within the
  * batch and prefill budgets, prefills them together, then runs one decode step for every
- * running sequence. A sequence leaves the batch the step it finishes or is cancelled, and its
- * cache rows go with it.
+ * running sequence. A sequence that finishes or is cancelled leaves the batch at the start of
+ * the next iteration, in the same cache rebuild that takes in the newly prefilled ones.
  */
 import type { ImagePixels } from "../model/architecture.ts";
 import type { TextTokenizer } from "../model/text-tokenizer.ts";
@@ -27,6 +27,8 @@ interface Sequence {
   lastToken: number;
   nextPosition: bigint;
   cancelled: boolean;
+  /** Finished at the last step; its cache row goes at the next rebuild. */
+  finished: boolean;
   admittedAt: number;
   visionEncodeMs: number;
   prefillMs: number;
@@ -65,8 +67,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let steps = 0;
   let lastBatch = 0;
 
+  const live = () => running.reduce((n, s) => n + (s.cancelled || s.finished ? 0 : 1), 0);
+
   const stats = (): EngineStats => ({
-    running: running.length,
+    running: live(),
     waiting: waiting.length,
     batchSize: lastBatch,
     cacheBytes: cache?.bytes() ?? 0,
@@ -86,6 +90,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       lastToken: -1,
       nextPosition: request.positions.length > 0 ? request.positions[request.positions.length - 1]! + 1n : 0n,
       cancelled: false,
+      finished: false,
       admittedAt,
       visionEncodeMs: 0,
       prefillMs: 0,
@@ -140,10 +145,10 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   /** FIFO admission while the batch has rows and the prefill stays within its token budget. */
-  function admit(): SubmitMessage[] {
+  function admit(live: number): SubmitMessage[] {
     const admitted: SubmitMessage[] = [];
     let width = 0;
-    while (waiting.length > 0 && running.length + admitted.length < options.maxBatchSize) {
+    while (waiting.length > 0 && live + admitted.length < options.maxBatchSize) {
       const next = waiting[0]!;
       const nextWidth = Math.max(width, next.ids.length);
       if (admitted.length > 0 && nextWidth * (admitted.length + 1) > options.maxPrefillTokens) break;
@@ -185,7 +190,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return { features, ms: missing.size > 0 ? now() - started : 0 };
   }
 
-  async function prefill(requests: SubmitMessage[]): Promise<void> {
+  /** Prefills the requests and samples their first tokens; returns the ones that go on decoding. */
+  async function prefill(requests: SubmitMessage[]): Promise<{ seqs: Sequence[]; cache: BatchCache; rows: number[] }> {
     const admittedAt = now();
     const seqs = requests.map((r) => start(r, admittedAt));
     prefilling = seqs;
@@ -201,19 +207,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       prefilling = [];
     }
     const at = now();
-    const keep: number[] = [];
+    const rows: number[] = [];
     seqs.forEach((seq, i) => {
       seq.visionEncodeMs = ms;
       seq.prefillMs = at - started;
       if (seq.cancelled) return;
-      if (!accept(seq, seq.sampler.sample(out.logits[i]!, seq.seen), at)) keep.push(i);
+      if (!accept(seq, seq.sampler.sample(out.logits[i]!, seq.seen), at)) rows.push(i);
     });
-    if (keep.length < seqs.length) out.cache.keepRows(keep);
-    const joined = keep.map((i) => seqs[i]!);
-    if (joined.length === 0) return;
-    if (cache) cache.append(out.cache);
-    else cache = out.cache;
-    running = running.concat(joined);
+    return { seqs: rows.map((i) => seqs[i]!), cache: out.cache, rows };
   }
 
   async function decodeStep(): Promise<void> {
@@ -223,20 +224,29 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const logits = await runner.decode(cache!, tokens, positions);
     const at = now();
     steps++;
-    const keep: number[] = [];
     running.forEach((seq, i) => {
       seq.nextPosition++;
       if (seq.cancelled) return;
-      if (!accept(seq, seq.sampler.sample(logits[i]!, seq.seen), at)) keep.push(i);
+      if (accept(seq, seq.sampler.sample(logits[i]!, seq.seen), at)) seq.finished = true;
     });
-    dropAllBut(keep);
   }
 
-  function dropAllBut(keep: number[]): void {
-    if (keep.length === running.length) return;
-    cache!.keepRows(keep);
-    running = keep.map((i) => running[i]!);
-    if (running.length === 0) cache = null;
+  /** The sequences that go on: finished and cancelled ones leave, `joining` ones come in. */
+  function rebuild(joining?: Awaited<ReturnType<typeof prefill>>): void {
+    const keep = running.flatMap((s, i) => (s.cancelled || s.finished ? [] : [i]));
+    const joins = joining && joining.seqs.length > 0 ? joining : undefined;
+    if (keep.length === running.length && !joins) return;
+    if (keep.length === 0 && !joins) {
+      running = [];
+      cache = null;
+      return;
+    }
+    if (cache) cache.rebuild(keep, joins);
+    else {
+      cache = joins!.cache;
+      cache.rebuild([], joins);
+    }
+    running = keep.map((i) => running[i]!).concat(joins?.seqs ?? []);
   }
 
   function flush(): void {
@@ -249,14 +259,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     looping = true;
     try {
       while (waiting.length > 0 || running.length > 0) {
-        // Cancellations that arrived during the last model run leave before the next one.
-        dropAllBut(running.flatMap((s, i) => (s.cancelled ? [] : [i])));
-        const admitted = admit();
-        if (admitted.length > 0) {
-          await prefill(admitted);
-          // First tokens go out now, not after the decode step that follows.
-          flush();
-        }
+        const admitted = admit(live());
+        const joining = admitted.length > 0 ? await prefill(admitted) : undefined;
+        // One copy of the cache per iteration: the rows that left (finished, or cancelled
+        // during the last model run) go and the new ones join together.
+        rebuild(joining);
+        // First tokens go out now, not after the decode step that follows.
+        if (joining) flush();
         if (running.length > 0) await decodeStep();
         flush();
         // Let submit and cancel messages in between iterations.

@@ -24,13 +24,34 @@ const ACCEPTED_FORMATS = new Set(["png", "jpeg", "webp", "gif"]);
 
 const NOT_AN_IMAGE = "image could not be decoded (not a PNG, JPEG, WebP or GIF file?)";
 
+/** Whether the first bytes are a PNG, JPEG, WebP or GIF signature. */
+function hasAcceptedSignature(bytes: Uint8Array): boolean {
+  const at = (offset: number, ascii: string) =>
+    bytes.length >= offset + ascii.length && [...ascii].every((ch, i) => bytes[offset + i] === ch.charCodeAt(0));
+  return (bytes[0] === 0x89 && at(1, "PNG\r\n\x1a\n"))
+    || (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff)
+    || (at(0, "RIFF") && at(8, "WEBP"))
+    || at(0, "GIF87a") || at(0, "GIF89a");
+}
+
 /**
  * Decodes PNG, JPEG, WebP or GIF (first frame) with EXIF orientation applied and alpha dropped.
  * Dropping alpha rather than compositing it over a background is what transformers.js's
  * `RawImage.rgb()` does, and the models were trained on pixels prepared that way.
+ *
+ * An image whose first bytes name an accepted format is decoded in one sharp call, with sharp's
+ * pixel limit; only when that fails is the header read to say exactly why. Each sharp call
+ * costs the main thread a hop to libuv's pool, which under load was most of an image's cost.
  */
 export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Promise<DecodedImage> {
   if (bytes.length === 0) throw invalidArgument("image is empty (0 bytes)");
+  if (hasAcceptedSignature(bytes)) {
+    try {
+      return await decodePixels(bytes, options);
+    } catch {
+      // Read the header below, for a message that names the problem.
+    }
+  }
 
   let header: Metadata;
   try {
@@ -53,19 +74,22 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Pr
   }
 
   try {
-    const { data, info } = await sharp(bytes, {
-      limitInputPixels: Math.max(1, Math.floor(options.maxPixels)),
-      autoOrient: true,
-    })
-      .removeAlpha()
-      .toColourspace("srgb")
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    const rgb = new Uint8Array(data.buffer, data.byteOffset, data.length);
-    return { data: rgb, width: info.width, height: info.height };
+    return await decodePixels(bytes, options);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     const format = header.format.toUpperCase();
     throw invalidArgument(`image could not be decoded (damaged or truncated ${format} file?): ${reason}`);
   }
+}
+
+async function decodePixels(bytes: Uint8Array, options: DecodeOptions): Promise<DecodedImage> {
+  const { data, info } = await sharp(bytes, {
+    limitInputPixels: Math.max(1, Math.floor(options.maxPixels)),
+    autoOrient: true,
+  })
+    .removeAlpha()
+    .toColourspace("srgb")
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
 }
