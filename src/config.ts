@@ -21,6 +21,8 @@ const SETTINGS = {
   "max-batch-size": { default: "16", help: "sequences decoded together" },
   "max-queue": { default: "64", help: "requests waiting beyond the batch; more get RESOURCE_EXHAUSTED / 429" },
   "max-prefill-tokens": { default: "4096", help: "prompt positions prefilled in one step" },
+  "waiting-served-ratio": { default: "0.3", help: "while a batch runs, prefill new requests once waiting >= this x running (TGI's)" },
+  "max-waiting-steps": { default: "20", help: "decode steps after which waiting requests are prefilled anyway (TGI's max-waiting-tokens)" },
   "max-images": { default: "4", help: "images per request" },
   "max-image-pixels": { default: "16777216", help: "pixels per image (width x height)" },
   "max-tokens": { default: "1024", help: "largest max_tokens a request may ask for" },
@@ -49,6 +51,8 @@ export interface Config {
   maxBatchSize: number;
   maxQueue: number;
   maxPrefillTokens: number;
+  waitingServedRatio: number;
+  maxWaitingSteps: number;
   maxImages: number;
   maxImagePixels: number;
   maxTokens: number;
@@ -84,6 +88,11 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     if (!Number.isInteger(v) || v < min) throw new Error(`--${name} (${envName(name)}) must be an integer >= ${min}, got ${get(name)}`);
     return v;
   };
+  const num = (name: SettingName): number => {
+    const v = Number(get(name));
+    if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} (${envName(name)}) must be a number >= 0, got ${get(name)}`);
+    return v;
+  };
   const dtype = get("decoder-dtype");
   if (!["fp32", "q8", "int8", "uint8", "q4"].includes(dtype)) throw new Error(`--decoder-dtype: unknown or unsupported variant ${dtype}`);
   return {
@@ -98,6 +107,8 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     maxBatchSize: int("max-batch-size", 1),
     maxQueue: int("max-queue"),
     maxPrefillTokens: int("max-prefill-tokens", 1),
+    waitingServedRatio: num("waiting-served-ratio"),
+    maxWaitingSteps: int("max-waiting-steps"),
     maxImages: int("max-images"),
     maxImagePixels: int("max-image-pixels", 1),
     maxTokens: int("max-tokens", 1),

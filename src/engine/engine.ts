@@ -32,6 +32,8 @@ export interface EngineOptions {
   /** Requests waiting beyond the running batch; more are refused with resource_exhausted. */
   maxQueue?: number;
   maxPrefillTokens?: number;
+  waitingServedRatio?: number;
+  maxWaitingSteps?: number;
   maxImages?: number;
   maxImagePixels?: number;
   /** The largest max_tokens a request may ask for. */
@@ -148,6 +150,8 @@ export function createEngine(options: EngineOptions): Engine {
     scheduler: {
       maxBatchSize,
       maxPrefillTokens: options.maxPrefillTokens ?? 4096,
+      waitingServedRatio: options.waitingServedRatio ?? 0.3,
+      maxWaitingSteps: options.maxWaitingSteps ?? 20,
       visionCacheBytes: options.visionCacheBytes ?? 64 * 1024 * 1024,
     },
   };

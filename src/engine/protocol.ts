@@ -13,6 +13,14 @@ export interface SchedulerOptions {
   maxBatchSize: number;
   /** Prompt positions (padding included) one prefill may run, which bounds a step's latency. */
   maxPrefillTokens: number;
+  /**
+   * While a batch runs, waiting requests are prefilled only once there are at least this many
+   * times the running ones (TGI's waiting_served_ratio), so that arrivals join in groups rather
+   * than costing a prefill run each; 0 admits at once.
+   */
+  waitingServedRatio: number;
+  /** Decode steps without an admission after which waiting requests join regardless of the ratio. */
+  maxWaitingSteps: number;
   /** Vision features kept for repeated images, in bytes. */
   visionCacheBytes: number;
 }

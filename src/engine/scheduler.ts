@@ -65,6 +65,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let events: SequenceEvent[] = [];
   let looping = false;
   let steps = 0;
+  /** Decode steps since waiting requests were last admitted. */
+  let stepsWithoutAdmission = 0;
   let lastBatch = 0;
 
   const live = () => running.reduce((n, s) => n + (s.cancelled || s.finished ? 0 : 1), 0);
@@ -144,18 +146,25 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return true;
   }
 
-  /** FIFO admission while the batch has rows and the prefill stays within its token budget. */
+  /**
+   * FIFO admission while the batch has rows and the prefill stays within its token budget. With
+   * a batch running, as in TGI's router, a group smaller than waitingServedRatio × running waits
+   * (up to maxWaitingSteps decode steps): each prefill run has a fixed cost and stalls the batch.
+   */
   function admit(live: number): SubmitMessage[] {
-    const admitted: SubmitMessage[] = [];
+    let count = 0;
     let width = 0;
-    while (waiting.length > 0 && live + admitted.length < options.maxBatchSize) {
-      const next = waiting[0]!;
-      const nextWidth = Math.max(width, next.ids.length);
-      if (admitted.length > 0 && nextWidth * (admitted.length + 1) > options.maxPrefillTokens) break;
-      admitted.push(waiting.shift()!);
+    while (count < waiting.length && live + count < options.maxBatchSize) {
+      const nextWidth = Math.max(width, waiting[count]!.ids.length);
+      if (count > 0 && nextWidth * (count + 1) > options.maxPrefillTokens) break;
+      count++;
       width = nextWidth;
     }
-    return admitted;
+    const enough = live === 0 || stepsWithoutAdmission >= options.maxWaitingSteps
+      || count >= Math.floor(live * options.waitingServedRatio);
+    if (count === 0 || !enough) return [];
+    stepsWithoutAdmission = 0;
+    return waiting.splice(0, count);
   }
 
   /** Vision features per request, concatenated in prompt order; encodes only cache misses. */
@@ -224,6 +233,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     const logits = await runner.decode(cache!, tokens, positions);
     const at = now();
     steps++;
+    stepsWithoutAdmission++;
     running.forEach((seq, i) => {
       seq.nextPosition++;
       if (seq.cancelled) return;
@@ -244,7 +254,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     if (cache) cache.rebuild(keep, joins);
     else {
       cache = joins!.cache;
-      cache.rebuild([], joins);
+      if (joins!.rows.length < cache.rows) cache.rebuild(joins!.rows);
     }
     running = keep.map((i) => running[i]!).concat(joins?.seqs ?? []);
   }

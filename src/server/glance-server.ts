@@ -36,6 +36,8 @@ export async function startGlanceServer(config: Config, log: Logger): Promise<Gl
     maxBatchSize: config.maxBatchSize,
     maxQueue: config.maxQueue,
     maxPrefillTokens: config.maxPrefillTokens,
+    waitingServedRatio: config.waitingServedRatio,
+    maxWaitingSteps: config.maxWaitingSteps,
     maxImages: config.maxImages,
     maxImagePixels: config.maxImagePixels,
     maxTokens: config.maxTokens,
