@@ -21,7 +21,7 @@ const SETTINGS = {
   "max-batch-size": { default: "16", help: "sequences decoded together" },
   "max-queue": { default: "64", help: "requests waiting beyond the batch; more get RESOURCE_EXHAUSTED / 429" },
   "max-prefill-tokens": { default: "4096", help: "prompt positions prefilled in one step" },
-  "waiting-served-ratio": { default: "0.3", help: "while a batch runs, prefill new requests once waiting >= this x running (TGI's)" },
+  "waiting-served-ratio": { default: "0", help: "while a batch runs, prefill new requests only once waiting >= this x running (TGI's; 0 = at once)" },
   "max-waiting-steps": { default: "20", help: "decode steps after which waiting requests are prefilled anyway (TGI's max-waiting-tokens)" },
   "max-images": { default: "4", help: "images per request" },
   "max-image-pixels": { default: "16777216", help: "pixels per image (width x height)" },

@@ -150,7 +150,7 @@ export function createEngine(options: EngineOptions): Engine {
     scheduler: {
       maxBatchSize,
       maxPrefillTokens: options.maxPrefillTokens ?? 4096,
-      waitingServedRatio: options.waitingServedRatio ?? 0.3,
+      waitingServedRatio: options.waitingServedRatio ?? 0,
       maxWaitingSteps: options.maxWaitingSteps ?? 20,
       visionCacheBytes: options.visionCacheBytes ?? 64 * 1024 * 1024,
     },
