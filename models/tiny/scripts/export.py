@@ -20,7 +20,8 @@ from model import Config, VisionLanguageModel
 from tokenizer import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODEL_DIR = os.path.dirname(HERE)
+# TINY_MODEL_DIR exports elsewhere, e.g. a checkpoint to try without touching the committed model.
+MODEL_DIR = os.environ.get("TINY_MODEL_DIR", os.path.dirname(HERE))
 ONNX_DIR = os.path.join(MODEL_DIR, "onnx")
 OPSET = 17
 

@@ -13,7 +13,7 @@ from synth import KINDS, make_scene, question, render
 from train import EVAL_SEED_BASE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(os.path.dirname(HERE), "heldout")
+OUT = os.path.join(os.environ.get("TINY_MODEL_DIR", os.path.dirname(HERE)), "heldout")
 IMAGES = 200
 PER_IMAGE = 3
 

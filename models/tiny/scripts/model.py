@@ -1,6 +1,6 @@
 """An Idefics3-style vision-language model, small enough to train on two CPU cores.
 
-Vision: a ViT over 8x8 patches. Connector: Idefics3's pixel shuffle and a linear projection.
+Vision: a hybrid ViT (a convolutional stem to 8x8 tokens, then transformer blocks). Connector: Idefics3's pixel shuffle and a linear projection.
 Text: a LLaMA-style decoder (RMSNorm, rotary positions, SwiGLU, grouped-query attention).
 The modules are written with plain tensor ops so that they export to ONNX with the inputs and
 outputs of Hugging Face's SmolVLM exports (see export.py).
@@ -198,14 +198,12 @@ class VisionLanguageModel(nn.Module):
         self.vision = VisionEncoder(c)
         self.text = TextDecoder(c)
 
-    def forward(self, images, input_ids, attention_mask, image_token_id):
-        """Training forward: every image token in input_ids, in order, takes the next image feature row.
-        Returns the logits and the image features [N, image_seq_len, dim]."""
+    def forward(self, features, input_ids, attention_mask, image_token_id):
+        """Training forward from image features [N, image_seq_len, dim] (self.vision's output): every
+        image token in input_ids, in order, takes the next feature row. Returns the logits."""
         embeds = self.text.embed(input_ids)
-        features = self.vision(images)
-        feats = features.reshape(-1, self.c.dim)
         slots = input_ids == image_token_id
-        embeds = embeds.masked_scatter(slots[..., None], feats.to(embeds.dtype))
+        embeds = embeds.masked_scatter(slots[..., None], features.reshape(-1, self.c.dim).to(embeds.dtype))
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         logits, _ = self.text(embeds, attention_mask, position_ids)
-        return logits, features
+        return logits

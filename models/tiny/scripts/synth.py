@@ -29,6 +29,8 @@ SHAPES = {
 }
 BACKGROUNDS = {"plain": "纯色", "gradient": "渐变", "noisy": "噪点"}
 POSITIONS = {"left": "左边", "right": "右边", "top": "上方", "bottom": "下方"}
+# Listings go left to right; centres at least this far apart keep that order well defined.
+MIN_X_GAP = 6
 COUNT_EN = {1: "One", 2: "Two", 3: "Three"}
 COUNT_ZH = {1: "一个", 2: "两个", 3: "三个"}
 
@@ -119,7 +121,8 @@ def make_scene(rng):
             r = rng.uniform(7, 13)
             cx = rng.uniform(r + 2, SIZE - r - 2)
             cy = rng.uniform(r + 2, SIZE - r - 2)
-            if all((cx - p["x"]) ** 2 + (cy - p["y"]) ** 2 > (r + p["r"] + 3) ** 2 for p in placed):
+            if all((cx - p["x"]) ** 2 + (cy - p["y"]) ** 2 > (r + p["r"] + 3) ** 2
+                   and abs(cx - p["x"]) >= MIN_X_GAP for p in placed):
                 break
         placed.append({"shape": k, "color": c, "x": cx, "y": cy, "r": r})
     # Left to right: the order every listing answer uses.
