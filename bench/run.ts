@@ -27,7 +27,7 @@
  * Options:
  *   --quick                     under a minute: concurrency 1 and 4, 32 requests per phase (peer too)
  *   --concurrency LIST          client counts to sweep (default 1,2,4,8,16,32)
- *   --requests N                requests per concurrency phase; at least 8 per client (default 256)
+ *   --requests N                requests per concurrency phase; at least 8 per client (default 1024)
  *   --rate LIST                 Poisson arrival rates in requests/s, one phase each (default none)
  *   --rate-requests N           requests per Poisson phase (default: --requests)
  *   --seed N                    seed of the Poisson arrivals (default 1)
@@ -139,7 +139,7 @@ function list(name: string, v: string, min: number): number[] {
 
 const quick = values.quick;
 const concurrencies = list("concurrency", values.concurrency ?? (quick ? "1,4" : "1,2,4,8,16,32"), 1).map(Math.round);
-const requests = int("requests", values.requests ?? (quick ? "32" : "256"), 1);
+const requests = int("requests", values.requests ?? (quick ? "32" : "1024"), 1);
 const rates = values.rate ? list("rate", values.rate, 0.001) : [];
 const rateRequests = int("rate-requests", values["rate-requests"] ?? String(requests), 1);
 const api = values.api as Api;
