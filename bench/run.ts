@@ -41,7 +41,10 @@
  *   --server spawn|inproc       server in its own process (default) or in this one
  *   --model DIR                 model folder (default models/tiny)
  *   --decoder-dtype fp32|q8     decoder variant for Glance, the limit and the peer (default fp32)
- *   --threads N                 onnxruntime intra-op threads for all three (default: all cores)
+ *   --threads N                 onnxruntime intra-op threads for all three (default: the server's, all cores but one)
+ *   --limit-threads N           the limit's own thread count (default: --threads); the limit is fastest
+ *                               at a batch of 16 with all cores, so this makes it the stricter yardstick
+ *   --peer-threads N            the peer's own thread count (default: --threads)
  *   --max-batch-size N          the server's --max-batch-size (default 16, the server's default);
  *                               the limit's batch at concurrency c is min(c, this)
  *   --vision-cache-mb N         the server's vision cache (default 0: every image is encoded, as
@@ -60,6 +63,7 @@ import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
+import { defaultIntraOpThreads } from "../src/engine/engine.ts";
 import type { Dtype } from "../src/model/model-folder.ts";
 import { type Api, createSender } from "./lib/client.ts";
 import { type LimitModel, loadLimitModel } from "./lib/limit.ts";
@@ -108,6 +112,8 @@ const { values } = parseArgs({
     model: { type: "string", default: path.join(ROOT, "models/tiny") },
     "decoder-dtype": { type: "string", default: "fp32" },
     threads: { type: "string" },
+    "limit-threads": { type: "string" },
+    "peer-threads": { type: "string" },
     "max-batch-size": { type: "string", default: "16" },
     "vision-cache-mb": { type: "string", default: "0" },
     "server-flag": { type: "string", multiple: true, default: [] },
@@ -152,7 +158,9 @@ const maxTokens = int("max-tokens", values["max-tokens"], 1);
 const warmup = int("warmup", values.warmup ?? (quick ? "4" : "16"), 0);
 const goodput = { ttftMs: Number(values["goodput-ttft-ms"]), tpotMs: Number(values["goodput-tpot-ms"]) };
 const peerRequests = int("peer-requests", values["peer-requests"] ?? String(requests), 0);
-const threads = int("threads", values.threads ?? String(availableParallelism()), 1);
+const threads = int("threads", values.threads ?? String(defaultIntraOpThreads()), 1);
+const limitThreads = int("limit-threads", values["limit-threads"] ?? String(threads), 1);
+const peerThreads = int("peer-threads", values["peer-threads"] ?? String(threads), 1);
 const maxBatchSize = int("max-batch-size", values["max-batch-size"], 1);
 const visionCacheMb = int("vision-cache-mb", values["vision-cache-mb"], 0);
 const eldResolution = int("eld-resolution-ms", values["eld-resolution-ms"], 1);
@@ -171,7 +179,7 @@ const startedAt = new Date();
 const loadAtStart = loadavg();
 const phaseRequests = (c: number) => Math.max(requests, 8 * c);
 const workload = loadWorkload(modelDir);
-note(`bench: ${quick ? "quick, " : ""}api ${api}, server ${serverMode}, ${threads} threads, max batch ${maxBatchSize}, ` +
+note(`bench: ${quick ? "quick, " : ""}api ${api}, server ${serverMode}, ${threads} threads (limit ${limitThreads}, peer ${peerThreads}), max batch ${maxBatchSize}, ` +
   `concurrency ${concurrencies.join(",")}${rates.length ? `, rates ${rates.join(",")}/s` : ""}; load average ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`);
 
 /** Busy CPU seconds of the whole machine (Linux /proc/stat), to tell how much other work ran beside a phase. */
@@ -201,7 +209,7 @@ async function alone<T>(fn: () => Promise<T>): Promise<{ value: T; otherCores?: 
 // The limit's sessions and prompts are ready before the server starts, so that each batch size
 // runs right after Glance's phase at that concurrency: on a shared machine, close in time means
 // under the same conditions. The server idles meanwhile.
-const limitModel: LimitModel | undefined = values["no-limit"] ? undefined : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads });
+const limitModel: LimitModel | undefined = values["no-limit"] ? undefined : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads: limitThreads });
 const limitPrompts = limitModel ? await limitModel.prepare(take(workload, Math.max(...concurrencies.map(phaseRequests)))) : [];
 const limitBatches: LimitBatch[] = [];
 const limitAgreement = { agree: 0, compared: 0 };
@@ -337,7 +345,7 @@ if (limitModel) {
 let peer: BenchResult["peer"] = undefined;
 if (peerRequests > 0) {
   const items = take(workload, peerRequests);
-  const { value: run, otherCores } = await alone(() => runPeer(modelDir, items, { decoderDtype: dtype, threads, maxTokens, warmup: quick ? 1 : 3 }));
+  const { value: run, otherCores } = await alone(() => runPeer(modelDir, items, { decoderDtype: dtype, threads: peerThreads, maxTokens, warmup: quick ? 1 : 3 }));
   const summary = summarize(run.records, run.durationS, goodput);
   let agree = 0;
   let compared = 0;
@@ -371,7 +379,7 @@ const result: BenchResult = {
     onnxruntime: ort.env.versions.common,
   },
   options: {
-    api, serverMode, serverCli: values["server-cli"] ?? "src/cli.ts", serverFlags: server.flags, threads, maxBatchSize, visionCacheMb, maxTokens, requests, concurrencies, rates,
+    api, serverMode, serverCli: values["server-cli"] ?? "src/cli.ts", serverFlags: server.flags, threads, limitThreads, peerThreads, maxBatchSize, visionCacheMb, maxTokens, requests, concurrencies, rates,
     goodput, peerRequests, decoderDtype: dtype, model: path.relative(ROOT, modelDir) || modelDir, eldResolutionMs: eldResolution,
   },
   concurrency: concurrencyPhases,

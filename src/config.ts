@@ -15,7 +15,7 @@ const SETTINGS = {
   host: { default: "0.0.0.0", help: "address both ports listen on" },
   "grpc-port": { default: "50051", help: "gRPC port (grpc-js: service, health, reflection)" },
   "http-port": { default: "8080", help: "HTTP port (Connect, gRPC-Web, OpenAI API, /metrics, /healthz, /readyz)" },
-  threads: { default: "0", help: "onnxruntime intra-op threads; 0 = all cores" },
+  threads: { default: "0", help: "onnxruntime intra-op threads; 0 = all cores but one (left to the network)" },
   "inter-op-threads": { default: "1", help: "onnxruntime inter-op threads (1 = sequential)" },
   "execution-provider": { default: "cpu", help: "onnxruntime execution providers, comma-separated (cpu, cuda, webgpu)" },
   "max-batch-size": { default: "16", help: "sequences decoded together" },

@@ -8,8 +8,8 @@
  * every row has `outputTokens` tokens. Prompts (tokens and pixels) are prepared beforehand by
  * src/model's prompt builder, so they are exactly the engine's.
  */
-import { availableParallelism } from "node:os";
 import * as ort from "onnxruntime-node";
+import { defaultIntraOpThreads } from "../../src/engine/engine.ts";
 import { createArchitecture } from "../../src/model/architecture.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
 import { type Dtype, readModelFolder } from "../../src/model/model-folder.ts";
@@ -107,7 +107,7 @@ export async function loadLimitModel(
   // The engine's session options (src/model/onnx-model.ts): intra-op threads, sequential execution,
   // all graph optimisations, pool threads that do not spin.
   const sessionOptions: ort.InferenceSession.SessionOptions = {
-    intraOpNumThreads: options.threads || availableParallelism(),
+    intraOpNumThreads: options.threads || defaultIntraOpThreads(),
     interOpNumThreads: 1,
     executionMode: "sequential",
     graphOptimizationLevel: "all",

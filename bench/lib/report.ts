@@ -46,7 +46,7 @@ export interface BenchResult {
   quick: boolean;
   host: { cpus: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[]; node: string; onnxruntime: string };
   options: {
-    api: string; serverMode: string; serverCli: string; serverFlags: string[]; threads: number; maxBatchSize: number; visionCacheMb: number;
+    api: string; serverMode: string; serverCli: string; serverFlags: string[]; threads: number; limitThreads: number; peerThreads: number; maxBatchSize: number; visionCacheMb: number;
     maxTokens: number; requests: number; concurrencies: number[]; rates: number[]; goodput: { ttftMs: number; tpotMs: number };
     peerRequests: number; decoderDtype: string; model: string; eldResolutionMs: number;
   };
@@ -182,7 +182,7 @@ export function markdown(r: BenchResult): string {
   if (r.peer) {
     const s = r.peer.summary;
     out.push("## The peer (transformers.js, one request at a time)", "");
-    out.push(`${s.completed} requests in ${f(s.durationS, 2)} s: ${f(s.requestThroughput)} req/s, ${f0(s.outputThroughput)} output tok/s ` +
+    out.push(`${r.options.peerThreads} intra-op thread(s). ${s.completed} requests in ${f(s.durationS, 2)} s: ${f(s.requestThroughput)} req/s, ${f0(s.outputThroughput)} output tok/s ` +
       `(${f(s.meanOutputTokens)} tokens per request). TTFT p50 ${f(s.ttftMs.p50, 2)} ms, p99 ${f(s.ttftMs.p99, 2)} ms (streamer); ` +
       `ITL p50 ${f(s.itlMs.p50, 2)} ms; E2E p50 ${f(s.e2eMs.p50)} ms, p99 ${f(s.e2eMs.p99)} ms. ` +
       `Token-for-token equal to Glance: ${r.peer.agreement.agree}/${r.peer.agreement.compared}.`);
