@@ -42,8 +42,8 @@
  *   --model DIR                 model folder (default models/tiny)
  *   --decoder-dtype fp32|q8     decoder variant for Glance, the limit and the peer (default fp32)
  *   --threads N                 onnxruntime intra-op threads for all three (default: the server's, all cores but one)
- *   --limit-threads N           the limit's own thread count (default: --threads); the limit is fastest
- *                               at a batch of 16 with all cores, so this makes it the stricter yardstick
+ *   --limit-threads N           the limit's own thread count (default: --threads); at a batch of 16 the
+ *                               limit is fastest on all cores, which makes it the stricter yardstick
  *   --peer-threads N            the peer's own thread count (default: --threads)
  *   --max-batch-size N          the server's --max-batch-size (default 16, the server's default);
  *                               the limit's batch at concurrency c is min(c, this)
