@@ -31,6 +31,8 @@ BACKGROUNDS = {"plain": "纯色", "gradient": "渐变", "noisy": "噪点"}
 POSITIONS = {"left": "左边", "right": "右边", "top": "上方", "bottom": "下方"}
 # Listings go left to right; centres at least this far apart keep that order well defined.
 MIN_X_GAP = 6
+# The least difference, in grey levels, between the two ends of a gradient background.
+MIN_GRADIENT = 48
 COUNT_EN = {1: "One", 2: "Two", 3: "Three"}
 COUNT_ZH = {1: "一个", 2: "两个", 3: "三个"}
 
@@ -87,6 +89,10 @@ def _background(rng, kind, size):
         img = np.ones((size, size, 3)) * muted()
     elif kind == "gradient":
         a, b = muted(), muted()
+        # A gradient between two near-equal greys looks plain; move the far end (without another
+        # draw, so every later draw of the sample stays as it was) until the ramp is plain to see.
+        if np.abs(b - a).max() < MIN_GRADIENT:
+            b = a + (1 if a.mean() < 128 else -1) * (MIN_GRADIENT + np.abs(b - a))
         t = np.linspace(0, 1, size)
         if rng.random() < 0.5:
             t = t[None, :, None]
