@@ -25,7 +25,7 @@ import { validateStopStrings } from "./stop-strings.ts";
  * All cores but one: the main thread (network, image decoding) and the garbage collector need a
  * core, and an operator split over every core waits for whichever thread they preempted. On the
  * 2-core development machine, one thread gave 10-25% more throughput at 16 concurrent requests
- * than two, with the same latency alone (npm run bench -- --threads 1 / 2). vLLM's CPU backend
+ * than two, and about the same latency for a lone request (npm run bench -- --threads 1 / 2). vLLM's CPU backend
  * likewise leaves a core to its front end.
  */
 export function defaultIntraOpThreads(): number {

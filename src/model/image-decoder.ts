@@ -40,8 +40,8 @@ function hasAcceptedSignature(bytes: Uint8Array): boolean {
  * `RawImage.rgb()` does, and the models were trained on pixels prepared that way.
  *
  * An image whose first bytes name an accepted format is decoded in one sharp call, with sharp's
- * pixel limit; only when that fails is the header read to say exactly why. Each sharp call
- * costs the main thread a hop to libuv's pool, which under load was most of an image's cost.
+ * pixel limit; only when that fails is the header read to say exactly why. Each sharp call is
+ * a round trip through libuv's thread pool, and reading the header first made two.
  */
 export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Promise<DecodedImage> {
   if (bytes.length === 0) throw invalidArgument("image is empty (0 bytes)");
