@@ -1,6 +1,6 @@
 """Trains the tiny model on synthetic samples drawn fresh for every step.
 
-    /usr/bin/python3 models/tiny/scripts/train.py --steps 1500 --out /tmp/tiny.pt
+    /usr/bin/python3 models/tiny/scripts/train.py --out /tmp/tiny.pt   # --vision-steps 800 --steps 4000
 
 Training seeds start at 0 and count up; the held-out set (make_eval_set.py) uses seeds from
 EVAL_SEED_BASE on, which training never reaches. Writes tokenizer.json and
@@ -107,13 +107,12 @@ def cell_labels(c, scene):
 
 
 def batch(tok, c, seeds):
-    images, seqs, cells = [], [], []
+    images, seqs = [], []
     for s in seeds:
         rng = random.Random(s ^ 0x5EED)
-        img, scene, qas = make_sample(s, kinds=TRAIN_KINDS, n_questions=rng.choice([1, 2, 3]))
+        img, _, qas = make_sample(s, kinds=TRAIN_KINDS, n_questions=rng.choice([1, 2, 3]))
         images.append(to_pixels(img))
         seqs.append(encode_conversation(tok, c, [(q, a) for q, a, _, _ in qas]))
-        cells.append(cell_labels(c, scene))
     n = max(len(i) for i, _ in seqs)
     ids = torch.zeros(len(seeds), n, dtype=torch.long)
     att = torch.zeros(len(seeds), n, dtype=torch.long)
@@ -124,7 +123,7 @@ def batch(tok, c, seeds):
         att[r, : len(i)] = 1
         lab[r, : len(i) - 1] = torch.tensor(i[1:])
         weight[r, : len(i) - 1] = torch.tensor(w[1:])
-    return torch.stack(images), ids, att, lab, weight, torch.stack(cells)
+    return torch.stack(images), ids, att, lab, weight
 
 
 def aux_losses(aux, features, cells):
@@ -232,7 +231,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         seeds = range(args.first_seed + step * args.batch, args.first_seed + (step + 1) * args.batch)
-        images, ids, att, lab, weight, _ = batch(tok, c, seeds)
+        images, ids, att, lab, weight = batch(tok, c, seeds)
         with torch.no_grad():
             features = model.vision(images)
         logits = model(features, ids, att, image_token_id)
