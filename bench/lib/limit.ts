@@ -13,6 +13,7 @@ import { defaultIntraOpThreads } from "../../src/engine/engine.ts";
 import { createArchitecture } from "../../src/model/architecture.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
 import { type Dtype, readModelFolder } from "../../src/model/model-folder.ts";
+import { loadOnnxModel } from "../../src/model/onnx-model.ts";
 import { type PreparedPrompt, createPromptBuilder } from "../../src/model/prompt-builder.ts";
 import { createTextTokenizer } from "../../src/model/text-tokenizer.ts";
 import type { WorkItem } from "./workload.ts";
@@ -38,43 +39,6 @@ export interface LimitModel {
   release(): Promise<void>;
 }
 
-interface Spec {
-  layers: number;
-  kvHeads: number;
-  headDim: number;
-  kvType: "float32" | "float16";
-  hidden: number;
-  vocab: number;
-  numLogitsToKeep: boolean;
-  useCacheBranch: boolean;
-}
-
-function readSpec(decoder: ort.InferenceSession, config: { hidden_size: number; num_attention_heads: number; num_key_value_heads?: number; vocab_size: number }): Spec {
-  const meta = (name: string) => {
-    const m = [...decoder.inputMetadata, ...decoder.outputMetadata].find((x) => x.name === name);
-    if (!m || !m.isTensor) throw new Error(`the decoder has no tensor ${name}`);
-    return m;
-  };
-  const dim = (shape: readonly (number | string)[], i: number, fallback: number | undefined) => {
-    const v = shape[i];
-    if (typeof v === "number") return v;
-    if (fallback === undefined) throw new Error(`cannot read dimension ${i} of the decoder`);
-    return fallback;
-  };
-  const past = meta("past_key_values.0.key");
-  if (past.type !== "float32" && past.type !== "float16") throw new Error(`cache type ${past.type} is not supported`);
-  return {
-    layers: decoder.inputNames.filter((n) => /^past_key_values\.\d+\.key$/.test(n)).length,
-    kvHeads: dim(past.shape, 1, config.num_key_value_heads ?? config.num_attention_heads),
-    headDim: dim(past.shape, 3, config.hidden_size / config.num_attention_heads),
-    kvType: past.type,
-    hidden: dim(meta("inputs_embeds").shape, 2, config.hidden_size),
-    vocab: dim(meta("logits").shape, 2, config.vocab_size),
-    numLogitsToKeep: decoder.inputNames.includes("num_logits_to_keep"),
-    useCacheBranch: decoder.inputNames.includes("use_cache_branch"),
-  };
-}
-
 function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab: number): Int32Array {
   const out = new Int32Array(rows);
   for (let r = 0; r < rows; r++) {
@@ -95,7 +59,7 @@ function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab
 
 export async function loadLimitModel(
   modelDir: string,
-  options: { decoderDtype: Dtype; threads: number; sessionOverrides?: ort.InferenceSession.SessionOptions },
+  options: { decoderDtype: Dtype; threads: number },
 ): Promise<LimitModel> {
   const folder = readModelFolder(modelDir, { decoderDtype: options.decoderDtype });
   const tokenizer = createTextTokenizer(folder.tokenizerJson, folder.tokenizerConfig);
@@ -104,23 +68,11 @@ export async function loadLimitModel(
   const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
     maxImages: 4, maxImagePixels: 4096 * 4096, contextLength,
   });
-  // The engine's session options (src/model/onnx-model.ts): intra-op threads, sequential execution,
-  // all graph optimisations, pool threads that do not spin.
-  const sessionOptions: ort.InferenceSession.SessionOptions = {
-    intraOpNumThreads: options.threads || defaultIntraOpThreads(),
-    interOpNumThreads: 1,
-    executionMode: "sequential",
-    graphOptimizationLevel: "all",
-    executionProviders: ["cpu"],
-    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
-    ...options.sessionOverrides,
-  };
-  const [vision, embed, decoder] = await Promise.all([
-    ort.InferenceSession.create(folder.onnx.visionEncoder, sessionOptions),
-    ort.InferenceSession.create(folder.onnx.embedTokens, sessionOptions),
-    ort.InferenceSession.create(folder.onnx.decoder, sessionOptions),
-  ]);
-  const spec = readSpec(decoder, folder.config.text_config);
+  // The engine's own loader, so the sessions have its options: intra-op threads, sequential
+  // execution, all graph optimisations, pool threads that do not spin.
+  const threads = options.threads || defaultIntraOpThreads();
+  const model = await loadOnnxModel(folder, { intraOpThreads: threads, interOpThreads: 1, executionProviders: ["cpu"] });
+  const { spec, vision, embed, decoder } = model;
   const imageTokenId = arch.imageTokenId;
   const emptyKv = spec.kvType === "float16" ? new Uint16Array(0) : new Float32Array(0);
 
@@ -143,18 +95,18 @@ export async function loadLimitModel(
   async function decoderRun(embeds: Float32Array, rows: number, width: number, mask: BigInt64Array, positions: BigInt64Array,
     past: Record<string, ort.Tensor>, first: boolean) {
     const feeds: Record<string, ort.Tensor> = {
-      inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, spec.hidden]),
+      inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, spec.hiddenSize]),
       attention_mask: new ort.Tensor("int64", mask, [rows, mask.length / rows]),
       position_ids: new ort.Tensor("int64", positions, [rows, width]),
       ...past,
     };
-    if (spec.numLogitsToKeep) feeds["num_logits_to_keep"] = new ort.Tensor("int64", BigInt64Array.of(1n), []);
-    if (spec.useCacheBranch) feeds["use_cache_branch"] = new ort.Tensor("bool", Uint8Array.of(first ? 0 : 1), [1]);
+    if (spec.hasNumLogitsToKeep) feeds["num_logits_to_keep"] = new ort.Tensor("int64", BigInt64Array.of(1n), []);
+    if (spec.hasUseCacheBranch) feeds["use_cache_branch"] = new ort.Tensor("bool", Uint8Array.of(first ? 0 : 1), [1]);
     return decoder.run(feeds);
   }
 
   return {
-    description: `onnxruntime-node ${ort.env.versions.common}, ${sessionOptions.intraOpNumThreads} intra-op threads, sequential`,
+    description: `onnxruntime-node ${ort.env.versions.common}, ${threads} intra-op threads, sequential`,
     prepare: (items) => Promise.all(items.map((it) => prompts.build([
       { role: "user", content: [{ type: "image", data: it.image }, { type: "text", text: it.question }] },
     ]))),
@@ -180,7 +132,7 @@ export async function loadLimitModel(
         const pad = width - p.ids.length;
         for (let i = 0; i < p.ids.length; i++) {
           if (p.ids[i] !== imageTokenId) continue;
-          embeds.set(features.subarray(feature * spec.hidden, (feature + 1) * spec.hidden), (r * width + pad + i) * spec.hidden);
+          embeds.set(features.subarray(feature * spec.hiddenSize, (feature + 1) * spec.hiddenSize), (r * width + pad + i) * spec.hiddenSize);
           feature++;
         }
       });
@@ -195,7 +147,7 @@ export async function loadLimitModel(
         for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = new ort.Tensor(spec.kvType, emptyKv, [rows, spec.kvHeads, 0, spec.headDim]);
       }
       let out = await decoderRun(embeds, rows, width, maskFor(width), positions, past, true);
-      let next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocab);
+      let next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize);
       const tokens = Array.from(next, (t) => [t]);
       const t2 = performance.now();
 
@@ -208,7 +160,7 @@ export async function loadLimitModel(
         const mask = maskFor(length + 1);
         out = await decoderRun(stepEmbeds, rows, 1, mask, stepPositions, past, false);
         length++;
-        next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocab);
+        next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize);
         next.forEach((t, r) => tokens[r]!.push(t));
       }
       const t3 = performance.now();
@@ -221,8 +173,6 @@ export async function loadLimitModel(
       return performance.now() - t0;
     },
 
-    async release() {
-      await Promise.all([vision.release(), embed.release(), decoder.release()]);
-    },
+    release: () => model.release(),
   };
 }
