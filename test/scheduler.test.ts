@@ -48,6 +48,7 @@ async function schedule(
 ): Promise<string[]> {
   const log: string[] = [];
   const remaining = new Map<string, number>();
+  const prefilled = new Set<string>();
   let steps = 0;
   const logits = (id: string) => {
     const left = remaining.get(id)! - 1;
@@ -70,8 +71,9 @@ async function schedule(
   const runner: ModelRunner = {
     encodeImages: async () => [],
     async prefill(inputs) {
-      const ids = [...remaining.keys()].filter((id) => !log.some((l) => l.startsWith("prefill") && l.split(" ")[1]!.split(",").includes(id)))
-        .slice(0, inputs.length);
+      // Admission is FIFO: these are the first requests not yet prefilled.
+      const ids = [...remaining.keys()].filter((id) => !prefilled.has(id)).slice(0, inputs.length);
+      for (const id of ids) prefilled.add(id);
       log.push(`prefill ${ids.join(",")}`);
       return { logits: ids.map(logits), cache: fakeCache(ids, log) };
     },

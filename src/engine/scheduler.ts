@@ -69,7 +69,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let stepsWithoutAdmission = 0;
   let lastBatch = 0;
 
-  const live = () => running.reduce((n, s) => n + (s.cancelled || s.finished ? 0 : 1), 0);
+  /** Finished or cancelled: the sequence leaves the batch at the next rebuild. */
+  const leaving = (s: Sequence) => s.cancelled || s.finished;
+  const live = () => running.reduce((n, s) => n + (leaving(s) ? 0 : 1), 0);
 
   const stats = (): EngineStats => ({
     running: live(),
@@ -243,7 +245,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   /** The sequences that go on: finished and cancelled ones leave, `joining` ones come in. */
   function rebuild(joining?: Awaited<ReturnType<typeof prefill>>): void {
-    const keep = running.flatMap((s, i) => (s.cancelled || s.finished ? [] : [i]));
+    const keep = running.flatMap((s, i) => (leaving(s) ? [] : [i]));
     const joins = joining && joining.seqs.length > 0 ? joining : undefined;
     if (keep.length === running.length && !joins) return;
     if (keep.length === 0 && !joins) {
