@@ -99,11 +99,15 @@ class VisionEncoder(nn.Module):
         x = x.reshape(-1, side // s, side // s, d * s * s).permute(0, 2, 1, 3)
         return x.reshape(-1, (side // s) ** 2, d * s * s)
 
-    def forward(self, images):
+    def tokens(self, images):
+        """The encoder up to the connector: pixel-shuffled tokens [N, image_seq_len, vision_dim × s²]."""
         x = self.patch(images).flatten(2).transpose(1, 2) + self.pos
         for b in self.blocks:
             x = b(x)
-        return self.connector(self.pixel_shuffle(self.norm(x))) + self.cell_pos
+        return self.pixel_shuffle(self.norm(x))
+
+    def forward(self, images):
+        return self.connector(self.tokens(images)) + self.cell_pos
 
 
 class RMSNorm(nn.Module):

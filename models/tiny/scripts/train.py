@@ -1,6 +1,6 @@
 """Trains the tiny model on synthetic samples drawn fresh for every step.
 
-    /usr/bin/python3 models/tiny/scripts/train.py --out /tmp/tiny.pt   # --vision-steps 800 --steps 4000
+    /usr/bin/python3 models/tiny/scripts/train.py --out /tmp/tiny.pt   # --vision-steps 1500 --steps 5000
 
 Training seeds start at 0 and count up; the held-out set (make_eval_set.py) uses seeds from
 EVAL_SEED_BASE on, which training never reaches. Writes tokenizer.json and
@@ -29,8 +29,9 @@ SHAPE_IDS = {s: i + 1 for i, s in enumerate(SHAPES)}
 COLOR_IDS = {k: i + 1 for i, k in enumerate(COLORS)}
 BG_IDS = {k: i for i, k in enumerate(BACKGROUNDS)}
 POSITION_IDS = {k: i + 1 for i, k in enumerate(POSITIONS)}
-# Position questions twice as often as the others: they were learned last.
-TRAIN_KINDS = KINDS + ["position"]
+# Position questions three times as often as the others, colour twice: the decoder learns to find
+# a named shape's cells (colour) and, slowest of all, to read where they are (position).
+TRAIN_KINDS = KINDS + ["position", "position", "color"]
 
 
 def image_prompt(c):
@@ -134,7 +135,10 @@ def aux_losses(aux, features, cells):
         lab = cells[..., j]
         part = logits[..., at:at + n]
         at += n
-        losses.append(F.cross_entropy(part.reshape(-1, n), lab.reshape(-1), ignore_index=-100))
+        loss = F.cross_entropy(part.reshape(-1, n), lab.reshape(-1), ignore_index=-100)
+        # Twice for the shape: a cell sees part of a shape, so it is the slowest target to learn,
+        # and questions that name a shape look its cells up by it.
+        losses.append(2 * loss if name == "shape" else loss)
         scored = lab > 0 if j < 4 else lab >= 0
         accuracy[name] = (part.argmax(-1)[scored] == lab[scored]).float().mean().item()
     # The background once more from the mean of the image's tokens: a property of the whole image,
@@ -176,17 +180,18 @@ def pretrain_vision(model, aux, c, args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--vision-steps", type=int, default=800, help="steps of vision pretraining")
+    ap.add_argument("--vision-steps", type=int, default=1500, help="steps of vision pretraining")
     ap.add_argument("--vision-batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=4000, help="steps of decoder training, the vision tower frozen")
+    ap.add_argument("--steps", type=int, default=5000, help="steps of decoder training (vision tower frozen up to the connector)")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--micro-batch", type=int, default=8, help="conversations of similar length run together")
     ap.add_argument("--lr", type=float, default=2e-3)
     # Measured on the 2-core machine: the vision tower's convolutions gain from two threads, while
     # the decoder's small matrices run twice as fast on one (two threads contend).
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for vision pretraining")
     ap.add_argument("--decoder-threads", type=int, default=1, help="threads for decoder training")
     ap.add_argument("--out", default="/tmp/tiny.pt")
-    ap.add_argument("--init", help="checkpoint to start from; with --vision-steps 0 its vision tower is kept as it is")
+    ap.add_argument("--init", help="checkpoint to start from, such as OUT.vision; with --vision-steps 0 phase 2 alone runs")
     ap.add_argument("--first-seed", type=int, default=0, help="training seeds start here (use a fresh range with --init)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -208,19 +213,25 @@ def main():
         print(f"initialised from {args.init}", flush=True)
     print(f"vocab {len(tok.vocab)}, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
-    def save():
-        torch.save({"config": c.to_dict(), "state": model.state_dict(), "aux": aux.state_dict()}, args.out)
+    def save(path=args.out):
+        torch.save({"config": c.to_dict(), "state": model.state_dict(), "aux": aux.state_dict()}, path)
 
     start = time.time()
     if args.vision_steps:
         pretrain_vision(model, aux, c, args)
-        save()
-    # Phase 2: the decoder learns to read the frozen image features. Freezing skips the vision
-    # tower's backward pass, the larger part of its cost, and keeps features the aux head can read.
-    model.vision.eval()
-    model.vision.requires_grad_(False)
+        # Phase 1 is deterministic; from this file, --vision-steps 0 repeats phase 2 alone.
+        save(args.out + ".vision")
+    # Phase 2: the decoder learns to read the image features. The vision tower is frozen up to the
+    # connector, which skips the larger part of its backward pass; the connector and the cell
+    # positions train with the decoder, as LLaVA and Idefics train their projector, so that it
+    # can bring forward what its answers need (the cell positions, for "where is it").
+    vision = model.vision
+    vision.eval()
+    vision.requires_grad_(False)
+    vision.connector.requires_grad_(True)
+    vision.cell_pos.requires_grad_(True)
     torch.set_num_threads(args.decoder_threads)
-    params = list(model.text.parameters())
+    params = list(model.text.parameters()) + [vision.connector.weight, vision.cell_pos]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
@@ -233,16 +244,23 @@ def main():
         seeds = range(args.first_seed + step * args.batch, args.first_seed + (step + 1) * args.batch)
         images, ids, att, lab, weight = batch(tok, c, seeds)
         with torch.no_grad():
-            features = model.vision(images)
-        logits = model(features, ids, att, image_token_id)
-        per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), reduction="none")
-        loss = (per_token * weight.reshape(-1)).sum() / weight.sum()
+            shuffled = vision.tokens(images)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        # The batch in groups of similar length, each cut to its own longest: 41% of a batch padded
+        # to its longest conversation is padding. Same gradient as the whole batch at once.
+        for rows in att.sum(1).argsort().split(args.micro_batch):
+            n = int(att[rows].sum(1).max())
+            features = vision.connector(shuffled[rows]) + vision.cell_pos
+            logits = model(features, ids[rows, :n], att[rows, :n], image_token_id)
+            per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab[rows, :n].reshape(-1), reduction="none")
+            part = (per_token * weight[rows, :n].reshape(-1)).sum() / weight.sum()
+            part.backward()
+            loss += part.item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % 25 == 0 or step == args.steps - 1:
-            print(f"step {step} loss {loss.item():.4f} lr {lr:.5f} {(time.time() - start) / 60:.1f} min", flush=True)
+            print(f"step {step} loss {loss:.4f} lr {lr:.5f} {(time.time() - start) / 60:.1f} min", flush=True)
         if step % 200 == 0 or step == args.steps - 1:
             save()
     print(f"trained in {(time.time() - start) / 60:.1f} min", flush=True)
