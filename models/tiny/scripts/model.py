@@ -106,8 +106,12 @@ class VisionEncoder(nn.Module):
             x = b(x)
         return self.pixel_shuffle(self.norm(x))
 
+    def project(self, tokens):
+        """The connector: tokens() to image features [N, image_seq_len, dim]."""
+        return self.connector(tokens) + self.cell_pos
+
     def forward(self, images):
-        return self.connector(self.tokens(images)) + self.cell_pos
+        return self.project(self.tokens(images))
 
 
 class RMSNorm(nn.Module):

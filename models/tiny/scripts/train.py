@@ -73,11 +73,14 @@ def build_tokenizer():
     return Tokenizer.train(texts, VOCAB_SIZE)
 
 
-# What the auxiliary head reads from every image token: (name, number of classes). Class 0 is
-# "no shape here" for the per-shape targets; count and background describe the whole image.
-CELL_TARGETS = [("shape", 1 + len(SHAPE_IDS)), ("color", 1 + len(COLOR_IDS)), ("position", 1 + len(POSITION_IDS)),
-                ("rank", 4), ("count", 3), ("background", len(BG_IDS))]
-N_AUX = sum(n for _, n in CELL_TARGETS)
+# What the auxiliary head reads from every image token: (name, number of classes, weight in the
+# loss). Class 0 is "no shape here" for the per-shape targets; count and background describe the
+# whole image. The shape weighs twice: a cell sees only part of a shape, so it is the slowest
+# target to learn, and questions that name a shape look its cells up by it.
+CELL_TARGETS = [("shape", 1 + len(SHAPE_IDS), 2.0), ("color", 1 + len(COLOR_IDS), 1.0),
+                ("position", 1 + len(POSITION_IDS), 1.0), ("rank", 4, 1.0), ("count", 3, 1.0),
+                ("background", len(BG_IDS), 1.0)]
+N_AUX = sum(n for _, n, _ in CELL_TARGETS)
 
 
 def cell_labels(c, scene):
@@ -131,14 +134,11 @@ def aux_losses(aux, features, cells):
     """Cross-entropy of every cell target, and the accuracy of each on the cells it applies to."""
     logits = aux(features)
     losses, accuracy, at = [], {}, 0
-    for j, (name, n) in enumerate(CELL_TARGETS):
+    for j, (name, n, weight) in enumerate(CELL_TARGETS):
         lab = cells[..., j]
         part = logits[..., at:at + n]
         at += n
-        loss = F.cross_entropy(part.reshape(-1, n), lab.reshape(-1), ignore_index=-100)
-        # Twice for the shape: a cell sees part of a shape, so it is the slowest target to learn,
-        # and questions that name a shape look its cells up by it.
-        losses.append(2 * loss if name == "shape" else loss)
+        losses.append(weight * F.cross_entropy(part.reshape(-1, n), lab.reshape(-1), ignore_index=-100))
         scored = lab > 0 if j < 4 else lab >= 0
         accuracy[name] = (part.argmax(-1)[scored] == lab[scored]).float().mean().item()
     # The background once more from the mean of the image's tokens: a property of the whole image,
@@ -251,7 +251,7 @@ def main():
         # to its longest conversation is padding. Same gradient as the whole batch at once.
         for rows in att.sum(1).argsort().split(args.micro_batch):
             n = int(att[rows].sum(1).max())
-            features = vision.connector(shuffled[rows]) + vision.cell_pos
+            features = vision.project(shuffled[rows])
             logits = model(features, ids[rows, :n], att[rows, :n], image_token_id)
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab[rows, :n].reshape(-1), reduction="none")
             part = (per_token * weight[rows, :n].reshape(-1)).sum() / weight.sum()
