@@ -143,6 +143,8 @@ class DecoderLayer(nn.Module):
         self.gate = nn.Linear(c.dim, c.mlp, bias=False)
         self.up = nn.Linear(c.dim, c.mlp, bias=False)
         self.down = nn.Linear(c.mlp, c.dim, bias=False)
+        # Training sets this to read the attention probabilities [B, heads, S, past+S] afterwards.
+        self.keep_attention = False
 
     def forward(self, x, cos, sin, bias, past_k, past_v):
         c, hd = self.c, self.c.head_dim
@@ -161,6 +163,8 @@ class DecoderLayer(nn.Module):
         kk = k[:, :, None].expand(b, c.kv_heads, rep, t, hd).reshape(b, c.heads, t, hd)
         vv = v[:, :, None].expand(b, c.kv_heads, rep, t, hd).reshape(b, c.heads, t, hd)
         att = torch.softmax(q @ kk.transpose(-1, -2) / hd ** 0.5 + bias, dim=-1)
+        if self.keep_attention:
+            self.attention = att
         x = x + self.o((att @ vv).transpose(1, 2).reshape(b, s, c.heads * hd))
         h = self.post_norm(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h)), k, v
