@@ -34,7 +34,7 @@ def main():
                 break
         name = f"images/{j:03d}.png"
         image.save(os.path.join(OUT, name), optimize=True)
-        for (kind, lang), (q, a) in zip(asks, qas):
+        for (kind, lang), (q, a, _) in zip(asks, qas):
             rows.append({"image": name, "kind": kind, "lang": lang, "question": q, "answer": a})
     with open(os.path.join(OUT, "questions.jsonl"), "w", encoding="utf-8") as f:
         for r in rows:

@@ -37,6 +37,8 @@ COUNT_EN = {1: "One", 2: "Two", 3: "Three"}
 COUNT_ZH = {1: "一个", 2: "两个", 3: "三个"}
 
 KINDS = ["color", "shape", "count", "position", "describe", "json"]
+# The kinds that ask about one shape: colour and position questions name it, shape questions name its colour.
+ABOUT_ONE_SHAPE = {"color", "shape", "position"}
 
 QUESTIONS = {
     ("color", "en"): ["What color is the {shape}?", "What colour is the {shape}?", "Which color is the {shape}?"],
@@ -193,7 +195,8 @@ def answer(scene, kind, lang, target):
 
 
 def question(scene, kind, lang, rng):
-    """A question of this kind about the scene and the shape it asks about, or None if none fits."""
+    """(question, answer, index in scene["shapes"] of the shape it asks about or None for the kinds
+    about the whole image), or None if no question of this kind fits the scene."""
     target = rng.choice(scene["shapes"])
     if kind == "position":
         fits = [p for p in scene["shapes"] if position_of(p["x"], p["y"])]
@@ -203,11 +206,13 @@ def question(scene, kind, lang, rng):
     template = rng.choice(QUESTIONS[(kind, lang)])
     text = template.format(shape=target["shape"], color=target["color"],
                            shape_zh=SHAPES[target["shape"]], color_zh=COLORS[target["color"]][1])
-    return text, answer(scene, kind, lang, target)
+    about = scene["shapes"].index(target) if kind in ABOUT_ONE_SHAPE else None
+    return text, answer(scene, kind, lang, target), about
 
 
 def make_sample(seed, kinds=KINDS, n_questions=1, langs=("en", "zh")):
-    """One image and `n_questions` (question, answer, kind, lang) tuples, all determined by `seed`."""
+    """One image and `n_questions` (question, answer, kind, lang, about) tuples, all determined by
+    `seed`; `about` is as question() gives it."""
     rng = random.Random(seed)
     scene = make_scene(rng)
     image = render(scene, rng)
@@ -216,5 +221,6 @@ def make_sample(seed, kinds=KINDS, n_questions=1, langs=("en", "zh")):
         kind, lang = rng.choice(kinds), rng.choice(langs)
         qa = question(scene, kind, lang, rng)
         if qa:
-            qas.append((qa[0], qa[1], kind, lang))
+            q, a, about = qa
+            qas.append((q, a, kind, lang, about))
     return image, scene, qas

@@ -65,18 +65,6 @@ def encode_conversation(tok, c, turns):
     return ids, weights, spans
 
 
-def named_shape(scene, kind, question):
-    """The index of the shape a colour, position or shape question is about, found by the name
-    the question gives it (a colour question names its shape, a shape question its colour), or
-    None for the kinds that ask about the whole image. Names are unique within a scene."""
-    for i, p in enumerate(scene["shapes"]):
-        if kind in ("color", "position") and (p["shape"] in question or SHAPES[p["shape"]] in question):
-            return i
-        if kind == "shape" and (p["color"] in question or COLORS[p["color"]][1] in question):
-            return i
-    return None
-
-
 def to_pixels(img):
     """The processor's rescale and normalise: [0, 255] to [-1, 1], channels first."""
     return torch.from_numpy((np.asarray(img, dtype=np.float32) / 255.0 - 0.5) / 0.5).permute(2, 0, 1)
@@ -86,7 +74,7 @@ def build_tokenizer():
     texts = []
     for seed in range(4000):
         _, _, qas = make_sample(EVAL_SEED_BASE * 2 + seed, n_questions=3)
-        texts += [q for q, _, _, _ in qas] + [" " + a for _, a, _, _ in qas]
+        texts += [q for q, *_ in qas] + [" " + a for _, a, *_ in qas]
     texts += ["User: Assistant: System: \n"] * 50
     tok = Tokenizer.train(texts, VOCAB_SIZE)
     # The word each short answer turns on (after "Assistant:", "A" or "On the").
@@ -148,16 +136,15 @@ def batch(tok, c, seeds):
         rng = random.Random(s ^ 0x5EED)
         img, scene, qas = make_sample(s, kinds=TRAIN_KINDS, n_questions=rng.choice([1, 2, 3]))
         images.append(to_pixels(img))
-        i, w, spans = encode_conversation(tok, c, [(q, a) for q, a, _, _ in qas])
+        i, w, spans = encode_conversation(tok, c, [(q, a) for q, a, *_ in qas])
         seqs.append((i, w))
         owners = cell_labels(c, scene)[:, 3]
         slots = torch.tensor(i) == image_token_id
         turns = []
-        for (q, _, kind, _), (start, end) in zip(qas, spans):
-            k = named_shape(scene, kind, q)
-            if k is not None:
+        for (*_, about), (start, end) in zip(qas, spans):
+            if about is not None:
                 keys = torch.zeros(len(i))
-                keys[slots] = (owners == k + 1).float()
+                keys[slots] = (owners == about + 1).float()
                 turns.append((start - 1, end - 1, keys))
         looks.append(turns)
     n = max(len(i) for i, _ in seqs)
