@@ -6,22 +6,43 @@
  * the sampled time by category (idle, GC, program, onnxruntime's session.run, JavaScript by
  * package or source folder) and the functions with the most self time.
  */
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 
-interface CallFrame { functionName: string; url: string; lineNumber: number }
-interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
-interface CpuProfile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+}
+interface ProfileNode {
+  id: number;
+  callFrame: CallFrame;
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: "string", default: "25" }, help: { type: "boolean", short: "h" } } });
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { top: { type: "string", default: "25" }, help: { type: "boolean", short: "h" } },
+});
 if (values.help || positionals.length === 0) {
   console.log("usage: node bench/profile-summary.ts DIR|FILE.cpuprofile... [--top N]");
   process.exit(0);
 }
-const files = positionals.flatMap((p) => statSync(p).isDirectory()
-  ? readdirSync(p).filter((f) => f.endsWith(".cpuprofile")).map((f) => path.join(p, f))
-  : [p]);
+const files = positionals.flatMap((p) =>
+  statSync(p).isDirectory()
+    ? readdirSync(p)
+        .filter((f) => f.endsWith(".cpuprofile"))
+        .map((f) => path.join(p, f))
+    : [p],
+);
 
 function where(frame: CallFrame): string {
   const url = frame.url;
@@ -40,7 +61,9 @@ for (const file of files) {
   const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
-  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  profile.samples.forEach((id, i) => {
+    self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
   const total = [...self.values()].reduce((a, b) => a + b, 0);
   const categories = new Map<string, number>();
   const functions = new Map<string, number>();

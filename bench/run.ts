@@ -88,7 +88,10 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => 
 const HELP = (() => {
   const lines = readFileSync(import.meta.filename, "utf8").split("\n");
   const end = lines.findIndex((l) => l.startsWith(" */"));
-  return lines.slice(1, end).map((l) => l.replace(/^ \* ?/, "")).join("\n");
+  return lines
+    .slice(1, end)
+    .map((l) => l.replace(/^ \* ?/, ""))
+    .join("\n");
 })();
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -136,11 +139,15 @@ function int(name: string, v: string | undefined, min: number): number {
   return n;
 }
 function list(name: string, v: string, min: number): number[] {
-  return v.split(",").map((s) => s.trim()).filter(Boolean).map((s) => {
-    const n = Number(s);
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: ${s} is not a number >= ${min}`);
-    return n;
-  });
+  return v
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => {
+      const n = Number(s);
+      if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: ${s} is not a number >= ${min}`);
+      return n;
+    });
 }
 
 const quick = values.quick;
@@ -166,21 +173,27 @@ const visionCacheMb = int("vision-cache-mb", values["vision-cache-mb"], 0);
 const eldResolution = int("eld-resolution-ms", values["eld-resolution-ms"], 1);
 const modelDir = path.resolve(values.model);
 const outDir = path.resolve(values.out);
-const stamp = new Date().toISOString().replace(/[:.]/g, "-").replace(/-\d+Z$/, "Z");
+const stamp = new Date()
+  .toISOString()
+  .replace(/[:.]/g, "-")
+  .replace(/-\d+Z$/, "Z");
 const extraFlags = values["server-flag"].flatMap((f) => {
   const [k, ...v] = f.replace(/^--/, "").split("=");
   return [`--${k}`, ...(v.length ? [v.join("=")] : [])];
 });
 mkdirSync(outDir, { recursive: true });
 const cpuProfDir = values["cpu-prof"] ? path.join(outDir, `prof-${stamp}`) : undefined;
-if (cpuProfDir && serverMode !== "spawn") throw new Error("--cpu-prof profiles the spawned server; run node --cpu-prof bench/run.ts --server inproc instead");
+if (cpuProfDir && serverMode !== "spawn")
+  throw new Error("--cpu-prof profiles the spawned server; run node --cpu-prof bench/run.ts --server inproc instead");
 
 const startedAt = new Date();
 const loadAtStart = loadavg();
 const phaseRequests = (c: number) => Math.max(requests, 8 * c);
 const workload = loadWorkload(modelDir);
-note(`bench: ${quick ? "quick, " : ""}api ${api}, server ${serverMode}, ${threads} threads (limit ${limitThreads}, peer ${peerThreads}), max batch ${maxBatchSize}, ` +
-  `concurrency ${concurrencies.join(",")}${rates.length ? `, rates ${rates.join(",")}/s` : ""}; load average ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`);
+note(
+  `bench: ${quick ? "quick, " : ""}api ${api}, server ${serverMode}, ${threads} threads (limit ${limitThreads}, peer ${peerThreads}), max batch ${maxBatchSize}, ` +
+    `concurrency ${concurrencies.join(",")}${rates.length ? `, rates ${rates.join(",")}/s` : ""}; load average ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`,
+);
 
 /** Busy CPU seconds of the whole machine (Linux /proc/stat), to tell how much other work ran beside a phase. */
 function machineBusyS(): number | undefined {
@@ -209,7 +222,9 @@ async function alone<T>(fn: () => Promise<T>): Promise<{ value: T; otherCores?: 
 // The limit's sessions and prompts are ready before the server starts, so that each batch size
 // runs right after Glance's phase at that concurrency: on a shared machine, close in time means
 // under the same conditions. The server idles meanwhile.
-const limitModel: LimitModel | undefined = values["no-limit"] ? undefined : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads: limitThreads });
+const limitModel: LimitModel | undefined = values["no-limit"]
+  ? undefined
+  : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads: limitThreads });
 const limitPrompts = limitModel ? await limitModel.prepare(take(workload, Math.max(...concurrencies.map(phaseRequests)))) : [];
 const limitBatches: LimitBatch[] = [];
 const limitAgreement = { agree: 0, compared: 0 };
@@ -246,8 +261,12 @@ async function measureLimitBatch(b: number, outputTokens: number): Promise<Limit
     }
     const total = times.reduce((a, x) => a + x, 0) / 1000;
     return {
-      batch: b, outputTokens, reps: times.length,
-      batchMs: dist(times), prefillMs: dist(prefills), decodeStepMs: dist(steps),
+      batch: b,
+      outputTokens,
+      reps: times.length,
+      batchMs: dist(times),
+      prefillMs: dist(prefills),
+      decodeStepMs: dist(steps),
       outputThroughput: (b * outputTokens * times.length) / total,
       requestThroughput: (b * times.length) / total,
     };
@@ -259,11 +278,20 @@ async function measureLimitBatch(b: number, outputTokens: number): Promise<Limit
 
 // 1. Glance over the wire, each concurrency followed by the limit at that batch size.
 const server = await startServer({
-  mode: serverMode, modelDir, decoderDtype: dtype, threads, maxBatchSize, visionCacheMb, extraFlags, cpuProfDir,
+  mode: serverMode,
+  modelDir,
+  decoderDtype: dtype,
+  threads,
+  maxBatchSize,
+  visionCacheMb,
+  extraFlags,
+  cpuProfDir,
   ...(values["server-cli"] && { cli: values["server-cli"] }),
 });
 const sender = createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens });
-async function measured(run: () => Promise<PhaseRun>): Promise<{ run: PhaseRun; probe: ProbeResult; clientCpuS: number; otherCores?: number }> {
+async function measured(
+  run: () => Promise<PhaseRun>,
+): Promise<{ run: PhaseRun; probe: ProbeResult; clientCpuS: number; otherCores?: number }> {
   server.probeStart(eldResolution);
   const cpu0 = process.cpuUsage();
   const busy0 = machineBusyS();
@@ -289,10 +317,21 @@ try {
     const items = take(workload, phaseRequests(c));
     const m = await measured(() => runConcurrency(sender.send, items, c, `glance c=${c}`));
     const summary = summarize(m.run.records, m.run.durationS, goodput);
-    concurrencyPhases.push({ concurrency: c, requests: items.length, summary, probe: m.probe, clientCpuS: m.clientCpuS, otherCores: m.otherCores, records: m.run.records });
-    note(`glance c=${c}: ${summary.requestThroughput.toFixed(1)} req/s, ${summary.outputThroughput.toFixed(0)} tok/s, ` +
-      `TTFT p50 ${summary.ttftMs.p50.toFixed(1)} ms, E2E p99 ${summary.e2eMs.p99.toFixed(1)} ms${summary.failed ? `, ${summary.failed} failed` : ""}`);
-    for (const r of m.run.records) if (r.ok && !glanceTokens.has(r.index % workload.length)) glanceTokens.set(r.index % workload.length, r.tokenIds);
+    concurrencyPhases.push({
+      concurrency: c,
+      requests: items.length,
+      summary,
+      probe: m.probe,
+      clientCpuS: m.clientCpuS,
+      otherCores: m.otherCores,
+      records: m.run.records,
+    });
+    note(
+      `glance c=${c}: ${summary.requestThroughput.toFixed(1)} req/s, ${summary.outputThroughput.toFixed(0)} tok/s, ` +
+        `TTFT p50 ${summary.ttftMs.p50.toFixed(1)} ms, E2E p99 ${summary.e2eMs.p99.toFixed(1)} ms${summary.failed ? `, ${summary.failed} failed` : ""}`,
+    );
+    for (const r of m.run.records)
+      if (r.ok && !glanceTokens.has(r.index % workload.length)) glanceTokens.set(r.index % workload.length, r.tokenIds);
     const b = Math.min(c, maxBatchSize);
     if (limitModel && !limitBatches.some((x) => x.batch === b) && summary.completed > 0) {
       // As many tokens per row as Glance's requests produced on average at this concurrency.
@@ -304,8 +343,18 @@ try {
     const items = take(workload, rateRequests);
     const m = await measured(() => runPoisson(sender.send, items, rate, int("seed", values.seed, 0) + i, `glance ${rate}/s`));
     const summary = summarize(m.run.records, m.run.durationS, goodput);
-    poissonPhases.push({ rate, requests: items.length, summary, probe: m.probe, clientCpuS: m.clientCpuS, otherCores: m.otherCores, records: m.run.records });
-    note(`glance ${rate} req/s Poisson: ${summary.requestThroughput.toFixed(1)} req/s, TTFT p99 ${summary.ttftMs.p99.toFixed(1)} ms${summary.failed ? `, ${summary.failed} failed` : ""}`);
+    poissonPhases.push({
+      rate,
+      requests: items.length,
+      summary,
+      probe: m.probe,
+      clientCpuS: m.clientCpuS,
+      otherCores: m.otherCores,
+      records: m.run.records,
+    });
+    note(
+      `glance ${rate} req/s Poisson: ${summary.requestThroughput.toFixed(1)} req/s, TTFT p99 ${summary.ttftMs.p99.toFixed(1)} ms${summary.failed ? `, ${summary.failed} failed` : ""}`,
+    );
   }
 } finally {
   sender.close();
@@ -336,16 +385,22 @@ if (limitModel) {
   micro.visionEncodeMs = dist(encodes);
   await limitModel.release();
   limit = {
-    description: limitModel.description, prefillB1Ms: dist(value.prefill), visionB1Ms: dist(value.vision), batches: limitBatches, agreement: limitAgreement,
+    description: limitModel.description,
+    prefillB1Ms: dist(value.prefill),
+    visionB1Ms: dist(value.vision),
+    batches: limitBatches,
+    agreement: limitAgreement,
     ...(otherCores !== undefined && { otherCores }),
   };
 }
 
 // 4. The peer.
-let peer: BenchResult["peer"] = undefined;
+let peer: BenchResult["peer"];
 if (peerRequests > 0) {
   const items = take(workload, peerRequests);
-  const { value: run, otherCores } = await alone(() => runPeer(modelDir, items, { decoderDtype: dtype, threads: peerThreads, maxTokens, warmup: quick ? 1 : 3 }));
+  const { value: run, otherCores } = await alone(() =>
+    runPeer(modelDir, items, { decoderDtype: dtype, threads: peerThreads, maxTokens, warmup: quick ? 1 : 3 }),
+  );
   const summary = summarize(run.records, run.durationS, goodput);
   let agree = 0;
   let compared = 0;
@@ -356,9 +411,13 @@ if (peerRequests > 0) {
     if (JSON.stringify(g) === JSON.stringify(r.tokenIds)) agree++;
   });
   const service = run.records.filter((r) => r.ok).map((r) => r.e2eMs);
-  const modeledE2eMs = Object.fromEntries(concurrencies.map((c) => [c, dist(serialQueueLatencies(service, c, Math.max(phaseRequests(c), service.length)))]));
+  const modeledE2eMs = Object.fromEntries(
+    concurrencies.map((c) => [c, dist(serialQueueLatencies(service, c, Math.max(phaseRequests(c), service.length)))]),
+  );
   peer = { summary, loadS: run.loadS, agreement: { agree, compared }, modeledE2eMs, ...(otherCores !== undefined && { otherCores }) };
-  note(`peer: ${summary.requestThroughput.toFixed(1)} req/s, ${summary.outputThroughput.toFixed(0)} tok/s, TTFT p50 ${summary.ttftMs.p50.toFixed(1)} ms`);
+  note(
+    `peer: ${summary.requestThroughput.toFixed(1)} req/s, ${summary.outputThroughput.toFixed(0)} tok/s, TTFT p50 ${summary.ttftMs.p50.toFixed(1)} ms`,
+  );
 }
 
 // Microbenchmarks of preprocessing, with nothing else running.
@@ -379,8 +438,24 @@ const result: BenchResult = {
     onnxruntime: ort.env.versions.common,
   },
   options: {
-    api, serverMode, serverCli: values["server-cli"] ?? "src/cli.ts", serverFlags: server.flags, threads, limitThreads, peerThreads, maxBatchSize, visionCacheMb, maxTokens, requests, concurrencies, rates,
-    goodput, peerRequests, decoderDtype: dtype, model: path.relative(ROOT, modelDir) || modelDir, eldResolutionMs: eldResolution,
+    api,
+    serverMode,
+    serverCli: values["server-cli"] ?? "src/cli.ts",
+    serverFlags: server.flags,
+    threads,
+    limitThreads,
+    peerThreads,
+    maxBatchSize,
+    visionCacheMb,
+    maxTokens,
+    requests,
+    concurrencies,
+    rates,
+    goodput,
+    peerRequests,
+    decoderDtype: dtype,
+    model: path.relative(ROOT, modelDir) || modelDir,
+    eldResolutionMs: eldResolution,
   },
   concurrency: concurrencyPhases,
   poisson: poissonPhases,

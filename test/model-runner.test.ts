@@ -5,14 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { type ModelRunner, createModelRunner } from "../src/engine/model-runner.ts";
+import { loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { createModelRunner, type ModelRunner } from "../src/engine/model-runner.ts";
 import { createArchitecture } from "../src/model/architecture.ts";
 import { createChatTemplate } from "../src/model/chat-template.ts";
 import { readModelFolder } from "../src/model/model-folder.ts";
-import { type OnnxModel, loadOnnxModel } from "../src/model/onnx-model.ts";
-import { type PreparedPrompt, createPromptBuilder } from "../src/model/prompt-builder.ts";
+import { loadOnnxModel, type OnnxModel } from "../src/model/onnx-model.ts";
+import { createPromptBuilder, type PreparedPrompt } from "../src/model/prompt-builder.ts";
 import { createTextTokenizer } from "../src/model/text-tokenizer.ts";
-import { TINY_MODEL_DIR, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
 
 function maxDifference(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
@@ -32,12 +32,23 @@ describe("model runner", () => {
     const tokenizer = createTextTokenizer(folder.tokenizerJson, folder.tokenizerConfig);
     const arch = createArchitecture(folder, tokenizer);
     const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
-      maxImages: 4, maxImagePixels: 1 << 24, contextLength: 512,
+      maxImages: 4,
+      maxImagePixels: 1 << 24,
+      contextLength: 512,
     });
     model = await loadOnnxModel(folder, { intraOpThreads: 1, interOpThreads: 1, executionProviders: ["cpu"] });
     runner = createModelRunner(model, arch.imageTokenId);
     const q = loadHeldOut()[0]!;
-    const ask = (text: string) => prompts.build([{ role: "user", content: [{ type: "image", data: readHeldOutImage(q) }, { type: "text", text }] }]);
+    const ask = (text: string) =>
+      prompts.build([
+        {
+          role: "user",
+          content: [
+            { type: "image", data: readHeldOutImage(q) },
+            { type: "text", text },
+          ],
+        },
+      ]);
     short = await ask("How many shapes are there?");
     long = await ask("Return every shape and its color as JSON, and describe the image in one sentence too.");
     assert.ok(long.ids.length > short.ids.length + 10);

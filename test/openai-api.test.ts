@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import OpenAI, { BadRequestError, RateLimitError } from "openai";
 import type { ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import { type HeldOutQuestion, isCorrect, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
-import { type TestServer, startTestServer } from "./support/test-server.ts";
+import { startTestServer, type TestServer } from "./support/test-server.ts";
 
 const questions = loadHeldOut();
 /** The easiest kind: the answer is one word, so a correct model gets it right. */
@@ -25,7 +25,15 @@ function dataUrl(q: HeldOutQuestion): string {
 
 /** An image_url part and a text part, as OpenAI's vision examples send them. */
 function ask(q: HeldOutQuestion): ChatCompletionMessageParam[] {
-  return [{ role: "user", content: [{ type: "image_url", image_url: { url: dataUrl(q) } }, { type: "text", text: q.question }] }];
+  return [
+    {
+      role: "user",
+      content: [
+        { type: "image_url", image_url: { url: dataUrl(q) } },
+        { type: "text", text: q.question },
+      ],
+    },
+  ];
 }
 
 /** Polls until `test` holds (up to ~2 s), then asserts it, so a failure shows the last value. */
@@ -36,7 +44,8 @@ async function waitFor<T>(read: () => T, test: (v: T) => boolean, what: string):
 
 /** Sum of a Prometheus counter over all its label sets. */
 function counterTotal(text: string, name: string): number {
-  return text.split("\n")
+  return text
+    .split("\n")
     .filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
     .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
 }
@@ -101,14 +110,19 @@ describe("OpenAI-compatible API over HTTP", () => {
 
     it("answers the held-out question correctly", () => {
       const content = whole.choices[0]?.message.content ?? "";
-      assert.ok(isCorrect(countQuestion, content),
-        `${countQuestion.image} "${countQuestion.question}": got ${JSON.stringify(content.trim())}, expected ${JSON.stringify(countQuestion.answer)}`);
+      assert.ok(
+        isCorrect(countQuestion, content),
+        `${countQuestion.image} "${countQuestion.question}": got ${JSON.stringify(content.trim())}, expected ${JSON.stringify(countQuestion.answer)}`,
+      );
     });
   });
 
   it("lists the served model", async () => {
     const models = await client.models.list();
-    assert.deepEqual(models.data.map((m) => m.id), ["tiny"]);
+    assert.deepEqual(
+      models.data.map((m) => m.id),
+      ["tiny"],
+    );
     assert.equal(models.data[0]?.object, "model");
   });
 
@@ -117,20 +131,43 @@ describe("OpenAI-compatible API over HTTP", () => {
     const notAnImage = `data:image/png;base64,${Buffer.from("these bytes are not an image").toString("base64")}`;
     const cases: Array<[string, ChatCompletionCreateParamsNonStreaming, RegExp]> = [
       ["no messages", { ...base, messages: [] }, /messages must be a non-empty array/],
-      ["an undecodable image", { ...base, messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: notAnImage } }, { type: "text", text: "Hi" }] }] }, /image could not be decoded/],
-      ["an http:// image URL", { ...base, messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "http://example.com/a.png" } }] }] }, /scheme "http" is not allowed/],
+      [
+        "an undecodable image",
+        {
+          ...base,
+          messages: [
+            {
+              role: "user",
+              content: [
+                { type: "image_url", image_url: { url: notAnImage } },
+                { type: "text", text: "Hi" },
+              ],
+            },
+          ],
+        },
+        /image could not be decoded/,
+      ],
+      [
+        "an http:// image URL",
+        { ...base, messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "http://example.com/a.png" } }] }] },
+        /scheme "http" is not allowed/,
+      ],
       ["temperature -1", { ...base, temperature: -1 }, /temperature must be .*>= 0.*got -1/],
       ["top_p 1.5", { ...base, top_p: 1.5 }, /top_p must be in \(0, 1\].*got 1\.5/],
       ["n 2", { ...base, n: 2 }, /n must be 1/],
     ];
     for (const [what, body, message] of cases) {
-      await assert.rejects(client.chat.completions.create(body), (e: unknown) => {
-        assert.ok(e instanceof BadRequestError, `${what}: expected BadRequestError, got ${String(e)}`);
-        assert.equal(e.status, 400, what);
-        assert.match(e.message, message, what);
-        assert.equal((e.error as { type?: unknown } | undefined)?.type, "invalid_request_error", what);
-        return true;
-      }, what);
+      await assert.rejects(
+        client.chat.completions.create(body),
+        (e: unknown) => {
+          assert.ok(e instanceof BadRequestError, `${what}: expected BadRequestError, got ${String(e)}`);
+          assert.equal(e.status, 400, what);
+          assert.match(e.message, message, what);
+          assert.equal((e.error as { type?: unknown } | undefined)?.type, "invalid_request_error", what);
+          return true;
+        },
+        what,
+      );
     }
     const good = await client.chat.completions.create(base);
     assert.ok(good.choices[0]?.finish_reason, "a good request after the bad ones did not finish");
@@ -140,17 +177,26 @@ describe("OpenAI-compatible API over HTTP", () => {
     const full = await startTestServer(["--max-batch-size", "1", "--max-queue", "0"]);
     try {
       const fullClient = new OpenAI({ baseURL: `${full.httpUrl}/v1`, apiKey: "unused", maxRetries: 0 });
-      const long = await fullClient.chat.completions.create({ model: "tiny", messages: ask(longQuestion), temperature: 0, max_tokens: 64, stream: true });
+      const long = await fullClient.chat.completions.create({
+        model: "tiny",
+        messages: ask(longQuestion),
+        temperature: 0,
+        max_tokens: 64,
+        stream: true,
+      });
       const chunks = long[Symbol.asyncIterator]();
       // The first chunk comes with the first token: the request is now running in the one slot.
       assert.equal((await chunks.next()).done, false);
       const started = performance.now();
-      await assert.rejects(fullClient.chat.completions.create({ model: "tiny", messages: ask(countQuestion), max_tokens: 4 }), (e: unknown) => {
-        assert.ok(e instanceof RateLimitError, `expected RateLimitError, got ${String(e)}`);
-        assert.equal(e.status, 429);
-        assert.match(e.message, /full/);
-        return true;
-      });
+      await assert.rejects(
+        fullClient.chat.completions.create({ model: "tiny", messages: ask(countQuestion), max_tokens: 4 }),
+        (e: unknown) => {
+          assert.ok(e instanceof RateLimitError, `expected RateLimitError, got ${String(e)}`);
+          assert.equal(e.status, 429);
+          assert.match(e.message, /full/);
+          return true;
+        },
+      );
       const waited = performance.now() - started;
       assert.ok(waited < 2000, `the 429 took ${Math.round(waited)} ms: it should come at once, not after the running request`);
       let finish: string | null = null;
@@ -178,7 +224,11 @@ describe("OpenAI-compatible API over HTTP", () => {
     assert.equal(finish, null, "the request finished before the client aborted it");
     assert.equal(chunks, 2, "the stream went on after the abort");
     assert.ok(stream.controller.signal.aborted);
-    await waitFor(() => ts.server.engine.stats(), (s) => s.running === 0 && s.waiting === 0, "engine stats after the abort");
+    await waitFor(
+      () => ts.server.engine.stats(),
+      (s) => s.running === 0 && s.waiting === 0,
+      "engine stats after the abort",
+    );
     const finishedAfter = counterTotal(await metrics(), "glance:request_success_total");
     assert.equal(finishedAfter, finishedBefore, "the aborted request ran to its end instead of being cancelled");
   });
@@ -207,7 +257,10 @@ describe("OpenAI-compatible API over HTTP", () => {
         'glance:request_success_total{finished_reason="stop"}',
         "glance:image_cache_hits_total",
       ]) {
-        assert.ok(text.split("\n").some((line) => line.startsWith(name)), `/metrics has no ${name}`);
+        assert.ok(
+          text.split("\n").some((line) => line.startsWith(name)),
+          `/metrics has no ${name}`,
+        );
       }
       assert.ok(counterTotal(text, "glance:generation_tokens_total") > 0, "no generated tokens counted");
     });
@@ -215,7 +268,11 @@ describe("OpenAI-compatible API over HTTP", () => {
     it("answers a CORS preflight with 204 and access-control-allow-origin", async () => {
       const res = await fetch(`${ts.httpUrl}/v1/chat/completions`, {
         method: "OPTIONS",
-        headers: { origin: "https://app.example", "access-control-request-method": "POST", "access-control-request-headers": "content-type" },
+        headers: {
+          origin: "https://app.example",
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "content-type",
+        },
       });
       assert.equal(res.status, 204);
       assert.equal(res.headers.get("access-control-allow-origin"), "*");

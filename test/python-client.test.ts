@@ -16,10 +16,10 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { createClient } from "@connectrpc/connect";
-import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
-import { TINY_MODEL_DIR, isCorrect, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
-import { type TestServer, startTestServer } from "./support/test-server.ts";
+import { isCorrect, loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { startTestServer, type TestServer } from "./support/test-server.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const script = path.join(import.meta.dirname, "python", "glance_client.py");
@@ -58,7 +58,8 @@ function missingPrerequisites(): string[] {
   if (!existsSync(PYTHON)) missing.push(`${PYTHON} (python3)`);
   else {
     const probe = spawnSync(PYTHON, ["-c", "import grpc, google.protobuf"], { encoding: "utf8" });
-    if (probe.status !== 0) missing.push(`the Python modules grpc and google.protobuf (python3-grpcio, python3-protobuf): ${probe.stderr.trim()}`);
+    if (probe.status !== 0)
+      missing.push(`the Python modules grpc and google.protobuf (python3-grpcio, python3-protobuf): ${probe.stderr.trim()}`);
   }
   return missing;
 }
@@ -87,11 +88,20 @@ describe("Python client generated from proto/ with protoc", () => {
     assert.deepEqual(missing, [], `missing: ${missing.join("; ")}.\nInstall the Debian packages (as .ci/run does): ${INSTALL}`);
     genDir = mkdtempSync(path.join(tmpdir(), "glance-python-"));
     tempDirs.push(genDir);
-    const protoc = spawnSync("protoc", [
-      "-I", "proto", "-I", WKT_INCLUDE,
-      `--python_out=${genDir}`, `--grpc_out=${genDir}`, `--plugin=protoc-gen-grpc=${which("grpc_python_plugin")}`,
-      "proto/glance/v1/inference.proto",
-    ], { cwd: root, encoding: "utf8" });
+    const protoc = spawnSync(
+      "protoc",
+      [
+        "-I",
+        "proto",
+        "-I",
+        WKT_INCLUDE,
+        `--python_out=${genDir}`,
+        `--grpc_out=${genDir}`,
+        `--plugin=protoc-gen-grpc=${which("grpc_python_plugin")}`,
+        "proto/glance/v1/inference.proto",
+      ],
+      { cwd: root, encoding: "utf8" },
+    );
     assert.equal(protoc.status, 0, `protoc failed: ${protoc.stderr}`);
     for (const f of ["inference_pb2.py", "inference_pb2_grpc.py"]) {
       assert.ok(existsSync(path.join(genDir, "glance", "v1", f)), `protoc wrote no glance/v1/${f}`);
@@ -107,11 +117,20 @@ describe("Python client generated from proto/ with protoc", () => {
   it("streams an answer about a test image over gRPC", async () => {
     const image = path.join(TINY_MODEL_DIR, "heldout", question.image);
     const { code, stdout, stderr } = await runClient(genDir, [
-      "--address", ts.grpcAddress, "--image", image, "--question", question.question, "--max-tokens", "32",
+      "--address",
+      ts.grpcAddress,
+      "--image",
+      image,
+      "--question",
+      question.question,
+      "--max-tokens",
+      "32",
     ]);
     assert.equal(code, 0, `the Python client failed (exit ${code}):\n${stderr}`);
-    const m = /^(.*)\n\[finish_reason=(FINISH_REASON_\w+) deltas=(\d+) prompt_tokens=(\d+) completion_tokens=(\d+) image_tokens=(\d+)\]\n$/s
-      .exec(stdout);
+    const m =
+      /^(.*)\n\[finish_reason=(FINISH_REASON_\w+) deltas=(\d+) prompt_tokens=(\d+) completion_tokens=(\d+) image_tokens=(\d+)\]\n$/s.exec(
+        stdout,
+      );
     assert.ok(m, `unexpected output:\n${stdout}`);
     const [, text = "", finishReason, deltas, , completionTokens, imageTokens] = m;
     assert.ok(["FINISH_REASON_STOP", "FINISH_REASON_LENGTH"].includes(finishReason!), `finish reason ${finishReason}`);
@@ -125,13 +144,15 @@ describe("Python client generated from proto/ with protoc", () => {
       let expected = "";
       let tokens = 0;
       for await (const res of client.generate({
-        messages: [{
-          role: Role.USER,
-          content: [
-            { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(question) } } } },
-            { kind: { case: "text", value: question.question } },
-          ],
-        }],
+        messages: [
+          {
+            role: Role.USER,
+            content: [
+              { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(question) } } } },
+              { kind: { case: "text", value: question.question } },
+            ],
+          },
+        ],
         sampling: { temperature: 0, maxTokens: 32 },
       })) {
         if (res.event.case === "delta") {
@@ -151,7 +172,14 @@ describe("Python client generated from proto/ with protoc", () => {
   it("gets INVALID_ARGUMENT with the server's message for an image that cannot be decoded", async () => {
     const bad = path.join(genDir, "not-an-image.png");
     writeFileSync(bad, "this is not an image");
-    const { code, stderr } = await runClient(genDir, ["--address", ts.grpcAddress, "--image", bad, "--question", "How many shapes are there?"]);
+    const { code, stderr } = await runClient(genDir, [
+      "--address",
+      ts.grpcAddress,
+      "--image",
+      bad,
+      "--question",
+      "How many shapes are there?",
+    ]);
     assert.equal(code, 1, `exit status 1 for a failed call; stderr:\n${stderr}`);
     assert.match(stderr, /^error: INVALID_ARGUMENT: image 1: image could not be decoded/m);
   });

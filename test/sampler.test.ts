@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { createSampler, type SamplingParams, validateSamplingParams } from "../src/engine/sampler.ts";
 import { GlanceError } from "../src/errors.ts";
-import { createSampler, validateSamplingParams, type SamplingParams } from "../src/engine/sampler.ts";
 
 const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n };
 const RANDOM: SamplingParams = { temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1, seed: 42n };

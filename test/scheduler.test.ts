@@ -25,7 +25,9 @@ function fakeCache(rows: string[], log: string[]): BatchCache & { ids: string[] 
     length: 0,
     rowLengths: [],
     feeds: () => ({}),
-    attentionMask: () => { throw new Error("unused"); },
+    attentionMask: () => {
+      throw new Error("unused");
+    },
     advance: () => {},
     rebuild(keep: readonly number[], joining?: { cache: BatchCache; rows: readonly number[] }) {
       const joins = joining ? joining.rows.map((r) => (joining.cache as typeof cache).ids[r]!) : [];
@@ -62,9 +64,17 @@ async function schedule(
     for (const [id, n] of Object.entries(requests)) {
       remaining.set(id, n);
       scheduler.submit({
-        type: "submit", id, ids: Int32Array.of(2, 3), positions: BigInt64Array.of(0n, 1n), images: [], imageTokens: 0,
-        sampling: { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n }, maxTokens: 100, stop: [],
-        arrivedAt: 0, imagePreprocessMs: 0,
+        type: "submit",
+        id,
+        ids: Int32Array.of(2, 3),
+        positions: BigInt64Array.of(0n, 1n),
+        images: [],
+        imageTokens: 0,
+        sampling: { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n },
+        maxTokens: 100,
+        stop: [],
+        arrivedAt: 0,
+        imagePreprocessMs: 0,
       } satisfies SubmitMessage);
     }
   };
@@ -108,7 +118,9 @@ async function schedule(
 
 /** The prefills in the log, each with the number of decode steps before it. */
 function prefills(log: string[]): string[] {
-  return log.flatMap((l, i) => (l.startsWith("prefill") ? [`${l} after ${log.slice(0, i).filter((x) => x.startsWith("decode")).length}`] : []));
+  return log.flatMap((l, i) =>
+    l.startsWith("prefill") ? [`${l} after ${log.slice(0, i).filter((x) => x.startsWith("decode")).length}`] : [],
+  );
 }
 
 // The first request starts the loop on its own; the others of the first group wait for the

@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { GlanceError } from "../src/errors.ts";
 import { createStopMatcher, validateStopStrings } from "../src/engine/stop-strings.ts";
+import { GlanceError } from "../src/errors.ts";
 
 /** Pushes `pieces` and records what came out of each push, stopping at the first stop. */
 function run(stops: string[], pieces: string[]): { outputs: string[]; stopped: boolean; rest: string } {

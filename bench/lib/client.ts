@@ -28,8 +28,16 @@ export interface ClientOptions {
 }
 
 const failed = (index: number, error: unknown, promptTokens = 0): Omit<RequestRecord, "sentAt"> => ({
-  index, ok: false, error: error instanceof Error ? error.message : String(error),
-  ttftMs: NaN, e2eMs: NaN, itlMs: [], outputTokens: 0, promptTokens, tokenIds: [], text: "",
+  index,
+  ok: false,
+  error: error instanceof Error ? error.message : String(error),
+  ttftMs: NaN,
+  e2eMs: NaN,
+  itlMs: [],
+  outputTokens: 0,
+  promptTokens,
+  tokenIds: [],
+  text: "",
 });
 
 type Duration = { seconds: bigint; nanos: number } | undefined;
@@ -53,13 +61,15 @@ function grpcSender(o: ClientOptions): { send: SendRequest; close(): void } {
     let server: ServerTimings | undefined;
     try {
       const stream = client.generate({
-        messages: [{
-          role: Role.USER,
-          content: [
-            { kind: { case: "image", value: { source: { case: "data", value: item.image } } } },
-            { kind: { case: "text", value: item.question } },
-          ],
-        }],
+        messages: [
+          {
+            role: Role.USER,
+            content: [
+              { kind: { case: "image", value: { source: { case: "data", value: item.image } } } },
+              { kind: { case: "text", value: item.question } },
+            ],
+          },
+        ],
         sampling: { maxTokens: o.maxTokens, temperature: 0 },
       });
       for await (const res of stream) {
@@ -78,8 +88,13 @@ function grpcSender(o: ClientOptions): { send: SendRequest; close(): void } {
           promptTokens = done.usage?.promptTokens ?? 0;
           const tm = done.timings;
           server = {
-            queueMs: ms(tm?.queue), imagePreprocessMs: ms(tm?.imagePreprocess), visionEncodeMs: ms(tm?.visionEncode),
-            prefillMs: ms(tm?.prefill), decodeMs: ms(tm?.decode), timeToFirstTokenMs: ms(tm?.timeToFirstToken), totalMs: ms(tm?.total),
+            queueMs: ms(tm?.queue),
+            imagePreprocessMs: ms(tm?.imagePreprocess),
+            visionEncodeMs: ms(tm?.visionEncode),
+            prefillMs: ms(tm?.prefill),
+            decodeMs: ms(tm?.decode),
+            timeToFirstTokenMs: ms(tm?.timeToFirstToken),
+            totalMs: ms(tm?.total),
           };
         }
       }
@@ -97,13 +112,24 @@ function openAiSender(o: ClientOptions): { send: SendRequest; close(): void } {
   const urls = new Map<Uint8Array, string>();
   const dataUrl = (image: Uint8Array) => {
     let url = urls.get(image);
-    if (!url) urls.set(image, (url = `data:image/png;base64,${Buffer.from(image).toString("base64")}`));
+    if (!url) {
+      url = `data:image/png;base64,${Buffer.from(image).toString("base64")}`;
+      urls.set(image, url);
+    }
     return url;
   };
   const send: SendRequest = async (item, index) => {
     const body = JSON.stringify({
       model: "",
-      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: dataUrl(item.image) } }, { type: "text", text: item.question }] }],
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: dataUrl(item.image) } },
+            { type: "text", text: item.question },
+          ],
+        },
+      ],
       max_tokens: o.maxTokens,
       temperature: 0,
       stream: true,
@@ -117,7 +143,11 @@ function openAiSender(o: ClientOptions): { send: SendRequest; close(): void } {
     let outputTokens = 0;
     let promptTokens = 0;
     try {
-      const res = await fetch(`${o.httpUrl}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      const res = await fetch(`${o.httpUrl}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
       if (!res.ok || !res.body) return failed(index, `HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
       const decoder = new TextDecoder();
       let buffer = "";
@@ -125,8 +155,7 @@ function openAiSender(o: ClientOptions): { send: SendRequest; close(): void } {
       for await (const chunk of res.body) {
         const t = performance.now();
         buffer += decoder.decode(chunk, { stream: true });
-        let end: number;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
+        for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
           const event = buffer.slice(0, end);
           buffer = buffer.slice(end + 2);
           if (!event.startsWith("data: ")) continue;

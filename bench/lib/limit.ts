@@ -14,7 +14,7 @@ import { createArchitecture } from "../../src/model/architecture.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
 import { type Dtype, readModelFolder } from "../../src/model/model-folder.ts";
 import { loadOnnxModel } from "../../src/model/onnx-model.ts";
-import { type PreparedPrompt, createPromptBuilder } from "../../src/model/prompt-builder.ts";
+import { createPromptBuilder, type PreparedPrompt } from "../../src/model/prompt-builder.ts";
 import { createTextTokenizer } from "../../src/model/text-tokenizer.ts";
 import type { WorkItem } from "./workload.ts";
 
@@ -57,16 +57,15 @@ function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab
   return out;
 }
 
-export async function loadLimitModel(
-  modelDir: string,
-  options: { decoderDtype: Dtype; threads: number },
-): Promise<LimitModel> {
+export async function loadLimitModel(modelDir: string, options: { decoderDtype: Dtype; threads: number }): Promise<LimitModel> {
   const folder = readModelFolder(modelDir, { decoderDtype: options.decoderDtype });
   const tokenizer = createTextTokenizer(folder.tokenizerJson, folder.tokenizerConfig);
   const arch = createArchitecture(folder, tokenizer);
   const contextLength = folder.config.text_config.max_position_embeddings ?? 4096;
   const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
-    maxImages: 4, maxImagePixels: 4096 * 4096, contextLength,
+    maxImages: 4,
+    maxImagePixels: 4096 * 4096,
+    contextLength,
   });
   // The engine's own loader, so the sessions have its options: intra-op threads, sequential
   // execution, all graph optimisations, pool threads that do not spin.
@@ -92,8 +91,15 @@ export async function loadLimitModel(
     return out["image_features"]!.data as Float32Array;
   }
 
-  async function decoderRun(embeds: Float32Array, rows: number, width: number, mask: BigInt64Array, positions: BigInt64Array,
-    past: Record<string, ort.Tensor>, first: boolean) {
+  async function decoderRun(
+    embeds: Float32Array,
+    rows: number,
+    width: number,
+    mask: BigInt64Array,
+    positions: BigInt64Array,
+    past: Record<string, ort.Tensor>,
+    first: boolean,
+  ) {
     const feeds: Record<string, ort.Tensor> = {
       inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, spec.hiddenSize]),
       attention_mask: new ort.Tensor("int64", mask, [rows, mask.length / rows]),
@@ -107,9 +113,20 @@ export async function loadLimitModel(
 
   return {
     description: `onnxruntime-node ${ort.env.versions.common}, ${threads} intra-op threads, sequential`,
-    prepare: (items) => Promise.all(items.map((it) => prompts.build([
-      { role: "user", content: [{ type: "image", data: it.image }, { type: "text", text: it.question }] },
-    ]))),
+    prepare: (items) =>
+      Promise.all(
+        items.map((it) =>
+          prompts.build([
+            {
+              role: "user",
+              content: [
+                { type: "image", data: it.image },
+                { type: "text", text: it.question },
+              ],
+            },
+          ]),
+        ),
+      ),
 
     async runBatch(batch, outputTokens) {
       const rows = batch.length;
@@ -132,7 +149,10 @@ export async function loadLimitModel(
         const pad = width - p.ids.length;
         for (let i = 0; i < p.ids.length; i++) {
           if (p.ids[i] !== imageTokenId) continue;
-          embeds.set(features.subarray(feature * spec.hiddenSize, (feature + 1) * spec.hiddenSize), (r * width + pad + i) * spec.hiddenSize);
+          embeds.set(
+            features.subarray(feature * spec.hiddenSize, (feature + 1) * spec.hiddenSize),
+            (r * width + pad + i) * spec.hiddenSize,
+          );
           feature++;
         }
       });
@@ -144,7 +164,8 @@ export async function loadLimitModel(
       };
       const past: Record<string, ort.Tensor> = {};
       for (let l = 0; l < spec.layers; l++) {
-        for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = new ort.Tensor(spec.kvType, emptyKv, [rows, spec.kvHeads, 0, spec.headDim]);
+        for (const kv of ["key", "value"])
+          past[`past_key_values.${l}.${kv}`] = new ort.Tensor(spec.kvType, emptyKv, [rows, spec.kvHeads, 0, spec.headDim]);
       }
       let out = await decoderRun(embeds, rows, width, maskFor(width), positions, past, true);
       let next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize);
@@ -152,7 +173,9 @@ export async function loadLimitModel(
       const t2 = performance.now();
 
       for (let step = 1; step < outputTokens; step++) {
-        const stepEmbeds = (await embed.run({ input_ids: new ort.Tensor("int64", BigInt64Array.from(next, BigInt), [rows, 1]) }))["inputs_embeds"]!.data as Float32Array;
+        const stepEmbeds = (await embed.run({ input_ids: new ort.Tensor("int64", BigInt64Array.from(next, BigInt), [rows, 1]) }))[
+          "inputs_embeds"
+        ]!.data as Float32Array;
         for (let l = 0; l < spec.layers; l++) {
           for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = out[`present.${l}.${kv}`]!;
         }
@@ -161,7 +184,9 @@ export async function loadLimitModel(
         out = await decoderRun(stepEmbeds, rows, 1, mask, stepPositions, past, false);
         length++;
         next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize);
-        next.forEach((t, r) => tokens[r]!.push(t));
+        next.forEach((t, r) => {
+          tokens[r]!.push(t);
+        });
       }
       const t3 = performance.now();
       return { visionMs: t1 - t0, prefillMs: t2 - t0, decodeMs: t3 - t2, totalMs: t3 - t0, tokens };

@@ -34,7 +34,13 @@ export async function runConcurrency(send: SendRequest, items: readonly WorkItem
   return { records, durationS };
 }
 
-export async function runPoisson(send: SendRequest, items: readonly WorkItem[], rate: number, seed: number, label: string): Promise<PhaseRun> {
+export async function runPoisson(
+  send: SendRequest,
+  items: readonly WorkItem[],
+  rate: number,
+  seed: number,
+  label: string,
+): Promise<PhaseRun> {
   const bar = progress(label, items.length);
   const random = seededRandom(seed);
   const records: RequestRecord[] = new Array(items.length);
@@ -48,11 +54,13 @@ export async function runPoisson(send: SendRequest, items: readonly WorkItem[], 
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const sentAt = performance.now() - started;
     inFlight++;
-    pending.push(send(items[i]!, i).then((r) => {
-      records[i] = { ...r, sentAt };
-      inFlight--;
-      bar.update(++done, `${inFlight} in flight`);
-    }));
+    pending.push(
+      send(items[i]!, i).then((r) => {
+        records[i] = { ...r, sentAt };
+        inFlight--;
+        bar.update(++done, `${inFlight} in flight`);
+      }),
+    );
     at += (-Math.log(1 - random()) / rate) * 1000;
   }
   await Promise.all(pending);

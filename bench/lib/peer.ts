@@ -34,7 +34,11 @@ export interface PeerRun {
   loadS: number;
 }
 
-export async function runPeer(modelDir: string, items: readonly WorkItem[], options: { decoderDtype: "fp32" | "q8"; threads: number; maxTokens: number; warmup: number }): Promise<PeerRun> {
+export async function runPeer(
+  modelDir: string,
+  items: readonly WorkItem[],
+  options: { decoderDtype: "fp32" | "q8"; threads: number; maxTokens: number; warmup: number },
+): Promise<PeerRun> {
   const loadStarted = performance.now();
   const { processor, model } = await loadTransformersModel(modelDir, { decoderDtype: options.decoderDtype, threads: options.threads });
   const loadS = (performance.now() - loadStarted) / 1000;
@@ -60,7 +64,10 @@ export async function runPeer(modelDir: string, items: readonly WorkItem[], opti
       outputTokens: t.length,
       promptTokens: inputs.input_ids.dims[1] as number,
       tokenIds: streamer.tokens,
-      text: processor.tokenizer!.decode(streamer.tokens.filter((x) => !special.has(x)), { skip_special_tokens: true }),
+      text: processor.tokenizer!.decode(
+        streamer.tokens.filter((x) => !special.has(x)),
+        { skip_special_tokens: true },
+      ),
     };
   };
 

@@ -2,7 +2,7 @@
  * Measures one thread's event loop and CPU while a phase runs. Used inside a spawned server
  * (bench/server-probe.ts) or in the benchmark's own process when the server runs in-process.
  */
-import { readFileSync, readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 
 type IntervalHistogram = ReturnType<typeof monitorEventLoopDelay>;
@@ -49,17 +49,39 @@ function threadTimes(): Map<number, { name: string; ticks: number }> | undefined
   }
 }
 
-function groupThreads(before: Map<number, { name: string; ticks: number }>, after: Map<number, { name: string; ticks: number }>): Record<string, number> {
-  const groups: Record<string, number> = { main: 0, "engine worker": 0, "onnxruntime pools": 0, "libuv pool": 0, libvips: 0, "V8 platform": 0, other: 0 };
-  const workers = [...after].filter(([, t]) => t.name === "WorkerThread").map(([tid]) => tid).sort((a, b) => a - b);
+function groupThreads(
+  before: Map<number, { name: string; ticks: number }>,
+  after: Map<number, { name: string; ticks: number }>,
+): Record<string, number> {
+  const groups: Record<string, number> = {
+    main: 0,
+    "engine worker": 0,
+    "onnxruntime pools": 0,
+    "libuv pool": 0,
+    libvips: 0,
+    "V8 platform": 0,
+    other: 0,
+  };
+  const workers = [...after]
+    .filter(([, t]) => t.name === "WorkerThread")
+    .map(([tid]) => tid)
+    .sort((a, b) => a - b);
   for (const [tid, t] of after) {
     const ticks = t.ticks - (before.get(tid)?.ticks ?? 0);
-    const group = tid === process.pid ? "main"
-      : t.name === "WorkerThread" ? (tid === workers[0] ? "engine worker" : "onnxruntime pools")
-      : t.name.startsWith("libuv-worker") ? "libuv pool"
-      : t.name.startsWith("libvips") ? "libvips"
-      : t.name.startsWith("V8") || t.name.startsWith("DelayedTask") ? "V8 platform"
-      : "other";
+    const group =
+      tid === process.pid
+        ? "main"
+        : t.name === "WorkerThread"
+          ? tid === workers[0]
+            ? "engine worker"
+            : "onnxruntime pools"
+          : t.name.startsWith("libuv-worker")
+            ? "libuv pool"
+            : t.name.startsWith("libvips")
+              ? "libvips"
+              : t.name.startsWith("V8") || t.name.startsWith("DelayedTask")
+                ? "V8 platform"
+                : "other";
     groups[group]! += ticks / TICKS_PER_S;
   }
   return groups;
@@ -96,9 +118,17 @@ export function createProbe(): Probe {
       const threads1 = threadTimes();
       const ms = (ns: number) => Math.max(0, ns / 1e6 - resolution);
       return {
-        eventLoopDelayMs: h && h.count > 0
-          ? { p50: ms(h.percentile(50)), p90: ms(h.percentile(90)), p99: ms(h.percentile(99)), max: ms(h.max), mean: ms(h.mean), samples: h.count }
-          : { p50: NaN, p90: NaN, p99: NaN, max: NaN, mean: NaN, samples: 0 },
+        eventLoopDelayMs:
+          h && h.count > 0
+            ? {
+                p50: ms(h.percentile(50)),
+                p90: ms(h.percentile(90)),
+                p99: ms(h.percentile(99)),
+                max: ms(h.max),
+                mean: ms(h.mean),
+                samples: h.count,
+              }
+            : { p50: NaN, p90: NaN, p99: NaN, max: NaN, mean: NaN, samples: 0 },
         resolutionMs: resolution,
         wallS: (performance.now() - started) / 1000,
         mainThreadCpuS: seconds(process.threadCpuUsage(thread0)),

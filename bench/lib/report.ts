@@ -46,9 +46,24 @@ export interface BenchResult {
   quick: boolean;
   host: { cpus: number; loadAverageAtStart: number[]; loadAverageAtEnd: number[]; node: string; onnxruntime: string };
   options: {
-    api: string; serverMode: string; serverCli: string; serverFlags: string[]; threads: number; limitThreads: number; peerThreads: number; maxBatchSize: number; visionCacheMb: number;
-    maxTokens: number; requests: number; concurrencies: number[]; rates: number[]; goodput: { ttftMs: number; tpotMs: number };
-    peerRequests: number; decoderDtype: string; model: string; eldResolutionMs: number;
+    api: string;
+    serverMode: string;
+    serverCli: string;
+    serverFlags: string[];
+    threads: number;
+    limitThreads: number;
+    peerThreads: number;
+    maxBatchSize: number;
+    visionCacheMb: number;
+    maxTokens: number;
+    requests: number;
+    concurrencies: number[];
+    rates: number[];
+    goodput: { ttftMs: number; tpotMs: number };
+    peerRequests: number;
+    decoderDtype: string;
+    model: string;
+    eldResolutionMs: number;
   };
   concurrency: ConcurrencyPhase[];
   poisson: PoissonPhase[];
@@ -99,15 +114,45 @@ export function computeTargets(r: BenchResult): Target[] {
   const c1 = r.concurrency.find((p) => p.concurrency === 1);
   const targets: Target[] = [];
   const l16 = limitFor(r, 16);
-  targets.push(c16 && l16
-    ? { name: "Glance ≥ 90% of the limit's output tok/s at concurrency 16", measured: `${f0(c16.summary.outputThroughput)} / ${f0(l16.outputThroughput)} = ${f2(c16.summary.outputThroughput / l16.outputThroughput)}`, pass: c16.summary.outputThroughput >= 0.9 * l16.outputThroughput }
-    : { name: "Glance ≥ 90% of the limit's output tok/s at concurrency 16", measured: "not run (needs concurrency 16 and the limit)", pass: null });
-  targets.push(c16 && r.peer
-    ? { name: "Glance ≥ 5× the peer's output tok/s at concurrency 16", measured: `${f0(c16.summary.outputThroughput)} / ${f0(r.peer.summary.outputThroughput)} = ${f(c16.summary.outputThroughput / r.peer.summary.outputThroughput)}×`, pass: c16.summary.outputThroughput >= 5 * r.peer.summary.outputThroughput }
-    : { name: "Glance ≥ 5× the peer's output tok/s at concurrency 16", measured: "not run (needs concurrency 16 and the peer)", pass: null });
-  targets.push(c1 && r.limit
-    ? { name: "TTFT p50 at concurrency 1 ≤ 1.2× the limit's prefill (B=1)", measured: `${f(c1.summary.ttftMs.p50, 2)} ms / ${f(r.limit.prefillB1Ms.p50, 2)} ms = ${f2(c1.summary.ttftMs.p50 / r.limit.prefillB1Ms.p50)}×`, pass: c1.summary.ttftMs.p50 <= 1.2 * r.limit.prefillB1Ms.p50 }
-    : { name: "TTFT p50 at concurrency 1 ≤ 1.2× the limit's prefill (B=1)", measured: "not run (needs concurrency 1 and the limit)", pass: null });
+  targets.push(
+    c16 && l16
+      ? {
+          name: "Glance ≥ 90% of the limit's output tok/s at concurrency 16",
+          measured: `${f0(c16.summary.outputThroughput)} / ${f0(l16.outputThroughput)} = ${f2(c16.summary.outputThroughput / l16.outputThroughput)}`,
+          pass: c16.summary.outputThroughput >= 0.9 * l16.outputThroughput,
+        }
+      : {
+          name: "Glance ≥ 90% of the limit's output tok/s at concurrency 16",
+          measured: "not run (needs concurrency 16 and the limit)",
+          pass: null,
+        },
+  );
+  targets.push(
+    c16 && r.peer
+      ? {
+          name: "Glance ≥ 5× the peer's output tok/s at concurrency 16",
+          measured: `${f0(c16.summary.outputThroughput)} / ${f0(r.peer.summary.outputThroughput)} = ${f(c16.summary.outputThroughput / r.peer.summary.outputThroughput)}×`,
+          pass: c16.summary.outputThroughput >= 5 * r.peer.summary.outputThroughput,
+        }
+      : {
+          name: "Glance ≥ 5× the peer's output tok/s at concurrency 16",
+          measured: "not run (needs concurrency 16 and the peer)",
+          pass: null,
+        },
+  );
+  targets.push(
+    c1 && r.limit
+      ? {
+          name: "TTFT p50 at concurrency 1 ≤ 1.2× the limit's prefill (B=1)",
+          measured: `${f(c1.summary.ttftMs.p50, 2)} ms / ${f(r.limit.prefillB1Ms.p50, 2)} ms = ${f2(c1.summary.ttftMs.p50 / r.limit.prefillB1Ms.p50)}×`,
+          pass: c1.summary.ttftMs.p50 <= 1.2 * r.limit.prefillB1Ms.p50,
+        }
+      : {
+          name: "TTFT p50 at concurrency 1 ≤ 1.2× the limit's prefill (B=1)",
+          measured: "not run (needs concurrency 1 and the limit)",
+          pass: null,
+        },
+  );
   return targets;
 }
 
@@ -116,64 +161,98 @@ export function markdown(r: BenchResult): string {
   const out: string[] = [];
   const others = r.concurrency.flatMap((p) => (p.otherCores === undefined ? [] : [p.otherCores]));
   const otherMean = others.length ? others.reduce((a, b) => a + b, 0) / others.length : undefined;
-  const limitOthers = [r.limit?.otherCores, ...(r.limit?.batches ?? []).map((b) => b.otherCores)].filter((x): x is number => x !== undefined);
+  const limitOthers = [r.limit?.otherCores, ...(r.limit?.batches ?? []).map((b) => b.otherCores)].filter(
+    (x): x is number => x !== undefined,
+  );
   const limitOther = limitOthers.length ? Math.max(...limitOthers) : undefined;
   const otherMax = Math.max(otherMean ?? 0, limitOther ?? 0, r.peer?.otherCores ?? 0);
   const busy = otherMean !== undefined ? otherMax >= 0.15 : r.host.loadAverageAtStart[0]! >= 0.5;
   out.push(`# Glance benchmark, ${r.startedAt.replace(/\.\d+Z$/, "Z")}${r.quick ? " (quick)" : ""}`, "");
-  out.push(`Model ${o.model} (decoder ${o.decoderDtype}); ${r.host.cpus} CPUs; Node ${r.host.node}; onnxruntime ${r.host.onnxruntime}. ` +
-    `Load average before the run: ${r.host.loadAverageAtStart.map((x) => x.toFixed(2)).join(" ")}` +
-    (otherMean !== undefined ? `; other processes used ${otherMean.toFixed(2)} of the ${r.host.cpus} cores during the Glance phases` +
-      `${limitOther !== undefined ? `, up to ${limitOther.toFixed(2)} during the limit` : ""}${r.peer?.otherCores !== undefined ? `, ${r.peer.otherCores.toFixed(2)} during the peer` : ""}` : "") +
-    `${busy ? " — **the machine was busy with other work: numbers are noisy**" : " (quiet)"}.`);
-  out.push(`Server: ${o.serverMode === "spawn" ? `its own process (${o.serverCli})` : "in the benchmark's process"}, \`glance serve ${o.serverFlags.filter((x, i, a) => !["--model", "--host"].includes(a[i - 1] ?? "") && !["--model", "--host"].includes(x)).join(" ")}\`; ` +
-    `load over ${o.api === "grpc" ? "gRPC (Connect-ES createGrpcTransport, one HTTP/2 connection)" : "the OpenAI route (SSE over HTTP/1.1)"}. ` +
-    `Each phase: the first N held-out questions with their images, greedy, max_tokens ${o.maxTokens}. ` +
-    `Goodput: requests with TTFT ≤ ${o.goodput.ttftMs} ms and TPOT ≤ ${o.goodput.tpotMs} ms, per second.`, "");
+  out.push(
+    `Model ${o.model} (decoder ${o.decoderDtype}); ${r.host.cpus} CPUs; Node ${r.host.node}; onnxruntime ${r.host.onnxruntime}. ` +
+      `Load average before the run: ${r.host.loadAverageAtStart.map((x) => x.toFixed(2)).join(" ")}` +
+      (otherMean !== undefined
+        ? `; other processes used ${otherMean.toFixed(2)} of the ${r.host.cpus} cores during the Glance phases` +
+          `${limitOther !== undefined ? `, up to ${limitOther.toFixed(2)} during the limit` : ""}${r.peer?.otherCores !== undefined ? `, ${r.peer.otherCores.toFixed(2)} during the peer` : ""}`
+        : "") +
+      `${busy ? " — **the machine was busy with other work: numbers are noisy**" : " (quiet)"}.`,
+  );
+  out.push(
+    `Server: ${o.serverMode === "spawn" ? `its own process (${o.serverCli})` : "in the benchmark's process"}, \`glance serve ${o.serverFlags.filter((x, i, a) => !["--model", "--host"].includes(a[i - 1] ?? "") && !["--model", "--host"].includes(x)).join(" ")}\`; ` +
+      `load over ${o.api === "grpc" ? "gRPC (Connect-ES createGrpcTransport, one HTTP/2 connection)" : "the OpenAI route (SSE over HTTP/1.1)"}. ` +
+      `Each phase: the first N held-out questions with their images, greedy, max_tokens ${o.maxTokens}. ` +
+      `Goodput: requests with TTFT ≤ ${o.goodput.ttftMs} ms and TPOT ≤ ${o.goodput.tpotMs} ms, per second.`,
+    "",
+  );
 
   const first = r.concurrency[0]?.summary;
-  if (first) out.push(`Workload per request: ${f(first.meanPromptTokens)} prompt tokens, ${f(first.meanOutputTokens)} output tokens on average.`, "");
+  if (first)
+    out.push(
+      `Workload per request: ${f(first.meanPromptTokens)} prompt tokens, ${f(first.meanOutputTokens)} output tokens on average.`,
+      "",
+    );
 
   out.push("## Glance against the limit and the peer", "");
-  out.push("| conc | N | req/s | out tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | TPOT p50 | E2E p50 | E2E p99 | goodput req/s | limit tok/s (B) | Glance/limit | Glance/peer |");
+  out.push(
+    "| conc | N | req/s | out tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | TPOT p50 | E2E p50 | E2E p99 | goodput req/s | limit tok/s (B) | Glance/limit | Glance/peer |",
+  );
   out.push("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   for (const p of r.concurrency) {
     const s = p.summary;
     const l = limitFor(r, p.concurrency);
     const peer = r.peer?.summary.outputThroughput;
-    out.push(`| ${p.concurrency} | ${s.completed}${s.failed ? ` (+${s.failed} failed)` : ""} | ${f(s.requestThroughput)} | ${f0(s.outputThroughput)} | ${f(s.ttftMs.p50, 2)} | ${f(s.ttftMs.p99, 2)} | ` +
-      `${f(s.itlMs.p50, 2)} | ${f(s.itlMs.p99, 2)} | ${f(s.tpotMs.p50, 2)} | ${f(s.e2eMs.p50)} | ${f(s.e2eMs.p99)} | ${f(s.goodput)} | ` +
-      `${l ? `${f0(l.outputThroughput)} (${l.batch})` : "–"} | ${l ? f2(s.outputThroughput / l.outputThroughput) : "–"} | ${peer ? f(s.outputThroughput / peer) + "×" : "–"} |`);
+    out.push(
+      `| ${p.concurrency} | ${s.completed}${s.failed ? ` (+${s.failed} failed)` : ""} | ${f(s.requestThroughput)} | ${f0(s.outputThroughput)} | ${f(s.ttftMs.p50, 2)} | ${f(s.ttftMs.p99, 2)} | ` +
+        `${f(s.itlMs.p50, 2)} | ${f(s.itlMs.p99, 2)} | ${f(s.tpotMs.p50, 2)} | ${f(s.e2eMs.p50)} | ${f(s.e2eMs.p99)} | ${f(s.goodput)} | ` +
+        `${l ? `${f0(l.outputThroughput)} (${l.batch})` : "–"} | ${l ? f2(s.outputThroughput / l.outputThroughput) : "–"} | ${peer ? f(s.outputThroughput / peer) + "×" : "–"} |`,
+    );
   }
-  out.push("", "Latencies in ms. ITL: every gap between consecutive streamed tokens; TPOT: (E2E − TTFT)/(output tokens − 1) per request. " +
-    "The limit's batch B is min(concurrency, the server's max batch size). " +
-    "Glance/peer: output tok/s over that of transformers.js answering the same questions one at a time.", "");
+  out.push(
+    "",
+    "Latencies in ms. ITL: every gap between consecutive streamed tokens; TPOT: (E2E − TTFT)/(output tokens − 1) per request. " +
+      "The limit's batch B is min(concurrency, the server's max batch size). " +
+      "Glance/peer: output tok/s over that of transformers.js answering the same questions one at a time.",
+    "",
+  );
 
   if (r.poisson.length > 0) {
     out.push("## Poisson arrivals", "");
-    out.push("| rate req/s | N | req/s | out tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | TPOT p50 | E2E p50 | E2E p99 | goodput req/s | failed |");
+    out.push(
+      "| rate req/s | N | req/s | out tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | TPOT p50 | E2E p50 | E2E p99 | goodput req/s | failed |",
+    );
     out.push("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (const p of r.poisson) {
       const s = p.summary;
-      out.push(`| ${p.rate} | ${p.requests} | ${f(s.requestThroughput)} | ${f0(s.outputThroughput)} | ${f(s.ttftMs.p50, 2)} | ${f(s.ttftMs.p99, 2)} | ${f(s.itlMs.p50, 2)} | ` +
-        `${f(s.itlMs.p99, 2)} | ${f(s.tpotMs.p50, 2)} | ${f(s.e2eMs.p50)} | ${f(s.e2eMs.p99)} | ${f(s.goodput)} | ${s.failed}${s.errors.length ? ` (${s.errors[0]})` : ""} |`);
+      out.push(
+        `| ${p.rate} | ${p.requests} | ${f(s.requestThroughput)} | ${f0(s.outputThroughput)} | ${f(s.ttftMs.p50, 2)} | ${f(s.ttftMs.p99, 2)} | ${f(s.itlMs.p50, 2)} | ` +
+          `${f(s.itlMs.p99, 2)} | ${f(s.tpotMs.p50, 2)} | ${f(s.e2eMs.p50)} | ${f(s.e2eMs.p99)} | ${f(s.goodput)} | ${s.failed}${s.errors.length ? ` (${s.errors[0]})` : ""} |`,
+      );
     }
     out.push("");
   }
 
   out.push("## Targets", "", "| target | measured | result |", "|---|---|---|");
-  for (const t of r.targets ?? []) out.push(`| ${t.name} | ${t.measured} | ${t.pass === null ? "not measured" : t.pass ? "met" : "**missed**"} |`);
+  for (const t of r.targets ?? [])
+    out.push(`| ${t.name} | ${t.measured} | ${t.pass === null ? "not measured" : t.pass ? "met" : "**missed**"} |`);
   out.push("");
 
   if (r.limit) {
     const l = r.limit;
     out.push("## The limit (bare onnxruntime-node loop)", "");
-    out.push(`${l.description}. Prefill at B=1 (vision encode + embed + prefill + argmax, over the workload's prompts): ` +
-      `p50 ${f(l.prefillB1Ms.p50, 2)} ms, mean ${f(l.prefillB1Ms.mean, 2)} ms (vision encoder ${f(l.visionB1Ms.p50, 2)} ms of it). ` +
-      `Tokens equal to Glance's for the same question: ${l.agreement.agree}/${l.agreement.compared} rows.`, "");
-    out.push("| B | tokens/row | batches | batch ms p50 | prefill ms p50 | decode step ms p50 | req/s | out tok/s | other processes (cores) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    out.push(
+      `${l.description}. Prefill at B=1 (vision encode + embed + prefill + argmax, over the workload's prompts): ` +
+        `p50 ${f(l.prefillB1Ms.p50, 2)} ms, mean ${f(l.prefillB1Ms.mean, 2)} ms (vision encoder ${f(l.visionB1Ms.p50, 2)} ms of it). ` +
+        `Tokens equal to Glance's for the same question: ${l.agreement.agree}/${l.agreement.compared} rows.`,
+      "",
+    );
+    out.push(
+      "| B | tokens/row | batches | batch ms p50 | prefill ms p50 | decode step ms p50 | req/s | out tok/s | other processes (cores) |",
+      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    );
     for (const b of l.batches) {
-      out.push(`| ${b.batch} | ${b.outputTokens} | ${b.reps} | ${f(b.batchMs.p50, 2)} | ${f(b.prefillMs.p50, 2)} | ${f(b.decodeStepMs.p50, 3)} | ${f(b.requestThroughput)} | ${f0(b.outputThroughput)} | ${f(b.otherCores, 2)} |`);
+      out.push(
+        `| ${b.batch} | ${b.outputTokens} | ${b.reps} | ${f(b.batchMs.p50, 2)} | ${f(b.prefillMs.p50, 2)} | ${f(b.decodeStepMs.p50, 3)} | ${f(b.requestThroughput)} | ${f0(b.outputThroughput)} | ${f(b.otherCores, 2)} |`,
+      );
     }
     out.push("", "Each batch size ran right after Glance's phase at that concurrency, the server idle.");
     out.push("");
@@ -182,11 +261,15 @@ export function markdown(r: BenchResult): string {
   if (r.peer) {
     const s = r.peer.summary;
     out.push("## The peer (transformers.js, one request at a time)", "");
-    out.push(`${r.options.peerThreads} intra-op thread(s). ${s.completed} requests in ${f(s.durationS, 2)} s: ${f(s.requestThroughput)} req/s, ${f0(s.outputThroughput)} output tok/s ` +
-      `(${f(s.meanOutputTokens)} tokens per request). TTFT p50 ${f(s.ttftMs.p50, 2)} ms, p99 ${f(s.ttftMs.p99, 2)} ms (streamer); ` +
-      `ITL p50 ${f(s.itlMs.p50, 2)} ms; E2E p50 ${f(s.e2eMs.p50)} ms, p99 ${f(s.e2eMs.p99)} ms. ` +
-      `Token-for-token equal to Glance: ${r.peer.agreement.agree}/${r.peer.agreement.compared}.`);
-    const modeled = Object.entries(r.peer.modeledE2eMs).map(([c, d]) => `c=${c}: ${f0(d.p99)}`).join(", ");
+    out.push(
+      `${r.options.peerThreads} intra-op thread(s). ${s.completed} requests in ${f(s.durationS, 2)} s: ${f(s.requestThroughput)} req/s, ${f0(s.outputThroughput)} output tok/s ` +
+        `(${f(s.meanOutputTokens)} tokens per request). TTFT p50 ${f(s.ttftMs.p50, 2)} ms, p99 ${f(s.ttftMs.p99, 2)} ms (streamer); ` +
+        `ITL p50 ${f(s.itlMs.p50, 2)} ms; E2E p50 ${f(s.e2eMs.p50)} ms, p99 ${f(s.e2eMs.p99)} ms. ` +
+        `Token-for-token equal to Glance: ${r.peer.agreement.agree}/${r.peer.agreement.compared}.`,
+    );
+    const modeled = Object.entries(r.peer.modeledE2eMs)
+      .map(([c, d]) => `c=${c}: ${f0(d.p99)}`)
+      .join(", ");
     out.push(`E2E p99 a serial server would give c clients (modeled from these service times): ${modeled} ms.`, "");
   }
 
@@ -194,27 +277,42 @@ export function markdown(r: BenchResult): string {
   const c1 = r.concurrency.find((p) => p.concurrency === 1);
   if (c1?.summary.server) {
     const sv = c1.summary.server;
-    out.push(`At concurrency 1 (means, ms, so that the parts add up): client TTFT ${f(c1.summary.ttftMs.mean, 2)}; the server's own TTFT ` +
-      `(arrival in the engine to the first token sampled) ${f(sv.timeToFirstTokenMs.mean, 2)} = arrival to admission ${f(sv.queueMs.mean, 2)} ` +
-      `(image preprocessing ${f(sv.imagePreprocessMs.mean, 2)} of it) + vision ${f(sv.visionEncodeMs.mean, 2)} + prefill ${f(sv.prefillMs.mean, 2)}; ` +
-      `client TTFT − server TTFT (gRPC both ways, handlers, the worker's wait before it posts the token, the client) ${f(c1.summary.ttftMs.mean - sv.timeToFirstTokenMs.mean, 2)}.` +
-      (r.limit ? ` The limit's vision + embed + prefill: mean ${f(r.limit.prefillB1Ms.mean, 2)}, p50 ${f(r.limit.prefillB1Ms.p50, 2)}.` : ""), "");
+    out.push(
+      `At concurrency 1 (means, ms, so that the parts add up): client TTFT ${f(c1.summary.ttftMs.mean, 2)}; the server's own TTFT ` +
+        `(arrival in the engine to the first token sampled) ${f(sv.timeToFirstTokenMs.mean, 2)} = arrival to admission ${f(sv.queueMs.mean, 2)} ` +
+        `(image preprocessing ${f(sv.imagePreprocessMs.mean, 2)} of it) + vision ${f(sv.visionEncodeMs.mean, 2)} + prefill ${f(sv.prefillMs.mean, 2)}; ` +
+        `client TTFT − server TTFT (gRPC both ways, handlers, the worker's wait before it posts the token, the client) ${f(c1.summary.ttftMs.mean - sv.timeToFirstTokenMs.mean, 2)}.` +
+        (r.limit
+          ? ` The limit's vision + embed + prefill: mean ${f(r.limit.prefillB1Ms.mean, 2)}, p50 ${f(r.limit.prefillB1Ms.p50, 2)}.`
+          : ""),
+      "",
+    );
   }
   const withServer = r.concurrency.filter((p) => p.summary.server);
   if (withServer.length > 0) {
     out.push("Server timings from the Done messages (p50, ms) beside the client's:", "");
-    out.push("| phase | arrival → admission | of it: image preprocessing | vision encode | prefill | server TTFT | client TTFT | decode (first → last token) | server total | client E2E |");
+    out.push(
+      "| phase | arrival → admission | of it: image preprocessing | vision encode | prefill | server TTFT | client TTFT | decode (first → last token) | server total | client E2E |",
+    );
     out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (const p of withServer) {
       const sv = p.summary.server!;
-      out.push(`| c=${p.concurrency} | ${f(sv.queueMs.p50, 2)} | ${f(sv.imagePreprocessMs.p50, 2)} | ${f(sv.visionEncodeMs.p50, 2)} | ${f(sv.prefillMs.p50, 2)} | ` +
-        `${f(sv.timeToFirstTokenMs.p50, 2)} | ${f(p.summary.ttftMs.p50, 2)} | ${f(sv.decodeMs.p50, 2)} | ${f(sv.totalMs.p50, 2)} | ${f(p.summary.e2eMs.p50, 2)} |`);
+      out.push(
+        `| c=${p.concurrency} | ${f(sv.queueMs.p50, 2)} | ${f(sv.imagePreprocessMs.p50, 2)} | ${f(sv.visionEncodeMs.p50, 2)} | ${f(sv.prefillMs.p50, 2)} | ` +
+          `${f(sv.timeToFirstTokenMs.p50, 2)} | ${f(p.summary.ttftMs.p50, 2)} | ${f(sv.decodeMs.p50, 2)} | ${f(sv.totalMs.p50, 2)} | ${f(p.summary.e2eMs.p50, 2)} |`,
+      );
     }
     out.push("");
   }
-  out.push("| phase | wall s | server CPU s: main (busy %) | engine worker | onnxruntime pools | libuv + libvips | V8 platform | server total (cores) | client CPU s | other processes (cores) | event-loop delay p50 / p99 / max ms | ITL p50 ms | limit decode step ms (B) | 1st gap < 0.5 ms | gaps < 0.5 ms |");
+  out.push(
+    "| phase | wall s | server CPU s: main (busy %) | engine worker | onnxruntime pools | libuv + libvips | V8 platform | server total (cores) | client CPU s | other processes (cores) | event-loop delay p50 / p99 / max ms | ITL p50 ms | limit decode step ms (B) | 1st gap < 0.5 ms | gaps < 0.5 ms |",
+  );
   out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-  const row = (name: string, p: { probe: ProbeResult; clientCpuS: number; otherCores?: number; summary: PhaseSummary; records?: RequestRecord[] }, c?: number) => {
+  const row = (
+    name: string,
+    p: { probe: ProbeResult; clientCpuS: number; otherCores?: number; summary: PhaseSummary; records?: RequestRecord[] },
+    c?: number,
+  ) => {
     const e = p.probe.eventLoopDelayMs;
     const l = c === undefined ? undefined : limitFor(r, c);
     const t = p.probe.threadsCpuS;
@@ -222,29 +320,45 @@ export function markdown(r: BenchResult): string {
     const firstGaps = ok.filter((x) => x.itlMs.length > 0);
     const gaps = ok.flatMap((x) => x.itlMs);
     const pct = (n: number, d: number) => (d > 0 ? `${f0((100 * n) / d)}%` : "–");
-    out.push(`| ${name} | ${f(p.probe.wallS, 2)} | ${f(p.probe.mainThreadCpuS, 2)} (${f0((100 * p.probe.mainThreadCpuS) / p.probe.wallS)}%) | ` +
-      `${f(t?.["engine worker"], 2)} | ${f(t?.["onnxruntime pools"], 2)} | ${f(t ? t["libuv pool"]! + t["libvips"]! : undefined, 2)} | ${f(t?.["V8 platform"], 2)} | ` +
-      `${f(p.probe.processCpuS, 2)} (${f2(p.probe.processCpuS / p.probe.wallS)}) | ${r.options.serverMode === "spawn" ? f(p.clientCpuS, 2) : "(in server)"} | ${f(p.otherCores, 2)} | ${f(e.p50, 2)} / ${f(e.p99, 2)} / ${f(e.max, 2)} | ${f(p.summary.itlMs.p50, 2)} | ` +
-      `${l ? `${f(l.decodeStepMs.p50, 3)} (${l.batch})` : "–"} | ${pct(firstGaps.filter((x) => x.itlMs[0]! < 0.5).length, firstGaps.length)} | ${pct(gaps.filter((g) => g < 0.5).length, gaps.length)} |`);
+    out.push(
+      `| ${name} | ${f(p.probe.wallS, 2)} | ${f(p.probe.mainThreadCpuS, 2)} (${f0((100 * p.probe.mainThreadCpuS) / p.probe.wallS)}%) | ` +
+        `${f(t?.["engine worker"], 2)} | ${f(t?.["onnxruntime pools"], 2)} | ${f(t ? t["libuv pool"]! + t["libvips"]! : undefined, 2)} | ${f(t?.["V8 platform"], 2)} | ` +
+        `${f(p.probe.processCpuS, 2)} (${f2(p.probe.processCpuS / p.probe.wallS)}) | ${r.options.serverMode === "spawn" ? f(p.clientCpuS, 2) : "(in server)"} | ${f(p.otherCores, 2)} | ${f(e.p50, 2)} / ${f(e.p99, 2)} / ${f(e.max, 2)} | ${f(p.summary.itlMs.p50, 2)} | ` +
+        `${l ? `${f(l.decodeStepMs.p50, 3)} (${l.batch})` : "–"} | ${pct(firstGaps.filter((x) => x.itlMs[0]! < 0.5).length, firstGaps.length)} | ${pct(gaps.filter((g) => g < 0.5).length, gaps.length)} |`,
+    );
   };
   for (const p of r.concurrency) row(`c=${p.concurrency}`, p, p.concurrency);
   for (const p of r.poisson) row(`${p.rate} req/s`, p);
-  out.push("", r.options.serverMode === "inproc"
-    ? "The server ran in the benchmark's process: main-thread CPU and event-loop delay include the load generator's work."
-    : "Server figures come from bench/server-probe.ts inside the spawned server (threads from /proc/self/task): the main thread runs gRPC, the handlers and image preprocessing; the engine worker runs the scheduler and session.run; onnxruntime's intra-op pools (one per session) help it. " +
-      "Clock-tick resolution (10 ms per thread). \"1st gap < 0.5 ms\": requests whose first two tokens reached the client together; \"gaps < 0.5 ms\": token gaps that were bunched.");
+  out.push(
+    "",
+    r.options.serverMode === "inproc"
+      ? "The server ran in the benchmark's process: main-thread CPU and event-loop delay include the load generator's work."
+      : "Server figures come from bench/server-probe.ts inside the spawned server (threads from /proc/self/task): the main thread runs gRPC, the handlers and image preprocessing; the engine worker runs the scheduler and session.run; onnxruntime's intra-op pools (one per session) help it. " +
+          'Clock-tick resolution (10 ms per thread). "1st gap < 0.5 ms": requests whose first two tokens reached the client together; "gaps < 0.5 ms": token gaps that were bunched.',
+  );
   if (r.cpuProfDir) out.push(`CPU profiles of the server's threads: ${r.cpuProfDir} (node bench/profile-summary.ts ${r.cpuProfDir}).`);
   out.push("");
 
   const m = r.micro;
   out.push("## Microbenchmarks", "", "| what | p50 ms | mean ms | p99 ms | n |", "|---|---:|---:|---:|---:|");
-  if (m.preprocess1080pJpegMs) out.push(`| preprocess a 1920×1080 JPEG (${((m.jpegBytes ?? 0) / 1024).toFixed(0)} KiB): src/model decoder + Idefics3 processor, ${m.preprocess1080pJpegMs.tiles} tile(s) | ${f(m.preprocess1080pJpegMs.p50, 2)} | ${f(m.preprocess1080pJpegMs.mean, 2)} | ${f(m.preprocess1080pJpegMs.p99, 2)} | ${m.preprocess1080pJpegMs.n} |`);
-  if (m.preprocessWorkloadImageMs) out.push(`| preprocess a workload image (64×64 PNG) | ${f(m.preprocessWorkloadImageMs.p50, 3)} | ${f(m.preprocessWorkloadImageMs.mean, 3)} | ${f(m.preprocessWorkloadImageMs.p99, 3)} | ${m.preprocessWorkloadImageMs.n} |`);
-  if (m.visionEncodeMs) out.push(`| one vision encoding (limit sessions) | ${f(m.visionEncodeMs.p50, 3)} | ${f(m.visionEncodeMs.mean, 3)} | ${f(m.visionEncodeMs.p99, 3)} | ${m.visionEncodeMs.n} |`);
+  if (m.preprocess1080pJpegMs)
+    out.push(
+      `| preprocess a 1920×1080 JPEG (${((m.jpegBytes ?? 0) / 1024).toFixed(0)} KiB): src/model decoder + Idefics3 processor, ${m.preprocess1080pJpegMs.tiles} tile(s) | ${f(m.preprocess1080pJpegMs.p50, 2)} | ${f(m.preprocess1080pJpegMs.mean, 2)} | ${f(m.preprocess1080pJpegMs.p99, 2)} | ${m.preprocess1080pJpegMs.n} |`,
+    );
+  if (m.preprocessWorkloadImageMs)
+    out.push(
+      `| preprocess a workload image (64×64 PNG) | ${f(m.preprocessWorkloadImageMs.p50, 3)} | ${f(m.preprocessWorkloadImageMs.mean, 3)} | ${f(m.preprocessWorkloadImageMs.p99, 3)} | ${m.preprocessWorkloadImageMs.n} |`,
+    );
+  if (m.visionEncodeMs)
+    out.push(
+      `| one vision encoding (limit sessions) | ${f(m.visionEncodeMs.p50, 3)} | ${f(m.visionEncodeMs.mean, 3)} | ${f(m.visionEncodeMs.p99, 3)} | ${m.visionEncodeMs.n} |`,
+    );
   const loaded = [...r.concurrency].sort((a, b) => a.concurrency - b.concurrency).at(-1);
   if (loaded) {
     const e = loaded.probe.eventLoopDelayMs;
-    out.push(`| server main-thread event-loop delay under full load (c=${loaded.concurrency}, the highest concurrency run): p50 / mean / p99 (max) | ${f(e.p50, 2)} | ${f(e.mean, 2)} | ${f(e.p99, 2)} (max ${f(e.max, 2)}) | ${e.samples} |`);
+    out.push(
+      `| server main-thread event-loop delay under full load (c=${loaded.concurrency}, the highest concurrency run): p50 / mean / p99 (max) | ${f(e.p50, 2)} | ${f(e.mean, 2)} | ${f(e.p99, 2)} (max ${f(e.max, 2)}) | ${e.samples} |`,
+    );
   }
   out.push("");
   return out.join("\n");
@@ -275,9 +389,13 @@ export function svg(r: BenchResult): string {
   ];
   const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
   parts.push(`<rect width="100%" height="100%" fill="white"/>`);
-  parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(`Glance vs limit vs peer — ${r.options.model}, ${r.host.cpus} CPUs, ${r.startedAt.slice(0, 16)}Z${r.quick ? " (quick)" : ""}`)}</text>`);
+  parts.push(
+    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(`Glance vs limit vs peer — ${r.options.model}, ${r.host.cpus} CPUs, ${r.startedAt.slice(0, 16)}Z${r.quick ? " (quick)" : ""}`)}</text>`,
+  );
 
   const panel = (left: number, title: string, series: Series[], log: boolean, unit: string) => {
     const all = series.flatMap((s) => s.values).filter((v): v is number => v !== undefined && Number.isFinite(v) && v > 0);
@@ -299,37 +417,47 @@ export function svg(r: BenchResult): string {
       ticks = [];
       for (let t = 0; t <= hi + 1e-9; t += nice) ticks.push(t);
     }
-    const yOf = (v: number) => top + panelH - (log ? (Math.log10(v / lo) / Math.log10(hi / lo)) : (v - lo) / (hi - lo)) * panelH;
+    const yOf = (v: number) => top + panelH - (log ? Math.log10(v / lo) / Math.log10(hi / lo) : (v - lo) / (hi - lo)) * panelH;
     parts.push(`<g transform="translate(${left},0)">`);
     parts.push(`<text x="${panelW / 2}" y="${top - 12}" text-anchor="middle" font-size="13">${esc(title)}</text>`);
     for (const t of ticks) {
       const y = yOf(t).toFixed(1);
       parts.push(`<line x1="0" x2="${panelW}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`);
-      parts.push(`<text x="-6" y="${y}" text-anchor="end" dominant-baseline="middle">${t >= 1000 ? `${t / 1000}k` : String(+t.toPrecision(3))}</text>`);
+      parts.push(
+        `<text x="-6" y="${y}" text-anchor="end" dominant-baseline="middle">${t >= 1000 ? `${t / 1000}k` : String(+t.toPrecision(3))}</text>`,
+      );
     }
     cs.forEach((c, i) => {
       parts.push(`<line x1="${xOf(i)}" x2="${xOf(i)}" y1="${top + panelH}" y2="${top + panelH + 5}" stroke="#333"/>`);
       parts.push(`<text x="${xOf(i)}" y="${top + panelH + 18}" text-anchor="middle">${c}</text>`);
     });
-    parts.push(`<line x1="0" x2="${panelW}" y1="${top + panelH}" y2="${top + panelH}" stroke="#333"/><line x1="0" x2="0" y1="${top}" y2="${top + panelH}" stroke="#333"/>`);
+    parts.push(
+      `<line x1="0" x2="${panelW}" y1="${top + panelH}" y2="${top + panelH}" stroke="#333"/><line x1="0" x2="0" y1="${top}" y2="${top + panelH}" stroke="#333"/>`,
+    );
     parts.push(`<text x="${panelW / 2}" y="${top + panelH + 36}" text-anchor="middle">concurrent requests</text>`);
     parts.push(`<text transform="translate(-52,${top + panelH / 2}) rotate(-90)" text-anchor="middle">${esc(unit)}</text>`);
     series.forEach((s, k) => {
-      const pts = s.values.map((v, i) => (v !== undefined && Number.isFinite(v) && v > 0 ? `${xOf(i).toFixed(1)},${yOf(v).toFixed(1)}` : null));
+      const pts = s.values.map((v, i) =>
+        v !== undefined && Number.isFinite(v) && v > 0 ? `${xOf(i).toFixed(1)},${yOf(v).toFixed(1)}` : null,
+      );
       const segments: string[][] = [[]];
       for (const p of pts) {
         if (p) segments.at(-1)!.push(p);
         else segments.push([]);
       }
       for (const seg of segments.filter((x) => x.length > 0)) {
-        parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""} points="${seg.join(" ")}"/>`);
+        parts.push(
+          `<polyline fill="none" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""} points="${seg.join(" ")}"/>`,
+        );
         for (const p of seg) {
           const [x, y] = p.split(",");
           parts.push(`<circle cx="${x}" cy="${y}" r="3" fill="${s.color}"/>`);
         }
       }
       const ly = top + 8 + k * 16;
-      parts.push(`<line x1="12" x2="36" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""}/>`);
+      parts.push(
+        `<line x1="12" x2="36" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""}/>`,
+      );
       parts.push(`<text x="42" y="${ly}" dominant-baseline="middle">${esc(s.name)}</text>`);
     });
     parts.push(`</g>`);
@@ -353,7 +481,10 @@ export function writeReport(r: BenchResult, outDir: string, stamp: string): stri
   };
   const files = [`${base}.md`, `${base}.json`, `${base}.svg`];
   writeFileSync(files[0]!, `${md}\n![plot](${path.basename(files[2]!)})\n`);
-  writeFileSync(files[1]!, JSON.stringify(json, (_, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 1));
+  writeFileSync(
+    files[1]!,
+    JSON.stringify(json, (_, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 1),
+  );
   writeFileSync(files[2]!, svg(r));
   for (const file of files) copyFileSync(file, path.join(outDir, `latest${path.extname(file)}`));
   return files;

@@ -10,10 +10,10 @@
  *   delay and main-thread CPU include the client's work; the report says so.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import path from "node:path";
+import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
-import { type ProbeResult, createProbe } from "./probe.ts";
+import { createProbe, type ProbeResult } from "./probe.ts";
 
 export type ServerMode = "spawn" | "inproc";
 
@@ -47,16 +47,26 @@ const ROOT = path.resolve(import.meta.dirname, "../..");
 
 function serveFlags(o: ServerOptions): string[] {
   return [
-    "--model", o.modelDir,
-    "--decoder-dtype", o.decoderDtype,
-    "--host", "127.0.0.1",
-    "--grpc-port", "0",
-    "--http-port", "0",
-    "--threads", String(o.threads),
-    "--max-batch-size", String(o.maxBatchSize),
-    "--vision-cache-mb", String(o.visionCacheMb),
-    "--drain-grace-ms", "2000",
-    "--log-level", "info",
+    "--model",
+    o.modelDir,
+    "--decoder-dtype",
+    o.decoderDtype,
+    "--host",
+    "127.0.0.1",
+    "--grpc-port",
+    "0",
+    "--http-port",
+    "0",
+    "--threads",
+    String(o.threads),
+    "--max-batch-size",
+    String(o.maxBatchSize),
+    "--vision-cache-mb",
+    String(o.visionCacheMb),
+    "--drain-grace-ms",
+    "2000",
+    "--log-level",
+    "info",
     ...o.extraFlags,
   ];
 }

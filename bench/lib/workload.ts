@@ -21,7 +21,10 @@ export function loadWorkload(modelDir: string): WorkItem[] {
   const images = new Map<string, Uint8Array>();
   return questions.map((q, index) => {
     let image = images.get(q.image);
-    if (!image) images.set(q.image, (image = readHeldOutImage(q, modelDir)));
+    if (!image) {
+      image = readHeldOutImage(q, modelDir);
+      images.set(q.image, image);
+    }
     return { index, question: q.question, image, imageName: q.image, kind: q.kind, lang: q.lang };
   });
 }

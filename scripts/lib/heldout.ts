@@ -2,32 +2,32 @@
  * The tiny model's held-out questions (models/tiny/heldout, written by make_eval_set.py from seeds
  * that training never used) and the exact-match scoring the evaluation and the tests share.
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
+import { readFileSync } from "node:fs";
+import path from "node:path";
 
-export const TINY_MODEL_DIR = path.resolve(import.meta.dirname, '../../models/tiny');
+export const TINY_MODEL_DIR = path.resolve(import.meta.dirname, "../../models/tiny");
 
-export const KINDS = ['color', 'shape', 'count', 'position', 'describe', 'json'] as const;
+export const KINDS = ["color", "shape", "count", "position", "describe", "json"] as const;
 export type Kind = (typeof KINDS)[number];
 
 export interface HeldOutQuestion {
   image: string;
   kind: Kind;
-  lang: 'en' | 'zh';
+  lang: "en" | "zh";
   question: string;
   answer: string;
 }
 
 export function loadHeldOut(modelDir = TINY_MODEL_DIR): HeldOutQuestion[] {
-  const file = path.join(modelDir, 'heldout', 'questions.jsonl');
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((line) => line.trim() !== '')
+  const file = path.join(modelDir, "heldout", "questions.jsonl");
+  return readFileSync(file, "utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "")
     .map((line) => JSON.parse(line) as HeldOutQuestion);
 }
 
 export function readHeldOutImage(q: HeldOutQuestion, modelDir = TINY_MODEL_DIR): Uint8Array {
-  return readFileSync(path.join(modelDir, 'heldout', q.image));
+  return readFileSync(path.join(modelDir, "heldout", q.image));
 }
 
 /** Exact match after trimming the space the chat template puts before every answer. */

@@ -3,8 +3,8 @@
  * implementation that the tiny model's evaluation and the benchmark compare Glance against.
  * Remote loading is off, so a folder that only works with files from the hub fails here.
  */
-import path from 'node:path';
-import { AutoModelForImageTextToText, AutoProcessor, RawImage, env } from '@huggingface/transformers';
+import path from "node:path";
+import { AutoModelForImageTextToText, AutoProcessor, env, RawImage } from "@huggingface/transformers";
 
 export interface PeerAnswer {
   text: string;
@@ -13,7 +13,7 @@ export interface PeerAnswer {
 
 export interface PeerOptions {
   /** transformers.js dtype of the decoder: 'fp32', or 'q8' for decoder_model_merged_quantized.onnx. */
-  decoderDtype?: 'fp32' | 'q8';
+  decoderDtype?: "fp32" | "q8";
 }
 
 export interface TransformersPeer {
@@ -31,8 +31,8 @@ export async function loadTransformersModel(modelDir: string, options: PeerOptio
   const processor = await AutoProcessor.from_pretrained(id, { local_files_only: true });
   const model = await AutoModelForImageTextToText.from_pretrained(id, {
     local_files_only: true,
-    device: 'cpu',
-    dtype: { vision_encoder: 'fp32', embed_tokens: 'fp32', decoder_model_merged: options.decoderDtype ?? 'fp32' },
+    device: "cpu",
+    dtype: { vision_encoder: "fp32", embed_tokens: "fp32", decoder_model_merged: options.decoderDtype ?? "fp32" },
     ...(options.threads && { session_options: { intraOpNumThreads: options.threads, interOpNumThreads: 1 } }),
   });
   return { processor, model };
@@ -43,7 +43,7 @@ export async function createTransformersPeer(modelDir: string, options: PeerOpti
 
   return {
     async answer(image, question, maxNewTokens = 64) {
-      const messages = [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: question }] }];
+      const messages = [{ role: "user", content: [{ type: "image" }, { type: "text", text: question }] }];
       const prompt = processor.apply_chat_template(messages, { add_generation_prompt: true });
       const raw = await RawImage.fromBlob(new Blob([image as Uint8Array<ArrayBuffer>]));
       const inputs = await processor(prompt, [raw]);

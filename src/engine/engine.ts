@@ -12,10 +12,18 @@ import { GlanceError, invalidArgument } from "../errors.ts";
 import { createArchitecture } from "../model/architecture.ts";
 import { createChatTemplate } from "../model/chat-template.ts";
 import { type Dtype, readModelFolder } from "../model/model-folder.ts";
-import { type InputMessage, createPromptBuilder } from "../model/prompt-builder.ts";
+import { createPromptBuilder, type InputMessage } from "../model/prompt-builder.ts";
 import { createTextTokenizer } from "../model/text-tokenizer.ts";
 import type {
-  EngineStats, FinishReason, FromWorker, SequenceEvent, SubmitMessage, Timings, ToWorker, Usage, WorkerData,
+  EngineStats,
+  FinishReason,
+  FromWorker,
+  SequenceEvent,
+  SubmitMessage,
+  Timings,
+  ToWorker,
+  Usage,
+  WorkerData,
 } from "./protocol.ts";
 import { now } from "./protocol.ts";
 import { type SamplingParams, validateSamplingParams } from "./sampler.ts";
@@ -169,7 +177,11 @@ export function createEngine(options: EngineOptions): Engine {
   const worker = new Worker(new URL("./worker.ts", import.meta.url), { workerData });
   const streams = new Map<string, ReturnType<typeof createEventQueue>>();
   let latest: EngineStats = {
-    running: 0, waiting: 0, batchSize: 0, cacheBytes: 0, steps: 0,
+    running: 0,
+    waiting: 0,
+    batchSize: 0,
+    cacheBytes: 0,
+    steps: 0,
     visionCache: { hits: 0, misses: 0, entries: 0, bytes: 0 },
   };
   let broken: GlanceError | null = null;
@@ -199,7 +211,7 @@ export function createEngine(options: EngineOptions): Engine {
   function resolveSampling(input: GenerateInput): { sampling: SamplingParams; maxTokens: number; stop: string[] } {
     const s = input.sampling ?? {};
     const sampling: SamplingParams = {
-      temperature: s.temperature ?? (gen.do_sample ? gen.temperature ?? 1 : 0),
+      temperature: s.temperature ?? (gen.do_sample ? (gen.temperature ?? 1) : 0),
       topP: s.topP ?? gen.top_p ?? 1,
       topK: s.topK ?? gen.top_k ?? 0,
       repetitionPenalty: s.repetitionPenalty ?? gen.repetition_penalty ?? 1,
@@ -231,16 +243,28 @@ export function createEngine(options: EngineOptions): Engine {
     let finished = false;
     const onAbort = () => queue.fail(new GlanceError("cancelled", "the request was cancelled"));
     opts.signal?.addEventListener("abort", onAbort, { once: true });
-    const timer = opts.deadline === undefined ? undefined : setTimeout(
-      () => queue.fail(new GlanceError("deadline_exceeded", "the request's deadline passed before generation finished")),
-      Math.max(0, opts.deadline - Date.now()),
-    );
+    const timer =
+      opts.deadline === undefined
+        ? undefined
+        : setTimeout(
+            () => queue.fail(new GlanceError("deadline_exceeded", "the request's deadline passed before generation finished")),
+            Math.max(0, opts.deadline - Date.now()),
+          );
     try {
       if (opts.signal?.aborted) onAbort();
       const prompt = await Promise.race([prompts.build(input.messages), queue.failed]);
       const message: SubmitMessage = {
-        type: "submit", id, ids: prompt.ids, positions: prompt.positions, images: prompt.images,
-        imageTokens: prompt.imageTokens, sampling, maxTokens, stop, arrivedAt, imagePreprocessMs: prompt.imagePreprocessMs,
+        type: "submit",
+        id,
+        ids: prompt.ids,
+        positions: prompt.positions,
+        images: prompt.images,
+        imageTokens: prompt.imageTokens,
+        sampling,
+        maxTokens,
+        stop,
+        arrivedAt,
+        imagePreprocessMs: prompt.imagePreprocessMs,
       };
       post(message);
       submitted = true;
@@ -273,9 +297,19 @@ export function createEngine(options: EngineOptions): Engine {
     await workerReady;
     loaded = true;
     const size = 64;
-    const image = await sharp({ create: { width: size, height: size, channels: 3, background: "#808080" } }).png().toBuffer();
+    const image = await sharp({ create: { width: size, height: size, channels: 3, background: "#808080" } })
+      .png()
+      .toBuffer();
     const { events } = generate({
-      messages: [{ role: "user", content: [{ type: "image", data: image }, { type: "text", text: "Hello" }] }],
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image", data: image },
+            { type: "text", text: "Hello" },
+          ],
+        },
+      ],
       sampling: { temperature: 0, maxTokens: 2 },
     });
     for await (const _ of events);

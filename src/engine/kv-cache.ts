@@ -49,8 +49,7 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
   for (let i = 0; i < spec.layers; i++) names.push(`${i}.key`, `${i}.value`);
   const block = spec.kvHeads * spec.headDim;
   const alloc = (n: number): KvArray => (spec.kvType === "float16" ? new Uint16Array(n) : new Float32Array(n));
-  const tensor = (data: KvArray, r: number, length: number) =>
-    new ort.Tensor(spec.kvType, data, [r, spec.kvHeads, length, spec.headDim]);
+  const tensor = (data: KvArray, r: number, length: number) => new ort.Tensor(spec.kvType, data, [r, spec.kvHeads, length, spec.headDim]);
 
   let state: State = {
     tensors: names.map(() => tensor(alloc(0), rows, 0)),

@@ -38,7 +38,12 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
 
   /** One decoder run adding `width` positions per row; `real` counts the non-padding ones per row. */
   async function runDecoder(
-    embeds: Float32Array, rows: number, width: number, positions: BigInt64Array, cache: BatchCache, real?: number[],
+    embeds: Float32Array,
+    rows: number,
+    width: number,
+    positions: BigInt64Array,
+    cache: BatchCache,
+    real?: number[],
   ) {
     const feeds: Record<string, ort.Tensor> = {
       inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, hidden]),
@@ -53,7 +58,8 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
     const kept = logits.dims[1]!;
     const data = logits.data as Float32Array;
     const last = Array.from({ length: rows }, (_, r) =>
-      data.subarray(((r + 1) * kept - 1) * spec.vocabSize, (r + 1) * kept * spec.vocabSize));
+      data.subarray(((r + 1) * kept - 1) * spec.vocabSize, (r + 1) * kept * spec.vocabSize),
+    );
     return { outputs, last };
   }
 
@@ -75,7 +81,12 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
       const features = out["image_features"]!.data as Float32Array;
       const perTile = features.length / tiles;
       let start = 0;
-      return images.map((im) => features.slice(start, (start += im.tiles * perTile)));
+      return images.map((im) => {
+        const end = start + im.tiles * perTile;
+        const slice = features.slice(start, end);
+        start = end;
+        return slice;
+      });
     },
 
     async prefill(inputs) {
@@ -85,7 +96,9 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
       const positions = new BigInt64Array(rows * width);
       inputs.forEach((x, r) => {
         const pad = width - x.ids.length;
-        x.ids.forEach((id, i) => (ids[r * width + pad + i] = BigInt(id)));
+        x.ids.forEach((id, i) => {
+          ids[r * width + pad + i] = BigInt(id);
+        });
         positions.set(x.positions, r * width + pad);
       });
       const embeds = await embed(ids, rows, width);
@@ -100,7 +113,10 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
           feature++;
         });
         if (feature * hidden !== x.imageFeatures.length) {
-          throw new GlanceError("internal", `the prompt has ${feature} image tokens but the images gave ${x.imageFeatures.length / hidden} features`);
+          throw new GlanceError(
+            "internal",
+            `the prompt has ${feature} image tokens but the images gave ${x.imageFeatures.length / hidden} features`,
+          );
         }
       });
       const cache = createBatchCache(spec, rows);

@@ -7,13 +7,13 @@
  */
 import type { ImagePixels } from "../model/architecture.ts";
 import type { TextTokenizer } from "../model/text-tokenizer.ts";
-import { type IncrementalDetokenizer, createIncrementalDetokenizer } from "./detokenizer.ts";
+import { createIncrementalDetokenizer, type IncrementalDetokenizer } from "./detokenizer.ts";
 import type { BatchCache } from "./kv-cache.ts";
 import type { ModelRunner } from "./model-runner.ts";
 import type { EngineStats, FinishReason, SchedulerOptions, SequenceEvent, SubmitMessage } from "./protocol.ts";
 import { now } from "./protocol.ts";
-import { type Sampler, createSampler } from "./sampler.ts";
-import { type StopMatcher, createStopMatcher } from "./stop-strings.ts";
+import { createSampler, type Sampler } from "./sampler.ts";
+import { createStopMatcher, type StopMatcher } from "./stop-strings.ts";
 import type { VisionCache } from "./vision-cache.ts";
 
 interface Sequence {
@@ -162,8 +162,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       count++;
       width = nextWidth;
     }
-    const enough = live === 0 || stepsWithoutAdmission >= options.maxWaitingSteps
-      || count >= Math.floor(live * options.waitingServedRatio);
+    const enough = live === 0 || stepsWithoutAdmission >= options.maxWaitingSteps || count >= Math.floor(live * options.waitingServedRatio);
     if (count === 0 || !enough) return [];
     stepsWithoutAdmission = 0;
     return waiting.splice(0, count);

@@ -5,8 +5,8 @@
  * promptPositions with its own rule; the engine asks only this interface.
  */
 import { GlanceError } from "../errors.ts";
-import type { DecodedImage } from "./image-decoder.ts";
 import { createIdefics3ImageProcessor } from "./idefics3-image-processor.ts";
+import type { DecodedImage } from "./image-decoder.ts";
 import type { ModelFolder } from "./model-folder.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
 
@@ -55,8 +55,10 @@ const FAMILIES: Record<string, (folder: ModelFolder, tokenizer: TextTokenizer) =
 export function createArchitecture(folder: ModelFolder, tokenizer: TextTokenizer): Architecture {
   const family = FAMILIES[folder.config.model_type];
   if (!family) {
-    throw new GlanceError("unavailable", `model_type ${folder.config.model_type} is not supported ` +
-      `(supported: ${Object.keys(FAMILIES).join(", ")})`);
+    throw new GlanceError(
+      "unavailable",
+      `model_type ${folder.config.model_type} is not supported ` + `(supported: ${Object.keys(FAMILIES).join(", ")})`,
+    );
   }
   return family(folder, tokenizer);
 }

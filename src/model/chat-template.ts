@@ -23,9 +23,7 @@ export function createChatTemplate(tokenizerConfig: Record<string, unknown>): Ch
     throw new GlanceError("unavailable", "tokenizer_config.json has no chat_template");
   }
   const template = new Template(source);
-  const specials = Object.fromEntries(
-    ["bos_token", "eos_token", "pad_token", "unk_token"].map((k) => [k, tokenizerConfig[k] ?? ""]),
-  );
+  const specials = Object.fromEntries(["bos_token", "eos_token", "pad_token", "unk_token"].map((k) => [k, tokenizerConfig[k] ?? ""]));
   return {
     render(messages) {
       try {

@@ -4,8 +4,9 @@
  * Idefics3ImageProcessor and Idefics3Processor step by step (the tests compare the two), because
  * the exported models only answer well on pixels prepared the way they were trained on.
  */
-import sharp from "sharp";
+
 import type { AffineOptions } from "sharp";
+import sharp from "sharp";
 import { GlanceError } from "../errors.ts";
 import type { DecodedImage } from "./image-decoder.ts";
 
@@ -114,12 +115,7 @@ function longestEdgeSize(width: number, height: number, longestEdge: number): [n
 }
 
 /** RawImage.resize of transformers.js in Node: the same sharp operations on the same raw pixels. */
-async function resizeWithSharp(
-  image: DecodedImage,
-  width: number,
-  height: number,
-  resample: number,
-): Promise<DecodedImage> {
+async function resizeWithSharp(image: DecodedImage, width: number, height: number, resample: number): Promise<DecodedImage> {
   const input = sharp(image.data, { raw: { width: image.width, height: image.height, channels: CHANNELS } });
   const resized =
     resample === LANCZOS
@@ -173,13 +169,7 @@ function linearAxis(inSize: number, outSize: number) {
  * Bilinear resize of every channel into `out` at `offset`: transformers.js's interpolate_4d,
  * which runs an onnxruntime Resize node whose only attribute is mode "linear" (opset 20).
  */
-function resizeBilinear(
-  src: Planes,
-  outWidth: number,
-  outHeight: number,
-  out: Float32Array,
-  offset: number,
-): void {
+function resizeBilinear(src: Planes, outWidth: number, outHeight: number, out: Float32Array, offset: number): void {
   const xs = linearAxis(src.width, outWidth);
   const ys = linearAxis(src.height, outHeight);
   const inPlane = src.width * src.height;

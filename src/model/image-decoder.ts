@@ -3,8 +3,9 @@
  * first so that an image over the pixel limit is refused before any memory goes to its pixels,
  * and sharp's own input limit stands behind that check in case a header lies.
  */
-import sharp from "sharp";
+
 import type { Metadata } from "sharp";
+import sharp from "sharp";
 import { invalidArgument } from "../errors.ts";
 
 /** 8-bit sRGB pixels, row-major, three bytes per pixel (HWC). */
@@ -28,10 +29,13 @@ const NOT_AN_IMAGE = "image could not be decoded (not a PNG, JPEG, WebP or GIF f
 function hasAcceptedSignature(bytes: Uint8Array): boolean {
   const at = (offset: number, ascii: string) =>
     bytes.length >= offset + ascii.length && [...ascii].every((ch, i) => bytes[offset + i] === ch.charCodeAt(0));
-  return (bytes[0] === 0x89 && at(1, "PNG\r\n\x1a\n"))
-    || (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff)
-    || (at(0, "RIFF") && at(8, "WEBP"))
-    || at(0, "GIF87a") || at(0, "GIF89a");
+  return (
+    (bytes[0] === 0x89 && at(1, "PNG\r\n\x1a\n")) ||
+    (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) ||
+    (at(0, "RIFF") && at(8, "WEBP")) ||
+    at(0, "GIF87a") ||
+    at(0, "GIF89a")
+  );
 }
 
 /**
@@ -68,9 +72,7 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Pr
   const { width, height } = header.autoOrient;
   const pixels = width * height;
   if (pixels > options.maxPixels) {
-    throw invalidArgument(
-      `image is ${width}×${height} = ${pixels} pixels, over the limit of ${options.maxPixels}`,
-    );
+    throw invalidArgument(`image is ${width}×${height} = ${pixels} pixels, over the limit of ${options.maxPixels}`);
   }
 
   try {

@@ -37,7 +37,7 @@ export interface OnnxModel {
 
 function tensorMeta(session: ort.InferenceSession, name: string, where: string) {
   const meta = session.inputMetadata.find((m) => m.name === name) ?? session.outputMetadata.find((m) => m.name === name);
-  if (!meta || !meta.isTensor) throw new GlanceError("unavailable", `${where} has no tensor ${name}`);
+  if (!meta?.isTensor) throw new GlanceError("unavailable", `${where} has no tensor ${name}`);
   return meta;
 }
 

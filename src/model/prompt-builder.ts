@@ -63,16 +63,18 @@ export function createPromptBuilder(
       }
 
       const started = performance.now();
-      const images = await Promise.all(encoded.map(async (data, i) => {
-        try {
-          const decoded = await decodeImage(data, { maxPixels: limits.maxImagePixels });
-          const { pixels, prompt } = await arch.prepareImage(decoded);
-          return { key: createHash("sha256").update(data).digest("hex"), pixels, prompt };
-        } catch (e) {
-          if (e instanceof GlanceError) throw new GlanceError(e.code, `image ${i + 1}: ${e.message}`);
-          throw e;
-        }
-      }));
+      const images = await Promise.all(
+        encoded.map(async (data, i) => {
+          try {
+            const decoded = await decodeImage(data, { maxPixels: limits.maxImagePixels });
+            const { pixels, prompt } = await arch.prepareImage(decoded);
+            return { key: createHash("sha256").update(data).digest("hex"), pixels, prompt };
+          } catch (e) {
+            if (e instanceof GlanceError) throw new GlanceError(e.code, `image ${i + 1}: ${e.message}`);
+            throw e;
+          }
+        }),
+      );
       const imagePreprocessMs = performance.now() - started;
 
       const chat: ChatMessage[] = messages.map((m) => ({
@@ -81,14 +83,18 @@ export function createPromptBuilder(
       }));
       const pieces = template.render(chat).split(arch.imagePlaceholder);
       if (pieces.length - 1 !== images.length) {
-        throw invalidArgument(`the model's chat template placed ${pieces.length - 1} of the request's ${images.length} images; ` +
-          "put images in user messages");
+        throw invalidArgument(
+          `the model's chat template placed ${pieces.length - 1} of the request's ${images.length} images; ` +
+            "put images in user messages",
+        );
       }
       const text = pieces.reduce((acc, piece, i) => acc + images[i - 1]!.prompt + piece);
       const ids = Int32Array.from(tokenizer.encode(text));
       if (ids.length >= limits.contextLength) {
-        throw invalidArgument(`the prompt is ${ids.length} tokens, images included; the context length is ` +
-          `${limits.contextLength}, so it must be at most ${limits.contextLength - 1}`);
+        throw invalidArgument(
+          `the prompt is ${ids.length} tokens, images included; the context length is ` +
+            `${limits.contextLength}, so it must be at most ${limits.contextLength - 1}`,
+        );
       }
       const imageTokens = ids.reduce((n, id) => n + (id === arch.imageTokenId ? 1 : 0), 0);
       return {

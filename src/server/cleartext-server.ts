@@ -8,7 +8,10 @@ import http2 from "node:http2";
 import net from "node:net";
 import { Duplex } from "node:stream";
 
-export type RequestHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+export type RequestHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
 
 export interface CleartextServer {
   readonly port: number;

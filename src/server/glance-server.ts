@@ -5,12 +5,12 @@
  */
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
-import { type Engine, createEngine } from "../engine/engine.ts";
+import { createEngine, type Engine } from "../engine/engine.ts";
 import type { CleartextServer } from "./cleartext-server.ts";
 import { type GrpcServer, startGrpcServer } from "./grpc-server.ts";
 import { startHttpServer } from "./http-server.ts";
 import { createInferenceService } from "./inference-service.ts";
-import { type Lifecycle, createLifecycle } from "./lifecycle.ts";
+import { createLifecycle, type Lifecycle } from "./lifecycle.ts";
 import { createMetrics } from "./metrics.ts";
 import { createRequestObserver } from "./request-observer.ts";
 
@@ -59,12 +59,16 @@ export async function startGlanceServer(config: Config, log: Logger): Promise<Gl
       maxReceiveMessageBytes: config.maxMessageBytes,
       maxSendMessageBytes: config.maxMessageBytes,
     });
-    http = await startHttpServer(impl, { engine, lifecycle, observe, metrics, maxBodyBytes: config.maxMessageBytes }, {
-      host: config.host,
-      port: config.httpPort,
-      corsOrigin: config.corsOrigin,
-      maxMessageBytes: config.maxMessageBytes,
-    });
+    http = await startHttpServer(
+      impl,
+      { engine, lifecycle, observe, metrics, maxBodyBytes: config.maxMessageBytes },
+      {
+        host: config.host,
+        port: config.httpPort,
+        corsOrigin: config.corsOrigin,
+        maxMessageBytes: config.maxMessageBytes,
+      },
+    );
   } catch (e) {
     await grpc?.close(0);
     await engine.close();

@@ -5,8 +5,8 @@
  */
 import { once } from "node:events";
 import { create, type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type ServiceImpl, createHandlerContext } from "@connectrpc/connect";
-import * as grpc from "@grpc/grpc-js";
+import { createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type * as grpc from "@grpc/grpc-js";
 import { toConnectError } from "./status.ts";
 
 function metadataToHeaders(metadata: grpc.Metadata): Headers {
@@ -70,7 +70,10 @@ export function addConnectService<S extends DescService>(server: grpc.Server, se
         const ctx = context(service, method, call);
         Promise.resolve()
           .then(() => fn(call.request, ctx))
-          .then((res) => callback(null, res), (e) => callback(toServiceError(e)))
+          .then(
+            (res) => callback(null, res),
+            (e) => callback(toServiceError(e)),
+          )
           .finally(() => ctx.abort());
       }) as grpc.handleUnaryCall<unknown, unknown>;
     } else if (method.methodKind === "server_streaming") {

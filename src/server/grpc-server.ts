@@ -11,7 +11,7 @@ import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
-import { InferenceService, file_glance_v1_inference } from "../../gen/glance/v1/inference_pb.js";
+import { file_glance_v1_inference, InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { addConnectService } from "./grpc-adapter.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 
@@ -37,10 +37,7 @@ export interface GrpcServer {
 function fileDescriptorProtos(file: DescFile, seen = new Set<string>()): Buffer[] {
   if (seen.has(file.name)) return [];
   seen.add(file.name);
-  return [
-    ...file.dependencies.flatMap((d) => fileDescriptorProtos(d, seen)),
-    Buffer.from(toBinary(FileDescriptorProtoSchema, file.proto)),
-  ];
+  return [...file.dependencies.flatMap((d) => fileDescriptorProtos(d, seen)), Buffer.from(toBinary(FileDescriptorProtoSchema, file.proto))];
 }
 
 /**
@@ -68,7 +65,8 @@ function withProtocMapEntryNames(bin: Buffer): Buffer {
 
 /** The reflection service's own protos, so that reflection lists itself as other servers' does. */
 const reflectionProtoPaths = ["v1", "v1alpha"].map((v) =>
-  fileURLToPath(import.meta.resolve(`@grpc/reflection/build/proto/grpc/reflection/${v}/reflection.proto`)));
+  fileURLToPath(import.meta.resolve(`@grpc/reflection/build/proto/grpc/reflection/${v}/reflection.proto`)),
+);
 
 export async function startGrpcServer(
   impl: ServiceImpl<typeof InferenceService>,
@@ -103,7 +101,8 @@ export async function startGrpcServer(
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${options.host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p));
+      err ? reject(err) : resolve(p),
+    );
   });
   return {
     port,

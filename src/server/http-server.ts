@@ -7,10 +7,10 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { cors } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
-import { type CleartextServer, type RequestHandler, listenCleartext } from "./cleartext-server.ts";
+import { type CleartextServer, listenCleartext, type RequestHandler } from "./cleartext-server.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 import type { Metrics } from "./metrics.ts";
-import { type HttpRequest, type HttpResponse, type OpenAiDeps, handleChatCompletions, handleModels, sendJson } from "./openai-routes.ts";
+import { type HttpRequest, type HttpResponse, handleChatCompletions, handleModels, type OpenAiDeps, sendJson } from "./openai-routes.ts";
 
 export interface HttpServerOptions {
   host: string;

@@ -8,8 +8,10 @@ export function decodeImageUrl(url: string, where: string): Uint8Array {
   const m = /^data:([^,]*?),(.*)$/s.exec(url);
   if (!m) {
     const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
-    throw invalidArgument(`${where}: image URL scheme ${scheme ? JSON.stringify(scheme) : "(none)"} is not allowed; ` +
-      "send the image bytes or a data: URL (data:image/png;base64,...)");
+    throw invalidArgument(
+      `${where}: image URL scheme ${scheme ? JSON.stringify(scheme) : "(none)"} is not allowed; ` +
+        "send the image bytes or a data: URL (data:image/png;base64,...)",
+    );
   }
   const [, meta = "", payload = ""] = m;
   const data = meta.endsWith(";base64") ? Buffer.from(payload, "base64") : Buffer.from(decodeURIComponent(payload), "latin1");

@@ -8,7 +8,7 @@ import {
   FinishReason,
   type GenerateRequest,
   type GenerateResponseSchema,
-  InferenceService,
+  type InferenceService,
   Role,
 } from "../../gen/glance/v1/inference_pb.js";
 import type { Engine, GenerateInput } from "../engine/engine.ts";
@@ -116,24 +116,25 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
           deadline: timeout === undefined ? undefined : Date.now() + timeout,
         });
         for await (const e of observe(requestId, `Generate/${ctx.protocolName}`, events)) {
-          const out: MessageInitShape<typeof GenerateResponseSchema> = e.type === "delta"
-            ? { requestId, event: { case: "delta", value: { text: e.text, tokenIds: e.tokenIds } } }
-            : {
-              requestId,
-              event: {
-                case: "done",
-                value: {
-                  finishReason: e.finishReason === "stop" ? FinishReason.STOP : FinishReason.LENGTH,
-                  usage: {
-                    promptTokens: e.usage.promptTokens,
-                    completionTokens: e.usage.completionTokens,
-                    totalTokens: e.usage.promptTokens + e.usage.completionTokens,
-                    imageTokens: e.usage.imageTokens,
+          const out: MessageInitShape<typeof GenerateResponseSchema> =
+            e.type === "delta"
+              ? { requestId, event: { case: "delta", value: { text: e.text, tokenIds: e.tokenIds } } }
+              : {
+                  requestId,
+                  event: {
+                    case: "done",
+                    value: {
+                      finishReason: e.finishReason === "stop" ? FinishReason.STOP : FinishReason.LENGTH,
+                      usage: {
+                        promptTokens: e.usage.promptTokens,
+                        completionTokens: e.usage.completionTokens,
+                        totalTokens: e.usage.promptTokens + e.usage.completionTokens,
+                        imageTokens: e.usage.imageTokens,
+                      },
+                      timings: toTimings(e.timings),
+                    },
                   },
-                  timings: toTimings(e.timings),
-                },
-              },
-            };
+                };
           yield out;
         }
       } catch (e) {
@@ -151,15 +152,17 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
     listModels() {
       const i = engine.info;
       return {
-        models: [{
-          id: i.id,
-          modelType: i.modelType,
-          contextLength: i.contextLength,
-          maxImagesPerRequest: i.maxImages,
-          maxImagePixels: BigInt(i.maxImagePixels),
-          maxTokens: i.maxTokens,
-          ready: lifecycle.state === "serving",
-        }],
+        models: [
+          {
+            id: i.id,
+            modelType: i.modelType,
+            contextLength: i.contextLength,
+            maxImagesPerRequest: i.maxImages,
+            maxImagePixels: BigInt(i.maxImagePixels),
+            maxTokens: i.maxTokens,
+            ready: lifecycle.state === "serving",
+          },
+        ],
       };
     },
   };

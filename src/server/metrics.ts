@@ -17,12 +17,21 @@ export interface Metrics {
 export function createMetrics(stats: () => EngineStats): Metrics {
   const registry = new client.Registry();
   const gauge = (name: string, help: string, read: (s: EngineStats) => number) =>
-    new client.Gauge({ name, help, registers: [registry], collect() { this.set(read(stats())); } });
+    new client.Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read(stats()));
+      },
+    });
   /** A counter mirroring a total the engine keeps. */
   const mirrored = (name: string, help: string, read: (s: EngineStats) => number) => {
     let seen = 0;
     return new client.Counter({
-      name, help, registers: [registry],
+      name,
+      help,
+      registers: [registry],
       collect() {
         const total = read(stats());
         this.inc(Math.max(0, total - seen));
@@ -36,17 +45,22 @@ export function createMetrics(stats: () => EngineStats): Metrics {
   mirrored("glance:image_cache_hits_total", "Images whose vision features came from the cache.", (s) => s.visionCache.hits);
   mirrored("glance:image_cache_misses_total", "Images run through the vision encoder.", (s) => s.visionCache.misses);
 
-  const histogram = (name: string, help: string) =>
-    new client.Histogram({ name, help, buckets: LATENCY_BUCKETS, registers: [registry] });
+  const histogram = (name: string, help: string) => new client.Histogram({ name, help, buckets: LATENCY_BUCKETS, registers: [registry] });
   const ttft = histogram("glance:time_to_first_token_seconds", "Time from arrival to the first generated token.");
   const itl = histogram("glance:inter_token_latency_seconds", "Time between consecutive tokens of a stream.");
   const e2e = histogram("glance:e2e_request_latency_seconds", "Time from arrival to the last token.");
   const queue = histogram("glance:request_queue_time_seconds", "Time from arrival to admission into the batch.");
-  const prompt = new client.Counter({ name: "glance:prompt_tokens_total", help: "Prompt tokens processed, image tokens included.", registers: [registry] });
+  const prompt = new client.Counter({
+    name: "glance:prompt_tokens_total",
+    help: "Prompt tokens processed, image tokens included.",
+    registers: [registry],
+  });
   const generation = new client.Counter({ name: "glance:generation_tokens_total", help: "Tokens generated.", registers: [registry] });
   const success = new client.Counter({
-    name: "glance:request_success_total", help: "Requests that finished, by finish reason.",
-    labelNames: ["finished_reason"], registers: [registry],
+    name: "glance:request_success_total",
+    help: "Requests that finished, by finish reason.",
+    labelNames: ["finished_reason"],
+    registers: [registry],
   });
 
   return {

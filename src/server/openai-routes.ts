@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import type { Engine, GenerateInput } from "../engine/engine.ts";
-import { GlanceError, invalidArgument } from "../errors.ts";
+import { type GlanceError, invalidArgument } from "../errors.ts";
 import type { ChatRole } from "../model/chat-template.ts";
 import type { InputPart } from "../model/prompt-builder.ts";
 import { decodeImageUrl } from "./image-url.ts";
@@ -110,7 +110,12 @@ export function toGenerateInput(body: Record<string, unknown>): GenerateInput {
   const n = optionalNumber(body, "n");
   if (n !== undefined && n !== 1) throw invalidArgument("n must be 1: Glance returns one choice");
   const stop = body["stop"];
-  if (stop !== undefined && stop !== null && typeof stop !== "string" && !(Array.isArray(stop) && stop.every((s) => typeof s === "string"))) {
+  if (
+    stop !== undefined &&
+    stop !== null &&
+    typeof stop !== "string" &&
+    !(Array.isArray(stop) && stop.every((s) => typeof s === "string"))
+  ) {
     throw invalidArgument("stop must be a string or an array of strings");
   }
   const seed = optionalNumber(body, "seed");
@@ -124,7 +129,7 @@ export function toGenerateInput(body: Record<string, unknown>): GenerateInput {
       topK: optionalNumber(body, "top_k"),
       repetitionPenalty: optionalNumber(body, "repetition_penalty"),
       seed: seed === undefined ? undefined : BigInt.asUintN(64, BigInt(seed)),
-      stop: typeof stop === "string" ? [stop] : (stop as string[] | undefined | null) ?? undefined,
+      stop: typeof stop === "string" ? [stop] : ((stop as string[] | undefined | null) ?? undefined),
     },
   };
 }
@@ -144,7 +149,9 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
     done = lifecycle.admit();
     const body = await readJson(req, deps.maxBodyBytes);
     if (typeof body["model"] === "string" && body["model"] !== "" && body["model"] !== engine.info.id) {
-      throw invalidArgument(`model ${JSON.stringify(body["model"])} is not served here; this server serves ${JSON.stringify(engine.info.id)}`);
+      throw invalidArgument(
+        `model ${JSON.stringify(body["model"])} is not served here; this server serves ${JSON.stringify(engine.info.id)}`,
+      );
     }
     const stream = body["stream"] === true;
     const includeUsage = (body["stream_options"] as { include_usage?: unknown } | undefined)?.include_usage === true;
@@ -176,7 +183,10 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
       };
       if (!stream) {
         sendJson(res, 200, {
-          id, object: "chat.completion", created, model: engine.info.id,
+          id,
+          object: "chat.completion",
+          created,
+          model: engine.info.id,
           choices: [{ index: 0, message: { role: "assistant", content: text }, logprobs: null, finish_reason: e.finishReason }],
           usage,
         });

@@ -16,7 +16,10 @@ export interface TestServer {
 
 /** `flags` are `glance serve` flags, e.g. ["--max-batch-size", "1"]. */
 export async function startTestServer(flags: string[] = []): Promise<TestServer> {
-  const config: Config = loadConfig(["--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--drain-grace-ms", "5000", ...flags], {});
+  const config: Config = loadConfig(
+    ["--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--drain-grace-ms", "5000", ...flags],
+    {},
+  );
   const server = await startGlanceServer(config, pino({ level: "silent" }));
   await server.ready;
   return {
