@@ -63,7 +63,7 @@ import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
-import { defaultIntraOpThreads } from "../src/engine/engine.ts";
+import { defaultIntraOpThreads } from "../src/config.ts";
 import type { Dtype } from "../src/model/model-folder.ts";
 import { type Api, createSender } from "./lib/client.ts";
 import { type LimitModel, loadLimitModel } from "./lib/limit.ts";

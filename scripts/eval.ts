@@ -1,14 +1,16 @@
 /**
- * npm run eval [-- --model DIR] [--decoder fp32|q8] [--limit N] [--concurrency N]
+ * npm run eval [-- --model DIR] [--decoder-dtype fp32|q8] [--limit N] [--concurrency N]
  *
  * Exact-match accuracy of a model folder on the tiny model's held-out questions, answered twice:
  * by transformers.js (an implementation nobody here wrote) from the ONNX files on disk, and by
  * Glance's engine with requests batched together. Prints accuracy per question kind and language
  * for both, and how many answers agree token for token. The last line is transformers.js's
- * overall figure, `accuracy: 0.97`.
+ * overall figure, such as `accuracy: 1.00`.
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { loadConfig } from "../src/config.ts";
 import { createEngine } from "../src/engine/engine.ts";
 import { type HeldOutQuestion, isCorrect, KINDS, loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "./lib/heldout.ts";
 import { createTransformersPeer } from "./lib/transformers-peer.ts";
@@ -16,13 +18,15 @@ import { createTransformersPeer } from "./lib/transformers-peer.ts";
 const { values } = parseArgs({
   options: {
     model: { type: "string", default: TINY_MODEL_DIR },
-    decoder: { type: "string", default: "fp32" },
+    "decoder-dtype": { type: "string", default: "fp32" },
     limit: { type: "string" },
     concurrency: { type: "string", default: "16" },
   },
 });
-if (values.decoder !== "fp32" && values.decoder !== "q8") throw new Error(`--decoder must be fp32 or q8, not ${values.decoder}`);
-const decoder = values.decoder;
+// transformers.js names these two variants as Glance does; the others it loads under other names.
+const dtype = values["decoder-dtype"];
+if (dtype !== "fp32" && dtype !== "q8") throw new Error(`--decoder-dtype must be fp32 or q8, not ${dtype}`);
+const decoder = dtype;
 const modelDir = path.resolve(values.model);
 const questions = loadHeldOut(modelDir).slice(0, values.limit ? Number(values.limit) : undefined);
 const progress = (label: string, done: number) => {
@@ -47,7 +51,7 @@ async function runPeer(): Promise<{ answers: Answer[]; seconds: number }> {
 }
 
 async function runGlance(): Promise<{ answers: Answer[]; seconds: number }> {
-  const engine = createEngine({ modelDir, decoderDtype: decoder });
+  const engine = createEngine(loadConfig(["--model", modelDir, "--decoder-dtype", decoder], {}).engine, { log: pino({ level: "silent" }) });
   await engine.ready;
   const started = performance.now();
   const answers: Answer[] = new Array(questions.length);

@@ -1,18 +1,17 @@
 /**
  * The model runner's batching is exact: a prompt left-padded into a batch with a longer one, and
  * a decode step shared with another row, give the logits it gets alone (up to float rounding).
- * Greedy batch invariance rests on this.
+ * Greedy batch invariance rests on this. Rows are addressed by sequence id: one that leaves the
+ * batch takes nothing of the others with it.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
-import { createModelRunner, type ModelRunner } from "../src/engine/model-runner.ts";
-import { createArchitecture } from "../src/model/architecture.ts";
+import { createModelRunner, type ModelRunner, type PrefillInput } from "../src/engine/model-runner.ts";
 import { createChatTemplate } from "../src/model/chat-template.ts";
-import { readModelFolder } from "../src/model/model-folder.ts";
+import { loadModel } from "../src/model/loaded-model.ts";
 import { loadOnnxModel, type OnnxModel } from "../src/model/onnx-model.ts";
 import { createPromptBuilder, type PreparedPrompt } from "../src/model/prompt-builder.ts";
-import { createTextTokenizer } from "../src/model/text-tokenizer.ts";
 
 function maxDifference(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
@@ -28,27 +27,28 @@ describe("model runner", () => {
   let long: PreparedPrompt;
 
   before(async () => {
-    const folder = readModelFolder(TINY_MODEL_DIR);
-    const tokenizer = createTextTokenizer(folder.tokenizerJson, folder.tokenizerConfig);
-    const arch = createArchitecture(folder, tokenizer);
+    const { folder, tokenizer, arch } = loadModel(TINY_MODEL_DIR, { decoderDtype: "fp32" });
     const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
       maxImages: 4,
       maxImagePixels: 1 << 24,
       contextLength: 512,
     });
     model = await loadOnnxModel(folder, { intraOpThreads: 1, interOpThreads: 1, executionProviders: ["cpu"] });
-    runner = createModelRunner(model, arch.imageTokenId);
+    runner = createModelRunner(model, arch);
     const q = loadHeldOut()[0]!;
     const ask = (text: string) =>
-      prompts.build([
-        {
-          role: "user",
-          content: [
-            { type: "image", data: readHeldOutImage(q) },
-            { type: "text", text },
-          ],
-        },
-      ]);
+      prompts.build(
+        [
+          {
+            role: "user",
+            content: [
+              { type: "image", data: readHeldOutImage(q) },
+              { type: "text", text },
+            ],
+          },
+        ],
+        () => undefined,
+      );
     short = await ask("How many shapes are there?");
     long = await ask("Return every shape and its color as JSON, and describe the image in one sentence too.");
     assert.ok(long.ids.length > short.ids.length + 10);
@@ -57,19 +57,58 @@ describe("model runner", () => {
     await model.release();
   });
 
-  it("gives a left-padded prompt the logits it gets alone, in prefill and in the next decode step", async () => {
-    const input = async (p: PreparedPrompt) => ({
-      ids: p.ids,
-      positions: p.positions,
-      imageFeatures: (await runner.encodeImages(p.images.map((i) => i.pixels)))[0]!,
-    });
-    const alone = await runner.prefill([await input(short)]);
-    const batched = await runner.prefill([await input(short), await input(long)]);
-    assert.ok(maxDifference(alone.logits[0]!, batched.logits[0]!) < 1e-3, "prefill logits differ when padded");
+  const input = async (id: string, p: PreparedPrompt): Promise<PrefillInput> => ({
+    id,
+    ids: p.ids,
+    positions: p.positions,
+    imageFeatures: (await runner.encodeImages(p.images.map((im) => ({ pixels: im.pixels!, featureCount: im.layout.featureCount }))))[0]!,
+  });
 
-    const next = (p: PreparedPrompt) => BigInt(p.ids.length);
-    const [stepAlone] = await runner.decode(alone.cache, Int32Array.of(7), BigInt64Array.of(next(short)));
-    const [stepBatched] = await runner.decode(batched.cache, Int32Array.of(7, 7), BigInt64Array.of(next(short), next(long)));
-    assert.ok(maxDifference(stepAlone!, stepBatched!) < 1e-3, "decode logits differ in a batch");
+  it("gives a left-padded prompt the logits it gets alone, in prefill and in the next decode step", async () => {
+    const alone = await runner.prefill([await input("alone", short)]);
+    const [stepAlone] = (await runner.decode(new Map([["alone", 7]]))).values();
+    runner.release(["alone"]);
+    assert.equal(runner.cacheBytes, 0);
+
+    const batched = await runner.prefill([await input("short", short), await input("long", long)]);
+    assert.ok(maxDifference(alone.get("alone")!, batched.get("short")!) < 1e-3, "prefill logits differ when padded");
+    const step = await runner.decode(
+      new Map([
+        ["short", 7],
+        ["long", 7],
+      ]),
+    );
+    assert.ok(maxDifference(stepAlone!, step.get("short")!) < 1e-3, "decode logits differ in a batch");
+    runner.reset();
+  });
+
+  it("lets one sequence leave and another join in the same step, and keeps the rest exact", async () => {
+    await runner.prefill([await input("a", long), await input("b", short)]);
+    const first = await runner.decode(
+      new Map([
+        ["a", 7],
+        ["b", 7],
+      ]),
+    );
+    // b leaves and c joins before the next step; a's logits must be those it gets alone.
+    runner.release(["b"]);
+    await runner.prefill([await input("c", short)]);
+    const second = await runner.decode(
+      new Map([
+        ["a", 9],
+        ["c", 7],
+      ]),
+    );
+    assert.deepEqual([...second.keys()].sort(), ["a", "c"]);
+    runner.reset();
+
+    await runner.prefill([await input("solo", long)]);
+    await runner.decode(new Map([["solo", 7]]));
+    const solo = await runner.decode(new Map([["solo", 9]]));
+    assert.ok(maxDifference(solo.get("solo")!, second.get("a")!) < 1e-3, "a's logits changed when b left and c joined");
+    assert.ok(first.has("b"));
+    await assert.rejects(runner.decode(new Map()), /no token for sequence solo/);
+    runner.release(["solo"]);
+    assert.equal(runner.cacheBytes, 0);
   });
 });

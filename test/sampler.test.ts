@@ -4,24 +4,24 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { createSampler, type SamplingParams, validateSamplingParams } from "../src/engine/sampler.ts";
+import { createSampler, type LogitsProcessor, type SamplingParams, validateSamplingParams } from "../src/engine/sampler.ts";
 import { GlanceError } from "../src/errors.ts";
 
 const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n };
 const RANDOM: SamplingParams = { temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1, seed: 42n };
-const NONE = new Set<number>();
+const NONE: number[] = [];
 
-function sampleOnce(params: SamplingParams, logits: number[], seen: ReadonlySet<number> = NONE): number {
-  return createSampler(params).sample(Float32Array.from(logits), seen);
+function sampleOnce(params: SamplingParams, logits: number[], seen: number[] = NONE): number {
+  return createSampler(params, { promptIds: seen }).sample(Float32Array.from(logits));
 }
 
 function sampleMany(params: SamplingParams, logits: number[], draws: number): number[] {
-  const sampler = createSampler(params);
+  const sampler = createSampler(params, { promptIds: NONE });
   const row = new Float32Array(logits.length);
   const out: number[] = [];
   for (let i = 0; i < draws; i++) {
     row.set(logits);
-    out.push(sampler.sample(row, NONE));
+    out.push(sampler.sample(row));
   }
   return out;
 }
@@ -34,6 +34,43 @@ function pseudoRandomLogits(size: number, seed: number, scale: number): number[]
     return (state / 2 ** 32 - 0.5) * scale;
   });
 }
+
+describe("logits processors", () => {
+  it("run before the repetition penalty and the warpers, hear each accepted token, and can complete", () => {
+    const calls: string[] = [];
+    let steps = 0;
+    const onlyEven: LogitsProcessor = {
+      apply(logits) {
+        calls.push(`apply ${Array.from(logits).join(",")}`);
+        for (let i = 1; i < logits.length; i += 2) logits[i] = -Infinity;
+      },
+      accept(token) {
+        calls.push(`accept ${token}`);
+        steps++;
+      },
+      get complete() {
+        return steps >= 2;
+      },
+    };
+    const sampler = createSampler(
+      { ...RANDOM, temperature: 0.5, topK: 2, repetitionPenalty: 2 },
+      { promptIds: [2], processors: [onlyEven] },
+    );
+    // Unpenalised logits reach the processor; odd ids never win, and the penalty halves token 2.
+    for (let i = 0; i < 2; i++) {
+      assert.equal(sampler.complete, false);
+      const token = sampler.sample(Float32Array.from([1, 9, 3, 9]));
+      assert.equal(token % 2, 0);
+      sampler.accept(token);
+    }
+    assert.equal(sampler.complete, true);
+    assert.deepEqual(
+      calls.filter((c) => c.startsWith("apply")),
+      ["apply 1,9,3,9", "apply 1,9,3,9"],
+    );
+    assert.equal(calls.filter((c) => c.startsWith("accept")).length, 2);
+  });
+});
 
 describe("validateSamplingParams", () => {
   const cases: [keyof SamplingParams, number, RegExp][] = [
@@ -52,14 +89,15 @@ describe("validateSamplingParams", () => {
   for (const [field, value, message] of cases) {
     it(`refuses ${field} = ${value}`, () => {
       const params = { ...RANDOM, [field]: value };
-      for (const check of [() => validateSamplingParams(params), () => createSampler(params)]) {
-        assert.throws(check, (error: unknown) => {
+      assert.throws(
+        () => validateSamplingParams(params),
+        (error: unknown) => {
           assert.ok(error instanceof GlanceError);
           assert.equal(error.code, "invalid_argument");
           assert.match(error.message, message);
           return true;
-        });
-      }
+        },
+      );
     });
   }
 
@@ -84,21 +122,28 @@ describe("greedy", () => {
 describe("repetition penalty", () => {
   it("divides the logit of a seen positive token until another one wins", () => {
     const logits = [3, 2.5, 0];
-    assert.equal(sampleOnce(GREEDY, logits, new Set([0])), 0);
-    assert.equal(sampleOnce({ ...GREEDY, repetitionPenalty: 1.5 }, logits, new Set([0])), 1);
+    assert.equal(sampleOnce(GREEDY, logits, [0]), 0);
+    assert.equal(sampleOnce({ ...GREEDY, repetitionPenalty: 1.5 }, logits, [0]), 1);
   });
 
   it("multiplies negative logits, as transformers does, instead of dividing them", () => {
     // Dividing -1 by 2 would give -0.5 and make token 0 win; HF multiplies it to -2.
     const row = Float32Array.from([-1, -1.5, -8]);
-    const token = createSampler({ ...GREEDY, repetitionPenalty: 2 }).sample(row, new Set([0, 2]));
+    const token = createSampler({ ...GREEDY, repetitionPenalty: 2 }, { promptIds: [0, 2] }).sample(row);
     assert.equal(token, 1);
     assert.deepEqual([...row], [-2, -1.5, -16]);
   });
 
+  it("counts the tokens the sequence accepts as seen, after the prompt's", () => {
+    const sampler = createSampler({ ...GREEDY, repetitionPenalty: 4 }, { promptIds: [] });
+    assert.equal(sampler.sample(Float32Array.from([3, 2, 0])), 0);
+    sampler.accept(0);
+    assert.equal(sampler.sample(Float32Array.from([3, 2, 0])), 1);
+  });
+
   it("applies once per seen token and ignores ids outside the row", () => {
     const row = Float32Array.from([4, 1]);
-    createSampler({ ...GREEDY, repetitionPenalty: 2 }).sample(row, new Set([0, 0, 99]));
+    createSampler({ ...GREEDY, repetitionPenalty: 2 }, { promptIds: [0, 0, 99] }).sample(row);
     assert.deepEqual([...row], [2, 1]);
   });
 });
@@ -193,7 +238,7 @@ describe("random sampling", () => {
 
   it("samples a 150k vocabulary in a few milliseconds (timing reported, not asserted)", (t) => {
     const vocab = Float32Array.from(pseudoRandomLogits(150_000, 3, 20));
-    const seen = new Set(Array.from({ length: 500 }, (_, i) => i * 97));
+    const seen = Array.from({ length: 500 }, (_, i) => i * 97);
     const row = new Float32Array(vocab.length);
     const modes: [string, SamplingParams][] = [
       ["greedy", { ...GREEDY, repetitionPenalty: 1.1 }],
@@ -201,12 +246,12 @@ describe("random sampling", () => {
       ["top_k 50 + top_p 0.9", { ...RANDOM, topK: 50, topP: 0.9, repetitionPenalty: 1.1 }],
     ];
     for (const [name, params] of modes) {
-      const sampler = createSampler(params);
+      const sampler = createSampler(params, { promptIds: seen });
       const times: number[] = [];
       for (let i = 0; i < 120; i++) {
         row.set(vocab);
         const start = performance.now();
-        const token = sampler.sample(row, seen);
+        const token = sampler.sample(row);
         times.push(performance.now() - start);
         assert.ok(token >= 0 && token < vocab.length);
       }

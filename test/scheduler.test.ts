@@ -1,56 +1,36 @@
 /**
- * The batching loop's admission and cache bookkeeping, on a scripted model: every prompt asks
- * for a fixed number of tokens (its first id), so which requests join which iteration, and
- * which rows each cache rebuild keeps, follow from the policy alone.
+ * The batching loop's admission, the rows it releases, and its failure handling, on a scripted
+ * runner: every prompt asks for a fixed number of tokens, so which requests join which
+ * iteration and which leave follow from the policy alone.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { BatchCache } from "../src/engine/kv-cache.ts";
 import type { ModelRunner } from "../src/engine/model-runner.ts";
-import type { SchedulerOptions, SequenceEvent, SubmitMessage } from "../src/engine/protocol.ts";
+import type { EngineRequest, SchedulerOptions, SequenceEvent } from "../src/engine/protocol.ts";
 import { createScheduler } from "../src/engine/scheduler.ts";
-import { createVisionCache } from "../src/engine/vision-cache.ts";
 
 const VOCAB = 8;
 const TOKEN = 1;
 const EOS = 0;
 
-/** A cache that only tracks which request each row holds. */
-function fakeCache(rows: string[], log: string[]): BatchCache & { ids: string[] } {
-  const cache = {
-    ids: rows,
-    get rows() {
-      return cache.ids.length;
-    },
-    length: 0,
-    rowLengths: [],
-    feeds: () => ({}),
-    attentionMask: () => {
-      throw new Error("unused");
-    },
-    advance: () => {},
-    rebuild(keep: readonly number[], joining?: { cache: BatchCache; rows: readonly number[] }) {
-      const joins = joining ? joining.rows.map((r) => (joining.cache as typeof cache).ids[r]!) : [];
-      cache.ids = keep.map((r) => cache.ids[r]!).concat(joins);
-      log.push(`rebuild ${cache.ids.join(",")}`);
-    },
-    bytes: () => cache.ids.length,
-  };
-  return cache;
+interface Run {
+  log: string[];
+  events: SequenceEvent[];
+  failures: string[];
 }
 
 /**
  * Runs requests (id → tokens to generate) through a scheduler; `arrivals` submits more at given
- * decode steps. Returns the log of prefills, decode batches and rebuilds.
+ * decode steps, and `failAtStep` makes that decode step throw.
  */
 async function schedule(
   options: Partial<SchedulerOptions>,
   first: Record<string, number>,
   arrivals: Record<number, Record<string, number>> = {},
-): Promise<string[]> {
-  const log: string[] = [];
+  failAtStep?: number,
+): Promise<Run> {
+  const run: Run = { log: [], events: [], failures: [] };
   const remaining = new Map<string, number>();
-  const prefilled = new Set<string>();
   let steps = 0;
   const logits = (id: string) => {
     const left = remaining.get(id)! - 1;
@@ -63,57 +43,57 @@ async function schedule(
   const submit = (requests: Record<string, number>) => {
     for (const [id, n] of Object.entries(requests)) {
       remaining.set(id, n);
-      scheduler.submit({
-        type: "submit",
+      const request: EngineRequest = {
         id,
         ids: Int32Array.of(2, 3),
-        positions: BigInt64Array.of(0n, 1n),
+        positions: { rows: 1, prompt: BigInt64Array.of(0n, 1n), next: 2n },
         images: [],
         imageTokens: 0,
         sampling: { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n },
         maxTokens: 100,
         stop: [],
         arrivedAt: 0,
+        submittedAt: 0,
         imagePreprocessMs: 0,
-      } satisfies SubmitMessage);
+      };
+      scheduler.submit(request, []);
     }
   };
   const runner: ModelRunner = {
     encodeImages: async () => [],
     async prefill(inputs) {
-      // Admission is FIFO: these are the first requests not yet prefilled.
-      const ids = [...remaining.keys()].filter((id) => !prefilled.has(id)).slice(0, inputs.length);
-      for (const id of ids) prefilled.add(id);
-      log.push(`prefill ${ids.join(",")}`);
-      return { logits: ids.map(logits), cache: fakeCache(ids, log) };
+      run.log.push(`prefill ${inputs.map((x) => x.id).join(",")}`);
+      return new Map(inputs.map((x) => [x.id, logits(x.id)]));
     },
-    async decode(cache, tokens) {
-      const ids = (cache as ReturnType<typeof fakeCache>).ids;
-      assert.equal(tokens.length, ids.length);
-      log.push(`decode ${ids.join(",")}`);
+    async decode(tokens) {
+      const ids = [...tokens.keys()];
+      run.log.push(`decode ${ids.join(",")}`);
       steps++;
-      const out = ids.map(logits);
       if (arrivals[steps]) submit(arrivals[steps]!);
-      return out;
+      if (steps === failAtStep) throw new Error("scripted failure");
+      return new Map(ids.map((id) => [id, logits(id)]));
     },
+    release: (ids) => run.log.push(`release ${[...ids].join(",")}`),
+    reset: () => run.log.push("reset"),
+    cacheBytes: 0,
   };
-  const done = new Promise<void>((resolve, reject) => {
+  const done = new Promise<void>((resolve) => {
     scheduler = createScheduler({
       runner,
       tokenizer: { encode: () => [], decode: () => "", tokenId: () => undefined },
-      visionCache: createVisionCache(0),
       eosTokenIds: [EOS],
       contextLength: 1000,
-      options: { maxBatchSize: 16, maxPrefillTokens: 4096, visionCacheBytes: 0, waitingServedRatio: 0, maxWaitingSteps: 20, ...options },
-      emit(events: SequenceEvent[], stats) {
+      options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20, ...options },
+      emit(events, stats) {
+        run.events.push(...events);
         if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
       },
-      onFatal: reject,
+      onModelFailure: (error, requests) => run.failures.push(`${error.message} (${requests})`),
     });
   });
   submit(first);
   await done;
-  return log;
+  return run;
 }
 
 /** The prefills in the log, each with the number of decode steps before it. */
@@ -126,33 +106,67 @@ function prefills(log: string[]): string[] {
 // The first request starts the loop on its own; the others of the first group wait for the
 // next iteration, as messages reaching the worker one by one do.
 describe("scheduler", () => {
-  it("drops finished rows and adds new ones in a single cache rebuild", async () => {
-    const log = await schedule({}, { a: 2, b: 3 }, { 1: { c: 2 } });
+  it("releases each sequence's row the step it finishes, and decodes the rest with the newcomers", async () => {
+    const { log, events } = await schedule({}, { a: 2, b: 3 }, { 1: { c: 2 } });
     assert.deepEqual(log, [
       "prefill a",
       "decode a", // a finishes; c arrives
+      "release a",
       "prefill b,c",
-      "rebuild b,c", // a leaves and b, c join in one copy
       "decode b,c", // c finishes
-      "rebuild b",
-      "decode b", // b finishes, and the cache goes with it
+      "release c",
+      "decode b", // b finishes
+      "release b",
     ]);
+    assert.deepEqual(
+      events.filter((e) => e.type === "done").map((e) => e.id),
+      ["a", "c", "b"],
+    );
   });
 
   it("admits arrivals at the next iteration when the ratio is 0", async () => {
-    const log = await schedule({}, { a: 6, b: 6, c: 6, d: 6 }, { 2: { e: 2 }, 3: { f: 2 } });
+    const { log } = await schedule({}, { a: 6, b: 6, c: 6, d: 6 }, { 2: { e: 2 }, 3: { f: 2 } });
     assert.deepEqual(prefills(log), ["prefill a after 0", "prefill b,c,d after 1", "prefill e after 2", "prefill f after 3"]);
   });
 
   it("holds arrivals until waiting >= ratio x running, as TGI's router does", async () => {
     // Four running from step 2; ratio 0.5 wants two waiting: e (step 2) waits for f (step 4).
-    const log = await schedule({ waitingServedRatio: 0.5 }, { a: 8, b: 8, c: 8, d: 8 }, { 2: { e: 2 }, 4: { f: 2 } });
+    const { log } = await schedule({ waitingServedRatio: 0.5 }, { a: 8, b: 8, c: 8, d: 8 }, { 2: { e: 2 }, 4: { f: 2 } });
     assert.deepEqual(prefills(log), ["prefill a after 0", "prefill b,c,d after 1", "prefill e,f after 4"]);
   });
 
   it("admits a lone arrival after maxWaitingSteps decode steps without an admission", async () => {
     // Two running from step 1; ratio 1 wants two waiting, so c (step 2) waits 3 steps from b's admission.
-    const log = await schedule({ waitingServedRatio: 1, maxWaitingSteps: 3 }, { a: 10, b: 10 }, { 2: { c: 2 } });
+    const { log } = await schedule({ waitingServedRatio: 1, maxWaitingSteps: 3 }, { a: 10, b: 10 }, { 2: { c: 2 } });
     assert.deepEqual(prefills(log), ["prefill a after 0", "prefill b after 1", "prefill c after 4"]);
+  });
+
+  it("fails only the batch whose decode step throws, drops its cache, and serves the next request", async () => {
+    // a and b decode together; step 3 throws while c arrives: a and b fail, c runs after.
+    const { log, events, failures } = await schedule({}, { a: 6, b: 6 }, { 3: { c: 2 } }, 3);
+    const errors = events.filter((e) => e.type === "error");
+    assert.deepEqual(
+      errors.map((e) => [e.id, e.error.code]),
+      [
+        ["a", "internal"],
+        ["b", "internal"],
+      ],
+    );
+    assert.match(errors[0]!.error.message, /the model failed/);
+    assert.doesNotMatch(errors[0]!.error.message, /scripted/, "the cause stays on the server");
+    assert.deepEqual(failures, ["scripted failure (2)"]);
+    assert.deepEqual(log.slice(log.lastIndexOf("decode a,b")), [
+      "decode a,b",
+      "release a",
+      "release b",
+      "reset",
+      "prefill c",
+      "decode c",
+      "release c",
+    ]);
+    assert.deepEqual(
+      events.filter((e) => e.type === "done").map((e) => e.id),
+      ["c"],
+    );
   });
 });

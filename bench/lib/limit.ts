@@ -6,16 +6,17 @@
  * cache, argmax of each row's last logits; then decode steps for the whole batch, each embedding
  * the B argmax tokens and feeding the previous step's present.* outputs back as the cache, until
  * every row has `outputTokens` tokens. Prompts (tokens and pixels) are prepared beforehand by
- * src/model's prompt builder, so they are exactly the engine's.
+ * src/model's prompt builder, and the vision encoder is fed by the architecture's own
+ * visionFeeds, so they are exactly the engine's. The loop feeds one row of positions, as the
+ * tiny model (Idefics3 layout) takes.
  */
 import * as ort from "onnxruntime-node";
-import { defaultIntraOpThreads } from "../../src/engine/engine.ts";
-import { createArchitecture } from "../../src/model/architecture.ts";
+import { defaultIntraOpThreads, loadConfig } from "../../src/config.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
-import { type Dtype, readModelFolder } from "../../src/model/model-folder.ts";
+import { loadModel } from "../../src/model/loaded-model.ts";
+import type { Dtype } from "../../src/model/model-folder.ts";
 import { loadOnnxModel } from "../../src/model/onnx-model.ts";
 import { createPromptBuilder, type PreparedPrompt } from "../../src/model/prompt-builder.ts";
-import { createTextTokenizer } from "../../src/model/text-tokenizer.ts";
 import type { WorkItem } from "./workload.ts";
 
 export interface BatchTiming {
@@ -58,13 +59,11 @@ function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab
 }
 
 export async function loadLimitModel(modelDir: string, options: { decoderDtype: Dtype; threads: number }): Promise<LimitModel> {
-  const folder = readModelFolder(modelDir, { decoderDtype: options.decoderDtype });
-  const tokenizer = createTextTokenizer(folder.tokenizerJson, folder.tokenizerConfig);
-  const arch = createArchitecture(folder, tokenizer);
-  const contextLength = folder.config.text_config.max_position_embeddings ?? 4096;
+  const { folder, tokenizer, arch, contextLength } = loadModel(modelDir, { decoderDtype: options.decoderDtype });
+  const defaults = loadConfig([], {}).engine;
   const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
-    maxImages: 4,
-    maxImagePixels: 4096 * 4096,
+    maxImages: defaults.maxImages,
+    maxImagePixels: defaults.maxImagePixels,
     contextLength,
   });
   // The engine's own loader, so the sessions have its options: intra-op threads, sequential
@@ -76,18 +75,10 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
   const emptyKv = spec.kvType === "float16" ? new Uint16Array(0) : new Float32Array(0);
 
   async function encode(images: PreparedPrompt["images"]): Promise<Float32Array> {
-    const size = images[0]!.pixels.size;
-    const tiles = images.reduce((n, im) => n + im.pixels.tiles, 0);
-    const pixels = new Float32Array(tiles * 3 * size * size);
-    let offset = 0;
-    for (const im of images) {
-      pixels.set(im.pixels.pixelValues, offset);
-      offset += im.pixels.pixelValues.length;
-    }
-    const out = await vision.run({
-      pixel_values: new ort.Tensor("float32", pixels, [1, tiles, 3, size, size]),
-      pixel_attention_mask: new ort.Tensor("bool", new Uint8Array(tiles * size * size).fill(1), [1, tiles, size, size]),
-    });
+    const feeds = arch.visionFeeds(images.map((im) => im.pixels!));
+    const out = await vision.run(
+      Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, new ort.Tensor(t.type, t.data, t.dims)])),
+    );
     return out["image_features"]!.data as Float32Array;
   }
 
@@ -116,15 +107,18 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
     prepare: (items) =>
       Promise.all(
         items.map((it) =>
-          prompts.build([
-            {
-              role: "user",
-              content: [
-                { type: "image", data: it.image },
-                { type: "text", text: it.question },
-              ],
-            },
-          ]),
+          prompts.build(
+            [
+              {
+                role: "user",
+                content: [
+                  { type: "image", data: it.image },
+                  { type: "text", text: it.question },
+                ],
+              },
+            ],
+            () => undefined,
+          ),
         ),
       ),
 
@@ -141,7 +135,7 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
       batch.forEach((p, r) => {
         const pad = width - p.ids.length;
         for (let i = 0; i < p.ids.length; i++) ids[r * width + pad + i] = BigInt(p.ids[i]!);
-        positions.set(p.positions, r * width + pad);
+        positions.set(p.positions.prompt, r * width + pad);
       });
       const embeds = (await embed.run({ input_ids: new ort.Tensor("int64", ids, [rows, width]) }))["inputs_embeds"]!.data as Float32Array;
       let feature = 0;

@@ -4,10 +4,9 @@
  * (a gradient and shapes) and for one of the workload's own images.
  */
 import sharp from "sharp";
-import { createArchitecture } from "../../src/model/architecture.ts";
+import { loadConfig } from "../../src/config.ts";
 import { decodeImage } from "../../src/model/image-decoder.ts";
-import { readModelFolder } from "../../src/model/model-folder.ts";
-import { createTextTokenizer } from "../../src/model/text-tokenizer.ts";
+import { loadModel } from "../../src/model/loaded-model.ts";
 import { type Dist, dist } from "./stats.ts";
 
 export async function makeTestJpeg(width = 1920, height = 1080): Promise<Uint8Array> {
@@ -24,16 +23,16 @@ export async function makeTestJpeg(width = 1920, height = 1080): Promise<Uint8Ar
 }
 
 /** Decode + processor, `reps` times after one warm-up; ms per image. */
-export async function timePreprocessing(modelDir: string, image: Uint8Array, reps: number): Promise<Dist & { tiles: number }> {
-  const folder = readModelFolder(modelDir);
-  const arch = createArchitecture(folder, createTextTokenizer(folder.tokenizerJson, folder.tokenizerConfig));
-  const once = async () => arch.prepareImage(await decodeImage(image, { maxPixels: 4096 * 4096 }));
-  const { pixels } = await once();
+export async function timePreprocessing(modelDir: string, image: Uint8Array, reps: number): Promise<Dist & { imageTokens: number }> {
+  const { arch } = loadModel(modelDir, { decoderDtype: "fp32" });
+  const { maxImagePixels } = loadConfig([], {}).engine;
+  const once = async () => arch.prepareImage(await decodeImage(image, { maxPixels: maxImagePixels }));
+  const { layout } = await once();
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t = performance.now();
     await once();
     times.push(performance.now() - t);
   }
-  return { ...dist(times), tiles: pixels.tiles };
+  return { ...dist(times), imageTokens: layout.featureCount };
 }

@@ -1,4 +1,3 @@
-import type { Timings } from "../../src/engine/protocol.ts";
 /**
  * Latency statistics as vLLM's benchmark_serving computes them: percentiles by linear
  * interpolation between the closest ranks (numpy's default), TPOT per request as
@@ -6,6 +5,7 @@ import type { Timings } from "../../src/engine/protocol.ts";
  * gap between consecutive streamed tokens of every request, and goodput as the requests meeting
  * every latency target per second of the run.
  */
+import type { Timings } from "../../src/engine/types.ts";
 
 /** One request as the load generator saw it; times in milliseconds from performance.now(). */
 export interface RequestRecord {

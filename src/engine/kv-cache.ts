@@ -15,8 +15,6 @@ export interface BatchCache {
   readonly rows: number;
   /** Positions per row, padding included. */
   readonly length: number;
-  /** Real (unpadded) positions of each row. */
-  readonly rowLengths: readonly number[];
   /** past_key_values.* feeds for the decoder. */
   feeds(): Record<string, ort.Tensor>;
   /**
@@ -95,9 +93,6 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
     },
     get length() {
       return state.length;
-    },
-    get rowLengths() {
-      return state.rowLengths;
     },
     state: () => state,
     feeds() {

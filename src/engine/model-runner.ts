@@ -1,36 +1,61 @@
 /**
  * The model's three steps as the scheduler uses them: encode images, prefill prompts (image
  * features merged at the image-token positions, several prompts left-padded into one batch),
- * and one decode step for the whole running batch.
+ * and one decode step for the whole running batch. The runner owns the batch's key/value cache
+ * and addresses its rows by sequence id, as TGI filters a batch by request id: rows that leave
+ * and rows that join are applied together, in one cache rebuild at the next step, and the
+ * scheduler never sees a row index or a position.
  */
 import * as ort from "onnxruntime-node";
 import { GlanceError } from "../errors.ts";
-import type { ImagePixels } from "../model/architecture.ts";
+import type { Architecture, ImagePixels, PositionPlan, TensorData } from "../model/architecture.ts";
 import type { OnnxModel } from "../model/onnx-model.ts";
 import { type BatchCache, createBatchCache } from "./kv-cache.ts";
 
 export interface PrefillInput {
+  id: string;
   ids: Int32Array;
-  positions: BigInt64Array;
+  positions: PositionPlan;
   /** Features for the prompt's image tokens, in order: [imageTokens, hidden]. */
   imageFeatures: Float32Array | null;
 }
 
 export interface ModelRunner {
-  /** Features [tiles × image_seq_len × hidden] for each image, in one vision encoder run. */
-  encodeImages(images: ImagePixels[]): Promise<Float32Array[]>;
-  /** Last-position logits of each prompt, and a cache holding the prompts. */
-  prefill(inputs: PrefillInput[]): Promise<{ logits: Float32Array[]; cache: BatchCache }>;
-  /** Feeds one token per cache row; returns each row's logits and advances the cache. */
-  decode(cache: BatchCache, tokens: Int32Array, positions: BigInt64Array): Promise<Float32Array[]>;
+  /** Each image's features [featureCount × hidden], from one vision-encoder run. */
+  encodeImages(images: readonly { pixels: ImagePixels; featureCount: number }[]): Promise<Float32Array[]>;
+  /** Each prompt's last-position logits; the prompts join the batch at the next decode step. */
+  prefill(inputs: readonly PrefillInput[]): Promise<Map<string, Float32Array>>;
+  /** Feeds one token to every sequence of the batch; returns each one's logits. */
+  decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
+  /** These sequences leave the batch at the next step; the cache goes at once when none is left. */
+  release(ids: Iterable<string>): void;
+  /** Drops every sequence and the cache: after a failed run, none of it can be trusted. */
+  reset(): void;
+  /** Memory the cache holds, the prefilled rows waiting to join included. */
+  readonly cacheBytes: number;
 }
 
-export function createModelRunner(model: OnnxModel, imageTokenId: number): ModelRunner {
+interface Row {
+  id: string;
+  /** The position of the token the next decode step feeds. */
+  next: bigint;
+}
+
+const toTensor = (t: TensorData) => new ort.Tensor(t.type, t.data, t.dims);
+
+export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRunner {
   const { spec } = model;
   const hidden = spec.hiddenSize;
+  const positionDims = (rows: number, width: number) => (spec.positionRows === 1 ? [rows, width] : [3, rows, width]);
 
-  async function embed(ids: BigInt64Array, rows: number, width: number): Promise<Float32Array> {
-    const out = await model.embed.run({ input_ids: new ort.Tensor("int64", ids, [rows, width]) });
+  let rows: Row[] = [];
+  let cache: BatchCache | null = null;
+  /** Prefilled rows and their cache, which join the batch at the next step. */
+  let joining: { rows: Row[]; cache: BatchCache } | null = null;
+  const released = new Set<string>();
+
+  async function embed(ids: BigInt64Array, count: number, width: number): Promise<Float32Array> {
+    const out = await model.embed.run({ input_ids: new ort.Tensor("int64", ids, [count, width]) });
     const embeds = out["inputs_embeds"]!;
     if (embeds.type !== "float32") throw new GlanceError("internal", `embed_tokens returns ${embeds.type}; float32 is supported`);
     return embeds.data as Float32Array;
@@ -39,50 +64,70 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
   /** One decoder run adding `width` positions per row; `real` counts the non-padding ones per row. */
   async function runDecoder(
     embeds: Float32Array,
-    rows: number,
+    count: number,
     width: number,
     positions: BigInt64Array,
-    cache: BatchCache,
+    into: BatchCache,
     real?: number[],
-  ) {
+  ): Promise<Float32Array[]> {
     const feeds: Record<string, ort.Tensor> = {
-      inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, hidden]),
-      attention_mask: cache.attentionMask(width, real),
-      position_ids: new ort.Tensor("int64", positions, [rows, width]),
-      ...cache.feeds(),
+      inputs_embeds: new ort.Tensor("float32", embeds, [count, width, hidden]),
+      attention_mask: into.attentionMask(width, real),
+      position_ids: new ort.Tensor("int64", positions, positionDims(count, width)),
+      ...into.feeds(),
     };
     if (spec.hasNumLogitsToKeep) feeds["num_logits_to_keep"] = new ort.Tensor("int64", BigInt64Array.of(1n), []);
-    if (spec.hasUseCacheBranch) feeds["use_cache_branch"] = new ort.Tensor("bool", Uint8Array.of(cache.length > 0 ? 1 : 0), [1]);
+    if (spec.hasUseCacheBranch) feeds["use_cache_branch"] = new ort.Tensor("bool", Uint8Array.of(into.length > 0 ? 1 : 0), [1]);
     const outputs = await model.decoder.run(feeds);
+    into.advance(outputs, width, real);
     const logits = outputs["logits"]!;
     const kept = logits.dims[1]!;
     const data = logits.data as Float32Array;
-    const last = Array.from({ length: rows }, (_, r) =>
-      data.subarray(((r + 1) * kept - 1) * spec.vocabSize, (r + 1) * kept * spec.vocabSize),
-    );
-    return { outputs, last };
+    return Array.from({ length: count }, (_, r) => data.subarray(((r + 1) * kept - 1) * spec.vocabSize, (r + 1) * kept * spec.vocabSize));
+  }
+
+  function reset(): void {
+    rows = [];
+    cache = null;
+    joining = null;
+    released.clear();
+  }
+
+  /** Applies the rows that left and joined since the last step, in one cache rebuild. */
+  function commit(): void {
+    const keep = rows.flatMap((r, i) => (released.has(r.id) ? [] : [i]));
+    const joins = joining ? joining.rows.flatMap((r, i) => (released.has(r.id) ? [] : [i])) : [];
+    const kept = keep.map((i) => rows[i]!);
+    if (joining && joins.length > 0) {
+      if (cache) cache.rebuild(keep, { cache: joining.cache, rows: joins });
+      else {
+        cache = joining.cache;
+        if (joins.length < cache.rows) cache.rebuild(joins);
+      }
+      rows = kept.concat(joins.map((i) => joining!.rows[i]!));
+    } else if (keep.length < rows.length) {
+      cache?.rebuild(keep);
+      rows = kept;
+    }
+    if (rows.length === 0) cache = null;
+    joining = null;
+    released.clear();
   }
 
   return {
     async encodeImages(images) {
       if (images.length === 0) return [];
-      const size = images[0]!.size;
-      const tiles = images.reduce((n, im) => n + im.tiles, 0);
-      const pixels = new Float32Array(tiles * 3 * size * size);
-      let offset = 0;
-      for (const im of images) {
-        pixels.set(im.pixelValues, offset);
-        offset += im.pixelValues.length;
-      }
-      const out = await model.vision.run({
-        pixel_values: new ort.Tensor("float32", pixels, [1, tiles, 3, size, size]),
-        pixel_attention_mask: new ort.Tensor("bool", new Uint8Array(tiles * size * size).fill(1), [1, tiles, size, size]),
-      });
+      const out = await model.vision.run(
+        Object.fromEntries(Object.entries(arch.visionFeeds(images.map((im) => im.pixels))).map(([name, t]) => [name, toTensor(t)])),
+      );
       const features = out["image_features"]!.data as Float32Array;
-      const perTile = features.length / tiles;
+      const total = images.reduce((n, im) => n + im.featureCount, 0);
+      if (features.length !== total * hidden) {
+        throw new GlanceError("internal", `the vision encoder gave ${features.length / hidden} features for ${total} image tokens`);
+      }
       let start = 0;
       return images.map((im) => {
-        const end = start + im.tiles * perTile;
+        const end = start + im.featureCount * hidden;
         const slice = features.slice(start, end);
         start = end;
         return slice;
@@ -90,24 +135,31 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
     },
 
     async prefill(inputs) {
-      const rows = inputs.length;
+      if (joining) commit();
+      const count = inputs.length;
       const width = inputs.reduce((m, x) => Math.max(m, x.ids.length), 0);
-      const ids = new BigInt64Array(rows * width);
-      const positions = new BigInt64Array(rows * width);
+      const ids = new BigInt64Array(count * width);
+      const positions = new BigInt64Array(spec.positionRows * count * width);
       inputs.forEach((x, r) => {
         const pad = width - x.ids.length;
         x.ids.forEach((id, i) => {
           ids[r * width + pad + i] = BigInt(id);
         });
-        positions.set(x.positions, r * width + pad);
+        if (x.positions.rows !== spec.positionRows) {
+          throw new GlanceError("internal", `the prompt has ${x.positions.rows}-row positions; the decoder takes ${spec.positionRows}`);
+        }
+        for (let p = 0; p < spec.positionRows; p++) {
+          const row = x.positions.prompt.subarray(p * x.ids.length, (p + 1) * x.ids.length);
+          positions.set(row, (p * count + r) * width + pad);
+        }
       });
-      const embeds = await embed(ids, rows, width);
+      const embeds = await embed(ids, count, width);
       inputs.forEach((x, r) => {
         if (!x.imageFeatures) return;
         const pad = width - x.ids.length;
         let feature = 0;
         x.ids.forEach((id, i) => {
-          if (id !== imageTokenId) return;
+          if (id !== arch.imageTokenId) return;
           const src = x.imageFeatures!.subarray(feature * hidden, (feature + 1) * hidden);
           embeds.set(src, (r * width + pad + i) * hidden);
           feature++;
@@ -119,19 +171,46 @@ export function createModelRunner(model: OnnxModel, imageTokenId: number): Model
           );
         }
       });
-      const cache = createBatchCache(spec, rows);
-      const lengths = inputs.map((x) => x.ids.length);
-      const { outputs, last } = await runDecoder(embeds, rows, width, positions, cache, lengths);
-      cache.advance(outputs, width, lengths);
-      return { logits: last, cache };
+      const prefilled = createBatchCache(spec, count);
+      const logits = await runDecoder(
+        embeds,
+        count,
+        width,
+        positions,
+        prefilled,
+        inputs.map((x) => x.ids.length),
+      );
+      joining = { rows: inputs.map((x) => ({ id: x.id, next: x.positions.next })), cache: prefilled };
+      return new Map(inputs.map((x, r) => [x.id, logits[r]!]));
     },
 
-    async decode(cache, tokens, positions) {
-      const rows = tokens.length;
-      const embeds = await embed(BigInt64Array.from(tokens, BigInt), rows, 1);
-      const { outputs, last } = await runDecoder(embeds, rows, 1, positions, cache);
-      cache.advance(outputs, 1);
-      return last;
+    async decode(tokens) {
+      commit();
+      if (!cache) throw new GlanceError("internal", "decode with an empty batch");
+      const count = rows.length;
+      const ids = new BigInt64Array(count);
+      const positions = new BigInt64Array(spec.positionRows * count);
+      rows.forEach((row, r) => {
+        const token = tokens.get(row.id);
+        if (token === undefined) throw new GlanceError("internal", `no token for sequence ${row.id}`);
+        ids[r] = BigInt(token);
+        for (let p = 0; p < spec.positionRows; p++) positions[p * count + r] = row.next;
+      });
+      const logits = await runDecoder(await embed(ids, count, 1), count, 1, positions, cache);
+      for (const row of rows) row.next++;
+      return new Map(rows.map((row, r) => [row.id, logits[r]!]));
+    },
+
+    release(ids) {
+      for (const id of ids) released.add(id);
+      const live = (r: Row) => !released.has(r.id);
+      if (!rows.some(live) && !joining?.rows.some(live)) reset();
+    },
+
+    reset,
+
+    get cacheBytes() {
+      return (cache?.bytes() ?? 0) + (joining?.cache.bytes() ?? 0);
     },
   };
 }

@@ -1,12 +1,14 @@
 /**
- * The messages between the engine handle (main thread) and its worker. Everything here crosses
- * a structured clone, so it is plain data: errors travel as { code, message }.
+ * The messages between the engine (main thread) and its worker. Everything here crosses a
+ * structured clone, so it is plain data: errors travel as { code, message }, and the request's
+ * typed arrays are transferred, not copied.
  */
 import type { GlanceErrorCode } from "../errors.ts";
-import type { Dtype } from "../model/model-folder.ts";
+import type { ImagePixels, PositionPlan } from "../model/architecture.ts";
+import type { ModelFolder } from "../model/model-folder.ts";
 import type { SessionOptions } from "../model/onnx-model.ts";
-import type { PreparedImage } from "../model/prompt-builder.ts";
 import type { SamplingParams } from "./sampler.ts";
+import type { EngineFault, EngineStats, FinishReason, Timings, Usage } from "./types.ts";
 
 export interface SchedulerOptions {
   /** Sequences decoded together in one step. */
@@ -22,73 +24,61 @@ export interface SchedulerOptions {
   waitingServedRatio: number;
   /** Decode steps without an admission after which waiting requests join regardless of the ratio. */
   maxWaitingSteps: number;
-  /** Vision features kept for repeated images, in bytes. */
-  visionCacheBytes: number;
 }
 
 export interface WorkerData {
-  modelDir: string;
-  decoderDtype: Dtype;
+  /** The main thread's reading of the model folder: the worker reads no file but the graphs. */
+  folder: ModelFolder;
   session: SessionOptions;
   scheduler: SchedulerOptions;
+  /** Whether `fault` messages are obeyed (tests only). */
+  faultInjection: boolean;
 }
 
-export interface SubmitMessage {
-  type: "submit";
+/**
+ * One image of a request as the worker gets it: with its tensors, unless the worker's vision
+ * store holds the image (the main thread owns which images it holds: `store` and `evict`).
+ */
+export interface WorkerImage {
+  key: string;
+  featureCount: number;
+  pixels?: ImagePixels;
+  /** Keep the image's features for later requests under `key`. */
+  store: boolean;
+}
+
+/** A request, resolved and prepared, as the scheduler runs it. */
+export interface EngineRequest {
   id: string;
   ids: Int32Array;
-  positions: BigInt64Array;
-  images: PreparedImage[];
+  positions: PositionPlan;
+  images: WorkerImage[];
   imageTokens: number;
   sampling: SamplingParams;
   maxTokens: number;
   stop: string[];
-  /** performance.timeOrigin + performance.now() when the request arrived (comparable across threads). */
+  /** now() when the request arrived at the engine, and when it was handed to the worker. */
   arrivedAt: number;
+  submittedAt: number;
   imagePreprocessMs: number;
 }
 
-export type ToWorker = SubmitMessage | { type: "cancel"; id: string };
-
-export type FinishReason = "stop" | "length";
-
-export interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-  imageTokens: number;
-}
-
-/** Milliseconds; phases that did not happen are 0. */
-export interface Timings {
-  queueMs: number;
-  imagePreprocessMs: number;
-  visionEncodeMs: number;
-  prefillMs: number;
-  decodeMs: number;
-  timeToFirstTokenMs: number;
-  totalMs: number;
-}
+export type ToWorker =
+  | { type: "submit"; request: EngineRequest; evict: string[] }
+  | { type: "cancel"; id: string }
+  | { type: "fault"; fault: EngineFault };
 
 export type SequenceEvent =
   | { type: "delta"; id: string; text: string; tokenIds: number[] }
   | { type: "done"; id: string; finishReason: FinishReason; usage: Usage; timings: Timings }
   | { type: "error"; id: string; error: { code: GlanceErrorCode; message: string } };
 
-export interface EngineStats {
-  running: number;
-  waiting: number;
-  /** Rows of the last decode step. */
-  batchSize: number;
-  cacheBytes: number;
-  steps: number;
-  visionCache: { hits: number; misses: number; entries: number; bytes: number };
-}
+/** The worker's part of EngineStats. */
+export type WorkerStats = Pick<EngineStats, "running" | "waiting" | "batchSize" | "cacheBytes" | "steps">;
 
 export type FromWorker =
   | { type: "ready" }
-  | { type: "events"; events: SequenceEvent[]; stats: EngineStats }
-  | { type: "fatal"; error: { code: GlanceErrorCode; message: string } };
-
-export function now(): number {
-  return performance.timeOrigin + performance.now();
-}
+  | { type: "events"; events: SequenceEvent[]; stats: WorkerStats }
+  /** A model run threw; the worker already failed the `requests` of its batch. */
+  | { type: "model-failure"; requests: number; error: { message: string; stack?: string } }
+  | { type: "load-failed"; error: { code: GlanceErrorCode; message: string } };

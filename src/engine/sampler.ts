@@ -1,7 +1,8 @@
 /**
  * Picks the next token of one sequence from its row of logits, applying the logits processors in
- * the order Hugging Face transformers does (repetition penalty, temperature, top-k, top-p), so a
- * request behaves as users of transformers, vLLM and TGI expect. It runs on every decoding step
+ * the order Hugging Face transformers does (the request's own processors such as a grammar mask,
+ * repetition penalty, temperature, top-k, top-p), so a request behaves as users of
+ * transformers, vLLM and TGI expect. It runs on every decoding step
  * of every sequence in the worker, so it allocates nothing per step and never sorts the whole
  * vocabulary.
  */
@@ -20,15 +21,29 @@ export interface SamplingParams {
   seed: bigint;
 }
 
+/**
+ * A per-request step before sampling: a grammar mask for structured output, or the repetition
+ * penalty. It may change any logit (a mask sets disallowed ids to -Infinity) and hears every
+ * token the sequence accepts.
+ */
+export interface LogitsProcessor {
+  apply(logits: Float32Array): void;
+  accept(token: number): void;
+  /** True once the constraint admits nothing more: the request is finished. */
+  readonly complete?: boolean;
+}
+
 export interface Sampler {
   /**
-   * Returns the next token id. `logits` is overwritten (penalised, then turned into unnormalised
+   * Returns the next token id. `logits` is overwritten (processed, then turned into unnormalised
    * probabilities) so that no per-step copy of a 150k row is needed: pass a row the caller no
-   * longer reads. `seen` holds each token id of the prompt and the output so far; a Set keeps
-   * the penalty's cost proportional to the distinct tokens of the sequence, not to the
-   * vocabulary, and the caller adds one id per step. It is only read when the penalty is not 1.
+   * longer reads.
    */
-  sample(logits: Float32Array, seen: ReadonlySet<number>): number;
+  sample(logits: Float32Array): number;
+  /** Records the token the sequence took, for the processors. */
+  accept(token: number): void;
+  /** Whether a processor is complete. */
+  readonly complete: boolean;
 }
 
 /** Throws invalid_argument naming the first field that is out of range. */
@@ -49,16 +64,22 @@ export function validateSamplingParams(params: SamplingParams): void {
 }
 
 /**
- * One sampler per sequence: its generator state is what makes a seeded request reproducible
- * whatever else shares the batch. Greedy decoding draws nothing from it.
+ * One sampler per sequence, with parameters already validated: its generator state is what
+ * makes a seeded request reproducible whatever else shares the batch, and greedy decoding
+ * draws nothing from it. `processors` run first, then the repetition penalty (over
+ * `promptIds` and the tokens accepted since), then temperature, top-k and top-p.
  */
-export function createSampler(params: SamplingParams): Sampler {
-  validateSamplingParams(params);
+export function createSampler(
+  params: SamplingParams,
+  options: { promptIds: ArrayLike<number>; processors?: readonly LogitsProcessor[] },
+): Sampler {
   const { temperature, topP, topK, repetitionPenalty } = params;
+  const processors = [...(options.processors ?? [])];
+  if (repetitionPenalty !== 1) processors.push(createRepetitionPenalty(repetitionPenalty, options.promptIds));
   const random = createRandom(params.seed);
   return {
-    sample(logits, seen) {
-      if (repetitionPenalty !== 1) penalize(logits, seen, repetitionPenalty);
+    sample(logits) {
+      for (const p of processors) p.apply(logits);
       if (temperature === 0) return argmax(logits);
       const vocab = logits.length;
       const candidates = scratchIndices(vocab);
@@ -66,6 +87,33 @@ export function createSampler(params: SamplingParams): Sampler {
       const total = toWeights(logits, candidates, count, temperature);
       if (topP < 1) count = selectNucleus(logits, candidates, count, topP * total);
       return draw(logits, candidates, count, random());
+    },
+    accept(token) {
+      for (const p of processors) p.accept(token);
+    },
+    get complete() {
+      return processors.some((p) => p.complete);
+    },
+  };
+}
+
+/**
+ * transformers' RepetitionPenaltyLogitsProcessor: shrink positive logits, grow negative ones, of
+ * every token seen. A Set keeps its cost proportional to the distinct tokens of the sequence,
+ * not to the vocabulary.
+ */
+function createRepetitionPenalty(penalty: number, promptIds: ArrayLike<number>): LogitsProcessor {
+  const seen = new Set(Array.from(promptIds));
+  return {
+    apply(logits) {
+      for (const id of seen) {
+        const value = logits[id];
+        if (value === undefined) continue;
+        logits[id] = value < 0 ? value * penalty : value / penalty;
+      }
+    },
+    accept(token) {
+      seen.add(token);
     },
   };
 }
@@ -83,15 +131,6 @@ const bandMass = new Float64Array(256);
 function scratchIndices(size: number): Int32Array {
   if (indices.length < size) indices = new Int32Array(size);
   return indices;
-}
-
-/** As transformers' RepetitionPenaltyLogitsProcessor: shrink positive logits, grow negative ones. */
-function penalize(logits: Float32Array, seen: ReadonlySet<number>, penalty: number): void {
-  for (const id of seen) {
-    const value = logits[id];
-    if (value === undefined) continue;
-    logits[id] = value < 0 ? value * penalty : value / penalty;
-  }
 }
 
 /** The first index of the largest logit, so ties resolve the same way in every batch. */

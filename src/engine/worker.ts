@@ -1,44 +1,92 @@
 /**
  * The engine's worker thread: loads the model's sessions and runs the scheduler. onnxruntime
  * blocks the thread it runs on, so this thread does nothing else; the main thread keeps the
- * network, health checks and cancellation responsive.
+ * network, health checks and cancellation responsive, and replaces this thread if it dies.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { GlanceError } from "../errors.ts";
-import { createArchitecture } from "../model/architecture.ts";
-import { eosTokenIds, readModelFolder } from "../model/model-folder.ts";
+import { fromFolder } from "../model/loaded-model.ts";
 import { loadOnnxModel } from "../model/onnx-model.ts";
-import { createTextTokenizer } from "../model/text-tokenizer.ts";
-import { createModelRunner } from "./model-runner.ts";
+import { createModelRunner, type ModelRunner } from "./model-runner.ts";
 import type { FromWorker, ToWorker, WorkerData } from "./protocol.ts";
 import { createScheduler } from "./scheduler.ts";
-import { createVisionCache } from "./vision-cache.ts";
+import type { EngineFault } from "./types.ts";
+import { createVisionStore } from "./vision-store.ts";
 
 const port = parentPort!;
 const post = (message: FromWorker) => port.postMessage(message);
 const data = workerData as WorkerData;
 
+/** The runner with the test-only faults: when armed, its next model run throws. */
+function withFaults(runner: ModelRunner): ModelRunner & { arm(): void } {
+  let armed = false;
+  const check = () => {
+    if (!armed) return;
+    armed = false;
+    throw new Error("injected model failure");
+  };
+  return {
+    ...runner,
+    get cacheBytes() {
+      return runner.cacheBytes;
+    },
+    arm: () => {
+      armed = true;
+    },
+    async encodeImages(images) {
+      check();
+      return runner.encodeImages(images);
+    },
+    async prefill(inputs) {
+      check();
+      return runner.prefill(inputs);
+    },
+    async decode(tokens) {
+      check();
+      return runner.decode(tokens);
+    },
+  };
+}
+
+function injectFault(fault: EngineFault, runner: ReturnType<typeof withFaults>): void {
+  if (fault === "next-run-throws") runner.arm();
+  else if (fault === "worker-exits") process.exit(1);
+  else {
+    setImmediate(() => {
+      throw new Error("injected worker failure");
+    });
+  }
+}
+
+let model: Awaited<ReturnType<typeof loadOnnxModel>>;
+const loaded = fromFolder(data.folder);
 try {
-  const folder = readModelFolder(data.modelDir, { decoderDtype: data.decoderDtype });
-  const tokenizer = createTextTokenizer(folder.tokenizerJson, folder.tokenizerConfig);
-  const arch = createArchitecture(folder, tokenizer);
-  const model = await loadOnnxModel(folder, data.session);
-  const scheduler = createScheduler({
-    runner: createModelRunner(model, arch.imageTokenId),
-    tokenizer,
-    visionCache: createVisionCache(data.scheduler.visionCacheBytes),
-    eosTokenIds: eosTokenIds(folder),
-    contextLength: folder.config.text_config.max_position_embeddings ?? Number.MAX_SAFE_INTEGER,
-    options: data.scheduler,
-    emit: (events, stats) => post({ type: "events", events, stats }),
-    onFatal: (e) => post({ type: "fatal", error: { code: "internal", message: `the model failed: ${e.message}` } }),
-  });
-  port.on("message", (m: ToWorker) => {
-    if (m.type === "submit") scheduler.submit(m);
-    else scheduler.cancel(m.id);
-  });
-  post({ type: "ready" });
+  model = await loadOnnxModel(data.folder, data.session);
 } catch (e) {
   const error = e instanceof GlanceError ? e : new GlanceError("unavailable", `cannot load the model: ${(e as Error).message}`);
-  post({ type: "fatal", error: error.toJSON() });
+  post({ type: "load-failed", error: error.toJSON() });
+  process.exit(1);
 }
+const runner = withFaults(createModelRunner(model, loaded.arch));
+const vision = createVisionStore();
+const scheduler = createScheduler({
+  runner,
+  tokenizer: loaded.tokenizer,
+  eosTokenIds: loaded.eosTokenIds,
+  contextLength: loaded.contextLength,
+  options: data.scheduler,
+  emit: (events, stats) => post({ type: "events", events, stats }),
+  onModelFailure: (error, requests) => post({ type: "model-failure", requests, error: { message: error.message, stack: error.stack } }),
+});
+port.on("message", (m: ToWorker) => {
+  if (m.type === "submit") {
+    try {
+      scheduler.submit(m.request, vision.resolve(m.request.images, m.evict));
+    } catch (e) {
+      const error = e instanceof GlanceError ? e : new GlanceError("internal", (e as Error).message);
+      post({ type: "events", events: [{ type: "error", id: m.request.id, error: error.toJSON() }], stats: scheduler.stats() });
+    }
+  } else if (m.type === "cancel") scheduler.cancel(m.id);
+  else if (data.faultInjection) injectFault(m.fault, runner);
+});
+post({ type: "ready" });

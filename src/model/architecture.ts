@@ -1,8 +1,10 @@
 /**
- * What differs between vision-language model families: how an image becomes pixels and image
- * tokens, and how positions are numbered. Everything else (sessions, cache, scheduling) is
- * shared. A family with three-row rotary positions (Qwen2-VL, GLM-4.6V) implements
- * promptPositions with its own rule; the engine asks only this interface.
+ * What differs between vision-language model families: how an image becomes tensors and image
+ * tokens, what the vision encoder is fed, and how a prompt's positions are numbered. The
+ * engine, the scheduler and the runner ask only this interface, so a family with three-row
+ * rotary positions (Qwen2-VL, GLM-4.6V) brings its own `positions` and `visionFeeds` and
+ * nothing else changes. Everything here is plain data (no onnxruntime types), because images
+ * are prepared on the main thread and cross to the worker by structured clone.
  */
 import { GlanceError } from "../errors.ts";
 import { createIdefics3ImageProcessor } from "./idefics3-image-processor.ts";
@@ -10,11 +12,30 @@ import type { DecodedImage } from "./image-decoder.ts";
 import type { ModelFolder } from "./model-folder.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
 
-/** One image ready for the vision encoder: tiles of size×size pixels, channels first. */
-export interface ImagePixels {
-  pixelValues: Float32Array;
-  tiles: number;
-  size: number;
+export type TensorData =
+  | { type: "float32"; data: Float32Array; dims: number[] }
+  | { type: "int64"; data: BigInt64Array; dims: number[] }
+  | { type: "bool"; data: Uint8Array; dims: number[] };
+
+/** One image ready for the vision encoder: its tensors, in the family's own layout. */
+export type ImagePixels = Record<string, TensorData>;
+
+/** What the prompt needs of a prepared image; the main thread keeps it for cached images. */
+export interface ImageLayout {
+  /** Vision-encoder features the image yields, one per image token of its prompt. */
+  featureCount: number;
+  /** The text that replaces the image's placeholder in the prompt. */
+  prompt: string;
+}
+
+/** Position ids of a prompt, and where decoding continues. */
+export interface PositionPlan {
+  /** 1 for plain rotary positions, 3 for M-RoPE (temporal, height, width). */
+  rows: 1 | 3;
+  /** rows × prompt length, row-major. */
+  prompt: BigInt64Array;
+  /** The position of the first generated token; each later one adds 1. */
+  next: bigint;
 }
 
 export interface Architecture {
@@ -22,10 +43,10 @@ export interface Architecture {
   readonly imagePlaceholder: string;
   /** The token whose positions take the vision encoder's features, in order. */
   readonly imageTokenId: number;
-  /** Pixels for the vision encoder, and the text that replaces the image's placeholder. */
-  prepareImage(image: DecodedImage): Promise<{ pixels: ImagePixels; prompt: string }>;
-  /** Position id of each prompt token; later tokens continue from the last plus one. */
-  promptPositions(promptLength: number): BigInt64Array;
+  prepareImage(image: DecodedImage): Promise<{ pixels: ImagePixels; layout: ImageLayout }>;
+  positions(ids: Int32Array, images: readonly ImageLayout[]): PositionPlan;
+  /** One vision-encoder batch for these images; its output holds their features in order. */
+  visionFeeds(images: readonly ImagePixels[]): Record<string, TensorData>;
 }
 
 function createIdefics3(folder: ModelFolder, tokenizer: TextTokenizer): Architecture {
@@ -37,12 +58,31 @@ function createIdefics3(folder: ModelFolder, tokenizer: TextTokenizer): Architec
     imageTokenId,
     async prepareImage(image) {
       const p = await processor.process(image);
-      return { pixels: { pixelValues: p.pixelValues, tiles: p.tiles, size: p.size }, prompt: processor.imagePrompt(p.rows, p.cols) };
+      return {
+        pixels: { pixel_values: { type: "float32", data: p.pixelValues, dims: [p.tiles, 3, p.size, p.size] } },
+        layout: { featureCount: p.tiles * processor.imageSeqLen, prompt: processor.imagePrompt(p.rows, p.cols) },
+      };
     },
-    promptPositions(promptLength) {
-      const positions = new BigInt64Array(promptLength);
-      for (let i = 0; i < promptLength; i++) positions[i] = BigInt(i);
-      return positions;
+    positions(ids) {
+      const prompt = new BigInt64Array(ids.length);
+      for (let i = 0; i < ids.length; i++) prompt[i] = BigInt(i);
+      return { rows: 1, prompt, next: BigInt(ids.length) };
+    },
+    visionFeeds(images) {
+      // All tiles of all images as one batch of one: [1, tiles, 3, size, size], every pixel real.
+      const tensors = images.map((im) => im["pixel_values"]!);
+      const [, channels = 3, height = 0, width = 0] = tensors[0]!.dims;
+      const tiles = tensors.reduce((n, t) => n + t.dims[0]!, 0);
+      const pixels = new Float32Array(tiles * channels * height * width);
+      let offset = 0;
+      for (const t of tensors) {
+        pixels.set(t.data as Float32Array, offset);
+        offset += t.data.length;
+      }
+      return {
+        pixel_values: { type: "float32", data: pixels, dims: [1, tiles, channels, height, width] },
+        pixel_attention_mask: { type: "bool", data: new Uint8Array(tiles * height * width).fill(1), dims: [1, tiles, height, width] },
+      };
     },
   };
 }

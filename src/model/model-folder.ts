@@ -8,8 +8,14 @@ import path from "node:path";
 import { GlanceError } from "../errors.ts";
 
 /** The ONNX file variants of an export, named by transformers.js's dtype suffixes. */
-export const DTYPE_SUFFIXES = { fp32: "", fp16: "_fp16", q8: "_quantized", int8: "_int8", uint8: "_uint8", q4: "_q4" } as const;
+const DTYPE_SUFFIXES = { fp32: "", fp16: "_fp16", q8: "_quantized", int8: "_int8", uint8: "_uint8", q4: "_q4" } as const;
 export type Dtype = keyof typeof DTYPE_SUFFIXES;
+
+/**
+ * The decoder variants Glance runs: those whose inputs and outputs are float32 (fp16 exports
+ * take and return float16, which the engine does not feed yet).
+ */
+export const DECODER_DTYPES = ["fp32", "q8", "int8", "uint8", "q4"] as const satisfies readonly Dtype[];
 
 export interface TextConfig {
   model_type?: string;

@@ -22,6 +22,8 @@ export interface DecoderSpec {
   kvType: "float32" | "float16";
   hiddenSize: number;
   vocabSize: number;
+  /** Rows of position_ids: 1 ([batch, length]), or 3 for M-RoPE ([3, batch, length]). */
+  positionRows: 1 | 3;
   /** Optional inputs that some exports declare; fed only when declared. */
   hasNumLogitsToKeep: boolean;
   hasUseCacheBranch: boolean;
@@ -47,6 +49,7 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
   const past = tensorMeta(decoder, "past_key_values.0.key", "the decoder");
   const logits = tensorMeta(decoder, "logits", "the decoder");
   const embeds = tensorMeta(decoder, "inputs_embeds", "the decoder");
+  const positions = tensorMeta(decoder, "position_ids", "the decoder");
   const dim = (shape: readonly (number | string)[], i: number, fallback: number | undefined, what: string) => {
     const v = shape[i];
     if (typeof v === "number") return v;
@@ -58,6 +61,10 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
   if (kvType !== "float32" && kvType !== "float16") {
     throw new GlanceError("unavailable", `the decoder's cache type ${kvType} is not supported`);
   }
+  // An export that declares no shape (rank 0 here) takes the plain [batch, length] layout.
+  if (![0, 2, 3].includes(positions.shape.length)) {
+    throw new GlanceError("unavailable", `the decoder's position_ids has rank ${positions.shape.length}; 2 or 3 is supported`);
+  }
   return {
     layers,
     kvHeads: dim(past.shape, 1, text.num_key_value_heads, "key/value heads"),
@@ -65,6 +72,7 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
     kvType,
     hiddenSize: dim(embeds.shape, 2, text.hidden_size, "hidden size"),
     vocabSize: dim(logits.shape, 2, text.vocab_size, "vocabulary size"),
+    positionRows: positions.shape.length === 3 ? 3 : 1,
     hasNumLogitsToKeep: decoder.inputNames.includes("num_logits_to_keep"),
     hasUseCacheBranch: decoder.inputNames.includes("use_cache_branch"),
   };

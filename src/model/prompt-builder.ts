@@ -1,19 +1,20 @@
 /**
- * Turns a request's conversation (text and encoded images) into what the worker runs: the
- * prompt's token ids and each image's pixels. It runs on the main thread: image decoding
- * happens in sharp's own threads and the rest is light, so the worker only runs models.
+ * Turns a request's conversation (text and image bytes) into what the worker runs: the
+ * prompt's token ids and positions, and each image's tensors. It runs on the main thread:
+ * image decoding happens in sharp's own threads and the rest is light, so the worker only
+ * runs models. An image whose features the worker already holds is not decoded at all: its
+ * layout (image tokens and prompt text) comes from `cached`.
  */
 import { createHash } from "node:crypto";
 import { GlanceError, invalidArgument } from "../errors.ts";
-import type { Architecture, ImagePixels } from "./architecture.ts";
+import type { Architecture, ImageLayout, ImagePixels, PositionPlan } from "./architecture.ts";
 import type { ChatMessage, ChatRole, ChatTemplate } from "./chat-template.ts";
 import { decodeImage } from "./image-decoder.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
 
-export type InputPart = { type: "text"; text: string } | { type: "image"; data: Uint8Array };
-export interface InputMessage {
+export interface PromptMessage {
   role: ChatRole;
-  content: InputPart[];
+  content: Array<{ type: "text"; text: string } | { type: "image"; data: Uint8Array }>;
 }
 
 export interface PromptLimits {
@@ -24,21 +25,28 @@ export interface PromptLimits {
 }
 
 export interface PreparedImage {
-  /** Hash of the encoded bytes: the key of the worker's vision-feature cache. */
+  /** Hash of the encoded bytes: the key of the vision-feature cache. */
   key: string;
-  pixels: ImagePixels;
+  /** 1-based, for error messages. */
+  index: number;
+  bytes: Uint8Array;
+  layout: ImageLayout;
+  /** Absent while the worker's cache holds the image's features. */
+  pixels?: ImagePixels;
 }
 
 export interface PreparedPrompt {
   ids: Int32Array;
-  positions: BigInt64Array;
+  positions: PositionPlan;
   images: PreparedImage[];
   imageTokens: number;
   imagePreprocessMs: number;
 }
 
 export interface PromptBuilder {
-  build(messages: InputMessage[]): Promise<PreparedPrompt>;
+  build(messages: readonly PromptMessage[], cached: (key: string) => ImageLayout | undefined): Promise<PreparedPrompt>;
+  /** Decodes and prepares an image built from the cache whose features left it before the hand-off. */
+  preparePixels(image: PreparedImage): Promise<void>;
 }
 
 export function createPromptBuilder(
@@ -47,10 +55,19 @@ export function createPromptBuilder(
   tokenizer: TextTokenizer,
   limits: PromptLimits,
 ): PromptBuilder {
+  async function prepare(bytes: Uint8Array, index: number): Promise<{ pixels: ImagePixels; layout: ImageLayout }> {
+    try {
+      return await arch.prepareImage(await decodeImage(bytes, { maxPixels: limits.maxImagePixels }));
+    } catch (e) {
+      if (e instanceof GlanceError) throw new GlanceError(e.code, `image ${index}: ${e.message}`, { cause: e });
+      throw e;
+    }
+  }
+
   return {
-    async build(messages) {
+    async build(messages, cached) {
       if (messages.length === 0) throw invalidArgument("messages is empty: send at least one message");
-      const encoded = messages.flatMap((m) => m.content.filter((p) => p.type === "image").map((p) => p.data));
+      const encoded = messages.flatMap((m) => m.content.flatMap((p) => (p.type === "image" ? [p.data] : [])));
       if (encoded.length > limits.maxImages) {
         throw invalidArgument(`the request has ${encoded.length} images; at most ${limits.maxImages} are allowed`);
       }
@@ -64,15 +81,11 @@ export function createPromptBuilder(
 
       const started = performance.now();
       const images = await Promise.all(
-        encoded.map(async (data, i) => {
-          try {
-            const decoded = await decodeImage(data, { maxPixels: limits.maxImagePixels });
-            const { pixels, prompt } = await arch.prepareImage(decoded);
-            return { key: createHash("sha256").update(data).digest("hex"), pixels, prompt };
-          } catch (e) {
-            if (e instanceof GlanceError) throw new GlanceError(e.code, `image ${i + 1}: ${e.message}`);
-            throw e;
-          }
+        encoded.map(async (bytes, i): Promise<PreparedImage> => {
+          const key = createHash("sha256").update(bytes).digest("hex");
+          const layout = cached(key);
+          if (layout) return { key, index: i + 1, bytes, layout };
+          return { key, index: i + 1, bytes, ...(await prepare(bytes, i + 1)) };
         }),
       );
       const imagePreprocessMs = performance.now() - started;
@@ -88,7 +101,7 @@ export function createPromptBuilder(
             "put images in user messages",
         );
       }
-      const text = pieces.reduce((acc, piece, i) => acc + images[i - 1]!.prompt + piece);
+      const text = pieces.reduce((acc, piece, i) => acc + images[i - 1]!.layout.prompt + piece);
       const ids = Int32Array.from(tokenizer.encode(text));
       if (ids.length >= limits.contextLength) {
         throw invalidArgument(
@@ -99,11 +112,18 @@ export function createPromptBuilder(
       const imageTokens = ids.reduce((n, id) => n + (id === arch.imageTokenId ? 1 : 0), 0);
       return {
         ids,
-        positions: arch.promptPositions(ids.length),
-        images: images.map(({ key, pixels }) => ({ key, pixels })),
+        positions: arch.positions(
+          ids,
+          images.map((im) => im.layout),
+        ),
+        images,
         imageTokens,
         imagePreprocessMs,
       };
+    },
+
+    async preparePixels(image) {
+      image.pixels = (await prepare(image.bytes, image.index)).pixels;
     },
   };
 }

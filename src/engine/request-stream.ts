@@ -1,0 +1,69 @@
+/**
+ * One request's events on the main thread: an unbounded single-consumer queue that the worker's
+ * events are pushed into, ended early by a failure or by the request's abort signal. The signal
+ * carries both the client's cancellation and the deadline, as connect-es models a deadline.
+ */
+import { GlanceError } from "../errors.ts";
+import type { SequenceEvent } from "./protocol.ts";
+
+export interface RequestStream {
+  /** Rejects when the request fails (cancelled, deadline, engine failure); never resolves. */
+  readonly failed: Promise<never>;
+  push(event: SequenceEvent): void;
+  fail(error: GlanceError): void;
+  next(): Promise<SequenceEvent>;
+  /** Stops listening to the signal. */
+  close(): void;
+}
+
+/** The error a request ends with when its signal aborts. */
+function abortError(reason: unknown): GlanceError {
+  if (reason instanceof GlanceError) return reason;
+  if (reason instanceof Error && reason.name === "TimeoutError") {
+    return new GlanceError("deadline_exceeded", "the request's deadline passed before generation finished");
+  }
+  return new GlanceError("cancelled", "the request was cancelled");
+}
+
+export function createRequestStream(signal?: AbortSignal): RequestStream {
+  const items: SequenceEvent[] = [];
+  let failure: GlanceError | null = null;
+  let wake: (() => void) | null = null;
+  let rejectFailed: (e: GlanceError) => void = () => {};
+  const failed = new Promise<never>((_, reject) => {
+    rejectFailed = reject;
+  });
+  failed.catch(() => {});
+  const notify = () => {
+    wake?.();
+    wake = null;
+  };
+  const stream: RequestStream = {
+    failed,
+    push(e) {
+      items.push(e);
+      notify();
+    },
+    fail(e) {
+      failure ??= e;
+      rejectFailed(failure);
+      notify();
+    },
+    async next() {
+      while (items.length === 0 && !failure) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+      }
+      if (failure) throw failure;
+      return items.shift()!;
+    },
+    close() {
+      signal?.removeEventListener("abort", onAbort);
+    },
+  };
+  const onAbort = () => stream.fail(abortError(signal?.reason));
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener("abort", onAbort, { once: true });
+  return stream;
+}

@@ -1,0 +1,124 @@
+/**
+ * What callers of the engine see: the request they pass in, the events they get back, the
+ * engine's health and its statistics. The servers import only this file and `engine.ts`; the
+ * messages between the engine and its worker stay private in `protocol.ts`.
+ */
+import type { ChatRole } from "../model/chat-template.ts";
+import type { SamplingParams } from "./sampler.ts";
+
+export type { ChatRole };
+
+/**
+ * An image comes as the bytes of an encoded file or as a URL (`data:` today); the engine
+ * resolves every source to bytes before the prompt is built.
+ */
+export type InputPart = { type: "text"; text: string } | { type: "image"; data: Uint8Array } | { type: "image"; url: string };
+
+export interface InputMessage {
+  role: ChatRole;
+  content: InputPart[];
+}
+
+/** Unset fields take the model's generation config, then the server's defaults. */
+export type RequestSampling = Partial<SamplingParams> & { maxTokens?: number; stop?: string[] };
+
+export interface GenerateInput {
+  /** The model the client asked for; empty or unset selects the served one. */
+  model?: string;
+  messages: InputMessage[];
+  sampling?: RequestSampling;
+  requestId?: string;
+}
+
+export interface GenerateOptions {
+  /**
+   * Ends the request when aborted: its reason, when a GlanceError, is the error the stream
+   * ends with; a `TimeoutError` (AbortSignal.timeout) ends it with deadline_exceeded, anything
+   * else with cancelled. The one signal carries both the client's cancellation and its deadline.
+   */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = "stop" | "length";
+
+export interface Usage {
+  /** Prompt tokens, image tokens included. */
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  imageTokens: number;
+}
+
+/** Milliseconds; phases that did not happen are 0. */
+export interface Timings {
+  /** From the hand-off to the worker until admission into the running batch. */
+  queueMs: number;
+  /** Resolving, decoding and preprocessing the request's images, before the hand-off. */
+  imagePreprocessMs: number;
+  visionEncodeMs: number;
+  prefillMs: number;
+  decodeMs: number;
+  /** From arrival, so it includes image preprocessing and the queue. */
+  timeToFirstTokenMs: number;
+  totalMs: number;
+}
+
+export type EngineEvent =
+  | { type: "delta"; text: string; tokenIds: number[] }
+  | { type: "done"; finishReason: FinishReason; usage: Usage; timings: Timings };
+
+export interface ModelInfo {
+  id: string;
+  modelType: string;
+  contextLength: number;
+  maxImages: number;
+  maxImagePixels: number;
+  maxTokens: number;
+}
+
+/**
+ * - loading: the first worker is loading the model or warming up;
+ * - serving: requests are accepted;
+ * - restarting: the worker died (or kept failing) and a new one is loading the model;
+ * - failed: it died too often within the restart window, or could not be started again; the
+ *   process should be replaced (liveness NOT_SERVING).
+ */
+export type EngineHealth = "loading" | "serving" | "restarting" | "failed";
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  /** Rows of the last decode step. */
+  batchSize: number;
+  cacheBytes: number;
+  steps: number;
+  visionCache: { hits: number; misses: number; entries: number; bytes: number };
+  /** Model runs that threw; each failed the requests of its batch. */
+  modelFailures: number;
+  /** Workers started to replace one that died. */
+  restarts: number;
+}
+
+/**
+ * Faults a test can inject into the worker: its next model run throws (as an onnxruntime
+ * error would), it exits, or it throws outside a model run. Only an engine created with
+ * `faultInjection` accepts them; no route reaches this.
+ */
+export type EngineFault = "next-run-throws" | "worker-exits" | "worker-throws";
+
+export interface Engine {
+  readonly info: ModelInfo;
+  /** Resolves once the model is loaded and has answered a warm-up request; rejects if loading fails. */
+  readonly ready: Promise<void>;
+  readonly health: EngineHealth;
+  /** Called with every change of health. */
+  onHealthChange(listener: (health: EngineHealth) => void): void;
+  /** The request's id (given or assigned) is known before the first event: see `requestId`. */
+  generate(input: GenerateInput, options?: GenerateOptions): { requestId: string; events: AsyncIterable<EngineEvent> };
+  /** Stops a queued or running request; false when none has that id. */
+  abort(requestId: string): boolean;
+  stats(): EngineStats;
+  /** Throws unless the engine was created with `faultInjection`. */
+  injectFault(fault: EngineFault): void;
+  close(): Promise<void>;
+}
