@@ -135,9 +135,8 @@ export declare type Part = Message$1<"glance.v1.Part"> & {
 export declare const PartSchema: GenMessage<Part>;
 
 /**
- * Image is an encoded image file (JPEG, PNG or WebP; other formats the server's image
- * decoder reads, such as GIF, AVIF or TIFF, may also work, with the first frame of an
- * animation used). Not raw pixels. EXIF orientation is applied before anything else. An
+ * Image is an encoded image file: PNG, JPEG, WebP or GIF (the first frame of an animation);
+ * other formats are INVALID_ARGUMENT. Not raw pixels. EXIF orientation is applied before anything else. An
  * image whose width × height exceeds ModelInfo.max_image_pixels is rejected with
  * INVALID_ARGUMENT, not downscaled (this guards against decompression bombs); below that
  * limit the server resizes it as the model's processor requires. Exactly one field must be
@@ -162,9 +161,8 @@ export declare type Image = Message$1<"glance.v1.Image"> & {
   } | {
     /**
      * A URL to read the image from. `data:` URLs (RFC 2397, e.g.
-     * `data:image/png;base64,iVBORw0...`) are always accepted. `http://` and `https://` URLs
-     * are fetched only where the server's configuration allows it; otherwise, or when the
-     * fetch fails, the call fails with INVALID_ARGUMENT. Other schemes are INVALID_ARGUMENT.
+     * `data:image/png;base64,iVBORw0...`) are always accepted. This server does not fetch
+     * `http://` or `https://` URLs yet: they are INVALID_ARGUMENT, as are other schemes.
      *
      * @generated from field: string url = 2;
      */
@@ -429,7 +427,8 @@ export declare const UsageSchema: GenMessage<Usage>;
  */
 export declare type Timings = Message$1<"glance.v1.Timings"> & {
   /**
-   * Waiting in the queue, from arrival until admission into the running batch.
+   * Waiting in the engine's queue, from the hand-off to the engine (after image
+   * preprocessing) until admission into the running batch.
    *
    * @generated from field: google.protobuf.Duration queue = 1;
    */
@@ -614,7 +613,8 @@ export declare type ModelInfo = Message$1<"glance.v1.ModelInfo"> & {
 
   /**
    * True once the model is loaded and warmed up and the server accepts Generate calls; false
-   * while loading and from the start of a drain (Generate then fails with UNAVAILABLE).
+   * while loading, while the engine restarts after a failure, and from the start of a drain
+   * (Generate then fails with UNAVAILABLE).
    *
    * @generated from field: bool ready = 7;
    */
@@ -720,12 +720,16 @@ export declare const FinishReasonSchema: GenEnum<FinishReason>;
  *     the request waits in the queue and while it runs; its slot is freed at once. Deltas
  *     already received stay valid.
  *   - CANCELLED: the client cancelled the call, or the request was stopped with Abort.
- *   - UNAVAILABLE: the server is still loading the model, or is draining before shutdown.
- *     Retry with backoff, or on another replica. Readiness is also reported by the standard
- *     health service (`grpc.health.v1.Health`, service name `glance.v1.InferenceService`) and
- *     by ModelInfo.ready.
- *   - INTERNAL: an unexpected failure in the server or the model runtime. The server keeps
- *     serving other requests.
+ *   - UNAVAILABLE: the server is still loading the model, is restarting its engine after the
+ *     engine's worker died (streams that were running then end with this code), or is
+ *     draining before shutdown. Retry with backoff, or on another replica. Readiness is also
+ *     reported by the standard health service (`grpc.health.v1.Health`, service name
+ *     `glance.v1.InferenceService`) and by ModelInfo.ready; liveness (service name "") turns
+ *     NOT_SERVING when the engine failed too often to be restarted, and the process should be
+ *     replaced.
+ *   - INTERNAL: the model runtime failed while running the request's batch, or the server
+ *     has a bug. Only the requests of that batch fail; the server keeps serving the others
+ *     and the next ones. The message says what failed; the cause is in the server's log.
  *
  * A Generate stream either ends with a Done message and status OK, or ends with one of the
  * codes above and no Done message; an error may arrive after some deltas were streamed.

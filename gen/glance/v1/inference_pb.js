@@ -169,12 +169,16 @@ export const FinishReason = /*@__PURE__*/
  *     the request waits in the queue and while it runs; its slot is freed at once. Deltas
  *     already received stay valid.
  *   - CANCELLED: the client cancelled the call, or the request was stopped with Abort.
- *   - UNAVAILABLE: the server is still loading the model, or is draining before shutdown.
- *     Retry with backoff, or on another replica. Readiness is also reported by the standard
- *     health service (`grpc.health.v1.Health`, service name `glance.v1.InferenceService`) and
- *     by ModelInfo.ready.
- *   - INTERNAL: an unexpected failure in the server or the model runtime. The server keeps
- *     serving other requests.
+ *   - UNAVAILABLE: the server is still loading the model, is restarting its engine after the
+ *     engine's worker died (streams that were running then end with this code), or is
+ *     draining before shutdown. Retry with backoff, or on another replica. Readiness is also
+ *     reported by the standard health service (`grpc.health.v1.Health`, service name
+ *     `glance.v1.InferenceService`) and by ModelInfo.ready; liveness (service name "") turns
+ *     NOT_SERVING when the engine failed too often to be restarted, and the process should be
+ *     replaced.
+ *   - INTERNAL: the model runtime failed while running the request's batch, or the server
+ *     has a bug. Only the requests of that batch fail; the server keeps serving the others
+ *     and the next ones. The message says what failed; the cause is in the server's log.
  *
  * A Generate stream either ends with a Done message and status OK, or ends with one of the
  * codes above and no Done message; an error may arrive after some deltas were streamed.
