@@ -288,7 +288,7 @@ const server = await startServer({
   cpuProfDir,
   ...(values["server-cli"] && { cli: values["server-cli"] }),
 });
-const sender = createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens });
+const send = createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens });
 async function measured(
   run: () => Promise<PhaseRun>,
 ): Promise<{ run: PhaseRun; probe: ProbeResult; clientCpuS: number; otherCores?: number }> {
@@ -309,13 +309,13 @@ const concurrencyPhases: ConcurrencyPhase[] = [];
 const poissonPhases: PoissonPhase[] = [];
 try {
   if (warmup > 0) {
-    const w = await runConcurrency(sender.send, take(workload, warmup), Math.min(4, warmup), "warm-up");
+    const w = await runConcurrency(send, take(workload, warmup), Math.min(4, warmup), "warm-up");
     const bad = w.records.filter((r) => !r.ok);
     if (bad.length > 0) throw new Error(`warm-up requests failed: ${bad[0]!.error}`);
   }
   for (const c of concurrencies) {
     const items = take(workload, phaseRequests(c));
-    const m = await measured(() => runConcurrency(sender.send, items, c, `glance c=${c}`));
+    const m = await measured(() => runConcurrency(send, items, c, `glance c=${c}`));
     const summary = summarize(m.run.records, m.run.durationS, goodput);
     concurrencyPhases.push({
       concurrency: c,
@@ -341,7 +341,7 @@ try {
   }
   for (const [i, rate] of rates.entries()) {
     const items = take(workload, rateRequests);
-    const m = await measured(() => runPoisson(sender.send, items, rate, int("seed", values.seed, 0) + i, `glance ${rate}/s`));
+    const m = await measured(() => runPoisson(send, items, rate, int("seed", values.seed, 0) + i, `glance ${rate}/s`));
     const summary = summarize(m.run.records, m.run.durationS, goodput);
     poissonPhases.push({
       rate,
@@ -357,7 +357,6 @@ try {
     );
   }
 } finally {
-  sender.close();
   await server.close();
 }
 
@@ -394,7 +393,7 @@ if (limitModel) {
   };
 }
 
-// 4. The peer.
+// 3. The peer.
 let peer: BenchResult["peer"];
 if (peerRequests > 0) {
   const items = take(workload, peerRequests);
@@ -420,7 +419,7 @@ if (peerRequests > 0) {
   );
 }
 
-// Microbenchmarks of preprocessing, with nothing else running.
+// 4. Microbenchmarks of preprocessing, with nothing else running.
 const jpeg = await makeTestJpeg();
 micro.preprocess1080pJpegMs = await timePreprocessing(modelDir, jpeg, quick ? 5 : 30);
 micro.preprocessWorkloadImageMs = await timePreprocessing(modelDir, workload[0]!.image, quick ? 20 : 200);

@@ -55,7 +55,7 @@ describe("models/tiny layout", () => {
     assert.match(readJson("tokenizer_config.json").chat_template, /Assistant:/);
   });
 
-  it("exports the input and output names of DESIGN.md", async () => {
+  it("exports the input and output names of the Idefics3 layout transformers.js reads", async () => {
     const layers = readJson("config.json").text_config.num_hidden_layers as number;
     const vision = await ort.InferenceSession.create(onnxPath("vision_encoder"));
     assert.deepEqual(vision.inputNames, ["pixel_values", "pixel_attention_mask"]);

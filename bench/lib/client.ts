@@ -43,11 +43,11 @@ const failed = (index: number, error: unknown, promptTokens = 0): Omit<RequestRe
 type Duration = { seconds: bigint; nanos: number } | undefined;
 const ms = (d: Duration) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : 0);
 
-export function createSender(o: ClientOptions): { send: SendRequest; close(): void } {
+export function createSender(o: ClientOptions): SendRequest {
   return o.api === "grpc" ? grpcSender(o) : openAiSender(o);
 }
 
-function grpcSender(o: ClientOptions): { send: SendRequest; close(): void } {
+function grpcSender(o: ClientOptions): SendRequest {
   const client: Client<typeof InferenceService> = createClient(InferenceService, createGrpcTransport({ baseUrl: o.grpcUrl }));
   const send: SendRequest = async (item, index) => {
     const started = performance.now();
@@ -105,10 +105,10 @@ function grpcSender(o: ClientOptions): { send: SendRequest; close(): void } {
       return failed(index, e);
     }
   };
-  return { send, close() {} };
+  return send;
 }
 
-function openAiSender(o: ClientOptions): { send: SendRequest; close(): void } {
+function openAiSender(o: ClientOptions): SendRequest {
   const urls = new Map<Uint8Array, string>();
   const dataUrl = (image: Uint8Array) => {
     let url = urls.get(image);
@@ -192,5 +192,5 @@ function openAiSender(o: ClientOptions): { send: SendRequest; close(): void } {
       return failed(index, e);
     }
   };
-  return { send, close() {} };
+  return send;
 }

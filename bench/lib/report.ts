@@ -109,7 +109,7 @@ function limitFor(r: BenchResult, c: number): LimitBatch | undefined {
   return r.limit?.batches.find((b) => b.batch === Math.min(c, r.options.maxBatchSize));
 }
 
-export function computeTargets(r: BenchResult): Target[] {
+function computeTargets(r: BenchResult): Target[] {
   const c16 = r.concurrency.find((p) => p.concurrency === 16);
   const c1 = r.concurrency.find((p) => p.concurrency === 1);
   const targets: Target[] = [];

@@ -1,7 +1,8 @@
 /**
- * Turns the bytes a client sent into RGB pixels. The bytes are untrusted: the header is read
- * first so that an image over the pixel limit is refused before any memory goes to its pixels,
- * and sharp's own input limit stands behind that check in case a header lies.
+ * Turns the bytes a client sent into RGB pixels. The bytes are untrusted: sharp's input pixel
+ * limit refuses an image over the limit from its header, before any memory goes to its pixels,
+ * and only formats a client may send are decoded. When decoding fails, the header is read to
+ * say exactly why (over the limit, a format not accepted, a damaged file).
  */
 
 import type { Metadata } from "sharp";
