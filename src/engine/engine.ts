@@ -10,7 +10,7 @@ import type { Logger } from "pino";
 import sharp from "sharp";
 import { GlanceError, invalidArgument } from "../errors.ts";
 import { createChatTemplate } from "../model/chat-template.ts";
-import { resolveImages } from "../model/image-source.ts";
+import { createImageSources } from "../model/image-source.ts";
 import { loadModel } from "../model/loaded-model.ts";
 import type { Dtype } from "../model/model-folder.ts";
 import type { SessionOptions } from "../model/onnx-model.ts";
@@ -75,6 +75,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     maxImagePixels: info.maxImagePixels,
     contextLength,
   });
+  const sources = createImageSources();
   // Features are float32 vectors of the decoder's hidden size.
   const visionCache = createVisionCache(options.visionCacheBytes, folder.config.text_config.hidden_size * 4);
   /** Every request from its arrival to its end: the queue bound counts these, as TGI's permits do. */
@@ -127,7 +128,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     let finished = false;
     try {
       const started = performance.now();
-      const messages = await Promise.race([resolveImages(input.messages), stream.failed]);
+      const messages = await Promise.race([sources.resolve(input.messages, stream.signal), stream.failed]);
       const resolveMs = performance.now() - started;
       const prompt = await Promise.race([prompts.build(messages, visionCache.peek), stream.failed]);
       prompt.imagePreprocessMs += resolveMs;

@@ -9,6 +9,8 @@ import type { SequenceEvent } from "./protocol.ts";
 export interface RequestStream {
   /** Rejects when the request fails (cancelled, deadline, engine failure); never resolves. */
   readonly failed: Promise<never>;
+  /** Aborts when the request fails, for work on its behalf (an image fetch). */
+  readonly signal: AbortSignal;
   push(event: SequenceEvent): void;
   fail(error: GlanceError): void;
   next(): Promise<SequenceEvent>;
@@ -29,6 +31,7 @@ export function createRequestStream(signal?: AbortSignal): RequestStream {
   const items: SequenceEvent[] = [];
   let failure: GlanceError | null = null;
   let wake: (() => void) | null = null;
+  const ended = new AbortController();
   let rejectFailed: (e: GlanceError) => void = () => {};
   const failed = new Promise<never>((_, reject) => {
     rejectFailed = reject;
@@ -40,6 +43,7 @@ export function createRequestStream(signal?: AbortSignal): RequestStream {
   };
   const stream: RequestStream = {
     failed,
+    signal: ended.signal,
     push(e) {
       items.push(e);
       notify();
@@ -47,6 +51,7 @@ export function createRequestStream(signal?: AbortSignal): RequestStream {
     fail(e) {
       failure ??= e;
       rejectFailed(failure);
+      ended.abort(failure);
       notify();
     },
     async next() {

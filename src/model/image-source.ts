@@ -1,44 +1,46 @@
 /**
- * Where a request's images come from: the bytes themselves, or a URL. Only data: URLs
- * (RFC 2397) are read today: fetching http(s) URLs would let any client make this server reach
- * into the network it sits in, so that waits for an allow-list. Sources are resolved before
- * the prompt is built, so every later step sees bytes.
+ * Where a request's images come from: the bytes themselves, or a URL. Sources are resolved
+ * before the prompt is built, so every later step sees bytes. Only data: URLs (RFC 2397) are
+ * read today: fetching http(s) URLs would let any client make this server reach into the
+ * network it sits in, so a fetcher with an allow-list is its own implementation of
+ * ImageSources, handed the request's signal.
  */
 import { invalidArgument } from "../errors.ts";
+import type { PromptMessage } from "./prompt-builder.ts";
 
 export type ImageSource = { data: Uint8Array } | { url: string };
 
-type Part = { type: "text"; text: string } | ({ type: "image" } & ImageSource);
-
-/** The messages with every image as bytes; images are named "image 1", "image 2"... in errors. */
-export async function resolveImages<M extends { content: Part[] }>(
-  messages: readonly M[],
-): Promise<Array<Omit<M, "content"> & { content: Array<{ type: "text"; text: string } | { type: "image"; data: Uint8Array }> }>> {
-  let count = 0;
-  return Promise.all(
-    messages.map(async (m) => ({
-      ...m,
-      content: await Promise.all(
-        m.content.map(async (p) =>
-          p.type === "text" ? p : { type: "image" as const, data: await resolveImageSource(p, `image ${++count}`) },
-        ),
-      ),
-    })),
-  );
+export interface SourceMessage {
+  role: PromptMessage["role"];
+  content: Array<{ type: "text"; text: string } | ({ type: "image" } & ImageSource)>;
 }
 
-async function resolveImageSource(source: ImageSource, where: string): Promise<Uint8Array> {
+export interface ImageSources {
+  /** The messages with every image as bytes; images are named "image 1", "image 2"... in errors. */
+  resolve(messages: readonly SourceMessage[], signal: AbortSignal): Promise<PromptMessage[]>;
+}
+
+/** Image bytes and data: URLs. */
+export function createImageSources(): ImageSources {
+  return {
+    async resolve(messages) {
+      let count = 0;
+      return messages.map((m) => ({
+        role: m.role,
+        content: m.content.map((p) => (p.type === "text" ? p : { type: "image", data: bytesOf(p, `image ${++count}`) })),
+      }));
+    },
+  };
+}
+
+function bytesOf(source: ImageSource, where: string): Uint8Array {
   if ("data" in source) {
     if (source.data.length === 0) throw invalidArgument(`${where}: image data is empty`);
     return source.data;
   }
-  return decodeDataUrl(source.url, where);
-}
-
-function decodeDataUrl(url: string, where: string): Uint8Array {
-  const m = /^data:([^,]*?),(.*)$/s.exec(url);
+  const m = /^data:([^,]*?),(.*)$/s.exec(source.url);
   if (!m) {
-    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(source.url)?.[1];
     throw invalidArgument(
       `${where}: image URL scheme ${scheme ? JSON.stringify(scheme) : "(none)"} is not allowed; ` +
         "send the image bytes or a data: URL (data:image/png;base64,...)",
