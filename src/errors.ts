@@ -23,6 +23,6 @@ export class GlanceError extends Error {
   }
 }
 
-export function invalidArgument(message: string): GlanceError {
-  return new GlanceError("invalid_argument", message);
+export function invalidArgument(message: string, options?: ErrorOptions): GlanceError {
+  return new GlanceError("invalid_argument", message, options);
 }

@@ -1,7 +1,8 @@
 /**
  * Graceful shutdown of the real process: `glance serve` is spawned as a mesh would run it, gets
  * SIGTERM while eight streams are mid-generation, and must refuse new work (UNAVAILABLE, readiness
- * 503) while finishing every running stream, then exit 0 within the grace period. Only a child
+ * 503, a chat completion refused before its body is read) while finishing every running stream,
+ * then exit 0 within the grace period. Only a child
  * process shows this: the signal handler, the exit code and the closing of both ports are all
  * part of what is tested. Ports are 0 (free ports); the child names them in its "listening" log line.
  */
@@ -15,6 +16,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { FinishReason, InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
 import { type HeldOutQuestion, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { type Answer, postWithoutBody } from "./support/unsent-body.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const GRACE_MS = 20_000;
@@ -99,6 +101,7 @@ describe("drain on SIGTERM (the glance serve process)", () => {
   const results: StreamResult[] = [];
   let newCall: unknown;
   let readiness: { status: number } | { error: unknown };
+  let bodyless: Answer | { error: unknown };
   let exit: { code: number | null; signal: NodeJS.Signals | null; ms: number };
 
   before(async () => {
@@ -169,7 +172,7 @@ describe("drain on SIGTERM (the glance serve process)", () => {
     await logs.waitFor("draining", 10_000);
 
     // Draining: the process is up but must turn new work away, on both ports.
-    const [call, ready] = await Promise.allSettled([
+    const [call, ready, chat] = await Promise.allSettled([
       (async () => {
         for await (const _ of client.generate(request(questions[0]!)));
       })(),
@@ -177,9 +180,11 @@ describe("drain on SIGTERM (the glance serve process)", () => {
         await res.body?.cancel();
         return res.status;
       }),
+      postWithoutBody(`${httpUrl}/v1/chat/completions`, { "content-type": "application/json" }),
     ]);
     newCall = call.status === "rejected" ? call.reason : "the call succeeded";
     readiness = ready.status === "fulfilled" ? { status: ready.value } : { error: ready.reason };
+    bodyless = chat.status === "fulfilled" ? chat.value : { error: chat.reason };
 
     await Promise.all(streams);
     let timer: NodeJS.Timeout | undefined;
@@ -209,6 +214,12 @@ describe("drain on SIGTERM (the glance serve process)", () => {
       const cause = (readiness.error as { cause?: { code?: string } }).cause;
       assert.equal(cause?.code, "ECONNREFUSED", `GET /readyz failed: ${String(readiness.error)}`);
     }
+  });
+
+  it("refuses a chat completion during the drain with 503 before reading its body", () => {
+    assert.ok("status" in bodyless, `the request without its body got no answer: ${"error" in bodyless ? String(bodyless.error) : ""}`);
+    assert.equal(bodyless.status, 503, bodyless.body);
+    assert.match(bodyless.body, /shutting down; retry on another replica/);
   });
 
   it("lets every running stream finish with its full text and a Done message", (t) => {

@@ -405,8 +405,7 @@ describe("gRPC API end to end", () => {
       assert.equal(err.code, Code.DeadlineExceeded, `${name}: ${err.message}`);
       assert.ok(Date.now() - started < 1000, `${name}: the deadline ended the call after ${Date.now() - started} ms`);
       await waitForIdle(ts);
-      // Reported rather than asserted: a cancel that reaches the worker while the request is
-      // being prefilled is not seen by the scheduler yet, and the request then runs to its end.
+      // Reported rather than asserted: how many steps fit in 30 ms depends on the machine.
       t.diagnostic(`${name}: ${ts.server.engine.stats().steps - stepsBefore} decode steps, of ${longTokens} without a deadline`);
     }
   });

@@ -1,7 +1,8 @@
 /**
  * The HTTP port end to end over real sockets, driven the way users drive it: the official
- * `openai` SDK for the chat-completions API (streaming and not, errors, backpressure,
- * cancellation), plain fetch for health, readiness, metrics and CORS, and node:http2 for h2c.
+ * `openai` SDK for the chat-completions API (streaming and not, errors, cancellation), plain
+ * fetch for health, readiness, metrics, CORS and the route table's 404 and 405, and node:http2
+ * for h2c.
  * The server runs in this process (test/support/test-server.ts) so the engine's stats can be read.
  */
 import assert from "node:assert/strict";
@@ -303,7 +304,25 @@ describe("OpenAI-compatible API over HTTP", () => {
     it("answers an unknown route with 404", async () => {
       const res = await fetch(`${ts.httpUrl}/no/such/route`);
       assert.equal(res.status, 404);
-      await res.body?.cancel();
+      assert.deepEqual(await res.json(), {
+        error: { message: "no route for GET /no/such/route", type: "invalid_request_error", code: "not_found" },
+      });
+    });
+
+    it("answers a known route asked with another method with 405 and Allow", async () => {
+      for (const [method, path, allowed] of [
+        ["GET", "/v1/chat/completions", "POST"],
+        ["POST", "/healthz", "GET"],
+        ["DELETE", "/v1/models", "GET"],
+      ] as const) {
+        const res = await fetch(`${ts.httpUrl}${path}`, { method });
+        assert.equal(res.status, 405, `${method} ${path}`);
+        assert.equal(res.headers.get("allow"), allowed, `${method} ${path}`);
+        const body = (await res.json()) as { error: { type: string; code: string; message: string } };
+        assert.equal(body.error.code, "method_not_allowed", `${method} ${path}`);
+        assert.equal(body.error.type, "invalid_request_error", `${method} ${path}`);
+        assert.match(body.error.message, new RegExp(`${path} takes ${allowed}, not ${method}`));
+      }
     });
   });
 });

@@ -50,10 +50,11 @@ export interface EngineDeps {
   faultInjection?: boolean;
 }
 
-const REFUSALS: Record<Exclude<EngineHealth, "serving">, string> = {
+/** What a client is told while the engine does not serve; the admission gate says the same. */
+export const REFUSALS: Record<Exclude<EngineHealth, "serving">, string> = {
   loading: "the model is still loading; retry shortly",
-  restarting: "the engine is restarting after a failure; retry shortly",
-  failed: "the engine failed and is not restarting; retry on another replica",
+  restarting: "the model is restarting after a failure; retry shortly",
+  failed: "the model failed and could not be restarted; retry on another replica",
 };
 
 /**

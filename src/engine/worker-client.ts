@@ -81,7 +81,7 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
   };
   const post = (m: ToWorker, transfer: ArrayBuffer[] = []) => worker.postMessage(m, transfer);
 
-  function onMessage(m: FromWorker): void {
+  function onMessage(w: Worker, m: FromWorker): void {
     if (m.type === "events") {
       latest = m.stats;
       for (const e of m.events) submitted.get(e.id)?.push(e);
@@ -89,13 +89,14 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
       loaded = true;
       options.warmUp().then(
         () => {
+          if (everReady) log.info({ restarts }, "the engine's new worker is serving");
           everReady = true;
           setHealth("serving");
           resolveReady();
         },
         (e: unknown) => {
           log.error({ err: e }, "the engine's warm-up request failed; replacing the worker");
-          void worker.terminate();
+          void w.terminate();
         },
       );
     } else if (m.type === "model-failure") {
@@ -144,7 +145,7 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
     let error: Error | undefined;
     const w = new Worker(new URL("./worker.ts", import.meta.url), { workerData: options.workerData });
     worker = w;
-    w.on("message", onMessage);
+    w.on("message", (m: FromWorker) => onMessage(w, m));
     w.on("error", (e) => {
       error = e;
     });

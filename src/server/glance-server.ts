@@ -1,13 +1,15 @@
 /**
- * Glance as a process: the engine, the gRPC port and the HTTP port, sharing one lifecycle.
- * Both ports listen at once (health answers NOT_SERVING while the model loads); readiness turns
- * SERVING after the warm-up request. `drain` is what SIGTERM and SIGINT run.
+ * Glance as a process: the engine, the gate and the two ports, sharing one lifecycle. Both ports
+ * listen at once (health answers NOT_SERVING while the model loads); readiness turns SERVING
+ * after the warm-up request, and follows the engine's health from then on. `drain` is what
+ * SIGTERM and SIGINT run.
  */
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
-import { createEngine, type Engine } from "../engine/engine.ts";
-import type { CleartextServer } from "./cleartext-server.ts";
-import { type GrpcServer, startGrpcServer } from "./grpc-server.ts";
+import { createEngine } from "../engine/engine.ts";
+import type { Engine } from "../engine/types.ts";
+import { createGate } from "./gate.ts";
+import { startGrpcServer } from "./grpc-server.ts";
 import { startHttpServer } from "./http-server.ts";
 import { createInferenceService } from "./inference-service.ts";
 import { createLifecycle, type Lifecycle } from "./lifecycle.ts";
@@ -25,62 +27,33 @@ export interface GlanceServer {
   drain(): Promise<void>;
 }
 
-export async function startGlanceServer(config: Config, log: Logger): Promise<GlanceServer> {
+export interface GlanceServerOptions {
+  /** Lets tests inject faults into the engine (Engine.injectFault); never set by `glance serve`. */
+  faultInjection?: boolean;
+}
+
+export async function startGlanceServer(config: Config, log: Logger, options: GlanceServerOptions = {}): Promise<GlanceServer> {
   const lifecycle = createLifecycle();
-  const engine = createEngine({
-    modelDir: config.modelDir,
-    decoderDtype: config.decoderDtype,
-    intraOpThreads: config.threads || undefined,
-    interOpThreads: config.interOpThreads,
-    executionProviders: config.executionProviders,
-    maxBatchSize: config.maxBatchSize,
-    maxQueue: config.maxQueue,
-    maxPrefillTokens: config.maxPrefillTokens,
-    waitingServedRatio: config.waitingServedRatio,
-    maxWaitingSteps: config.maxWaitingSteps,
-    maxImages: config.maxImages,
-    maxImagePixels: config.maxImagePixels,
-    maxTokens: config.maxTokens,
-    visionCacheBytes: config.visionCacheBytes,
-  });
+  const engine = createEngine(config.engine, { log, faultInjection: options.faultInjection });
+  const gate = createGate({ lifecycle, engine });
   const metrics = createMetrics(() => engine.stats());
   const observe = createRequestObserver(log, metrics);
   const impl = createInferenceService({ engine, lifecycle, observe });
-  let grpc: GrpcServer | undefined;
-  let http: CleartextServer | undefined;
-  try {
-    grpc = await startGrpcServer(impl, lifecycle, {
-      host: config.host,
-      port: config.grpcPort,
-      keepaliveTimeMs: config.keepaliveTimeMs,
-      keepaliveTimeoutMs: config.keepaliveTimeoutMs,
-      maxConnectionAgeMs: config.maxConnectionAgeMs,
-      maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
-      maxReceiveMessageBytes: config.maxMessageBytes,
-      maxSendMessageBytes: config.maxMessageBytes,
-    });
-    http = await startHttpServer(
-      impl,
-      { engine, lifecycle, observe, metrics, maxBodyBytes: config.maxMessageBytes },
-      {
-        host: config.host,
-        port: config.httpPort,
-        corsOrigin: config.corsOrigin,
-        maxMessageBytes: config.maxMessageBytes,
-      },
-    );
-  } catch (e) {
-    await grpc?.close(0);
+  const grpc = await startGrpcServer(impl, { gate, lifecycle, engine }, config.grpc).catch(async (e) => {
     await engine.close();
     throw e;
-  }
+  });
+  const http = await startHttpServer(impl, { engine, lifecycle, gate, observe, metrics, log }, config.http).catch(async (e) => {
+    await grpc.close(0);
+    await engine.close();
+    throw e;
+  });
   log.info({ grpcPort: grpc.port, httpPort: http.port, model: engine.info }, "listening; loading the model");
 
   const ready = engine.ready.then(() => {
     lifecycle.serving();
     log.info({ model: engine.info.id }, "ready");
   });
-  const ports = { grpc, http };
   return {
     engine,
     lifecycle,
@@ -91,7 +64,7 @@ export async function startGlanceServer(config: Config, log: Logger): Promise<Gl
       log.info({ graceMs: config.drainGraceMs }, "draining");
       const { unfinished } = await lifecycle.drain(config.drainGraceMs);
       if (unfinished > 0) log.warn({ unfinished }, "grace period over; closing streams still running");
-      await Promise.all([ports.grpc.close(1000), ports.http.close(1000)]);
+      await Promise.all([grpc.close(1000), http.close(1000)]);
       await engine.close();
       log.info("stopped");
     },

@@ -9,7 +9,7 @@ import { createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
 import { toConnectError } from "./status.ts";
 
-function metadataToHeaders(metadata: grpc.Metadata): Headers {
+export function metadataToHeaders(metadata: grpc.Metadata): Headers {
   const headers = new Headers();
   for (const [key, values] of Object.entries(metadata.getMap())) {
     if (!key.endsWith("-bin")) headers.append(key, String(values));
@@ -17,7 +17,7 @@ function metadataToHeaders(metadata: grpc.Metadata): Headers {
   return headers;
 }
 
-function toServiceError(e: unknown): Partial<grpc.StatusObject> {
+export function toServiceError(e: unknown): Pick<grpc.StatusObject, "code" | "details"> {
   const err = toConnectError(e);
   // Connect's codes are gRPC's status codes.
   return { code: err.code as number as grpc.status, details: err.rawMessage };

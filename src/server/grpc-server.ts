@@ -1,7 +1,8 @@
 /**
- * The gRPC port, on grpc-js: the inference service, the standard health service (liveness on
- * "", readiness on the service's name, following the lifecycle) and server reflection (v1 and
- * v1alpha), so grpcurl and buf curl work without proto files.
+ * The gRPC port, on grpc-js: the inference service behind the gate, the standard health service
+ * (liveness on "", readiness on the service's name; both follow the lifecycle and the engine's
+ * health, see health.ts) and server reflection (v1 and v1alpha), so grpcurl and buf curl work
+ * without proto files.
  */
 import { fileURLToPath } from "node:url";
 import { type DescFile, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -10,9 +11,13 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
-import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
+import { HealthImplementation, protoPath as healthProtoPath, type ServingStatusMap } from "grpc-health-check";
 import { file_glance_v1_inference, InferenceService } from "../../gen/glance/v1/inference_pb.js";
+import type { Engine } from "../engine/types.ts";
+import type { Gate } from "./gate.ts";
 import { addConnectService } from "./grpc-adapter.ts";
+import { createGateInterceptor } from "./grpc-gate.ts";
+import { isLive, readiness, watchHealth } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 
 export interface GrpcServerOptions {
@@ -68,12 +73,19 @@ const reflectionProtoPaths = ["v1", "v1alpha"].map((v) =>
   fileURLToPath(import.meta.resolve(`@grpc/reflection/build/proto/grpc/reflection/${v}/reflection.proto`)),
 );
 
+export interface GrpcServerDeps {
+  gate: Gate;
+  lifecycle: Lifecycle;
+  engine: Engine;
+}
+
 export async function startGrpcServer(
   impl: ServiceImpl<typeof InferenceService>,
-  lifecycle: Lifecycle,
+  { gate, lifecycle, engine }: GrpcServerDeps,
   options: GrpcServerOptions,
 ): Promise<GrpcServer> {
   const server = new grpc.Server({
+    interceptors: [createGateInterceptor(gate)],
     "grpc.keepalive_time_ms": options.keepaliveTimeMs,
     "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs,
     "grpc.keepalive_permit_without_calls": 1,
@@ -86,9 +98,18 @@ export async function startGrpcServer(
   });
   addConnectService(server, InferenceService, impl);
 
-  const readiness = () => (lifecycle.state === "serving" ? "SERVING" : "NOT_SERVING");
-  const health = new HealthImplementation({ "": "SERVING", [InferenceService.typeName]: readiness() });
-  lifecycle.onChange(() => health.setStatus(InferenceService.typeName, readiness()));
+  const statuses = (): ServingStatusMap => ({
+    "": isLive(engine) ? "SERVING" : "NOT_SERVING",
+    [InferenceService.typeName]: readiness(lifecycle, engine) === "ready" ? "SERVING" : "NOT_SERVING",
+  });
+  let current = statuses();
+  const health = new HealthImplementation(current);
+  // setStatus writes to every Watch stream even when nothing changed, so only changes are set.
+  watchHealth(lifecycle, engine, () => {
+    const next = statuses();
+    for (const [service, status] of Object.entries(next)) if (status !== current[service]) health.setStatus(service, status);
+    current = next;
+  });
   health.addToServer(server);
 
   // Reflection reads only `fileDescriptorProtos` (types list their file) and finds the services inside the files.

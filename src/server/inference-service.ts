@@ -1,9 +1,10 @@
 /**
  * glance.v1.InferenceService: one implementation, bound to the gRPC port (grpc-js) and the HTTP
- * port (Connect, gRPC-Web). It only translates between the wire messages and the engine.
+ * port (Connect, gRPC-Web). It only translates between the wire messages and the engine:
+ * admission happens ahead of both ports, in the gate.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   FinishReason,
   type GenerateRequest,
@@ -11,12 +12,9 @@ import {
   type InferenceService,
   Role,
 } from "../../gen/glance/v1/inference_pb.js";
-import type { Engine, GenerateInput } from "../engine/engine.ts";
-import type { Timings } from "../engine/protocol.ts";
-import { invalidArgument } from "../errors.ts";
-import type { ChatRole } from "../model/chat-template.ts";
-import type { InputPart } from "../model/prompt-builder.ts";
-import { decodeImageUrl } from "./image-url.ts";
+import type { ChatRole, Engine, EngineEvent, GenerateInput, InputPart, Timings } from "../engine/types.ts";
+import { GlanceError, invalidArgument } from "../errors.ts";
+import { readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 import type { ObserveRequest } from "./request-observer.ts";
 import { toConnectError } from "./status.ts";
@@ -27,19 +25,8 @@ const ROLES: Partial<Record<Role, ChatRole>> = {
   [Role.ASSISTANT]: "assistant",
 };
 
-/** Checks a client-chosen request id: it shows up in logs and Abort calls. */
-function checkRequestId(id: string): void {
-  if (id.length > 128 || /[\p{Cc}\s]/u.test(id)) {
-    throw invalidArgument("request_id must be at most 128 characters, without spaces or control characters");
-  }
-}
-
 /** The engine's view of a GenerateRequest; throws invalid_argument on anything malformed. */
-export function toGenerateInput(req: GenerateRequest, modelId: string): GenerateInput {
-  if (req.model !== "" && req.model !== modelId) {
-    throw invalidArgument(`model ${JSON.stringify(req.model)} is not served here; this server serves ${JSON.stringify(modelId)}`);
-  }
-  checkRequestId(req.requestId);
+export function fromGenerateRequest(req: GenerateRequest): GenerateInput {
   const messages = req.messages.map((m, i) => {
     const role = ROLES[m.role];
     if (!role) throw invalidArgument(`message ${i + 1} has no role: set role to ROLE_USER, ROLE_SYSTEM or ROLE_ASSISTANT`);
@@ -48,17 +35,15 @@ export function toGenerateInput(req: GenerateRequest, modelId: string): Generate
       if (p.kind.case === "text") return { type: "text", text: p.kind.value };
       if (p.kind.case !== "image") throw invalidArgument(`${where} is empty: set text or image`);
       const source = p.kind.value.source;
-      if (source.case === "data") {
-        if (source.value.length === 0) throw invalidArgument(`${where}: image data is empty`);
-        return { type: "image", data: source.value };
-      }
-      if (source.case === "url") return { type: "image", data: decodeImageUrl(source.value, where) };
+      if (source.case === "data") return { type: "image", data: source.value };
+      if (source.case === "url") return { type: "image", url: source.value };
       throw invalidArgument(`${where}: the image has neither data nor url`);
     });
     return { role, content };
   });
   const s = req.sampling;
   return {
+    model: req.model,
     messages,
     requestId: req.requestId || undefined,
     sampling: s && {
@@ -71,6 +56,26 @@ export function toGenerateInput(req: GenerateRequest, modelId: string): Generate
       stop: s.stop,
     },
   };
+}
+
+/**
+ * The engine takes one signal and ends the request with its reason. Connect aborts the call's
+ * signal with DeadlineExceeded when the deadline passes; any other abort (the client went away,
+ * the call ended) cancels the request.
+ */
+function engineSignal(signal: AbortSignal): AbortSignal {
+  const controller = new AbortController();
+  const abort = () => {
+    const deadline = signal.reason instanceof ConnectError && signal.reason.code === Code.DeadlineExceeded;
+    controller.abort(
+      deadline
+        ? new GlanceError("deadline_exceeded", "the request's deadline passed before generation finished")
+        : new GlanceError("cancelled", "the request was cancelled"),
+    );
+  };
+  if (signal.aborted) abort();
+  else signal.addEventListener("abort", abort, { once: true });
+  return controller.signal;
 }
 
 /** Whole nanoseconds: protobuf's Duration holds integers, measured milliseconds are fractional. */
@@ -91,11 +96,24 @@ function toTimings(t: Timings) {
   };
 }
 
-/** A deadline that passed aborts the context's signal too: report it as the deadline. */
-function failure(e: unknown, ctx: HandlerContext): ConnectError {
-  const reason: unknown = ctx.signal.reason;
-  if (ctx.signal.aborted && reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) return reason;
-  return toConnectError(e);
+function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape<typeof GenerateResponseSchema> {
+  if (e.type === "delta") return { requestId, event: { case: "delta", value: { text: e.text, tokenIds: e.tokenIds } } };
+  return {
+    requestId,
+    event: {
+      case: "done",
+      value: {
+        finishReason: e.finishReason === "stop" ? FinishReason.STOP : FinishReason.LENGTH,
+        usage: {
+          promptTokens: e.usage.promptTokens,
+          completionTokens: e.usage.completionTokens,
+          totalTokens: e.usage.totalTokens,
+          imageTokens: e.usage.imageTokens,
+        },
+        timings: toTimings(e.timings),
+      },
+    },
+  };
 }
 
 export interface InferenceServiceDeps {
@@ -107,40 +125,15 @@ export interface InferenceServiceDeps {
 export function createInferenceService({ engine, lifecycle, observe }: InferenceServiceDeps): ServiceImpl<typeof InferenceService> {
   return {
     async *generate(req, ctx) {
-      let done: (() => void) | undefined;
+      const record = observe(`Generate/${ctx.protocolName}`);
       try {
-        done = lifecycle.admit();
-        const timeout = ctx.timeoutMs();
-        const { requestId, events } = engine.generate(toGenerateInput(req, engine.info.id), {
-          signal: ctx.signal,
-          deadline: timeout === undefined ? undefined : Date.now() + timeout,
-        });
-        for await (const e of observe(requestId, `Generate/${ctx.protocolName}`, events)) {
-          const out: MessageInitShape<typeof GenerateResponseSchema> =
-            e.type === "delta"
-              ? { requestId, event: { case: "delta", value: { text: e.text, tokenIds: e.tokenIds } } }
-              : {
-                  requestId,
-                  event: {
-                    case: "done",
-                    value: {
-                      finishReason: e.finishReason === "stop" ? FinishReason.STOP : FinishReason.LENGTH,
-                      usage: {
-                        promptTokens: e.usage.promptTokens,
-                        completionTokens: e.usage.completionTokens,
-                        totalTokens: e.usage.promptTokens + e.usage.completionTokens,
-                        imageTokens: e.usage.imageTokens,
-                      },
-                      timings: toTimings(e.timings),
-                    },
-                  },
-                };
-          yield out;
-        }
+        const { requestId, events } = engine.generate(fromGenerateRequest(req), { signal: engineSignal(ctx.signal) });
+        for await (const e of record.events(requestId, events)) yield toGenerateResponse(requestId, e);
       } catch (e) {
-        throw failure(e, ctx);
+        record.end(e);
+        throw toConnectError(e);
       } finally {
-        done?.();
+        record.end();
       }
     },
 
@@ -160,7 +153,7 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
             maxImagesPerRequest: i.maxImages,
             maxImagePixels: BigInt(i.maxImagePixels),
             maxTokens: i.maxTokens,
-            ready: lifecycle.state === "serving",
+            ready: readiness(lifecycle, engine) === "ready",
           },
         ],
       };

@@ -1,10 +1,8 @@
 /**
- * The server's one piece of shared state: loading, serving or draining, and the calls in
- * flight. Health checks, readiness routes and the service all read it here, so a drain takes
- * effect everywhere at the same moment.
+ * The server's own state, loading, serving or draining, and the calls in flight that a drain
+ * waits for. The engine's health is the other half of readiness (health.ts joins the two), and
+ * the gate (gate.ts) is what admits calls and counts them here.
  */
-import { GlanceError } from "../errors.ts";
-
 export type LifecycleState = "loading" | "serving" | "draining";
 
 export interface Lifecycle {
@@ -12,9 +10,9 @@ export interface Lifecycle {
   /** Called with every change of state. */
   onChange(listener: (state: LifecycleState) => void): void;
   serving(): void;
-  /** Throws unavailable unless serving; otherwise counts the call until `done` is called. */
-  admit(): () => void;
-  /** Refuses new calls from now on; resolves once the calls in flight finish or `graceMs` passes. */
+  /** Counts a call in flight until the returned function is called; calling it again does nothing. */
+  track(): () => void;
+  /** Moves to draining; resolves once the calls in flight finish or `graceMs` passes. */
   drain(graceMs: number): Promise<{ unfinished: number }>;
 }
 
@@ -37,9 +35,7 @@ export function createLifecycle(): Lifecycle {
     serving() {
       if (state === "loading") set("serving");
     },
-    admit() {
-      if (state === "loading") throw new GlanceError("unavailable", "the model is still loading; retry shortly");
-      if (state === "draining") throw new GlanceError("unavailable", "the server is shutting down; retry on another replica");
+    track() {
       active++;
       let done = false;
       return () => {

@@ -3,7 +3,7 @@
  * dashboards written for vLLM need only the prefix changed.
  */
 import client from "prom-client";
-import type { EngineStats, FinishReason, Timings, Usage } from "../engine/protocol.ts";
+import type { EngineStats, FinishReason, Timings, Usage } from "../engine/types.ts";
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
 
@@ -44,6 +44,8 @@ export function createMetrics(stats: () => EngineStats): Metrics {
   gauge("glance:kv_cache_bytes", "Bytes held by the running batch's key/value cache.", (s) => s.cacheBytes);
   mirrored("glance:image_cache_hits_total", "Images whose vision features came from the cache.", (s) => s.visionCache.hits);
   mirrored("glance:image_cache_misses_total", "Images run through the vision encoder.", (s) => s.visionCache.misses);
+  mirrored("glance:model_failures_total", "Model runs that threw; each failed the requests of its batch.", (s) => s.modelFailures);
+  mirrored("glance:engine_restarts_total", "Engine workers started to replace one that died.", (s) => s.restarts);
 
   const histogram = (name: string, help: string) => new client.Histogram({ name, help, buckets: LATENCY_BUCKETS, registers: [registry] });
   const ttft = histogram("glance:time_to_first_token_seconds", "Time from arrival to the first generated token.");

@@ -5,31 +5,16 @@
  */
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import type { Engine, GenerateInput } from "../engine/engine.ts";
+import type { ChatRole, Engine, GenerateInput, InputPart } from "../engine/types.ts";
 import { type GlanceError, invalidArgument } from "../errors.ts";
-import type { ChatRole } from "../model/chat-template.ts";
-import type { InputPart } from "../model/prompt-builder.ts";
-import { decodeImageUrl } from "./image-url.ts";
-import type { Lifecycle } from "./lifecycle.ts";
+import type { Gate, Ticket } from "./gate.ts";
+import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
 import type { ObserveRequest } from "./request-observer.ts";
 import { httpStatus, toGlanceError } from "./status.ts";
 
-/** What the routes use of Node's HTTP/1.1 and HTTP/2 compatibility request and response. */
-export interface HttpRequest extends AsyncIterable<unknown> {
-  method?: string;
-  url?: string;
-  headers: Record<string, string | string[] | undefined>;
-}
-export interface HttpResponse extends NodeJS.EventEmitter {
-  writeHead(status: number, headers?: Record<string, string | number>): unknown;
-  setHeader(name: string, value: string): unknown;
-  write(chunk: string): boolean;
-  end(chunk: string): unknown;
-}
-
-export interface OpenAiDeps {
+export interface ChatCompletionsDeps {
   engine: Engine;
-  lifecycle: Lifecycle;
+  gate: Gate;
   observe: ObserveRequest;
   maxBodyBytes: number;
 }
@@ -43,15 +28,15 @@ const ERROR_TYPES: Record<GlanceError["code"], string> = {
   internal: "internal_error",
 };
 
-export function sendJson(res: HttpResponse, status: number, body: unknown): void {
-  const data = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(data) });
-  res.end(data);
+/** Any failure as OpenAI reports it: an HTTP status and the error body. */
+function toOpenAiError(e: unknown): { status: number; body: ErrorBody } {
+  const err = toGlanceError(e);
+  return { status: httpStatus(err), body: errorBody(err.message, ERROR_TYPES[err.code], err.code) };
 }
 
 export function sendError(res: HttpResponse, e: unknown): void {
-  const err = toGlanceError(e);
-  sendJson(res, httpStatus(err), { error: { message: err.message, type: ERROR_TYPES[err.code], code: err.code } });
+  const { status, body } = toOpenAiError(e);
+  sendJson(res, status, body);
 }
 
 async function readJson(req: HttpRequest, limit: number): Promise<Record<string, unknown>> {
@@ -67,7 +52,7 @@ async function readJson(req: HttpRequest, limit: number): Promise<Record<string,
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new Error("not an object");
     return body as Record<string, unknown>;
   } catch (e) {
-    throw invalidArgument(`the request body is not a JSON object: ${(e as Error).message}`);
+    throw invalidArgument(`the request body is not a JSON object: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -90,20 +75,20 @@ function toParts(content: unknown, where: string): InputPart[] {
     if (p?.type === "image_url") {
       const url = typeof p.image_url === "string" ? p.image_url : (p.image_url as { url?: unknown } | undefined)?.url;
       if (typeof url !== "string") throw invalidArgument(`${at}.image_url.url must be a string`);
-      return { type: "image", data: decodeImageUrl(url, at) };
+      return { type: "image", url };
     }
     throw invalidArgument(`${at} must be {type: "text", text} or {type: "image_url", image_url: {url}}`);
   });
 }
 
 /** The engine's view of a chat-completions body; throws invalid_argument on anything malformed. */
-export function toGenerateInput(body: Record<string, unknown>): GenerateInput {
+export function fromChatCompletion(body: Record<string, unknown>): GenerateInput {
   if (!Array.isArray(body["messages"]) || body["messages"].length === 0) {
     throw invalidArgument("messages must be a non-empty array");
   }
   const messages = body["messages"].map((m: unknown, i) => {
     const msg = m as { role?: unknown; content?: unknown };
-    const role = typeof msg?.role === "string" ? ROLES[msg.role] : undefined;
+    const role = typeof msg?.role === "string" && Object.hasOwn(ROLES, msg.role) ? ROLES[msg.role] : undefined;
     if (!role) throw invalidArgument(`messages[${i}].role must be system, user or assistant`);
     return { role, content: toParts(msg.content, `messages[${i}]`) };
   });
@@ -121,6 +106,7 @@ export function toGenerateInput(body: Record<string, unknown>): GenerateInput {
   const seed = optionalNumber(body, "seed");
   if (seed !== undefined && !Number.isSafeInteger(seed)) throw invalidArgument("seed must be an integer");
   return {
+    model: typeof body["model"] === "string" ? body["model"] : undefined,
     messages,
     sampling: {
       maxTokens: optionalNumber(body, "max_completion_tokens") ?? optionalNumber(body, "max_tokens"),
@@ -139,30 +125,31 @@ async function write(res: HttpResponse, data: string): Promise<void> {
   if (!res.write(data)) await once(res, "drain");
 }
 
-export async function handleChatCompletions(req: HttpRequest, res: HttpResponse, deps: OpenAiDeps): Promise<void> {
-  const { engine, lifecycle, observe } = deps;
-  let done: (() => void) | undefined;
+/** The gate comes first: a refused request's body is never read. */
+export async function handleChatCompletions(req: HttpRequest, res: HttpResponse, deps: ChatCompletionsDeps): Promise<void> {
+  const { engine, gate, observe } = deps;
+  let ticket: Ticket;
+  try {
+    ticket = gate.admit("/v1/chat/completions", requestHeaders(req));
+  } catch (e) {
+    return sendError(res, e);
+  }
+  const record = observe("chat.completions");
   let streaming = false;
   const client = new AbortController();
   res.on("close", () => client.abort());
   try {
-    done = lifecycle.admit();
     const body = await readJson(req, deps.maxBodyBytes);
-    if (typeof body["model"] === "string" && body["model"] !== "" && body["model"] !== engine.info.id) {
-      throw invalidArgument(
-        `model ${JSON.stringify(body["model"])} is not served here; this server serves ${JSON.stringify(engine.info.id)}`,
-      );
-    }
     const stream = body["stream"] === true;
     const includeUsage = (body["stream_options"] as { include_usage?: unknown } | undefined)?.include_usage === true;
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
-    const { requestId, events } = engine.generate({ ...toGenerateInput(body), requestId: id }, { signal: client.signal });
+    const { requestId, events } = engine.generate({ ...fromChatCompletion(body), requestId: id }, { signal: client.signal });
     const chunk = (choices: unknown[], usage?: unknown) =>
       `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model: engine.info.id, choices, ...(usage ? { usage } : {}) })}\n\n`;
 
     let text = "";
-    for await (const e of observe(requestId, "chat.completions", events)) {
+    for await (const e of record.events(requestId, events)) {
       if (e.type === "delta") {
         if (!stream) {
           text += e.text;
@@ -179,7 +166,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
       const usage = {
         prompt_tokens: e.usage.promptTokens,
         completion_tokens: e.usage.completionTokens,
-        total_tokens: e.usage.promptTokens + e.usage.completionTokens,
+        total_tokens: e.usage.totalTokens,
       };
       if (!stream) {
         sendJson(res, 200, {
@@ -197,15 +184,14 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
       res.end("data: [DONE]\n\n");
     }
   } catch (e) {
+    record.end(e);
     if (client.signal.aborted) return;
     if (!streaming) sendError(res, e);
-    else {
-      // Headers are gone: report the failure in the stream, as vLLM does, then end it.
-      const err = toGlanceError(e);
-      res.end(`data: ${JSON.stringify({ error: { message: err.message, type: ERROR_TYPES[err.code], code: err.code } })}\n\n`);
-    }
+    // Headers are gone: report the failure in the stream, as vLLM does, then end it.
+    else res.end(`data: ${JSON.stringify(toOpenAiError(e).body)}\n\n`);
   } finally {
-    done?.();
+    record.end();
+    ticket.done();
   }
 }
 

@@ -1,50 +1,68 @@
 /**
- * What every front door (gRPC, Connect, OpenAI) records about a request, in one place: one log
- * line when it ends (id, route, status, tokens, timings; never prompt text or image bytes) and
- * the Prometheus metrics.
+ * What every front door (gRPC, Connect, OpenAI) records about a request, in one place: the
+ * Prometheus metrics of its events and one log line when it ends (id, route, status, tokens,
+ * timings; never prompt text or image bytes). An internal failure is logged at error level with
+ * the error itself, message, cause and stack, since its client was told only that it happened.
  */
 import type { Logger } from "pino";
-import type { EngineEvent } from "../engine/engine.ts";
+import type { EngineEvent } from "../engine/types.ts";
 import type { Metrics } from "./metrics.ts";
 import { toGlanceError } from "./status.ts";
 
-export type ObserveRequest = (requestId: string, route: string, events: AsyncIterable<EngineEvent>) => AsyncGenerator<EngineEvent>;
+/** The record of one request, from the front door's first look at it to its end. */
+export interface RequestRecord {
+  /** Passes the engine's events through, recording their metrics; `requestId` names the log line. */
+  events(requestId: string, events: AsyncIterable<EngineEvent>): AsyncGenerator<EngineEvent>;
+  /**
+   * Writes the log line, with the error that ended the request if one did; a request that ends
+   * without an error and without its done event was cancelled. Only the first call counts, so a
+   * front door calls it from its catch with the error and from its finally without.
+   */
+  end(error?: unknown): void;
+}
+
+export type ObserveRequest = (route: string) => RequestRecord;
 
 export function createRequestObserver(log: Logger, metrics: Metrics): ObserveRequest {
-  return async function* observe(requestId, route, events) {
+  return (route) => {
     const started = performance.now();
+    let requestId: string | undefined;
     let last = 0;
     let tokens = 0;
-    let status = "ok";
     let done: Extract<EngineEvent, { type: "done" }> | undefined;
-    try {
-      for await (const e of events) {
-        if (e.type === "delta") {
-          const t = performance.now();
-          if (tokens > 0) metrics.observeInterToken((t - last) / 1000);
-          last = t;
-          tokens += e.tokenIds.length;
-        } else {
-          done = e;
-          metrics.observeFinished(e.finishReason, e.usage, e.timings);
+    let ended = false;
+    return {
+      async *events(id, events) {
+        requestId = id;
+        for await (const e of events) {
+          if (e.type === "delta") {
+            const t = performance.now();
+            if (tokens > 0) metrics.observeInterToken((t - last) / 1000);
+            last = t;
+            tokens += e.tokenIds.length;
+          } else {
+            done = e;
+            metrics.observeFinished(e.finishReason, e.usage, e.timings);
+          }
+          yield e;
         }
-        yield e;
-      }
-    } catch (e) {
-      status = toGlanceError(e).code;
-      throw e;
-    } finally {
-      if (!done && status === "ok") status = "cancelled";
-      const line = {
-        requestId,
-        route,
-        status,
-        tokens,
-        ms: Math.round(performance.now() - started),
-        ...(done && { finish: done.finishReason, usage: done.usage, timings: done.timings }),
-      };
-      if (status === "ok" || status === "cancelled" || status === "invalid_argument") log.info(line, "request");
-      else log.warn(line, "request");
-    }
+      },
+      end(error) {
+        if (ended) return;
+        ended = true;
+        const status = error === undefined ? (done ? "ok" : "cancelled") : toGlanceError(error).code;
+        const line = {
+          requestId,
+          route,
+          status,
+          tokens,
+          ms: Math.round(performance.now() - started),
+          ...(done && { finish: done.finishReason, usage: done.usage, timings: done.timings }),
+        };
+        if (status === "internal") log.error({ ...line, err: error }, "request");
+        else if (status === "ok" || status === "cancelled" || status === "invalid_argument") log.info(line, "request");
+        else log.warn(line, "request");
+      },
+    };
   };
 }

@@ -1,9 +1,14 @@
 /**
- * GlanceError codes on the wire: Connect/gRPC status codes and HTTP status codes. Errors that
- * are not GlanceErrors are bugs or runtime failures and become INTERNAL.
+ * GlanceError codes on the wire: Connect/gRPC status codes and HTTP status codes. A GlanceError's
+ * message is written for people and goes out as it is. Any other error is a bug or a runtime
+ * failure: it goes out as INTERNAL with a generic message, and the error itself rides along as
+ * `cause` for the server's log, as connect-es keeps it, so that internals never reach a client.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { GlanceError, type GlanceErrorCode } from "../errors.ts";
+
+/** What a client is told about an error that is not a GlanceError. */
+export const INTERNAL_MESSAGE = "internal error; the server logged the cause";
 
 const CODES: Record<GlanceErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
@@ -23,15 +28,15 @@ const HTTP_STATUS: Record<GlanceErrorCode, number> = {
   internal: 500,
 };
 
-export function toConnectError(e: unknown): ConnectError {
-  if (e instanceof ConnectError) return e;
-  if (e instanceof GlanceError) return new ConnectError(e.message, CODES[e.code]);
-  return new ConnectError(`internal error: ${(e as Error)?.message ?? String(e)}`, Code.Internal);
-}
-
 export function toGlanceError(e: unknown): GlanceError {
   if (e instanceof GlanceError) return e;
-  return new GlanceError("internal", `internal error: ${(e as Error)?.message ?? String(e)}`);
+  return new GlanceError("internal", INTERNAL_MESSAGE, { cause: e });
+}
+
+export function toConnectError(e: unknown): ConnectError {
+  if (e instanceof ConnectError) return e;
+  const err = toGlanceError(e);
+  return new ConnectError(err.message, CODES[err.code], undefined, undefined, e);
 }
 
 export function httpStatus(e: GlanceError): number {

@@ -1,0 +1,42 @@
+/**
+ * What the plain HTTP routes use of Node's HTTP/1.1 and HTTP/2 compatibility request and
+ * response, and the JSON they answer with. Every error they send has OpenAI's shape, which
+ * OpenAI SDKs turn into their error classes.
+ */
+
+export interface HttpRequest extends AsyncIterable<unknown> {
+  method?: string;
+  url?: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+export interface HttpResponse extends NodeJS.EventEmitter {
+  writeHead(status: number, headers?: Record<string, string | number>): unknown;
+  setHeader(name: string, value: string): unknown;
+  write(chunk: string): boolean;
+  end(chunk: string): unknown;
+}
+
+export interface ErrorBody {
+  error: { message: string; type: string; code: string };
+}
+
+export function errorBody(message: string, type: string, code: string): ErrorBody {
+  return { error: { message, type, code } };
+}
+
+export function sendJson(res: HttpResponse, status: number, body: unknown): void {
+  const data = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(data) });
+  res.end(data);
+}
+
+/** The request's headers as the gate takes them; HTTP/2's pseudo-headers (":path") are left out. */
+export function requestHeaders(req: HttpRequest): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (name.startsWith(":") || value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v);
+  }
+  return headers;
+}
