@@ -118,14 +118,23 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return waiting.splice(0, count);
   }
 
-  /** Vision features per sequence, concatenated in prompt order; encodes only images not yet encoded. */
+  /**
+   * Vision features per sequence, concatenated in prompt order. Encodes only images not yet
+   * encoded, each image once however many of the sequences show it.
+   */
   async function imageFeatures(seqs: Sequence[]): Promise<{ features: (Float32Array | null)[]; ms: number }> {
-    const pending = [...new Set(seqs.flatMap((s) => s.images.filter((im) => !im.features)))];
+    const pending = new Map<string, VisionEntry[]>();
+    for (const im of seqs.flatMap((s) => s.images)) {
+      if (!im.features) pending.set(im.key, [...(pending.get(im.key) ?? []), im]);
+    }
     const started = now();
-    const encoded = await runner.encodeImages(pending.map((im) => ({ pixels: im.pixels!, featureCount: im.featureCount })));
-    pending.forEach((im, i) => {
-      im.features = encoded[i]!;
-      delete im.pixels;
+    const groups = [...pending.values()];
+    const encoded = await runner.encodeImages(groups.map(([im]) => ({ pixels: im!.pixels!, featureCount: im!.featureCount })));
+    groups.forEach((entries, i) => {
+      for (const im of entries) {
+        im.features = encoded[i]!;
+        im.pixels = undefined;
+      }
     });
     const features = seqs.map((s) => {
       if (s.images.length === 0) return null;
@@ -138,7 +147,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       }
       return out;
     });
-    return { features, ms: pending.length > 0 ? now() - started : 0 };
+    return { features, ms: pending.size > 0 ? now() - started : 0 };
   }
 
   /** Prefills the sequences and samples their first tokens. */

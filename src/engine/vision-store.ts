@@ -9,6 +9,7 @@ import type { WorkerImage } from "./protocol.ts";
 
 /** An image's pixels until it is encoded, then its features. */
 export interface VisionEntry {
+  key: string;
   featureCount: number;
   pixels?: ImagePixels;
   features?: Float32Array;
@@ -25,7 +26,7 @@ export function createVisionStore(): VisionStore {
     resolve(images, evict) {
       const resolved = images.map((im) => {
         if (im.pixels) {
-          const entry: VisionEntry = { featureCount: im.featureCount, pixels: im.pixels };
+          const entry: VisionEntry = { key: im.key, featureCount: im.featureCount, pixels: im.pixels };
           if (im.store) entries.set(im.key, entry);
           return entry;
         }
