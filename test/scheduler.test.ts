@@ -169,4 +169,71 @@ describe("scheduler", () => {
       ["c"],
     );
   });
+
+  it("encodes an image once when several requests of a prefill show it", async () => {
+    const encoded: number[] = [];
+    const prefilled: Array<Float32Array | null> = [];
+    const runner: ModelRunner = {
+      async encodeImages(images) {
+        encoded.push(images.length);
+        return images.map(() => Float32Array.of(1, 2));
+      },
+      async prefill(inputs) {
+        prefilled.push(...inputs.map((x) => x.imageFeatures));
+        return new Map(inputs.map((x) => [x.id, Float32Array.of(1, 0)]));
+      },
+      decode: async () => new Map(),
+      release: () => {},
+      reset: () => {},
+      cacheBytes: 0,
+    };
+    let scheduler: ReturnType<typeof createScheduler>;
+    const done = new Promise<void>((resolve) => {
+      scheduler = createScheduler({
+        runner,
+        tokenizer: { encode: () => [], decode: () => "", tokenId: () => undefined },
+        eosTokenIds: [0],
+        contextLength: 1000,
+        options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20 },
+        emit: (events, stats) => {
+          if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
+        },
+        onModelFailure: () => assert.fail("no model run fails here"),
+      });
+    });
+    const pixels = { pixel_values: { type: "float32" as const, data: new Float32Array(3), dims: [3] } };
+    // The first request starts the loop alone; the next two, same image in each, share a prefill.
+    for (const [id, key] of [
+      ["a", "x"],
+      ["b", "y"],
+      ["c", "y"],
+    ] as const) {
+      scheduler!.submit(
+        {
+          id,
+          ids: Int32Array.of(2, 3),
+          positions: { rows: 1, prompt: BigInt64Array.of(0n, 1n), next: 2n },
+          images: [],
+          imageTokens: 1,
+          sampling: { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n },
+          maxTokens: 100,
+          stop: [],
+          arrivedAt: 0,
+          submittedAt: 0,
+          imagePreprocessMs: 0,
+        },
+        [{ key, featureCount: 1, pixels }],
+      );
+    }
+    await done;
+    assert.deepEqual(encoded, [1, 1]);
+    assert.deepEqual(
+      prefilled.map((f) => Array.from(f!)),
+      [
+        [1, 2],
+        [1, 2],
+        [1, 2],
+      ],
+    );
+  });
 });
