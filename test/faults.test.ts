@@ -7,39 +7,21 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-import { type GenerateRequestSchema, type GenerateResponse, InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
-import { type HeldOutQuestion, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { type GenerateResponse, InferenceService } from "../gen/glance/v1/inference_pb.js";
+import { loadHeldOut } from "../scripts/lib/heldout.ts";
+import { ask, failure } from "./support/generate-calls.ts";
 import { startTestServer, type TestServer } from "./support/test-server.ts";
 
 const questions = loadHeldOut();
 const countQ = questions.find((q) => q.kind === "count" && q.lang === "en")!;
 const jsonQ = questions.find((q) => q.kind === "json")!;
 
-function ask(
-  q: HeldOutQuestion,
-  sampling: { temperature: number; maxTokens: number; repetitionPenalty?: number } = { temperature: 0, maxTokens: 32 },
-): MessageInitShape<typeof GenerateRequestSchema> {
-  return {
-    messages: [
-      {
-        role: Role.USER,
-        content: [
-          { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(q) } } } },
-          { kind: { case: "text", value: q.question } },
-        ],
-      },
-    ],
-    sampling,
-  };
-}
-
 /** Still streaming when the test breaks the worker: the penalty also falls on the end-of-turn token. */
-const longRequest = () => ask(jsonQ, { temperature: 0, maxTokens: 256, repetitionPenalty: 100 });
+const longRequest = () => ask(jsonQ, { sampling: { temperature: 0, maxTokens: 256, repetitionPenalty: 100 } });
 
 async function tokenIds(stream: AsyncIterable<GenerateResponse>, onDelta?: () => void): Promise<number[]> {
   const ids: number[] = [];
@@ -50,16 +32,6 @@ async function tokenIds(stream: AsyncIterable<GenerateResponse>, onDelta?: () =>
     }
   }
   return ids;
-}
-
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (e) {
-    assert.ok(e instanceof ConnectError, `expected a ConnectError, got ${e}`);
-    return e;
-  }
-  assert.fail("the call should have failed");
 }
 
 type HealthStatus = "SERVING" | "NOT_SERVING" | "UNKNOWN" | "SERVICE_UNKNOWN";

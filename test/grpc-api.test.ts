@@ -12,20 +12,13 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { type Client, Code, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-import {
-  type Done,
-  FinishReason,
-  type GenerateRequestSchema,
-  type GenerateResponse,
-  InferenceService,
-  Role,
-} from "../gen/glance/v1/inference_pb.js";
+import { type Done, FinishReason, type GenerateResponse, InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
 import { type HeldOutQuestion, isCorrect, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { type AskOptions, ask, failure, type GenerateInit } from "./support/generate-calls.ts";
 import { startTestServer, type TestServer } from "./support/test-server.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -39,32 +32,6 @@ const jsonQ = questions.filter((q) => q.kind === "json").sort((a, b) => b.answer
 const IMAGE_TOKENS = 16;
 
 type InferenceClient = Client<typeof InferenceService>;
-type GenerateInit = MessageInitShape<typeof GenerateRequestSchema>;
-
-/** What a test may change in `ask`'s request. */
-interface AskOptions {
-  sampling?: { maxTokens?: number; temperature?: number; topP?: number; repetitionPenalty?: number };
-  model?: string;
-  requestId?: string;
-}
-
-/** A user turn with a held-out image followed by its question, decoded greedily. */
-function ask(q: HeldOutQuestion, options: AskOptions = {}): GenerateInit {
-  return {
-    messages: [
-      {
-        role: Role.USER,
-        content: [
-          { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(q) } } } },
-          { kind: { case: "text", value: q.question } },
-        ],
-      },
-    ],
-    sampling: options.sampling ?? { temperature: 0, maxTokens: 32 },
-    model: options.model,
-    requestId: options.requestId,
-  };
-}
 
 /**
  * A request that is still streaming when a test cancels it, aborts it, lets its deadline pass or
@@ -105,17 +72,6 @@ async function collect(stream: AsyncIterable<GenerateResponse>, onDelta?: (n: nu
     }
   }
   return c;
-}
-
-/** The ConnectError a call fails with; fails the test when it succeeds or throws anything else. */
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (e) {
-    assert.ok(e instanceof ConnectError, `expected a ConnectError, got ${e}`);
-    return e;
-  }
-  assert.fail("the call should have failed");
 }
 
 /** Engine stats are posted after each scheduler iteration, so a freed slot shows up after a short poll. */

@@ -13,6 +13,23 @@ const VOCAB = 8;
 const TOKEN = 1;
 const EOS = 0;
 
+/** A two-token prompt, greedy, that may generate up to 100 tokens. */
+function request(id: string, imageTokens = 0): EngineRequest {
+  return {
+    id,
+    ids: Int32Array.of(2, 3),
+    positions: { rows: 1, prompt: BigInt64Array.of(0n, 1n), next: 2n },
+    images: [],
+    imageTokens,
+    sampling: { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n },
+    maxTokens: 100,
+    stop: [],
+    arrivedAt: 0,
+    submittedAt: 0,
+    imagePreprocessMs: 0,
+  };
+}
+
 interface Run {
   log: string[];
   events: SequenceEvent[];
@@ -43,20 +60,7 @@ async function schedule(
   const submit = (requests: Record<string, number>) => {
     for (const [id, n] of Object.entries(requests)) {
       remaining.set(id, n);
-      const request: EngineRequest = {
-        id,
-        ids: Int32Array.of(2, 3),
-        positions: { rows: 1, prompt: BigInt64Array.of(0n, 1n), next: 2n },
-        images: [],
-        imageTokens: 0,
-        sampling: { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n },
-        maxTokens: 100,
-        stop: [],
-        arrivedAt: 0,
-        submittedAt: 0,
-        imagePreprocessMs: 0,
-      };
-      scheduler.submit(request, []);
+      scheduler.submit(request(id), []);
     }
   };
   const runner: ModelRunner = {
@@ -208,22 +212,7 @@ describe("scheduler", () => {
       ["b", "y"],
       ["c", "y"],
     ] as const) {
-      scheduler!.submit(
-        {
-          id,
-          ids: Int32Array.of(2, 3),
-          positions: { rows: 1, prompt: BigInt64Array.of(0n, 1n), next: 2n },
-          images: [],
-          imageTokens: 1,
-          sampling: { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n },
-          maxTokens: 100,
-          stop: [],
-          arrivedAt: 0,
-          submittedAt: 0,
-          imagePreprocessMs: 0,
-        },
-        [{ key, featureCount: 1, pixels }],
-      );
+      scheduler!.submit(request(id, 1), [{ key, featureCount: 1, pixels }]);
     }
     await done;
     assert.deepEqual(encoded, [1, 1]);
