@@ -18,12 +18,13 @@ import { createPromptBuilder, type PreparedPrompt } from "../model/prompt-builde
 import { now } from "./clock.ts";
 import type { SchedulerOptions } from "./protocol.ts";
 import { resolveRequest } from "./request-defaults.ts";
-import { createRequestStream } from "./request-stream.ts";
-import type { Engine, EngineEvent, EngineHealth, GenerateInput, ModelInfo } from "./types.ts";
+import { createRequestStream, type RequestStream } from "./request-stream.ts";
+import type { Engine, EngineEvent, GenerateInput, ModelInfo } from "./types.ts";
 import { createVisionCache } from "./vision-cache.ts";
-import { createWorkerClient } from "./worker-client.ts";
+import { createWorkerClient, REFUSALS } from "./worker-client.ts";
 
 export type * from "./types.ts";
+export { REFUSALS };
 
 /** Every field is a setting of `glance serve` (src/config.ts holds their defaults). */
 export interface EngineOptions {
@@ -50,13 +51,6 @@ export interface EngineDeps {
   faultInjection?: boolean;
 }
 
-/** What a client is told while the engine does not serve; the admission gate says the same. */
-export const REFUSALS: Record<Exclude<EngineHealth, "serving">, string> = {
-  loading: "the model is still loading; retry shortly",
-  restarting: "the model is restarting after a failure; retry shortly",
-  failed: "the model failed and could not be restarted; retry on another replica",
-};
-
 /**
  * Reads the model folder and starts the worker; `info` is there at once, generation waits for
  * `ready` (calls before it get unavailable).
@@ -80,7 +74,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   // Features are float32 vectors of the decoder's hidden size.
   const visionCache = createVisionCache(options.visionCacheBytes, folder.config.text_config.hidden_size * 4);
   /** Every request from its arrival to its end: the queue bound counts these, as TGI's permits do. */
-  const active = new Map<string, ReturnType<typeof createRequestStream>>();
+  const active = new Map<string, RequestStream>();
   const workers = createWorkerClient({
     workerData: { folder, session: options.session, scheduler: options.scheduler, faultInjection: deps.faultInjection ?? false },
     maxRestarts: options.maxRestarts,
@@ -92,8 +86,13 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const maxActive = options.scheduler.maxBatchSize + options.maxQueue;
 
   /** Hands the prompt to the worker; no await between the cache claim and the post. */
-  async function submit(id: string, prompt: PreparedPrompt, request: ReturnType<typeof resolveRequest>, arrivedAt: number) {
-    const stream = active.get(id)!;
+  async function submit(
+    id: string,
+    stream: RequestStream,
+    prompt: PreparedPrompt,
+    request: ReturnType<typeof resolveRequest>,
+    arrivedAt: number,
+  ): Promise<void> {
     for (let missing = visionCache.missing(prompt.images); missing.length > 0; missing = visionCache.missing(prompt.images)) {
       await Promise.race([Promise.all(missing.map((im) => prompts.preparePixels(im))), stream.failed]);
     }
@@ -133,7 +132,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       const resolveMs = performance.now() - started;
       const prompt = await Promise.race([prompts.build(messages, visionCache.peek), stream.failed]);
       prompt.imagePreprocessMs += resolveMs;
-      await submit(id, prompt, request, arrivedAt);
+      await submit(id, stream, prompt, request, arrivedAt);
       submitted = true;
       for (;;) {
         const e = await stream.next();

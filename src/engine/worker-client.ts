@@ -38,6 +38,13 @@ export interface WorkerClient {
   close(): Promise<void>;
 }
 
+/** What a client is told while the engine does not serve; the admission gate says the same. */
+export const REFUSALS: Record<Exclude<EngineHealth, "serving">, string> = {
+  loading: "the model is still loading; retry shortly",
+  restarting: "the model is restarting after a failure; retry shortly",
+  failed: "the model failed and could not be restarted; retry on another replica",
+};
+
 const IDLE: WorkerStats = { running: 0, waiting: 0, batchSize: 0, cacheBytes: 0, steps: 0 };
 
 /** The request's buffers that are its own (a view of a larger buffer is cloned instead). */
@@ -162,7 +169,7 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
     },
     ready,
     submit(request, evict, stream) {
-      if (!loaded) throw new GlanceError("unavailable", "the engine is restarting; retry shortly");
+      if (!loaded) throw new GlanceError("unavailable", REFUSALS[health === "serving" ? "restarting" : health]);
       submitted.set(request.id, stream);
       post({ type: "submit", request, evict }, transferList(request));
     },
