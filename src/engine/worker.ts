@@ -67,7 +67,9 @@ try {
   post({ type: "load-failed", error: error.toJSON() });
   process.exit(1);
 }
-const runner = withFaults(createModelRunner(model, loaded.arch));
+// Only a test's engine gets the wrapper: a served model's runs go straight to the runner.
+const faulty = data.faultInjection ? withFaults(createModelRunner(model, loaded.arch)) : undefined;
+const runner = faulty ?? createModelRunner(model, loaded.arch);
 const vision = createVisionStore();
 const scheduler = createScheduler({
   runner,
@@ -87,6 +89,6 @@ port.on("message", (m: ToWorker) => {
       post({ type: "events", events: [{ type: "error", id: m.request.id, error: error.toJSON() }], stats: scheduler.stats() });
     }
   } else if (m.type === "cancel") scheduler.cancel(m.id);
-  else if (data.faultInjection) injectFault(m.fault, runner);
+  else if (faulty) injectFault(m.fault, faulty);
 });
 post({ type: "ready" });
