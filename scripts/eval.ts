@@ -4,15 +4,24 @@
  * Exact-match accuracy of a model folder on the tiny model's held-out questions, answered twice:
  * by transformers.js (an implementation nobody here wrote) from the ONNX files on disk, and by
  * Glance's engine with requests batched together. Prints accuracy per question kind and language
- * for both, and how many answers agree token for token. The last line is transformers.js's
- * overall figure, such as `accuracy: 1.00`.
+ * for both, how many answers agree token for token, and how many JSON answers are right when
+ * constrained to their schema (response_format) against unconstrained. The last line is
+ * transformers.js's overall figure, such as `accuracy: 1.00`.
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { loadConfig } from "../src/config.ts";
 import { createEngine } from "../src/engine/engine.ts";
-import { type HeldOutQuestion, isCorrect, KINDS, loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "./lib/heldout.ts";
+import {
+  type HeldOutQuestion,
+  isCorrect,
+  JSON_ANSWER_SCHEMA,
+  KINDS,
+  loadHeldOut,
+  readHeldOutImage,
+  TINY_MODEL_DIR,
+} from "./lib/heldout.ts";
 import { createTransformersPeer } from "./lib/transformers-peer.ts";
 
 const { values } = parseArgs({
@@ -50,7 +59,8 @@ async function runPeer(): Promise<{ answers: Answer[]; seconds: number }> {
   return { answers, seconds: (performance.now() - started) / 1000 };
 }
 
-async function runGlance(): Promise<{ answers: Answer[]; seconds: number }> {
+/** `constrained`: the JSON questions are answered under the schema of their trained answer. */
+async function runGlance(constrained: boolean): Promise<{ answers: Answer[]; seconds: number }> {
   const engine = createEngine(loadConfig(["--model", modelDir, "--decoder-dtype", decoder], {}).engine, { log: pino({ level: "silent" }) });
   await engine.ready;
   const started = performance.now();
@@ -72,6 +82,7 @@ async function runGlance(): Promise<{ answers: Answer[]; seconds: number }> {
           },
         ],
         sampling: { temperature: 0, maxTokens: 64 },
+        ...(constrained && q.kind === "json" && { responseFormat: { type: "json_schema", schema: JSON.stringify(JSON_ANSWER_SCHEMA) } }),
       });
       const a: Answer = { text: "", tokenIds: [] };
       for await (const e of events) {
@@ -115,7 +126,8 @@ function table(name: string, answers: Answer[], seconds: number): string {
 }
 
 const peer = await runPeer();
-const glance = await runGlance();
+const glance = await runGlance(false);
+const constrained = await runGlance(true);
 const wrong = questions.flatMap((q, i) =>
   isCorrect(q, peer.answers[i]!.text)
     ? []
@@ -136,6 +148,10 @@ if (wrong.length > 0)
   );
 console.log(`${table("glance", glance.answers, glance.seconds)}\n`);
 console.log(`${table("transformers.js", peer.answers, peer.seconds)}\n`);
+const jsonRight = (answers: Answer[]) => questions.filter((q, i) => q.kind === "json" && isCorrect(q, answers[i]!.text)).length;
+console.log(
+  `json questions under their answer's schema (response_format): ${jsonRight(constrained.answers)}/${questions.filter((q) => q.kind === "json").length} right; unconstrained ${jsonRight(glance.answers)}\n`,
+);
 console.log(`token-for-token agreement, glance vs transformers.js: ${questions.length - differ.length}/${questions.length}`);
 if (differ.length > 0) console.log(differ.join("\n"));
 console.log(`accuracy: ${(questions.filter((q, i) => isCorrect(q, peer.answers[i]!.text)).length / questions.length).toFixed(2)}`);

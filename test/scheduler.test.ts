@@ -93,6 +93,7 @@ async function schedule(
         if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
       },
       onModelFailure: (error, requests) => run.failures.push(`${error.message} (${requests})`),
+      logitsProcessors: () => [],
     });
   });
   submit(first);
@@ -203,6 +204,7 @@ describe("scheduler", () => {
           if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
         },
         onModelFailure: () => assert.fail("no model run fails here"),
+        logitsProcessors: () => [],
       });
     });
     const pixels = { pixel_values: { type: "float32" as const, data: new Float32Array(3), dims: [3] } };

@@ -34,3 +34,29 @@ export function readHeldOutImage(q: HeldOutQuestion, modelDir = TINY_MODEL_DIR):
 export function isCorrect(q: HeldOutQuestion, generated: string): boolean {
   return generated.trim() === q.answer;
 }
+
+/**
+ * The JSON Schema of the tiny model's trained JSON answer: the shapes and colours
+ * models/tiny/scripts/synth.py draws, at most four shapes to an image.
+ */
+export const JSON_ANSWER_SCHEMA = {
+  type: "object",
+  properties: {
+    shapes: {
+      type: "array",
+      items: {
+        type: "object",
+        properties: {
+          shape: { type: "string", enum: ["circle", "square", "triangle", "star", "cross"] },
+          color: { type: "string", enum: ["red", "green", "blue", "yellow", "purple", "orange"] },
+        },
+        required: ["shape", "color"],
+        additionalProperties: false,
+      },
+      minItems: 1,
+      maxItems: 4,
+    },
+  },
+  required: ["shapes"],
+  additionalProperties: false,
+};

@@ -104,7 +104,10 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
         positions: prompt.positions,
         images,
         imageTokens: prompt.imageTokens,
-        ...request,
+        sampling: request.sampling,
+        responseFormat: request.responseFormat,
+        maxTokens: request.maxTokens,
+        stop: request.stop,
         arrivedAt,
         submittedAt: now(),
         imagePreprocessMs: prompt.imagePreprocessMs,
@@ -132,6 +135,12 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       const resolveMs = performance.now() - started;
       const prompt = await Promise.race([prompts.build(messages, visionCache.peek), stream.failed]);
       prompt.imagePreprocessMs += resolveMs;
+      const room = contextLength - prompt.ids.length;
+      if (room < request.minTokens) {
+        throw invalidArgument(
+          `the prompt leaves ${room} tokens of the context length ${contextLength}; the response format's shortest value takes up to ${request.minTokens}`,
+        );
+      }
       await submit(id, stream, prompt, request, arrivedAt);
       submitted = true;
       for (;;) {

@@ -8,14 +8,29 @@ import { invalidArgument } from "../errors.ts";
 import type { GenerationConfig } from "../model/model-folder.ts";
 import { type SamplingParams, validateSamplingParams } from "./sampler.ts";
 import { validateStopStrings } from "./stop-strings.ts";
+import { tokensNeeded } from "./structured/grammar-processor.ts";
+import { createLru } from "./structured/lru.ts";
+import { compileResponseFormat, type ResponseFormat } from "./structured/response-format.ts";
 import type { GenerateInput, ModelInfo } from "./types.ts";
 
 /** Stop strings per request, and their length in characters: enough for chat markers and JSON ends. */
 const MAX_STOP_STRINGS = 8;
 const MAX_STOP_LENGTH = 256;
 
+/** How long compiling a response format may take before the request is refused. */
+const COMPILE_DEADLINE_MS = 2000;
+
+/**
+ * The fewest tokens of each format seen lately, by its text: a format is compiled here to be
+ * checked (and its minimum known) once, not on every request that repeats it.
+ */
+const minimumTokens = createLru<number>(64);
+
 export interface ResolvedRequest {
   sampling: SamplingParams;
+  responseFormat?: ResponseFormat;
+  /** The fewest tokens the response format's shortest value (and end of sequence) takes; 1 without one. */
+  minTokens: number;
   maxTokens: number;
   stop: string[];
 }
@@ -48,5 +63,18 @@ export function resolveRequest(input: GenerateInput, info: ModelInfo, gen: Gener
   }
   const stop = s.stop ?? [];
   validateStopStrings(stop, { maxCount: MAX_STOP_STRINGS, maxLength: MAX_STOP_LENGTH });
-  return { sampling, maxTokens, stop };
+  const format = input.responseFormat;
+  if (!format) return { sampling, maxTokens, stop, minTokens: 1 };
+  // A stop string could cut a constrained value short, into text that no longer validates.
+  if (stop.length > 0) throw invalidArgument("stop strings cannot be combined with a response format");
+  const need = minimumTokens(JSON.stringify(format), () => {
+    const automaton = compileResponseFormat(format, { deadlineMs: COMPILE_DEADLINE_MS });
+    return tokensNeeded(automaton, automaton.start);
+  });
+  if (need > maxTokens) {
+    throw invalidArgument(
+      `max_tokens ${maxTokens} is too small for this response format: its shortest valid output takes up to ${need} tokens`,
+    );
+  }
+  return { sampling, responseFormat: format, maxTokens, stop, minTokens: need };
 }

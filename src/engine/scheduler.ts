@@ -11,7 +11,7 @@ import { now } from "./clock.ts";
 import type { ModelRunner } from "./model-runner.ts";
 import { createOutputProcessor, type OutputProcessor } from "./output-processor.ts";
 import type { EngineRequest, SchedulerOptions, SequenceEvent, WorkerStats } from "./protocol.ts";
-import { createSampler, type Sampler } from "./sampler.ts";
+import { createSampler, type LogitsProcessor, type Sampler } from "./sampler.ts";
 import type { VisionEntry } from "./vision-store.ts";
 
 /**
@@ -40,6 +40,8 @@ export interface SchedulerDeps {
   emit(events: SequenceEvent[], stats: WorkerStats): void;
   /** A model run threw; its `requests` already got an error event. */
   onModelFailure(error: Error, requests: number): void;
+  /** The request's own logits processors (its response format's mask); throws invalid_argument when it has none it can run. */
+  logitsProcessors(request: EngineRequest): LogitsProcessor[];
 }
 
 export interface Scheduler {
@@ -235,7 +237,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         request,
         images,
         status: "waiting",
-        sampler: createSampler(request.sampling, { promptIds: request.ids }),
+        sampler: createSampler(request.sampling, { promptIds: request.ids, processors: deps.logitsProcessors(request) }),
         output: createOutputProcessor(request, outputContext),
         lastToken: -1,
       };

@@ -5,8 +5,9 @@
  */
 import type { ChatRole } from "../model/chat-template.ts";
 import type { SamplingParams } from "./sampler.ts";
+import type { ResponseFormat } from "./structured/response-format.ts";
 
-export type { ChatRole };
+export type { ChatRole, ResponseFormat };
 
 /**
  * An image comes as the bytes of an encoded file or as a URL (`data:` today); the engine
@@ -27,6 +28,8 @@ export interface GenerateInput {
   model?: string;
   messages: InputMessage[];
   sampling?: RequestSampling;
+  /** Constrains the output to a JSON Schema, any JSON object, a choice or a regex. */
+  responseFormat?: ResponseFormat;
   requestId?: string;
 }
 

@@ -10,6 +10,7 @@ import { loadOnnxModel } from "../model/onnx-model.ts";
 import { createModelRunner, type ModelRunner } from "./model-runner.ts";
 import type { FromWorker, ToWorker, WorkerData } from "./protocol.ts";
 import { createScheduler } from "./scheduler.ts";
+import { createGrammars } from "./structured/grammars.ts";
 import type { EngineFault } from "./types.ts";
 import { createVisionStore } from "./vision-store.ts";
 
@@ -71,6 +72,7 @@ try {
 const faulty = data.faultInjection ? withFaults(createModelRunner(model, loaded.arch)) : undefined;
 const runner = faulty ?? createModelRunner(model, loaded.arch);
 const vision = createVisionStore();
+const grammars = createGrammars(data.folder.tokenizerJson, loaded.eosTokenIds);
 const scheduler = createScheduler({
   runner,
   tokenizer: loaded.tokenizer,
@@ -78,6 +80,9 @@ const scheduler = createScheduler({
   contextLength: loaded.contextLength,
   options: data.scheduler,
   emit: (events, stats) => post({ type: "events", events, stats }),
+  // The budget is max_tokens, or what the context leaves; the engine checked the format fits in it.
+  logitsProcessors: (r) =>
+    r.responseFormat ? [grammars.processor(r.responseFormat, Math.min(r.maxTokens, loaded.contextLength - r.ids.length))] : [],
   onModelFailure: (error, requests) => post({ type: "model-failure", requests, error: { message: error.message, stack: error.stack } }),
 });
 port.on("message", (m: ToWorker) => {

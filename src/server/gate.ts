@@ -26,7 +26,9 @@ export interface Gate {
 
 /** The RPCs behind the gate, by path. */
 export const GATED_RPCS: ReadonlySet<string> = new Set(
-  [InferenceService.method.generate, InferenceService.method.abort].map((m) => `/${InferenceService.typeName}/${m.name}`),
+  [InferenceService.method.generate, InferenceService.method.extract, InferenceService.method.abort].map(
+    (m) => `/${InferenceService.typeName}/${m.name}`,
+  ),
 );
 
 const REFUSALS: Record<Exclude<Readiness, "ready">, string> = {

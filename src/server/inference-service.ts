@@ -3,16 +3,27 @@
  * port (Connect, gRPC-Web). It only translates between the wire messages and the engine:
  * admission happens ahead of both ports, in the gate.
  */
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
+  type ExtractRequest,
   FinishReason,
   type GenerateRequest,
   type GenerateResponseSchema,
+  type Image,
   type InferenceService,
   Role,
 } from "../../gen/glance/v1/inference_pb.js";
-import type { ChatRole, Engine, EngineEvent, GenerateInput, InputPart, Timings } from "../engine/types.ts";
+import type {
+  ChatRole,
+  Engine,
+  EngineEvent,
+  FinishReason as EngineFinishReason,
+  GenerateInput,
+  InputPart,
+  ResponseFormat,
+  Timings,
+} from "../engine/types.ts";
 import { GlanceError, invalidArgument } from "../errors.ts";
 import { readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
@@ -25,6 +36,57 @@ const ROLES: Partial<Record<Role, ChatRole>> = {
   [Role.ASSISTANT]: "assistant",
 };
 
+function fromImage(image: Image, where: string): InputPart {
+  const source = image.source;
+  if (source.case === "data") return { type: "image", data: source.value };
+  if (source.case === "url") return { type: "image", url: source.value };
+  throw invalidArgument(`${where}: the image has neither data nor url`);
+}
+
+function fromSampling(s: GenerateRequest["sampling"]): GenerateInput["sampling"] {
+  return (
+    s && {
+      maxTokens: s.maxTokens,
+      temperature: s.temperature,
+      topP: s.topP,
+      topK: s.topK,
+      seed: s.seed,
+      repetitionPenalty: s.repetitionPenalty,
+      stop: s.stop,
+    }
+  );
+}
+
+/** An ExtractRequest as a Generate input: one user turn of the images, then the instruction. */
+export function fromExtractRequest(req: ExtractRequest): GenerateInput {
+  if (req.instruction.trim() === "") throw invalidArgument("instruction is empty: say what to extract");
+  if (!req.schema || req.schema.schema === "") throw invalidArgument("schema is empty: send a JSON Schema as JSON text");
+  return {
+    model: req.model,
+    messages: [
+      {
+        role: "user",
+        content: [...req.images.map((im, i) => fromImage(im, `image ${i + 1}`)), { type: "text", text: req.instruction }],
+      },
+    ],
+    responseFormat: { type: "json_schema", schema: req.schema.schema },
+    requestId: req.requestId || undefined,
+    sampling: fromSampling(req.sampling),
+  };
+}
+
+function fromResponseFormat(format: GenerateRequest["responseFormat"]): ResponseFormat | undefined {
+  const kind = format?.kind;
+  if (!kind || kind.case === undefined) return undefined;
+  if (kind.case === "jsonSchema") {
+    if (kind.value.schema === "") throw invalidArgument("response_format.json_schema.schema is empty: send a JSON Schema as JSON text");
+    return { type: "json_schema", schema: kind.value.schema };
+  }
+  if (kind.case === "jsonObject") return { type: "json_object" };
+  if (kind.case === "choice") return { type: "choice", choices: kind.value.choices };
+  return { type: "regex", pattern: kind.value };
+}
+
 /** The engine's view of a GenerateRequest; throws invalid_argument on anything malformed. */
 export function fromGenerateRequest(req: GenerateRequest): GenerateInput {
   const messages = req.messages.map((m, i) => {
@@ -34,27 +96,16 @@ export function fromGenerateRequest(req: GenerateRequest): GenerateInput {
       const where = `message ${i + 1}, part ${j + 1}`;
       if (p.kind.case === "text") return { type: "text", text: p.kind.value };
       if (p.kind.case !== "image") throw invalidArgument(`${where} is empty: set text or image`);
-      const source = p.kind.value.source;
-      if (source.case === "data") return { type: "image", data: source.value };
-      if (source.case === "url") return { type: "image", url: source.value };
-      throw invalidArgument(`${where}: the image has neither data nor url`);
+      return fromImage(p.kind.value, where);
     });
     return { role, content };
   });
-  const s = req.sampling;
   return {
     model: req.model,
     messages,
+    responseFormat: fromResponseFormat(req.responseFormat),
     requestId: req.requestId || undefined,
-    sampling: s && {
-      maxTokens: s.maxTokens,
-      temperature: s.temperature,
-      topP: s.topP,
-      topK: s.topK,
-      seed: s.seed,
-      repetitionPenalty: s.repetitionPenalty,
-      stop: s.stop,
-    },
+    sampling: fromSampling(req.sampling),
   };
 }
 
@@ -96,6 +147,10 @@ function toTimings(t: Timings) {
   };
 }
 
+function toFinishReason(reason: EngineFinishReason): FinishReason {
+  return reason === "stop" ? FinishReason.STOP : FinishReason.LENGTH;
+}
+
 function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape<typeof GenerateResponseSchema> {
   if (e.type === "delta") return { requestId, event: { case: "delta", value: { text: e.text, tokenIds: e.tokenIds } } };
   return {
@@ -103,13 +158,8 @@ function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape
     event: {
       case: "done",
       value: {
-        finishReason: e.finishReason === "stop" ? FinishReason.STOP : FinishReason.LENGTH,
-        usage: {
-          promptTokens: e.usage.promptTokens,
-          completionTokens: e.usage.completionTokens,
-          totalTokens: e.usage.totalTokens,
-          imageTokens: e.usage.imageTokens,
-        },
+        finishReason: toFinishReason(e.finishReason),
+        usage: e.usage,
         timings: toTimings(e.timings),
       },
     },
@@ -129,6 +179,36 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
       try {
         const { requestId, events } = engine.generate(fromGenerateRequest(req), { signal: engineSignal(ctx.signal) });
         for await (const e of record.events(requestId, events)) yield toGenerateResponse(requestId, e);
+      } catch (e) {
+        record.end(e);
+        throw toConnectError(e);
+      } finally {
+        record.end();
+      }
+    },
+
+    async extract(req, ctx) {
+      const record = observe(`Extract/${ctx.protocolName}`);
+      try {
+        const { requestId, events } = engine.generate(fromExtractRequest(req), { signal: engineSignal(ctx.signal) });
+        let json = "";
+        for await (const e of record.events(requestId, events)) {
+          if (e.type === "delta") {
+            json += e.text;
+            continue;
+          }
+          // The one space a model may put before the value is not part of it.
+          const value = json.trimStart();
+          return {
+            requestId,
+            json: value,
+            value: JSON.parse(value) as JsonObject,
+            finishReason: toFinishReason(e.finishReason),
+            usage: e.usage,
+            timings: toTimings(e.timings),
+          };
+        }
+        throw new GlanceError("internal", "the engine ended the request without a result");
       } catch (e) {
         record.end(e);
         throw toConnectError(e);

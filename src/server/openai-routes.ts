@@ -5,7 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import type { ChatRole, Engine, GenerateInput, InputPart } from "../engine/types.ts";
+import type { ChatRole, Engine, GenerateInput, InputPart, ResponseFormat } from "../engine/types.ts";
 import { type GlanceError, invalidArgument } from "../errors.ts";
 import type { Gate, Ticket } from "./gate.ts";
 import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
@@ -81,6 +81,25 @@ function toParts(content: unknown, where: string): InputPart[] {
   });
 }
 
+/**
+ * OpenAI's response_format: `text` (none), `json_object`, or `json_schema` with the schema as an
+ * object, which travels on as JSON text in the order the client wrote it.
+ */
+function toResponseFormat(value: unknown): ResponseFormat | undefined {
+  if (value === undefined || value === null) return undefined;
+  const format = value as { type?: unknown; json_schema?: { schema?: unknown } };
+  if (format.type === "text") return undefined;
+  if (format.type === "json_object") return { type: "json_object" };
+  if (format.type === "json_schema") {
+    const schema = format.json_schema?.schema;
+    if (typeof schema !== "object" || schema === null || Array.isArray(schema)) {
+      throw invalidArgument("response_format.json_schema.schema must be a JSON Schema object");
+    }
+    return { type: "json_schema", schema: JSON.stringify(schema) };
+  }
+  throw invalidArgument(`response_format.type must be text, json_object or json_schema, got ${JSON.stringify(format.type)}`);
+}
+
 /** The engine's view of a chat-completions body; throws invalid_argument on anything malformed. */
 export function fromChatCompletion(body: Record<string, unknown>): GenerateInput {
   if (!Array.isArray(body["messages"]) || body["messages"].length === 0) {
@@ -108,6 +127,7 @@ export function fromChatCompletion(body: Record<string, unknown>): GenerateInput
   return {
     model: typeof body["model"] === "string" ? body["model"] : undefined,
     messages,
+    responseFormat: toResponseFormat(body["response_format"]),
     sampling: {
       maxTokens: optionalNumber(body, "max_completion_tokens") ?? optionalNumber(body, "max_tokens"),
       temperature: optionalNumber(body, "temperature"),
@@ -174,7 +194,9 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
           object: "chat.completion",
           created,
           model: engine.info.id,
-          choices: [{ index: 0, message: { role: "assistant", content: text }, logprobs: null, finish_reason: e.finishReason }],
+          choices: [
+            { index: 0, message: { role: "assistant", content: text, refusal: null }, logprobs: null, finish_reason: e.finishReason },
+          ],
           usage,
         });
         return;

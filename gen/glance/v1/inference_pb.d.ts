@@ -10,7 +10,7 @@
 /* eslint-disable */
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import type { Message as Message$1 } from "@bufbuild/protobuf";
+import type { JsonObject as JsonObject$1, Message as Message$1 } from "@bufbuild/protobuf";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -58,6 +58,16 @@ export declare type GenerateRequest = Message$1<"glance.v1.GenerateRequest"> & {
    * @generated from field: string request_id = 4;
    */
   requestId: string;
+
+  /**
+   * Constrains the reply to a format: a JSON Schema, any JSON object, one of given strings, or
+   * a regular expression. Unset: free text. A format the server cannot guarantee (a keyword it
+   * does not support, a malformed schema, stop strings beside it, a max_tokens too small for
+   * its shortest value) is INVALID_ARGUMENT, naming the problem.
+   *
+   * @generated from field: glance.v1.ResponseFormat response_format = 5;
+   */
+  responseFormat?: ResponseFormat | undefined;
 };
 
 /**
@@ -65,6 +75,135 @@ export declare type GenerateRequest = Message$1<"glance.v1.GenerateRequest"> & {
  * Use `create(GenerateRequestSchema)` to create a new message.
  */
 export declare const GenerateRequestSchema: GenMessage<GenerateRequest>;
+
+/**
+ * ResponseFormat says what shape the reply must have. Every token is chosen among those that
+ * keep the reply a prefix of a valid value, and the reply ends only once the value is complete,
+ * so a reply that finishes always parses and validates. JSON replies are compact (no whitespace,
+ * but for one space a model may put before the value) and list an object's properties in the
+ * schema's order.
+ *
+ * @generated from message glance.v1.ResponseFormat
+ */
+export declare type ResponseFormat = Message$1<"glance.v1.ResponseFormat"> & {
+  /**
+   * The format.
+   *
+   * @generated from oneof glance.v1.ResponseFormat.kind
+   */
+  kind: {
+    /**
+     * A JSON Schema the reply's JSON must validate against.
+     *
+     * @generated from field: glance.v1.JsonSchema json_schema = 1;
+     */
+    value: JsonSchema;
+    case: "jsonSchema";
+  } | {
+    /**
+     * Any JSON object.
+     *
+     * @generated from field: glance.v1.JsonObject json_object = 2;
+     */
+    value: JsonObject;
+    case: "jsonObject";
+  } | {
+    /**
+     * Exactly one of the given strings, as plain text.
+     *
+     * @generated from field: glance.v1.Choice choice = 3;
+     */
+    value: Choice;
+    case: "choice";
+  } | {
+    /**
+     * A regular expression the whole reply must match (anchored at both ends).
+     *
+     * @generated from field: string regex = 4;
+     */
+    value: string;
+    case: "regex";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message glance.v1.ResponseFormat.
+ * Use `create(ResponseFormatSchema)` to create a new message.
+ */
+export declare const ResponseFormatSchema: GenMessage<ResponseFormat>;
+
+/**
+ * JsonSchema is a JSON Schema for the reply, in OpenAI strict mode's subset: type, properties,
+ * required, additionalProperties false, enum, const, items, prefixItems, minItems, maxItems,
+ * anyOf, $defs and local $ref, string minLength and maxLength, format (date, date-time, time,
+ * email, uuid) and number minimum and maximum. Any other keyword that constrains values is
+ * INVALID_ARGUMENT, with its JSON Pointer; annotations (title, description...) are ignored.
+ *
+ * @generated from message glance.v1.JsonSchema
+ */
+export declare type JsonSchema = Message$1<"glance.v1.JsonSchema"> & {
+  /**
+   * A name for the schema, for logs; optional.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The schema as JSON text. Text rather than a Struct, because the order of `properties` is
+   * the order the reply lists them in.
+   *
+   * @generated from field: string schema = 2;
+   */
+  schema: string;
+
+  /**
+   * Accepted for OpenAI compatibility; the server always enforces the schema.
+   *
+   * @generated from field: bool strict = 3;
+   */
+  strict: boolean;
+};
+
+/**
+ * Describes the message glance.v1.JsonSchema.
+ * Use `create(JsonSchemaSchema)` to create a new message.
+ */
+export declare const JsonSchemaSchema: GenMessage<JsonSchema>;
+
+/**
+ * JsonObject asks for any JSON object.
+ *
+ * @generated from message glance.v1.JsonObject
+ */
+export declare type JsonObject = Message$1<"glance.v1.JsonObject"> & {
+};
+
+/**
+ * Describes the message glance.v1.JsonObject.
+ * Use `create(JsonObjectSchema)` to create a new message.
+ */
+export declare const JsonObjectSchema: GenMessage<JsonObject>;
+
+/**
+ * Choice asks for one string of a list.
+ *
+ * @generated from message glance.v1.Choice
+ */
+export declare type Choice = Message$1<"glance.v1.Choice"> & {
+  /**
+   * The strings the reply may be; at least one.
+   *
+   * @generated from field: repeated string choices = 1;
+   */
+  choices: string[];
+};
+
+/**
+ * Describes the message glance.v1.Choice.
+ * Use `create(ChoiceSchema)` to create a new message.
+ */
+export declare const ChoiceSchema: GenMessage<Choice>;
 
 /**
  * Message is one turn of the conversation.
@@ -338,6 +477,117 @@ export declare type Delta = Message$1<"glance.v1.Delta"> & {
  * Use `create(DeltaSchema)` to create a new message.
  */
 export declare const DeltaSchema: GenMessage<Delta>;
+
+/**
+ * ExtractRequest asks for the data in some images, as JSON that validates against a schema.
+ *
+ * @generated from message glance.v1.ExtractRequest
+ */
+export declare type ExtractRequest = Message$1<"glance.v1.ExtractRequest"> & {
+  /**
+   * The model to use; empty selects the served one (as GenerateRequest.model).
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * The images to read, in order; at least one for a vision model's usual use, though none is
+   * accepted. They count against ModelInfo.max_images_per_request.
+   *
+   * @generated from field: repeated glance.v1.Image images = 2;
+   */
+  images: Image[];
+
+  /**
+   * What to extract, in words: "the invoice's total and its date". Required.
+   *
+   * @generated from field: string instruction = 3;
+   */
+  instruction: string;
+
+  /**
+   * The JSON Schema of the result. Required.
+   *
+   * @generated from field: glance.v1.JsonSchema schema = 4;
+   */
+  schema?: JsonSchema | undefined;
+
+  /**
+   * How to pick tokens (as GenerateRequest.sampling); stop strings are INVALID_ARGUMENT here.
+   *
+   * @generated from field: glance.v1.SamplingParams sampling = 5;
+   */
+  sampling?: SamplingParams | undefined;
+
+  /**
+   * An id for the request, used by Abort and in logs (as GenerateRequest.request_id).
+   *
+   * @generated from field: string request_id = 6;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message glance.v1.ExtractRequest.
+ * Use `create(ExtractRequestSchema)` to create a new message.
+ */
+export declare const ExtractRequestSchema: GenMessage<ExtractRequest>;
+
+/**
+ * ExtractResponse is the extracted value.
+ *
+ * @generated from message glance.v1.ExtractResponse
+ */
+export declare type ExtractResponse = Message$1<"glance.v1.ExtractResponse"> & {
+  /**
+   * The request's id, as sent or as assigned.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The value as compact JSON text, properties in the schema's order.
+   *
+   * @generated from field: string json = 2;
+   */
+  json: string;
+
+  /**
+   * The same value as a Struct.
+   *
+   * @generated from field: google.protobuf.Struct value = 3;
+   */
+  value?: JsonObject$1 | undefined;
+
+  /**
+   * Why generation stopped (FINISH_REASON_STOP once the value was complete).
+   *
+   * @generated from field: glance.v1.FinishReason finish_reason = 4;
+   */
+  finishReason: FinishReason;
+
+  /**
+   * Token counts.
+   *
+   * @generated from field: glance.v1.Usage usage = 5;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * Where the time went, measured on the server.
+   *
+   * @generated from field: glance.v1.Timings timings = 6;
+   */
+  timings?: Timings | undefined;
+};
+
+/**
+ * Describes the message glance.v1.ExtractResponse.
+ * Use `create(ExtractResponseSchema)` to create a new message.
+ */
+export declare const ExtractResponseSchema: GenMessage<ExtractResponse>;
 
 /**
  * Done ends a successful Generate stream.
@@ -681,8 +931,8 @@ export enum FinishReason {
   UNSPECIFIED = 0,
 
   /**
-   * The model generated an end-of-sequence token, or the output contained a stop string
-   * (SamplingParams.stop).
+   * The model generated an end-of-sequence token, the output contained a stop string
+   * (SamplingParams.stop), or the response format's value was complete.
    *
    * @generated from enum value: FINISH_REASON_STOP = 1;
    */
@@ -755,6 +1005,23 @@ export declare const InferenceService: GenService<{
     methodKind: "server_streaming";
     input: typeof GenerateRequestSchema;
     output: typeof GenerateResponseSchema;
+  },
+  /**
+   * Extract reads images into data: the images and an instruction go to the model as one user
+   * message, and the reply is constrained to the given JSON Schema, so it always parses and
+   * validates. Unary, for service-to-service callers that want the value, not a stream. The
+   * schema constrains the reply but is not shown to the model: say in the instruction what to
+   * extract.
+   *
+   * Errors: as Generate; INVALID_ARGUMENT also for a schema the server cannot guarantee (see
+   * ResponseFormat).
+   *
+   * @generated from rpc glance.v1.InferenceService.Extract
+   */
+  extract: {
+    methodKind: "unary";
+    input: typeof ExtractRequestSchema;
+    output: typeof ExtractResponseSchema;
   },
   /**
    * Abort stops a queued or running Generate request by its request_id, for example from a

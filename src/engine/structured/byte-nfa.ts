@@ -1,0 +1,233 @@
+/**
+ * A byte-level NFA (Thompson's construction) and the combinators that build it. Everything runs
+ * on bytes so that a token ending inside a UTF-8 character simply ends in an intermediate state.
+ *
+ * A fragment is emitted from a state and returns the state it ends in. A fragment never adds an
+ * edge into the state it starts from; loops go through states of their own. That is what makes
+ * alternatives from one state and sequences safe: no path can leave one construct and wander
+ * into another through a shared state.
+ */
+import { invalidArgument } from "../../errors.ts";
+
+export type Fragment = (nfa: ByteNfa, from: number) => number;
+
+export interface NfaBudget {
+  maxStates: number;
+  /** `performance.now()` past which building stops. */
+  deadline: number;
+  deadlineMs: number;
+}
+
+/** How often (in states) the deadline is looked at. */
+const DEADLINE_STRIDE = 1024;
+
+export class ByteNfa {
+  /** Per state: ε targets. */
+  private readonly epsilons: number[][] = [];
+  /** Per state: byte edges as flat triples lo, hi, target. */
+  private readonly ranges: number[][] = [];
+  readonly budget: NfaBudget;
+
+  constructor(budget: NfaBudget) {
+    this.budget = budget;
+  }
+
+  get size(): number {
+    return this.ranges.length;
+  }
+
+  add(): number {
+    const id = this.ranges.length;
+    if (id >= this.budget.maxStates) {
+      throw invalidArgument(`response_format is too large: its automaton needs more than ${this.budget.maxStates} states`);
+    }
+    if (id % DEADLINE_STRIDE === 0 && performance.now() > this.budget.deadline) {
+      throw invalidArgument(`the schema took longer than ${this.budget.deadlineMs} ms to compile`);
+    }
+    this.epsilons.push([]);
+    this.ranges.push([]);
+    return id;
+  }
+
+  epsilon(from: number, to: number): void {
+    this.epsilons[from]!.push(to);
+  }
+
+  range(from: number, lo: number, hi: number, to: number): void {
+    this.ranges[from]!.push(lo, hi, to);
+  }
+
+  epsilonsOf(state: number): readonly number[] {
+    return this.epsilons[state]!;
+  }
+
+  rangesOf(state: number): readonly number[] {
+    return this.ranges[state]!;
+  }
+
+  /** The states reachable from `states` by ε edges (theirs included), each once. */
+  closure(states: Iterable<number>): number[] {
+    const seen = new Set<number>();
+    const stack = [...states];
+    for (let s = stack.pop(); s !== undefined; s = stack.pop()) {
+      if (seen.has(s)) continue;
+      seen.add(s);
+      for (const t of this.epsilons[s]!) if (!seen.has(t)) stack.push(t);
+    }
+    return [...seen];
+  }
+
+  /** The states one `byte` leads to from `states`, before ε closure. */
+  step(states: Iterable<number>, byte: number): number[] {
+    const next: number[] = [];
+    for (const s of states) {
+      const r = this.ranges[s]!;
+      for (let i = 0; i < r.length; i += 3) if (r[i]! <= byte && byte <= r[i + 1]!) next.push(r[i + 2]!);
+    }
+    return next;
+  }
+
+  /** Whether `bytes` lead from `start` to `accept`. */
+  matches(start: number, accept: number, bytes: Uint8Array): boolean {
+    let states = this.closure([start]);
+    for (const b of bytes) {
+      if (states.length === 0) return false;
+      states = this.closure(this.step(states, b));
+    }
+    return states.includes(accept);
+  }
+
+  /**
+   * The length in bytes of the shortest path from each state to `accept` (Infinity when there
+   * is none): a breadth-first search over reversed edges where ε costs 0 and a byte costs 1.
+   */
+  distances(accept: number): Float64Array {
+    const n = this.size;
+    const reverse: Array<number[]> = Array.from({ length: n }, () => []);
+    for (let s = 0; s < n; s++) {
+      for (const t of this.epsilons[s]!) reverse[t]!.push(s, 0);
+      const r = this.ranges[s]!;
+      for (let i = 0; i < r.length; i += 3) reverse[r[i + 2]!]!.push(s, 1);
+    }
+    const distance = new Float64Array(n).fill(Infinity);
+    distance[accept] = 0;
+    // A deque for 0-1 BFS: ε predecessors go to the front, byte predecessors to the back.
+    const deque = new Int32Array(2 * n + 2);
+    let head = n + 1;
+    let tail = n + 1;
+    deque[tail++] = accept;
+    while (head < tail) {
+      const s = deque[head++]!;
+      const edges = reverse[s]!;
+      for (let i = 0; i < edges.length; i += 2) {
+        const p = edges[i]!;
+        const d = distance[s]! + edges[i + 1]!;
+        if (d >= distance[p]!) continue;
+        distance[p] = d;
+        if (edges[i + 1] === 0) deque[--head] = p;
+        else deque[tail++] = p;
+      }
+    }
+    return distance;
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** Exactly these bytes (a string is taken as its UTF-8). */
+export function literal(text: string | Uint8Array): Fragment {
+  const bytes = typeof text === "string" ? encoder.encode(text) : text;
+  return (nfa, from) => {
+    let at = from;
+    for (const b of bytes) {
+      const next = nfa.add();
+      nfa.range(at, b, b, next);
+      at = next;
+    }
+    return at;
+  };
+}
+
+/** One byte from the inclusive ranges. */
+function byteIn(...ranges: Array<[number, number]>): Fragment {
+  return (nfa, from) => {
+    const to = nfa.add();
+    for (const [lo, hi] of ranges) nfa.range(from, lo, hi, to);
+    return to;
+  };
+}
+
+/** One ASCII character of a class written like "0-9a-fA-F" (a "-" stands for itself at the end). */
+export function charClass(spec: string): Fragment {
+  const ranges: Array<[number, number]> = [];
+  for (let i = 0; i < spec.length; i++) {
+    const lo = spec.charCodeAt(i);
+    if (spec[i + 1] === "-" && i + 2 < spec.length) {
+      ranges.push([lo, spec.charCodeAt(i + 2)]);
+      i += 2;
+    } else ranges.push([lo, lo]);
+  }
+  return byteIn(...ranges);
+}
+
+export function sequence(...parts: Fragment[]): Fragment {
+  return (nfa, from) => parts.reduce((at, part) => part(nfa, at), from);
+}
+
+export function alternatives(...parts: Fragment[]): Fragment {
+  return (nfa, from) => {
+    const to = nfa.add();
+    for (const part of parts) nfa.epsilon(part(nfa, from), to);
+    return to;
+  };
+}
+
+/** The empty language: the returned state is not reachable. */
+export const never: Fragment = (nfa) => nfa.add();
+
+/** Between `min` and `max` (possibly Infinity) copies of `part`. */
+export function repeat(part: Fragment, min: number, max: number): Fragment {
+  return (nfa, from) => {
+    if (max < min) return never(nfa, from);
+    let at = from;
+    for (let i = 0; i < min; i++) at = part(nfa, at);
+    if (max === Infinity) {
+      const loop = nfa.add();
+      nfa.epsilon(at, loop);
+      nfa.epsilon(part(nfa, loop), loop);
+      return loop;
+    }
+    const to = nfa.add();
+    for (let i = min; i < max; i++) {
+      nfa.epsilon(at, to);
+      at = part(nfa, at);
+    }
+    nfa.epsilon(at, to);
+    return to;
+  };
+}
+
+/** Any one of the byte strings, as a trie so that shared prefixes stay deterministic. */
+export function oneOfBytes(texts: ReadonlyArray<string | Uint8Array>): Fragment {
+  return (nfa, from) => {
+    const to = nfa.add();
+    const children = new Map<number, Map<number, number>>();
+    for (const text of texts) {
+      const bytes = typeof text === "string" ? encoder.encode(text) : text;
+      let at = from;
+      for (const b of bytes) {
+        const edges = children.get(at) ?? new Map<number, number>();
+        children.set(at, edges);
+        let next = edges.get(b);
+        if (next === undefined) {
+          next = nfa.add();
+          edges.set(b, next);
+          nfa.range(at, b, b, next);
+        }
+        at = next;
+      }
+      nfa.epsilon(at, to);
+    }
+    return to;
+  };
+}

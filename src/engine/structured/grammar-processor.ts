@@ -1,0 +1,130 @@
+/**
+ * A response format as a LogitsProcessor: before each sampling step every token the automaton
+ * does not take from the sequence's state is set to -Infinity, and end of sequence is allowed
+ * only once the value is complete. Each state's allowed tokens (and the state each leads to)
+ * come from one trie walk on the state's first visit, then from a cache.
+ *
+ * The closing guarantee: a token is allowed only if the value can still be completed, and end
+ * of sequence emitted, within the tokens left. Every byte exists as a token of its own, so the
+ * bytes of the shortest completion, plus one for end of sequence, bound the tokens it needs;
+ * keeping that bound within the budget at every step means the model always finishes a valid
+ * value, in tokens it chose.
+ */
+import { GlanceError } from "../../errors.ts";
+import type { LogitsProcessor } from "../sampler.ts";
+import type { ByteAutomaton } from "./response-format.ts";
+import { tokenBytes } from "./token-bytes.ts";
+import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
+
+/** What a model gives every constrained request: its token trie and its end-of-sequence ids. */
+export interface GrammarVocabulary {
+  trie: TokenTrie;
+  eosTokenIds: readonly number[];
+}
+
+/** The model's vocabulary for constrained decoding; it must have a token for every single byte. */
+export function createGrammarVocabulary(tokenizerJson: object, eosTokenIds: readonly number[]): GrammarVocabulary {
+  const { bytes } = tokenBytes(tokenizerJson);
+  const single = new Set(bytes.flatMap((b) => (b?.length === 1 ? [b[0]!] : [])));
+  if (single.size < 256) {
+    throw new GlanceError(
+      "invalid_argument",
+      `structured output needs a token for every byte; this model's vocabulary has ${single.size} of the 256`,
+    );
+  }
+  return { trie: createTokenTrie(bytes), eosTokenIds };
+}
+
+interface StateMask {
+  tokens: Int32Array;
+  /** The state each allowed token leads to. */
+  ends: Int32Array;
+  /** The most tokens any allowed token's end state still needs; below the budget no filter is needed. */
+  maxNeed: number;
+}
+
+/** Tokens a state still needs: its shortest completion in bytes, and end of sequence after it. */
+export function tokensNeeded(automaton: ByteAutomaton, state: number): number {
+  if (automaton.accepting(state) && !automaton.hasNext(state)) return 0;
+  return automaton.distance(state) + 1;
+}
+
+/** Per automaton: the masks of the states visited so far, shared by every request using it. */
+export function createMaskCache(automaton: ByteAutomaton, vocabulary: GrammarVocabulary): (state: number) => StateMask {
+  const masks = new Map<number, StateMask>();
+  return (state) => {
+    let mask = masks.get(state);
+    if (!mask) {
+      const tokens: number[] = [];
+      const ends: number[] = [];
+      let maxNeed = 0;
+      vocabulary.trie.walk(automaton, state, (token, end) => {
+        const need = tokensNeeded(automaton, end);
+        if (need === Number.POSITIVE_INFINITY) return;
+        tokens.push(token);
+        ends.push(end);
+        maxNeed = Math.max(maxNeed, need);
+      });
+      mask = { tokens: Int32Array.from(tokens), ends: Int32Array.from(ends), maxNeed };
+      masks.set(state, mask);
+    }
+    return mask;
+  };
+}
+
+/**
+ * One request's processor. `budget` is the most tokens it may generate (max_tokens, or less
+ * where the context ends first); the caller has checked that the start state fits in it.
+ */
+export function createGrammarProcessor(
+  automaton: ByteAutomaton,
+  masks: (state: number) => StateMask,
+  vocabulary: GrammarVocabulary,
+  budget: number,
+): LogitsProcessor {
+  let state = automaton.start;
+  let generated = 0;
+  const eos = new Set(vocabulary.eosTokenIds);
+  // The allowed ids and their logits of the current step, reused from step to step.
+  let ids = new Int32Array(0);
+  let kept = new Float32Array(0);
+  return {
+    apply(logits) {
+      const mask = masks(state);
+      // After this token, `left` tokens remain for the rest of the value and end of sequence.
+      const left = budget - generated - 1;
+      const filter = mask.maxNeed > left;
+      if (ids.length < mask.tokens.length + eos.size) {
+        ids = new Int32Array(mask.tokens.length + eos.size);
+        kept = new Float32Array(ids.length);
+      }
+      let n = 0;
+      for (let i = 0; i < mask.tokens.length; i++) {
+        if (filter && tokensNeeded(automaton, mask.ends[i]!) > left) continue;
+        ids[n++] = mask.tokens[i]!;
+      }
+      if (automaton.accepting(state)) for (const id of eos) ids[n++] = id;
+      let finite = false;
+      for (let i = 0; i < n; i++) {
+        kept[i] = logits[ids[i]!]!;
+        if (kept[i]! > Number.NEGATIVE_INFINITY) finite = true;
+      }
+      logits.fill(Number.NEGATIVE_INFINITY);
+      for (let i = 0; i < n; i++) logits[ids[i]!] = kept[i]!;
+      // A row with no usable logit among the allowed tokens still has to pick one of them.
+      if (!finite) logits[ids[0]!] = 0;
+    },
+    accept(token) {
+      generated++;
+      if (eos.has(token)) return;
+      const mask = masks(state);
+      const i = mask.tokens.indexOf(token);
+      // Only allowed tokens are ever sampled; -1 would mean the sampler ignored the mask.
+      if (i < 0) throw new Error(`token ${token} is not allowed by the response format`);
+      state = mask.ends[i]!;
+    },
+    get complete() {
+      return automaton.accepting(state) && !automaton.hasNext(state);
+    },
+  };
+}

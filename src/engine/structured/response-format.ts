@@ -1,0 +1,87 @@
+/**
+ * The entry point of structured output: a response format compiled into a byte automaton that
+ * says, byte by byte, what may come next and how far the shortest way to a complete value is.
+ * Pipeline: schema gate → typed nodes → byte NFA → lazy DFA (see the research notes, §3).
+ */
+import { invalidArgument } from "../../errors.ts";
+import { ByteNfa, type Fragment, literal, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
+import { LazyDfa } from "./lazy-dfa.ts";
+import { anyJson, jsonMap, schemaFragment } from "./schema-compiler.ts";
+import { gateSchema } from "./schema-gate.ts";
+
+export type ResponseFormat =
+  | { type: "json_schema"; schema: string } // JSON text
+  | { type: "json_object" } // any JSON object, nesting unrolled to JSON_OBJECT_DEPTH
+  | { type: "choice"; choices: string[] } // exactly one of these strings, as raw text (not JSON-quoted)
+  | { type: "regex"; pattern: string };
+
+export interface ByteAutomaton {
+  readonly start: number;
+  /** The state after `byte` (0-255), or -1 when the byte is not allowed. Computed lazily, cached. */
+  next(state: number, byte: number): number;
+  /** The bytes so far form a complete valid value. */
+  accepting(state: number): boolean;
+  /** Length in bytes of the shortest completion from `state` to an accepting state (0 when accepting); Infinity when none. */
+  distance(state: number): number;
+  /** Whether any byte leads on from `state` (false: the value is complete and nothing may follow). */
+  hasNext(state: number): boolean;
+}
+
+/** The default compile time bound. */
+export const DEFAULT_COMPILE_DEADLINE_MS = 2000;
+/** The most NFA states one format may need. */
+export const MAX_NFA_STATES = 200_000;
+/** Nesting of arrays and objects in a `json_object` answer, the object itself included. */
+export const JSON_OBJECT_DEPTH = 8;
+const CHOICE_LIMITS = { count: 1000, bytes: 4096 } as const;
+
+/**
+ * A JSON value may start with one space: chat models (the tiny one among them) begin an answer
+ * with one, and forbidding it would push them off the tokens they would pick. JSON.parse reads
+ * it, and one space cannot loop.
+ */
+const leadingSpace = (value: Fragment): Fragment => sequence(repeat(literal(" "), 0, 1), value);
+
+/** Throws invalid_argument naming the problem; `deadlineMs` bounds compile time. */
+export function compileResponseFormat(format: ResponseFormat, options: { deadlineMs?: number } = {}): ByteAutomaton {
+  if (format.type === "json_object") {
+    jsonObjectAutomaton ??= compile(leadingSpace(jsonMap(anyJson(JSON_OBJECT_DEPTH - 1))), Infinity);
+    return jsonObjectAutomaton;
+  }
+  const deadlineMs = options.deadlineMs ?? DEFAULT_COMPILE_DEADLINE_MS;
+  switch (format.type) {
+    case "json_schema":
+      return compile(leadingSpace(schemaFragment(gateSchema(format.schema))), deadlineMs);
+    case "choice":
+      return compile(oneOfBytes(checkChoices(format.choices)), deadlineMs);
+    case "regex":
+      throw invalidArgument("response_format regex is not supported yet");
+    default:
+      throw invalidArgument(`unknown response_format type ${JSON.stringify((format as { type: unknown }).type)}`);
+  }
+}
+
+/** Every `json_object` request shares one automaton, and with it the states built so far. */
+let jsonObjectAutomaton: ByteAutomaton | undefined;
+
+function compile(fragment: Fragment, deadlineMs: number): ByteAutomaton {
+  const nfa = new ByteNfa({ maxStates: MAX_NFA_STATES, deadline: performance.now() + deadlineMs, deadlineMs });
+  const start = nfa.add();
+  const accept = fragment(nfa, start);
+  const dfa = new LazyDfa(nfa, start, accept);
+  if (dfa.start === -1) throw invalidArgument("response_format admits no value: no output could satisfy it");
+  return dfa;
+}
+
+function checkChoices(choices: readonly string[]): string[] {
+  if (!Array.isArray(choices) || choices.length === 0) throw invalidArgument("response_format choice needs at least one choice");
+  if (choices.length > CHOICE_LIMITS.count) throw invalidArgument(`response_format choice accepts at most ${CHOICE_LIMITS.count} choices`);
+  for (const choice of choices) {
+    if (typeof choice !== "string" || !choice.isWellFormed())
+      throw invalidArgument("response_format choices must be valid Unicode strings");
+    if (Buffer.byteLength(choice) > CHOICE_LIMITS.bytes) {
+      throw invalidArgument(`response_format choices must be at most ${CHOICE_LIMITS.bytes} bytes each`);
+    }
+  }
+  return [...choices];
+}

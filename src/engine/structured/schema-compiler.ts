@@ -1,0 +1,171 @@
+/**
+ * Gated schema nodes to NFA fragments, writing compact JSON: no whitespace, properties in schema
+ * order, required ones always and optional ones maybe. What has no finite bound in JSON but
+ * needs one in an automaton is unrolled to a fixed depth: recursive `$ref`s and values of any
+ * shape. Deeper outputs are simply never generated; every output still validates.
+ */
+import { alternatives, ByteNfa, type Fragment, literal, never, oneOfBytes, sequence } from "./byte-nfa.ts";
+import { jsonNumber } from "./json-numbers.ts";
+import { formatString, jsonString } from "./json-strings.ts";
+import type { GatedSchema, SchemaNode } from "./schema-gate.ts";
+
+/** How many times one `$ref` may appear on a path from the root. */
+const REF_DEPTH = 6;
+/** The nesting of arrays and objects allowed where a schema allows any value. */
+const ANY_DEPTH = 3;
+
+const encoder = new TextEncoder();
+
+/** Any JSON value with at most `depth` levels of arrays and objects. */
+export function anyJson(depth: number): Fragment {
+  const scalars = [oneOfBytes(["null", "true", "false"]), jsonNumber(false), jsonString(0)];
+  if (depth === 0) return alternatives(...scalars);
+  const inner = anyJson(depth - 1);
+  return alternatives(...scalars, jsonArray([], inner, 0, Infinity), jsonMap(inner));
+}
+
+/** An object with any keys, each value a `value`. */
+export function jsonMap(value: Fragment): Fragment {
+  return (nfa, from) => {
+    const open = literal("{")(nfa, from);
+    const to = literal("}")(nfa, open);
+    const member = nfa.add();
+    nfa.epsilon(open, member);
+    const after = nfa.add();
+    nfa.epsilon(sequence(jsonString(0), literal(":"), value)(nfa, member), after);
+    nfa.range(after, 0x2c, 0x2c, member);
+    nfa.range(after, 0x7d, 0x7d, to);
+    return to;
+  };
+}
+
+interface PropertyFragment {
+  name: string;
+  required: boolean;
+  value: Fragment;
+}
+
+/**
+ * An object with these properties in this order. Two states before each property: none written
+ * yet (no comma comes first) or some written (a comma does); both lead into one copy of the
+ * property's value, so a value is built once however many properties are optional.
+ */
+function jsonObject(properties: readonly PropertyFragment[]): Fragment {
+  return (nfa, from) => {
+    let none = literal("{")(nfa, from);
+    let some = nfa.add();
+    for (const property of properties) {
+      const key = JSON.stringify(property.name) + ":";
+      const value = nfa.add();
+      nfa.epsilon(literal(key)(nfa, none), value);
+      nfa.epsilon(literal("," + key)(nfa, some), value);
+      const nextNone = nfa.add();
+      const nextSome = nfa.add();
+      nfa.epsilon(property.value(nfa, value), nextSome);
+      if (!property.required) {
+        nfa.epsilon(none, nextNone);
+        nfa.epsilon(some, nextSome);
+      }
+      none = nextNone;
+      some = nextSome;
+    }
+    const to = nfa.add();
+    nfa.range(none, 0x7d, 0x7d, to);
+    nfa.range(some, 0x7d, 0x7d, to);
+    return to;
+  };
+}
+
+/**
+ * `prefix[i]` for the first items, `items` for the rest, between `minItems` and `maxItems` of
+ * them. Items are unrolled one by one as far as the prefix and `minItems` need; an unbounded
+ * rest is one copy of `items` in a loop.
+ */
+function jsonArray(prefix: readonly Fragment[], items: Fragment, minItems: number, maxItems: number): Fragment {
+  return (nfa, from) => {
+    const to = nfa.add();
+    let at = literal("[")(nfa, from);
+    const itemFrom = (i: number, state: number) => (i === 0 ? state : literal(",")(nfa, state));
+    const last = maxItems === Infinity ? Math.max(prefix.length, minItems) : maxItems;
+    for (let i = 0; i < last; i++) {
+      if (i >= minItems) nfa.range(at, 0x5d, 0x5d, to);
+      const next = nfa.add();
+      nfa.epsilon((prefix[i] ?? items)(nfa, itemFrom(i, at)), next);
+      at = next;
+    }
+    if (last >= minItems) nfa.range(at, 0x5d, 0x5d, to);
+    if (maxItems === Infinity) {
+      const item = nfa.add();
+      const after = nfa.add();
+      if (last === 0) nfa.epsilon(at, item);
+      else nfa.range(at, 0x2c, 0x2c, item);
+      nfa.epsilon(items(nfa, item), after);
+      nfa.range(after, 0x2c, 0x2c, item);
+      nfa.range(after, 0x5d, 0x5d, to);
+    }
+    return to;
+  };
+}
+
+/** The fragment of a gated schema's root. */
+export function schemaFragment(schema: GatedSchema): Fragment {
+  return new SchemaCompiler(schema).fragment(schema.root);
+}
+
+class SchemaCompiler {
+  private readonly definitions: GatedSchema["definitions"];
+  /** How often each `$ref` is open on the current path. */
+  private readonly open = new Map<string, number>();
+
+  constructor(schema: GatedSchema) {
+    this.definitions = schema.definitions;
+  }
+
+  fragment(node: SchemaNode): Fragment {
+    switch (node.kind) {
+      case "any":
+        return anyJson(ANY_DEPTH);
+      case "never":
+        return never;
+      case "literals":
+        return (nfa, from) => oneOfBytes(this.literals(nfa, node.texts, node.within))(nfa, from);
+      case "string":
+        return node.format ? formatString(node.format) : jsonString(node.minLength, node.maxLength);
+      case "number":
+        return jsonNumber(node.integer, node.lower, node.upper);
+      case "object":
+        return jsonObject(node.properties.map((p) => ({ name: p.name, required: p.required, value: this.fragment(p.schema) })));
+      case "map":
+        return jsonMap(this.fragment(node.values));
+      case "array":
+        return jsonArray(
+          node.prefixItems.map((item) => this.fragment(item)),
+          this.fragment(node.items),
+          node.minItems,
+          node.maxItems ?? Infinity,
+        );
+      case "anyOf":
+        return alternatives(...node.options.map((option) => this.fragment(option)));
+      case "ref":
+        return (nfa, from) => {
+          const depth = this.open.get(node.ref) ?? 0;
+          if (depth >= REF_DEPTH) return never(nfa, from);
+          this.open.set(node.ref, depth + 1);
+          try {
+            return this.fragment(this.definitions.get(node.ref)!)(nfa, from);
+          } finally {
+            this.open.set(node.ref, depth);
+          }
+        };
+    }
+  }
+
+  /** The texts that `within` accepts, tried on a scratch automaton under the same budget. */
+  private literals(nfa: ByteNfa, texts: readonly string[], within: SchemaNode | undefined): string[] {
+    if (!within) return [...texts];
+    const scratch = new ByteNfa(nfa.budget);
+    const start = scratch.add();
+    const accept = this.fragment(within)(scratch, start);
+    return texts.filter((text) => scratch.matches(start, accept, encoder.encode(text)));
+  }
+}

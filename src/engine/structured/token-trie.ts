@@ -1,0 +1,77 @@
+/**
+ * Every token's bytes in one trie, flattened in depth-first order (llguidance's toktrie): a walk
+ * along an automaton visits each shared prefix once, and a byte the automaton refuses skips the
+ * whole subtree below it in one jump. Built once per model.
+ */
+import type { ByteAutomaton } from "./response-format.ts";
+
+export interface TokenTrie {
+  /** Calls `visit` with every token the automaton takes whole from `state`, and the state after it. */
+  walk(automaton: ByteAutomaton, state: number, visit: (token: number, end: number) => void): void;
+}
+
+interface BuildNode {
+  children: Map<number, BuildNode>;
+  tokens: number[];
+}
+
+export function createTokenTrie(bytes: readonly (Uint8Array | null)[]): TokenTrie {
+  const root: BuildNode = { children: new Map(), tokens: [] };
+  bytes.forEach((b, token) => {
+    if (!b || b.length === 0) return;
+    let node = root;
+    for (const byte of b) {
+      let child = node.children.get(byte);
+      if (!child) {
+        child = { children: new Map(), tokens: [] };
+        node.children.set(byte, child);
+      }
+      node = child;
+    }
+    node.tokens.push(token);
+  });
+
+  // Flatten: node i has its byte, depth, the size of its subtree (itself included) and its tokens.
+  const edge: number[] = [];
+  const depth: number[] = [];
+  const subtree: number[] = [];
+  const tokenStart: number[] = [];
+  const tokens: number[] = [];
+  const flatten = (node: BuildNode, byte: number, d: number) => {
+    const index = edge.length;
+    edge.push(byte);
+    depth.push(d);
+    subtree.push(0);
+    tokenStart.push(tokens.length);
+    tokens.push(...node.tokens);
+    for (const [b, child] of [...node.children].sort((x, y) => x[0] - y[0])) flatten(child, b, d + 1);
+    subtree[index] = edge.length - index;
+  };
+  flatten(root, 0, 0);
+  tokenStart.push(tokens.length);
+  const nodes = edge.length;
+  const flatEdge = Uint8Array.from(edge);
+  const flatDepth = Int32Array.from(depth);
+  const flatSubtree = Int32Array.from(subtree);
+  const flatStart = Int32Array.from(tokenStart);
+  const flatTokens = Int32Array.from(tokens);
+  const maxDepth = depth.reduce((m, d) => Math.max(m, d), 0);
+  const states = new Int32Array(maxDepth + 1);
+
+  return {
+    walk(automaton, state, visit) {
+      states[0] = state;
+      for (let i = 1; i < nodes; ) {
+        const d = flatDepth[i]!;
+        const next = automaton.next(states[d - 1]!, flatEdge[i]!);
+        if (next < 0) {
+          i += flatSubtree[i]!;
+          continue;
+        }
+        states[d] = next;
+        for (let t = flatStart[i]!; t < flatStart[i + 1]!; t++) visit(flatTokens[t]!, next);
+        i++;
+      }
+    },
+  };
+}

@@ -1,0 +1,216 @@
+/**
+ * The schema gate accepts the keywords the grammar enforces and refuses every other one by name
+ * and JSON Pointer, so that no constraint is ever ignored silently; malformed text and schemas
+ * past the limits get a clean invalid_argument too.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { compileResponseFormat } from "../src/engine/structured/response-format.ts";
+import { gateSchema } from "../src/engine/structured/schema-gate.ts";
+import { GlanceError } from "../src/errors.ts";
+
+function compile(schema: object | boolean | string, deadlineMs?: number) {
+  return compileResponseFormat(
+    { type: "json_schema", schema: typeof schema === "string" ? schema : JSON.stringify(schema) },
+    { deadlineMs },
+  );
+}
+
+function refused(message: RegExp) {
+  return (error: unknown) => {
+    assert.ok(error instanceof GlanceError, String(error));
+    assert.equal(error.code, "invalid_argument");
+    assert.match(error.message, message);
+    return true;
+  };
+}
+
+describe("schema gate: supported keywords", () => {
+  const accepted: Array<[string, object | boolean]> = [
+    [
+      "type (each of the seven)",
+      { anyOf: ["null", "boolean", "object", "array", "number", "integer", "string"].map((type) => ({ type })) },
+    ],
+    ["type arrays", { type: ["number", "null"] }],
+    [
+      "properties, required, additionalProperties: false",
+      { type: "object", properties: { a: { type: "string" } }, required: ["a"], additionalProperties: false },
+    ],
+    ["additionalProperties absent or true beside properties", { type: "object", properties: { a: {} }, additionalProperties: true }],
+    ["additionalProperties as the schema of a map", { type: "object", additionalProperties: { type: "integer" } }],
+    ["enum", { enum: ["a", 1, null, [true], { k: "v" }] }],
+    ["const", { const: "x" }],
+    ["items", { type: "array", items: { type: "string" } }],
+    ["prefixItems with items: false", { type: "array", prefixItems: [{ type: "integer" }], items: false }],
+    ["minItems / maxItems", { type: "array", minItems: 1, maxItems: 3 }],
+    ["anyOf", { anyOf: [{ type: "string" }, { type: "integer" }] }],
+    ["$defs / $ref", { $defs: { a: { type: "string" } }, $ref: "#/$defs/a" }],
+    ["definitions / $ref", { definitions: { a: { type: "string" } }, properties: { x: { $ref: "#/definitions/a" } } }],
+    ["recursive $ref to the root", { type: "object", properties: { next: { $ref: "#" } } }],
+    ["minLength / maxLength", { type: "string", minLength: 1, maxLength: 4096 }],
+    ...["date", "date-time", "time", "email", "uuid"].map((format): [string, object] => [`format ${format}`, { type: "string", format }]),
+    ["minimum / maximum", { type: "number", minimum: -1.5, maximum: 1e20 }],
+    ["exclusiveMinimum / exclusiveMaximum", { type: "integer", exclusiveMinimum: 0, exclusiveMaximum: 10 }],
+    [
+      "annotations",
+      {
+        $schema: "https://json-schema.org/draft/2020-12/schema",
+        $id: "https://example.com/s",
+        $comment: "c",
+        title: "t",
+        description: "d",
+        examples: [1],
+        default: 1,
+        deprecated: false,
+        readOnly: true,
+        writeOnly: false,
+        type: "integer",
+      },
+    ],
+    ["boolean schemas", { type: "object", properties: { a: true, b: false } }],
+  ];
+  for (const [name, schema] of accepted) it(name, () => assert.ok(compile(schema).start >= 0));
+
+  it("keeps property order from the text, integer-like keys included", () => {
+    const gated = gateSchema('{"type":"object","properties":{"b":{},"2":{},"a":{},"1":{}}}');
+    assert.equal(gated.root.kind, "object");
+    assert.deepEqual(gated.root.kind === "object" && gated.root.properties.map((p) => p.name), ["b", "2", "a", "1"]);
+  });
+
+  it("treats absent additionalProperties as false beside properties", () => {
+    const gated = gateSchema('{"properties":{"a":{"type":"null"}}}');
+    assert.deepEqual(gated.root, {
+      kind: "object",
+      properties: [{ name: "a", required: false, schema: { kind: "literals", texts: ["null"] } }],
+    });
+  });
+});
+
+describe("schema gate: refused keywords name themselves and their pointer", () => {
+  const refusals: Array<[object | string, RegExp]> = [
+    [
+      { type: "object", properties: { tags: { type: "array", uniqueItems: true } } },
+      /keyword "uniqueItems" at \/properties\/tags is not supported/,
+    ],
+    [{ not: { type: "null" } }, /keyword "not" at \/ is not supported/],
+    [{ allOf: [{ type: "string" }] }, /keyword "allOf" at \/ is not supported/],
+    [{ oneOf: [{ type: "string" }] }, /keyword "oneOf" at \/ is not supported/],
+    ['{"if":{"type":"string"},"then":{},"else":{}}', /keyword "if" at \/ is not supported/],
+    [{ type: "array", contains: { type: "string" } }, /keyword "contains" at \/ is not supported/],
+    [{ type: "array", items: { minContains: 1 } }, /keyword "minContains" at \/items is not supported/],
+    [{ type: "object", patternProperties: { "^a": {} } }, /keyword "patternProperties" at \/ is not supported/],
+    [{ type: "object", propertyNames: { maxLength: 3 } }, /keyword "propertyNames" at \/ is not supported/],
+    [{ type: "object", minProperties: 1 }, /keyword "minProperties" at \/ is not supported/],
+    [{ type: "object", maxProperties: 1 }, /keyword "maxProperties" at \/ is not supported/],
+    [{ type: "object", dependentRequired: { a: ["b"] } }, /keyword "dependentRequired" at \/ is not supported/],
+    [{ type: "object", dependentSchemas: { a: {} } }, /keyword "dependentSchemas" at \/ is not supported/],
+    [{ type: "object", unevaluatedProperties: false }, /keyword "unevaluatedProperties" at \/ is not supported/],
+    [{ type: "integer", multipleOf: 5 }, /keyword "multipleOf" at \/ is not supported/],
+    [{ type: "string", pattern: "^a+$" }, /keyword "pattern" at \/ is not supported yet/],
+    [{ type: "string", nullable: true }, /keyword "nullable" at \/ is not supported/],
+    [
+      { $defs: { a: { type: "string", contentEncoding: "base64" } }, $ref: "#/$defs/a" },
+      /keyword "contentEncoding" at \/\$defs\/a is not supported/,
+    ],
+    [
+      { properties: { "a/b": { properties: { "c~d": { maximum: 1, foo: 1 } } } } },
+      /keyword "foo" at \/properties\/a~1b\/properties\/c~0d is not supported/,
+    ],
+    [{ anyOf: [{ type: "string" }, { type: "integer", multipleOf: 2 }] }, /keyword "multipleOf" at \/anyOf\/1 is not supported/],
+    [{ type: "array", prefixItems: [{ uniqueItems: true }] }, /keyword "uniqueItems" at \/prefixItems\/0 is not supported/],
+    [{ type: "string", format: "ipv4" }, /format "ipv4" at \/format is not supported/],
+    [{ type: "string", format: "date", maxLength: 12 }, /keyword "maxLength" at \/ cannot be combined with "format"/],
+    [{ $ref: "https://example.com/schema.json" }, /"\$ref" "https:\/\/example.com\/schema.json" at \/\$ref is not supported/],
+    [{ $ref: "#/properties/a" }, /"\$ref" "#\/properties\/a" at \/\$ref is not supported/],
+    [{ $defs: {}, $ref: "#/$defs/missing" }, /"\$ref" "#\/\$defs\/missing" at \/\$ref does not resolve/],
+    [{ $defs: { a: {} }, $ref: "#/$defs/a", type: "object" }, /keyword "type" at \/ cannot be combined with "\$ref"/],
+    [{ anyOf: [{ type: "string" }], maxLength: 3 }, /keyword "maxLength" at \/ cannot be combined with "anyOf"/],
+    [{ type: "strnig" }, /"type" at \/type must be one of/],
+    [{ type: "object", required: ["a"] }, /required property "a" at \/required is not in "properties"/],
+    [{ type: "array", items: [{ type: "string" }] }, /"items" at \/items must be a schema \(use "prefixItems" for tuples\)/],
+    [{ type: "string", minLength: -1 }, /"minLength" at \/minLength must be a non-negative integer/],
+    [{ type: "number", minimum: "0" }, /"minimum" at \/minimum must be a number/],
+    [{ type: "number", exclusiveMinimum: true }, /"exclusiveMinimum" at \/exclusiveMinimum must be a number/],
+    [{ enum: [] }, /"enum" at \/enum must be a non-empty array/],
+  ];
+  for (const [schema, message] of refusals) {
+    it(message.source, () => assert.throws(() => compile(schema), refused(message)));
+  }
+});
+
+describe("schema gate: malformed text", () => {
+  const malformed: Array<[string, RegExp]> = [
+    ['{"type":', /not valid JSON: unexpected end at offset 8/],
+    ['{"type":"string",}', /not valid JSON: expected a string at offset 17/],
+    ['{"type":"string"} x', /not valid JSON: unexpected text after the value/],
+    ['{"type":"string","type":"integer"}', /not valid JSON: duplicate key "type" at offset 17/],
+    ["{'type':'string'}", /not valid JSON: expected a string/],
+    ['{"const":"\\ud800"}', /not valid JSON: a string with a lone surrogate/],
+    ['{"const":"a\nb"}', /not valid JSON: a control character or a bad escape/],
+    ['{"const":1e999}', /not valid JSON: the number 1e999 is out of range/],
+    ["", /not valid JSON: unexpected end at offset 0/],
+    ["[".repeat(200), /not valid JSON: nesting deeper than 128/],
+    ['"string"', /the schema at \/ must be an object or a boolean/],
+  ];
+  for (const [text, message] of malformed) {
+    it(JSON.stringify(text.slice(0, 40)), () => assert.throws(() => compile(text), refused(message)));
+  }
+});
+
+describe("schema gate: limits", () => {
+  it("refuses schema text over 64 KiB", () => {
+    const text = JSON.stringify({ type: "string", description: "x".repeat(64 * 1024) });
+    assert.throws(() => compile(text), refused(/larger than 65536 bytes/));
+  });
+
+  it("refuses more than 1000 properties", () => {
+    const properties = Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`p${i}`, { type: "null" }]));
+    assert.throws(() => compile({ type: "object", properties }), refused(/more than 1000 properties/));
+  });
+
+  it("refuses more than 1000 enum values", () => {
+    assert.throws(
+      () => compile({ enum: Array.from({ length: 1001 }, (_, i) => i) }),
+      refused(/"enum" at \/enum has more than 1000 values/),
+    );
+  });
+
+  it("refuses maxLength over 4096 and maxItems over 1000", () => {
+    assert.throws(() => compile({ type: "string", maxLength: 4097 }), refused(/"maxLength" at \/maxLength must be at most 4096/));
+    assert.throws(() => compile({ type: "array", maxItems: 1001 }), refused(/"maxItems" at \/maxItems must be at most 1000/));
+  });
+
+  it("refuses bounds too large for a double's digits", () => {
+    assert.throws(() => compile({ type: "number", maximum: 1e301 }), refused(/"maximum" at \/maximum must be less than 1e\+300/));
+  });
+
+  it("refuses a schema whose automaton is too large", () => {
+    const big = { type: "array", items: { type: "string", maxLength: 4096 }, maxItems: 1000 };
+    assert.throws(() => compile(big), refused(/too large: its automaton needs more than 200000 states/));
+  });
+
+  it("refuses a schema that takes longer than the deadline", () => {
+    const slow = { type: "array", items: { type: "string", minLength: 1000, maxLength: 4096 }, maxItems: 40 };
+    assert.throws(() => compile(slow, 1), refused(/the schema took longer than 1 ms to compile/));
+  });
+
+  it("refuses a schema no value satisfies", () => {
+    assert.throws(() => compile({ type: "object", properties: { a: false }, required: ["a"] }), refused(/admits no value/));
+    assert.throws(() => compile({ type: "string", minLength: 5, maxLength: 2 }), refused(/admits no value/));
+    assert.throws(() => compile({ type: "integer", minimum: 3, maximum: 2 }), refused(/admits no value/));
+    assert.throws(() => compile(false), refused(/admits no value/));
+  });
+
+  it("unrolls recursion that must end into a refusal, and recursion that may end into a bounded depth", () => {
+    assert.throws(() => compile({ type: "object", properties: { next: { $ref: "#" } }, required: ["next"] }), refused(/admits no value/));
+    assert.ok(compile({ type: "object", properties: { next: { $ref: "#" } } }).start >= 0);
+  });
+});
+
+describe("response formats other than schemas", () => {
+  it("refuses regex for now, and empty or oversized choices", () => {
+    assert.throws(() => compileResponseFormat({ type: "regex", pattern: "a+" }), refused(/regex is not supported yet/));
+    assert.throws(() => compileResponseFormat({ type: "choice", choices: [] }), refused(/at least one choice/));
+    assert.throws(() => compileResponseFormat({ type: "choice", choices: ["\ud800"] }), refused(/valid Unicode/));
+  });
+});
