@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import addFormats from "ajv-formats";
 import { TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import {
   createGrammarProcessor,
@@ -16,8 +18,9 @@ import {
   createMaskCache,
   tokensNeeded,
 } from "../src/engine/structured/grammar-processor.ts";
-import type { ByteAutomaton } from "../src/engine/structured/response-format.ts";
+import { type ByteAutomaton, compileResponseFormat } from "../src/engine/structured/response-format.ts";
 import { tokenBytes } from "../src/engine/structured/token-bytes.ts";
+import { SCHEMAS } from "./support/schema-corpus.ts";
 
 const tokenizerJson = JSON.parse(readFileSync(path.join(TINY_MODEL_DIR, "tokenizer.json"), "utf8"));
 const EOS = 3;
@@ -132,5 +135,26 @@ describe("constrained decoding", () => {
     const partial = bytes.findIndex((b) => b?.length === 1 && b[0] === zh[0]);
     assert.ok(partial > 0, "the first byte of 红 is a token of its own");
     assert.equal(bytes.filter(Boolean).length, VOCAB - 43);
+  });
+
+  it("gives JSON that validates for every schema of the corpus, from the tightest budget up, whatever tokens are picked", () => {
+    const ajv = new Ajv2020({ strict: false });
+    addFormats.default(ajv);
+    let runs = 0;
+    for (const [name, schema] of Object.entries(SCHEMAS)) {
+      const automaton = compileResponseFormat({ type: "json_schema", schema: JSON.stringify(schema) });
+      const validate = ajv.compile(schema);
+      const need = tokensNeeded(automaton, automaton.start);
+      for (const budget of [need, need + 3, 2 * need, 256].filter((b) => b >= need)) {
+        for (let seed = 1; seed <= 4; seed++) {
+          const r = run(automaton, budget, seed * 7919 + budget);
+          assert.notEqual(r.end, "budget", `${name}, budget ${budget}: ran out with ${JSON.stringify(r.text)}`);
+          const value: unknown = JSON.parse(r.text);
+          assert.ok(validate(value), `${name}, budget ${budget}: ${r.text} fails: ${ajv.errorsText(validate.errors)}`);
+          runs++;
+        }
+      }
+    }
+    assert.ok(runs >= 50 * 4 * 3, `${runs} runs`);
   });
 });
