@@ -19,7 +19,9 @@
  *    idle), so both see the same machine; then its prefill at B=1.
  * 3. The peer: transformers.js answering the same requests one at a time (bench/lib/peer.ts),
  *    TTFT and ITL measured with a streamer.
- * 4. Microbenchmarks: preprocessing a 1920×1080 JPEG and a workload image, one vision encoding.
+ * 4. Microbenchmarks: preprocessing a 1920×1080 JPEG and a workload image, one vision encoding,
+ *    and the response-format mask per token (batch 16) on the model's vocabulary and on a
+ *    synthetic 150k-token one (bench/lib/grammar-micro.ts).
  *
  * Writes a markdown table to stdout and bench-results/bench-<time>.{md,json,svg} (+ latest.*).
  * A progress bar goes to stderr when it is a terminal.
@@ -63,9 +65,11 @@ import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
+import { JSON_ANSWER_SCHEMA } from "../scripts/lib/heldout.ts";
 import { defaultIntraOpThreads } from "../src/config.ts";
 import type { Dtype } from "../src/model/model-folder.ts";
 import { type Api, createSender } from "./lib/client.ts";
+import { grammarMicro } from "./lib/grammar-micro.ts";
 import { type LimitModel, loadLimitModel } from "./lib/limit.ts";
 import { type PhaseRun, runConcurrency, runPoisson } from "./lib/load.ts";
 import { makeTestJpeg, timePreprocessing } from "./lib/micro.ts";
@@ -306,6 +310,9 @@ async function measured(
   return { run: r, probe, clientCpuS, ...(otherCores !== undefined && { otherCores }) };
 }
 const concurrencyPhases: ConcurrencyPhase[] = [];
+/** The JSON questions at concurrency 16, free and constrained to the tiny model's JSON answer schema. */
+let constrainedPhase: BenchResult["constrained"];
+const CONSTRAINED_CONCURRENCY = 16;
 const poissonPhases: PoissonPhase[] = [];
 try {
   if (warmup > 0) {
@@ -338,6 +345,29 @@ try {
       await new Promise((r) => setTimeout(r, 200));
       limitBatches.push(await measureLimitBatch(b, Math.max(1, Math.round(summary.meanOutputTokens))));
     }
+  }
+  if (api === "grpc" && concurrencies.includes(CONSTRAINED_CONCURRENCY)) {
+    // The JSON questions, whose greedy answers are the same with and without the schema, so the
+    // two phases make the same tokens and differ only by the mask.
+    const items = take(
+      workload.filter((w) => w.kind === "json"),
+      phaseRequests(CONSTRAINED_CONCURRENCY),
+    );
+    const phase = async (sender: typeof send, label: string) => {
+      const m = await measured(() => runConcurrency(sender, items, CONSTRAINED_CONCURRENCY, label));
+      return summarize(m.run.records, m.run.durationS, goodput);
+    };
+    const free = await phase(send, `glance c=${CONSTRAINED_CONCURRENCY} json questions`);
+    const schema = JSON.stringify(JSON_ANSWER_SCHEMA);
+    const bound = await phase(
+      createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens, jsonSchema: schema }),
+      `glance c=${CONSTRAINED_CONCURRENCY} json questions, constrained`,
+    );
+    constrainedPhase = { concurrency: CONSTRAINED_CONCURRENCY, unconstrained: free, constrained: bound };
+    note(
+      `glance c=${CONSTRAINED_CONCURRENCY} json questions: ${free.outputThroughput.toFixed(0)} tok/s, ` +
+        `constrained to their schema ${bound.outputThroughput.toFixed(0)} tok/s`,
+    );
   }
   for (const [i, rate] of rates.entries()) {
     const items = take(workload, rateRequests);
@@ -424,6 +454,7 @@ const jpeg = await makeTestJpeg();
 micro.preprocess1080pJpegMs = await timePreprocessing(modelDir, jpeg, quick ? 5 : 30);
 micro.preprocessWorkloadImageMs = await timePreprocessing(modelDir, workload[0]!.image, quick ? 20 : 200);
 micro.jpegBytes = jpeg.length;
+micro.grammarMaskMs = grammarMicro(modelDir, quick ? 50 : 300);
 
 const result: BenchResult = {
   startedAt: startedAt.toISOString(),
@@ -457,6 +488,7 @@ const result: BenchResult = {
     eldResolutionMs: eldResolution,
   },
   concurrency: concurrencyPhases,
+  ...(constrainedPhase && { constrained: constrainedPhase }),
   poisson: poissonPhases,
   limit,
   peer,

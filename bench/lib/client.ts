@@ -25,6 +25,8 @@ export interface ClientOptions {
   grpcUrl: string;
   httpUrl: string;
   maxTokens: number;
+  /** gRPC only: constrain every reply to this JSON Schema (JSON text). */
+  jsonSchema?: string;
 }
 
 const failed = (index: number, error: unknown, promptTokens = 0): Omit<RequestRecord, "sentAt"> => ({
@@ -71,6 +73,7 @@ function grpcSender(o: ClientOptions): SendRequest {
           },
         ],
         sampling: { maxTokens: o.maxTokens, temperature: 0 },
+        ...(o.jsonSchema && { responseFormat: { kind: { case: "jsonSchema", value: { schema: o.jsonSchema } } } }),
       });
       for await (const res of stream) {
         const t = performance.now();

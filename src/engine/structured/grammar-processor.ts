@@ -16,15 +16,16 @@ import type { ByteAutomaton } from "./response-format.ts";
 import { tokenBytes } from "./token-bytes.ts";
 import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
 
-/** What a model gives every constrained request: its token trie and its end-of-sequence ids. */
+/** What a model gives every constrained request: its token trie, its size and its end-of-sequence ids. */
 export interface GrammarVocabulary {
   trie: TokenTrie;
+  size: number;
   eosTokenIds: readonly number[];
 }
 
 /** The model's vocabulary for constrained decoding; it must have a token for every single byte. */
 export function createGrammarVocabulary(tokenizerJson: object, eosTokenIds: readonly number[]): GrammarVocabulary {
-  const { bytes } = tokenBytes(tokenizerJson);
+  const { bytes, vocabSize } = tokenBytes(tokenizerJson);
   const single = new Set(bytes.flatMap((b) => (b?.length === 1 ? [b[0]!] : [])));
   if (single.size < 256) {
     throw new GlanceError(
@@ -32,13 +33,19 @@ export function createGrammarVocabulary(tokenizerJson: object, eosTokenIds: read
       `structured output needs a token for every byte; this model's vocabulary has ${single.size} of the 256`,
     );
   }
-  return { trie: createTokenTrie(bytes), eosTokenIds };
+  return { trie: createTokenTrie(bytes), size: vocabSize, eosTokenIds };
 }
 
 interface StateMask {
+  /** The allowed tokens, ascending, so that a step finds its token by binary search. */
   tokens: Int32Array;
   /** The state each allowed token leads to. */
   ends: Int32Array;
+  /**
+   * The tokens not allowed, ascending, when they are the fewer (inside a string most of a
+   * vocabulary is allowed): a step then writes -Infinity at these instead of at all the others.
+   */
+  refused?: Int32Array;
   /** The most tokens any allowed token's end state still needs; below the budget no filter is needed. */
   maxNeed: number;
 }
@@ -47,6 +54,32 @@ interface StateMask {
 export function tokensNeeded(automaton: ByteAutomaton, state: number): number {
   if (automaton.accepting(state) && !automaton.hasNext(state)) return 0;
   return automaton.distance(state) + 1;
+}
+
+/** The ids below `size` that are not in the ascending `ids`. */
+function complement(ids: Int32Array, size: number): Int32Array {
+  const out = new Int32Array(size - ids.length);
+  let n = 0;
+  let next = 0;
+  for (let id = 0; id < size; id++) {
+    if (next < ids.length && ids[next] === id) next++;
+    else out[n++] = id;
+  }
+  return out;
+}
+
+/** The index of `token` in the ascending `ids`, or -1. */
+function indexOf(ids: Int32Array, token: number): number {
+  let lo = 0;
+  let hi = ids.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const id = ids[mid]!;
+    if (id === token) return mid;
+    if (id < token) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
 }
 
 /** Per automaton: the masks of the states visited so far, shared by every request using it. */
@@ -65,7 +98,9 @@ export function createMaskCache(automaton: ByteAutomaton, vocabulary: GrammarVoc
         ends.push(end);
         maxNeed = Math.max(maxNeed, need);
       });
-      mask = { tokens: Int32Array.from(tokens), ends: Int32Array.from(ends), maxNeed };
+      const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
+      mask = { tokens: Int32Array.from(order, (i) => tokens[i]!), ends: Int32Array.from(order, (i) => ends[i]!), maxNeed };
+      if (tokens.length > vocabulary.size / 2) mask.refused = complement(mask.tokens, vocabulary.size);
       masks.set(state, mask);
     }
     return mask;
@@ -85,6 +120,8 @@ export function createGrammarProcessor(
   let state = automaton.start;
   let generated = 0;
   const eos = new Set(vocabulary.eosTokenIds);
+  const eosIds = [...eos];
+  const eosKept = new Float32Array(eosIds.length);
   // The allowed ids and their logits of the current step, reused from step to step.
   let ids = new Int32Array(0);
   let kept = new Float32Array(0);
@@ -94,6 +131,15 @@ export function createGrammarProcessor(
       // After this token, `left` tokens remain for the rest of the value and end of sequence.
       const left = budget - generated - 1;
       const filter = mask.maxNeed > left;
+      if (mask.refused && !filter) {
+        // End of sequence is never among the allowed tokens (it has no bytes): keep its logits
+        // across the refusal when the value may end here.
+        const ending = automaton.accepting(state);
+        if (ending) for (const [i, id] of eosIds.entries()) eosKept[i] = logits[id]!;
+        for (const id of mask.refused) logits[id] = Number.NEGATIVE_INFINITY;
+        if (ending) for (const [i, id] of eosIds.entries()) logits[id] = eosKept[i]!;
+        return;
+      }
       if (ids.length < mask.tokens.length + eos.size) {
         ids = new Int32Array(mask.tokens.length + eos.size);
         kept = new Float32Array(ids.length);
@@ -118,7 +164,7 @@ export function createGrammarProcessor(
       generated++;
       if (eos.has(token)) return;
       const mask = masks(state);
-      const i = mask.tokens.indexOf(token);
+      const i = indexOf(mask.tokens, token);
       // Only allowed tokens are ever sampled; -1 would mean the sampler ignored the mask.
       if (i < 0) throw new Error(`token ${token} is not allowed by the response format`);
       state = mask.ends[i]!;

@@ -42,7 +42,9 @@ export function tokenBytes(json: TokenizerJson): { bytes: (Uint8Array | null)[];
     throw new GlanceError("invalid_argument", "structured output needs a BPE tokenizer.json (model.vocab as an object)");
   }
   const added = new Set((json.added_tokens ?? []).map((t) => t.id));
-  const vocabSize = Math.max(...Object.values(vocab), ...added) + 1;
+  // A loop, not Math.max(...ids): a real vocabulary has more ids than a call can take arguments.
+  let vocabSize = 0;
+  for (const id of [...Object.values(vocab), ...added]) vocabSize = Math.max(vocabSize, id + 1);
   const bytes: (Uint8Array | null)[] = new Array(vocabSize).fill(null);
   const types = decoderTypes(json);
   const encoder = new TextEncoder();
