@@ -17,9 +17,6 @@ import type { GenerateInput, ModelInfo } from "./types.ts";
 const MAX_STOP_STRINGS = 8;
 const MAX_STOP_LENGTH = 256;
 
-/** How long compiling a response format may take before the request is refused. */
-const COMPILE_DEADLINE_MS = 2000;
-
 /**
  * The fewest tokens of each format seen lately, by its text: a format is compiled here to be
  * checked (and its minimum known) once, not on every request that repeats it.
@@ -68,7 +65,7 @@ export function resolveRequest(input: GenerateInput, info: ModelInfo, gen: Gener
   // A stop string could cut a constrained value short, into text that no longer validates.
   if (stop.length > 0) throw invalidArgument("stop strings cannot be combined with a response format");
   const need = minimumTokens(JSON.stringify(format), () => {
-    const automaton = compileResponseFormat(format, { deadlineMs: COMPILE_DEADLINE_MS });
+    const automaton = compileResponseFormat(format);
     return tokensNeeded(automaton, automaton.start);
   });
   if (need > maxTokens) {

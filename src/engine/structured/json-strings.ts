@@ -9,7 +9,7 @@ import { alternatives, charClass, type Fragment, literal, oneOfBytes, repeat, se
 import type { StringFormat } from "./schema-gate.ts";
 
 /** One code point of string content: plain UTF-8 (no surrogates) or an allowed escape. */
-export const jsonChar: Fragment = (nfa, from) => {
+const jsonChar: Fragment = (nfa, from) => {
   const to = nfa.add();
   const tail1 = nfa.add();
   const tail2 = nfa.add();

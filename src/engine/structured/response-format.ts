@@ -27,12 +27,16 @@ export interface ByteAutomaton {
   hasNext(state: number): boolean;
 }
 
-/** The default compile time bound. */
-export const DEFAULT_COMPILE_DEADLINE_MS = 2000;
+/**
+ * The compile time bound. Compiling runs on the thread that asks (the main thread to check a
+ * request, the worker between decode steps), so this also bounds how long a new schema can
+ * hold either up; the largest schemas the limits allow compile in about 100 ms here.
+ */
+const DEFAULT_COMPILE_DEADLINE_MS = 250;
 /** The most NFA states one format may need. */
-export const MAX_NFA_STATES = 200_000;
+const MAX_NFA_STATES = 200_000;
 /** Nesting of arrays and objects in a `json_object` answer, the object itself included. */
-export const JSON_OBJECT_DEPTH = 8;
+const JSON_OBJECT_DEPTH = 8;
 const CHOICE_LIMITS = { count: 1000, bytes: 4096 } as const;
 
 /**
