@@ -8,23 +8,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
+import { seededRandom as prng } from "../scripts/lib/seeded-random.ts";
 import { type ByteAutomaton, compileResponseFormat, type ResponseFormat } from "../src/engine/structured/response-format.ts";
 import { SCHEMAS } from "./support/schema-corpus.ts";
 
 const ajv = new Ajv2020({ strict: false });
 addFormats.default(ajv);
-
-/** mulberry32: a small seeded PRNG, so that a failing walk can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 

@@ -12,6 +12,7 @@ import { describe, it } from "node:test";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { seededRandom } from "../scripts/lib/seeded-random.ts";
 import {
   createGrammarProcessor,
   createGrammarVocabulary,
@@ -61,19 +62,10 @@ function literalSet(words: string[]): ByteAutomaton {
   };
 }
 
-/** A seeded generator, so every run samples the same tokens. */
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-
 /** Decodes with random logits through the processor; returns the text and how it ended. */
 function run(automaton: ByteAutomaton, budget: number, seed: number) {
   const processor = createGrammarProcessor(automaton, createMaskCache(automaton, vocabulary), vocabulary, budget);
-  const next = random(seed);
+  const next = seededRandom(seed);
   const out: number[] = [];
   for (let step = 0; step < budget; step++) {
     if (processor.complete) return { text: Buffer.from(out).toString("utf8"), end: "complete", steps: step };

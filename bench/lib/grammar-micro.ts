@@ -9,6 +9,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { JSON_ANSWER_SCHEMA } from "../../scripts/lib/heldout.ts";
+import { seededRandom } from "../../scripts/lib/seeded-random.ts";
 import { createGrammarProcessor, createGrammarVocabulary, createMaskCache } from "../../src/engine/structured/grammar-processor.ts";
 import { compileResponseFormat } from "../../src/engine/structured/response-format.ts";
 import { type Dist, dist } from "./stats.ts";
@@ -26,11 +27,7 @@ function byteLevel(bytes: Uint8Array): string {
 
 /** A byte-level tokenizer.json with `size` tokens; token 0 is the end of sequence. */
 export function syntheticTokenizer(size: number): object {
-  let seed = 150_000;
-  const random = () => {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    return seed / 2 ** 32;
-  };
+  const random = seededRandom(150_000);
   const encoder = new TextEncoder();
   const vocab: Record<string, number> = { "<|end|>": 0 };
   let count = 1;
@@ -76,11 +73,7 @@ export function timeGrammarMask(tokenizerJson: object, eosTokenId: number, schem
   const automaton = compileResponseFormat({ type: "json_schema", schema: JSON.stringify(schema) });
   const masks = createMaskCache(automaton, vocabulary);
   const size = Object.keys((tokenizerJson as { model: { vocab: object } }).model.vocab).length;
-  let seed = 1;
-  const random = () => {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    return seed / 2 ** 32;
-  };
+  const random = seededRandom(1);
   const row = new Float32Array(size);
   const noise = Float32Array.from({ length: size * 4 }, () => random() * 10);
   const times: number[] = [];

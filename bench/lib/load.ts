@@ -4,10 +4,11 @@
  * arrivals at a given rate (exponential gaps from a seeded generator, no cap on requests in
  * flight: an overloaded server queues or refuses, and refusals are counted).
  */
+
+import { seededRandom } from "../../scripts/lib/seeded-random.ts";
 import type { SendRequest } from "./client.ts";
 import { progress } from "./progress.ts";
 import type { RequestRecord } from "./stats.ts";
-import { seededRandom } from "./stats.ts";
 import type { WorkItem } from "./workload.ts";
 
 export interface PhaseRun {

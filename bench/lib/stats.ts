@@ -117,15 +117,3 @@ export function summarize(records: readonly RequestRecord[], durationS: number, 
     ...(server && { server }),
   };
 }
-
-/** A small seeded generator (mulberry32) so that Poisson arrivals are the same on every run. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -4,25 +4,7 @@
  * string lengths, const and prefixItems. The byte-level walks (structured-automaton.test.ts)
  * and the token-level decoding (structured-decoding.test.ts) both run every one.
  */
-const tinySchema = {
-  type: "object",
-  properties: {
-    shapes: {
-      type: "array",
-      items: {
-        type: "object",
-        properties: {
-          shape: { enum: ["circle", "square", "triangle"] },
-          color: { enum: ["red", "green", "blue", "yellow"] },
-        },
-        required: ["shape", "color"],
-        additionalProperties: false,
-      },
-    },
-  },
-  required: ["shapes"],
-  additionalProperties: false,
-};
+import { JSON_ANSWER_SCHEMA } from "../../scripts/lib/heldout.ts";
 
 const tree = {
   $defs: {
@@ -43,7 +25,7 @@ const linkedList = {
 
 /** Schemas as objects; the test sends them as JSON text. */
 export const SCHEMAS: Record<string, object | boolean> = {
-  tiny: tinySchema,
+  tiny: JSON_ANSWER_SCHEMA,
   string: { type: "string" },
   "string bounded": { type: "string", minLength: 2, maxLength: 5 },
   "string exact": { type: "string", minLength: 3, maxLength: 3 },
