@@ -173,4 +173,32 @@ describe("structured output over the OpenAI API", () => {
       /"not" at \/?/,
     );
   });
+
+  it("constrains a Generate stream to a regex and to a choice over gRPC", async () => {
+    const grpc = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${ts.grpcAddress}` }));
+    const countQ = questions.find((x) => x.kind === "count" && x.lang === "en")!;
+    const reply = async (responseFormat: Parameters<typeof grpc.generate>[0]["responseFormat"], temperature: number) => {
+      let text = "";
+      for await (const m of grpc.generate({
+        messages: [
+          {
+            role: Role.USER,
+            content: [
+              { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(countQ) } } } },
+              { kind: { case: "text", value: countQ.question } },
+            ],
+          },
+        ],
+        sampling: { temperature, maxTokens: 32, seed: 3n },
+        responseFormat,
+      })) {
+        if (m.event.case === "delta") text += m.event.value.text;
+      }
+      return text;
+    };
+    for (const temperature of [0, 1.5]) {
+      assert.match(await reply({ kind: { case: "regex", value: " ?(One|Two|Three|Four)\\." } }, temperature), /^ ?(One|Two|Three|Four)\.$/);
+      assert.ok(["yes", "no"].includes(await reply({ kind: { case: "choice", value: { choices: ["yes", "no"] } } }, temperature)));
+    }
+  });
 });

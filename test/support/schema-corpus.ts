@@ -1,7 +1,7 @@
 /**
  * The schemas structured output is tested on: nested objects, arrays of objects, enums, bounded
  * numbers and integers, optional fields, $defs and recursive $ref, anyOf, type unions, formats,
- * string lengths, const and prefixItems. The byte-level walks (structured-automaton.test.ts)
+ * string lengths, patterns, const and prefixItems. The byte-level walks (structured-automaton.test.ts)
  * and the token-level decoding (structured-decoding.test.ts) both run every one.
  */
 import { JSON_ANSWER_SCHEMA } from "../../scripts/lib/heldout.ts";
@@ -58,6 +58,7 @@ export const SCHEMAS: Record<string, object | boolean> = {
   time: { type: "string", format: "time" },
   email: { type: "string", format: "email" },
   uuid: { type: "string", format: "uuid" },
+  pattern: { type: "string", pattern: '^[A-Z]{2,3}-\\d{1,4}( [a-z"\\\\]+)?$' },
   "object required": {
     type: "object",
     properties: { name: { type: "string" }, age: { type: "integer", minimum: 0, maximum: 150 } },

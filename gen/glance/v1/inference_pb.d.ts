@@ -117,7 +117,9 @@ export declare type ResponseFormat = Message$1<"glance.v1.ResponseFormat"> & {
     case: "choice";
   } | {
     /**
-     * A regular expression the whole reply must match (anchored at both ends).
+     * A regular expression the whole reply must match (anchored at both ends): ECMA-262 with
+     * the `u` flag, without lookaround, backreferences, word boundaries, inline flags or
+     * property escapes, which are INVALID_ARGUMENT.
      *
      * @generated from field: string regex = 4;
      */
@@ -135,8 +137,9 @@ export declare const ResponseFormatSchema: GenMessage<ResponseFormat>;
 /**
  * JsonSchema is a JSON Schema for the reply, in OpenAI strict mode's subset: type, properties,
  * required, additionalProperties false, enum, const, items, prefixItems, minItems, maxItems,
- * anyOf, $defs and local $ref, string minLength and maxLength, format (date, date-time, time,
- * email, uuid) and number minimum and maximum. Any other keyword that constrains values is
+ * anyOf, $defs and local $ref, string minLength, maxLength and pattern (the regex subset of
+ * ResponseFormat.regex; the whole string matches it), format (date, date-time, time, email,
+ * uuid) and number minimum and maximum. Any other keyword that constrains values is
  * INVALID_ARGUMENT, with its JSON Pointer; annotations (title, description...) are ignored.
  *
  * @generated from message glance.v1.JsonSchema

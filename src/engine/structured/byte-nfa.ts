@@ -231,3 +231,104 @@ export function oneOfBytes(texts: ReadonlyArray<string | Uint8Array>): Fragment 
     return to;
   };
 }
+
+/** Inclusive code point ranges. */
+export type CodePointRanges = ReadonlyArray<readonly [number, number]>;
+
+const LAST_CODE_POINT = 0x10ffff;
+
+/**
+ * The ranges sorted and merged, without surrogates (UTF-8 cannot encode them, so no valid
+ * output holds one).
+ */
+export function normalizeCodePoints(ranges: CodePointRanges): Array<[number, number]> {
+  const merged: Array<[number, number]> = [];
+  for (const [lo, hi] of [...ranges].sort((a, b) => a[0] - b[0])) {
+    const last = merged.at(-1);
+    if (last && lo <= last[1] + 1) last[1] = Math.max(last[1], hi);
+    else merged.push([lo, hi]);
+  }
+  return merged.flatMap(([lo, hi]): Array<[number, number]> => {
+    if (hi < 0xd800 || lo > 0xdfff) return [[lo, hi]];
+    const parts: Array<[number, number]> = [];
+    if (lo < 0xd800) parts.push([lo, 0xd7ff]);
+    if (hi > 0xdfff) parts.push([0xe000, hi]);
+    return parts;
+  });
+}
+
+/** Every code point (surrogates aside) not in `ranges`. */
+export function complementCodePoints(ranges: CodePointRanges): Array<[number, number]> {
+  const gaps: Array<[number, number]> = [];
+  let next = 0;
+  for (const [lo, hi] of normalizeCodePoints(ranges)) {
+    if (lo > next) gaps.push([next, lo - 1]);
+    next = hi + 1;
+  }
+  if (next <= LAST_CODE_POINT) gaps.push([next, LAST_CODE_POINT]);
+  return normalizeCodePoints(gaps);
+}
+
+/**
+ * The UTF-8 of the code points `lo..hi` (no surrogates) as byte-range runs, one range per byte
+ * position: the range is split where the encoded length changes and where a continuation byte
+ * would not span its whole 0x80-0xBF, so each run is a plain product of byte ranges.
+ */
+function utf8Runs(lo: number, hi: number): Array<Array<[number, number]>> {
+  const runs: Array<Array<[number, number]>> = [];
+  const stack: Array<[number, number]> = [[lo, hi]];
+  split: for (let r = stack.pop(); r; r = stack.pop()) {
+    const [s, e] = r;
+    for (const max of [0x7f, 0x7ff, 0xffff]) {
+      if (s <= max && max < e) {
+        stack.push([max + 1, e], [s, max]);
+        continue split;
+      }
+    }
+    for (let i = 1; i < 4 && e > 0x7f; i++) {
+      const m = (1 << (6 * i)) - 1;
+      if ((s & ~m) === (e & ~m)) continue;
+      if ((s & m) !== 0) {
+        stack.push([(s | m) + 1, e], [s, s | m]);
+        continue split;
+      }
+      if ((e & m) !== m) {
+        stack.push([e & ~m, e], [s, (e & ~m) - 1]);
+        continue split;
+      }
+    }
+    const first = encoder.encode(String.fromCodePoint(s));
+    const last = encoder.encode(String.fromCodePoint(e));
+    runs.push([...first].map((b, k): [number, number] => [b, last[k]!]));
+  }
+  return runs;
+}
+
+/**
+ * One code point from `ranges`, as its UTF-8. Runs that end alike share their tail states, so
+ * "any character" costs a handful of states however many lead bytes it has.
+ */
+export function codePoints(ranges: CodePointRanges): Fragment {
+  const runs = normalizeCodePoints(ranges).flatMap(([lo, hi]) => utf8Runs(lo, hi));
+  return (nfa, from) => {
+    const to = nfa.add();
+    const tails = new Map<string, number>();
+    for (const run of runs) {
+      let at = to;
+      let key = "";
+      for (let k = run.length - 1; k >= 1; k--) {
+        const [lo, hi] = run[k]!;
+        key = `${lo}-${hi},${key}`;
+        let state = tails.get(key);
+        if (state === undefined) {
+          state = nfa.add();
+          nfa.range(state, lo, hi, at);
+          tails.set(key, state);
+        }
+        at = state;
+      }
+      nfa.range(from, run[0]![0], run[0]![1], at);
+    }
+    return to;
+  };
+}

@@ -5,41 +5,51 @@
  * code points, as JSON Schema does. Formats are fixed automata over ASCII that match what
  * ajv-formats accepts, dates to the exact day.
  */
-import { alternatives, charClass, type Fragment, literal, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
+import {
+  alternatives,
+  type CodePointRanges,
+  charClass,
+  codePoints,
+  complementCodePoints,
+  type Fragment,
+  literal,
+  normalizeCodePoints,
+  oneOfBytes,
+  repeat,
+  sequence,
+} from "./byte-nfa.ts";
+import { type RegexNode, regexFragment } from "./regex.ts";
 import type { StringFormat } from "./schema-gate.ts";
 
+/** The code points JSON writes as an escape: `"`, `\` and the controls. */
+const NEEDS_ESCAPE: CodePointRanges = [
+  [0x00, 0x1f],
+  [0x22, 0x22],
+  [0x5c, 0x5c],
+];
+
 /** One code point of string content: plain UTF-8 (no surrogates) or an allowed escape. */
-const jsonChar: Fragment = (nfa, from) => {
-  const to = nfa.add();
-  const tail1 = nfa.add();
-  const tail2 = nfa.add();
-  const tail3 = nfa.add();
-  nfa.range(tail1, 0x80, 0xbf, to);
-  nfa.range(tail2, 0x80, 0xbf, tail1);
-  nfa.range(tail3, 0x80, 0xbf, tail2);
-  nfa.range(from, 0x20, 0x21, to);
-  nfa.range(from, 0x23, 0x5b, to);
-  nfa.range(from, 0x5d, 0x7f, to);
-  nfa.range(from, 0xc2, 0xdf, tail1);
-  const lead = (lo: number, hi: number, secondLo: number, secondHi: number, next: number) => {
-    const second = nfa.add();
-    nfa.range(from, lo, hi, second);
-    nfa.range(second, secondLo, secondHi, next);
-  };
-  lead(0xe0, 0xe0, 0xa0, 0xbf, tail1);
-  nfa.range(from, 0xe1, 0xec, tail2);
-  lead(0xed, 0xed, 0x80, 0x9f, tail1); // no surrogates
-  nfa.range(from, 0xee, 0xef, tail2);
-  lead(0xf0, 0xf0, 0x90, 0xbf, tail2);
-  nfa.range(from, 0xf1, 0xf3, tail3);
-  lead(0xf4, 0xf4, 0x80, 0x8f, tail2);
-  const escaped = sequence(
-    literal("\\"),
-    alternatives(charClass('"\\\\/bfnrt'), sequence(literal("u00"), charClass("01"), charClass("0-9a-fA-F"))),
-  );
-  nfa.epsilon(escaped(nfa, from), to);
-  return to;
-};
+const jsonChar = alternatives(
+  codePoints(complementCodePoints(NEEDS_ESCAPE)),
+  sequence(literal("\\"), alternatives(charClass('"\\\\/bfnrt'), sequence(literal("u00"), charClass("01"), charClass("0-9a-fA-F")))),
+);
+
+/**
+ * One code point from `ranges` written as JSON string content: plain UTF-8, or for `"`, `\` and
+ * controls the one escape JSON.stringify writes, so that the decoded string holds exactly that
+ * code point.
+ */
+export function jsonCodePoints(ranges: CodePointRanges): Fragment {
+  const set = normalizeCodePoints(ranges);
+  const escaped: string[] = [];
+  for (const [lo, hi] of NEEDS_ESCAPE) {
+    for (let c = lo; c <= hi; c++) {
+      if (set.some(([a, b]) => a <= c && c <= b)) escaped.push(JSON.stringify(String.fromCodePoint(c)).slice(1, -1));
+    }
+  }
+  const plain = complementCodePoints([...complementCodePoints(set), ...NEEDS_ESCAPE]);
+  return alternatives(codePoints(plain), oneOfBytes(escaped));
+}
 
 /** A quoted string of `minLength` to `maxLength` code points. */
 export function jsonString(minLength: number, maxLength = Infinity): Fragment {
@@ -111,6 +121,11 @@ const email = sequence(
 );
 
 const FORMAT_CONTENT: Record<StringFormat, Fragment> = { date, time, "date-time": sequence(date, literal("T"), time), email, uuid };
+
+/** A quoted string whose content, read as characters, matches `regex` as a whole. */
+export function patternString(regex: RegexNode): Fragment {
+  return sequence(literal('"'), regexFragment(regex, jsonCodePoints), literal('"'));
+}
 
 /** A quoted string in `format`. */
 export function formatString(format: StringFormat): Fragment {

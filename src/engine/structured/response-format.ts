@@ -4,8 +4,9 @@
  * Pipeline: schema gate → typed nodes → byte NFA → lazy DFA (see the research notes, §3).
  */
 import { invalidArgument } from "../../errors.ts";
-import { ByteNfa, type Fragment, literal, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
+import { ByteNfa, codePoints, type Fragment, literal, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
 import { LazyDfa } from "./lazy-dfa.ts";
+import { parseRegex, regexFragment } from "./regex.ts";
 import { anyJson, jsonMap, schemaFragment } from "./schema-compiler.ts";
 import { gateSchema } from "./schema-gate.ts";
 
@@ -13,7 +14,7 @@ export type ResponseFormat =
   | { type: "json_schema"; schema: string } // JSON text
   | { type: "json_object" } // any JSON object, nesting unrolled to JSON_OBJECT_DEPTH
   | { type: "choice"; choices: string[] } // exactly one of these strings, as raw text (not JSON-quoted)
-  | { type: "regex"; pattern: string };
+  | { type: "regex"; pattern: string }; // the whole raw reply matches the pattern (see regex.ts for the subset)
 
 export interface ByteAutomaton {
   readonly start: number;
@@ -59,7 +60,7 @@ export function compileResponseFormat(format: ResponseFormat, options: { deadlin
     case "choice":
       return compile(oneOfBytes(checkChoices(format.choices)), deadlineMs);
     case "regex":
-      throw invalidArgument("response_format regex is not supported yet");
+      return compile(regexFragment(parseRegex(format.pattern, "response_format regex"), codePoints), deadlineMs);
     default:
       throw invalidArgument(`unknown response_format type ${JSON.stringify((format as { type: unknown }).type)}`);
   }

@@ -6,7 +6,7 @@
  */
 import { alternatives, ByteNfa, type Fragment, literal, never, oneOfBytes, sequence } from "./byte-nfa.ts";
 import { jsonNumber } from "./json-numbers.ts";
-import { formatString, jsonString } from "./json-strings.ts";
+import { formatString, jsonString, patternString } from "./json-strings.ts";
 import type { GatedSchema, SchemaNode } from "./schema-gate.ts";
 
 /** How many times one `$ref` may appear on a path from the root. */
@@ -130,6 +130,7 @@ class SchemaCompiler {
       case "literals":
         return (nfa, from) => oneOfBytes(this.literals(nfa, node.texts, node.within))(nfa, from);
       case "string":
+        if (node.pattern) return patternString(node.pattern);
         return node.format ? formatString(node.format) : jsonString(node.minLength, node.maxLength);
       case "number":
         return jsonNumber(node.integer, node.lower, node.upper);

@@ -5,11 +5,13 @@
  * grammar allows validates against the schema as written.
  *
  * The grammar may be stricter than the schema (every output still validates): properties come
- * in schema order and no others are written, whitespace is compact, and a schema without `type`
- * allows only the types its keywords talk about.
+ * in schema order and no others are written, whitespace is compact, a `pattern` matches the
+ * whole string rather than some part of it, and a schema without `type` allows only the types
+ * its keywords talk about.
  */
 import { invalidArgument } from "../../errors.ts";
 import { canonicalJson, isJsonObject, type JsonObject, type JsonValue, parseOrderedJson, stringifyCompact } from "./ordered-json.ts";
+import { parseRegex, type RegexNode, regexLengths } from "./regex.ts";
 
 export type StringFormat = "date" | "date-time" | "time" | "email" | "uuid";
 
@@ -30,7 +32,8 @@ export type SchemaNode =
   | { kind: "never" }
   /** Compact JSON texts; with `within`, only those the rest of the schema also accepts. */
   | { kind: "literals"; texts: string[]; within?: SchemaNode }
-  | { kind: "string"; minLength: number; maxLength?: number; format?: StringFormat }
+  /** With `pattern`, the whole content matches it and the lengths are ones it already keeps. */
+  | { kind: "string"; minLength: number; maxLength?: number; format?: StringFormat; pattern?: RegexNode }
   | { kind: "number"; integer: boolean; lower?: NumberBound; upper?: NumberBound }
   | { kind: "object"; properties: PropertyNode[] }
   /** An object with any keys, every value matching `values`. */
@@ -80,7 +83,7 @@ const ANNOTATIONS = new Set([
 const FAMILIES: Record<"object" | "array" | "string" | "number", readonly string[]> = {
   object: ["properties", "required", "additionalProperties"],
   array: ["items", "prefixItems", "minItems", "maxItems"],
-  string: ["minLength", "maxLength", "format"],
+  string: ["minLength", "maxLength", "format", "pattern"],
   number: ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"],
 };
 const FAMILY_KEYWORDS = new Set(Object.values(FAMILIES).flat());
@@ -148,7 +151,6 @@ class Gate {
   private checkKnown(keyword: string, pointer: string): void {
     if (ANNOTATIONS.has(keyword) || FAMILY_KEYWORDS.has(keyword)) return;
     if (["type", "enum", "const", "$ref", "anyOf"].includes(keyword)) return;
-    if (keyword === "pattern") throw refuse(`${describe(keyword, pointer)} is not supported yet`);
     throw refuse(`${describe(keyword, pointer)} is not supported`);
   }
 
@@ -256,6 +258,7 @@ class Gate {
     const minLength = this.count(value, "minLength", pointer, SCHEMA_LIMITS.maxLength) ?? 0;
     const maxLength = this.count(value, "maxLength", pointer, SCHEMA_LIMITS.maxLength);
     const format = value.get("format");
+    if (value.has("pattern")) return this.pattern(value, pointer, minLength, maxLength);
     if (format === undefined) return { kind: "string", minLength, maxLength };
     const at = pointerTo(pointer, "format");
     if (typeof format !== "string" || !(FORMATS as readonly string[]).includes(format)) {
@@ -265,6 +268,26 @@ class Gate {
       if (value.has(keyword)) throw refuse(`${describe(keyword, pointer)} cannot be combined with "format"`);
     }
     return { kind: "string", minLength: 0, format: format as StringFormat };
+  }
+
+  /**
+   * JSON Schema's `pattern` matches anywhere in the string; the grammar writes strings that the
+   * pattern matches as a whole, which is one of those (and the same thing under `^...$`). The
+   * automaton cannot intersect two languages, so `minLength`/`maxLength` are accepted only when
+   * every full match already keeps them, and `format` never.
+   */
+  private pattern(value: JsonObject, pointer: string, minLength: number, maxLength: number | undefined): SchemaNode {
+    const at = pointerTo(pointer, "pattern");
+    if (value.has("format")) throw refuse(`${describe("format", pointer)} cannot be combined with "pattern"`);
+    const pattern = value.get("pattern");
+    if (typeof pattern !== "string") throw refuse(`"pattern" at ${at} must be a string`);
+    const regex = parseRegex(pattern, `response_format schema: "pattern" at ${at}`);
+    const lengths = regexLengths(regex);
+    if (lengths.min < minLength || lengths.max > (maxLength ?? Infinity)) {
+      const keyword = lengths.min < minLength ? "minLength" : "maxLength";
+      throw refuse(`${describe(keyword, pointer)} cannot be combined with "pattern" unless every match of the pattern keeps it`);
+    }
+    return { kind: "string", minLength, maxLength, pattern: regex };
   }
 
   private number(value: JsonObject, pointer: string, integer: boolean): SchemaNode {
