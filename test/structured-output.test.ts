@@ -1,6 +1,7 @@
 /**
- * Structured output end to end through the OpenAI SDK: response_format json_schema and
- * json_object on the tiny model, over a real socket. Constrained answers parse and validate
+ * Structured output end to end on the tiny model, over real sockets: the OpenAI SDK with
+ * response_format json_schema and json_object, and Connect-ES over gRPC with Extract and the
+ * regex and choice formats of Generate. Constrained answers parse and validate
  * (ajv as the independent validator) at every temperature and under tight max_tokens; greedy
  * answers under the schema of the model's trained JSON are as accurate as unconstrained ones;
  * a mixed batch gives each greedy request the tokens it gets alone; bad formats get a 400.
@@ -34,7 +35,7 @@ function ask(q: HeldOutQuestion): ChatCompletionMessageParam[] {
   ];
 }
 
-describe("structured output over the OpenAI API", () => {
+describe("structured output over the OpenAI API and gRPC", () => {
   let ts: TestServer;
   let client: OpenAI;
   const validate = new Ajv({ strict: false }).compile(SHAPES_SCHEMA);
