@@ -10,6 +10,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { seededRandom as prng } from "../scripts/lib/seeded-random.ts";
 import { type ByteAutomaton, compileResponseFormat, type ResponseFormat } from "../src/engine/structured/response-format.ts";
+import { accepts } from "./support/automaton-checks.ts";
 import { SCHEMAS } from "./support/schema-corpus.ts";
 
 const ajv = new Ajv2020({ strict: false });
@@ -95,16 +96,6 @@ describe("random walks over schema automata", () => {
     checkFormat("choice", { type: "choice", choices }, (text) => assert.ok(choices.includes(text), text));
   });
 });
-
-/** Whether the automaton takes exactly `text` to an accepting state. */
-function accepts(automaton: ByteAutomaton, text: string): boolean {
-  let state = automaton.start;
-  for (const b of new TextEncoder().encode(text)) {
-    state = automaton.next(state, b);
-    if (state < 0) return false;
-  }
-  return automaton.accepting(state);
-}
 
 /** `schema` as an object, or as text where key order matters beyond what JavaScript objects keep. */
 function schemaAutomaton(schema: object | string): ByteAutomaton {

@@ -10,7 +10,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { seededRandom } from "../scripts/lib/seeded-random.ts";
 import { type ByteAutomaton, compileResponseFormat } from "../src/engine/structured/response-format.ts";
-import { GlanceError } from "../src/errors.ts";
+import { accepts, refused } from "./support/automaton-checks.ts";
 
 const ajv = new Ajv2020({ strict: false });
 addFormats.default(ajv);
@@ -19,16 +19,6 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 const regexAutomaton = (pattern: string) => compileResponseFormat({ type: "regex", pattern });
 const schemaAutomaton = (schema: object) => compileResponseFormat({ type: "json_schema", schema: JSON.stringify(schema) });
 const fullMatch = (pattern: string) => new RegExp(`^(?:${pattern})$`, "u");
-
-/** Whether the automaton takes exactly `text` to an accepting state. */
-function accepts(automaton: ByteAutomaton, text: string): boolean {
-  let state = automaton.start;
-  for (const b of new TextEncoder().encode(text)) {
-    state = automaton.next(state, b);
-    if (state < 0) return false;
-  }
-  return automaton.accepting(state);
-}
 
 /** A random walk to an accepting state, leaning more and more towards the shortest completion. */
 function walk(automaton: ByteAutomaton, random: () => number): string {
@@ -48,15 +38,6 @@ function walk(automaton: ByteAutomaton, random: () => number): string {
     state = to;
   }
   return utf8.decode(Uint8Array.from(bytes));
-}
-
-function refused(message: RegExp) {
-  return (error: unknown) => {
-    assert.ok(error instanceof GlanceError, String(error));
-    assert.equal(error.code, "invalid_argument");
-    assert.match(error.message, message);
-    return true;
-  };
 }
 
 /** Pattern, texts that fully match, texts that do not. */

@@ -7,22 +7,13 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { compileResponseFormat } from "../src/engine/structured/response-format.ts";
 import { gateSchema } from "../src/engine/structured/schema-gate.ts";
-import { GlanceError } from "../src/errors.ts";
+import { refused } from "./support/automaton-checks.ts";
 
 function compile(schema: object | boolean | string, deadlineMs?: number) {
   return compileResponseFormat(
     { type: "json_schema", schema: typeof schema === "string" ? schema : JSON.stringify(schema) },
     { deadlineMs },
   );
-}
-
-function refused(message: RegExp) {
-  return (error: unknown) => {
-    assert.ok(error instanceof GlanceError, String(error));
-    assert.equal(error.code, "invalid_argument");
-    assert.match(error.message, message);
-    return true;
-  };
 }
 
 describe("schema gate: supported keywords", () => {
