@@ -13,8 +13,9 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Ajv } from "ajv";
 import OpenAI, { BadRequestError } from "openai";
 import type { ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from "openai/resources/chat/completions";
-import { FinishReason, InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
+import { FinishReason, InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { type HeldOutQuestion, isCorrect, JSON_ANSWER_SCHEMA, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { ask as askOverGrpc } from "./support/generate-calls.ts";
 import { startTestServer, type TestServer } from "./support/test-server.ts";
 
 const questions = loadHeldOut();
@@ -153,19 +154,12 @@ describe("structured output over the OpenAI API and gRPC", () => {
     assert.ok((r.usage?.completionTokens ?? 0) > 0);
     // The same question through Generate gives the same text.
     let text = "";
-    for await (const m of grpc.generate({
-      messages: [
-        {
-          role: Role.USER,
-          content: [
-            { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(q) } } } },
-            { kind: { case: "text", value: q.question } },
-          ],
-        },
-      ],
-      sampling: { temperature: 0, maxTokens: 96 },
-      responseFormat: { kind: { case: "jsonSchema", value: { schema: JSON.stringify(SHAPES_SCHEMA) } } },
-    })) {
+    for await (const m of grpc.generate(
+      askOverGrpc(q, {
+        sampling: { temperature: 0, maxTokens: 96 },
+        responseFormat: { kind: { case: "jsonSchema", value: { schema: JSON.stringify(SHAPES_SCHEMA) } } },
+      }),
+    )) {
       if (m.event.case === "delta") text += m.event.value.text;
     }
     assert.equal(text.trimStart(), r.json);
@@ -180,19 +174,7 @@ describe("structured output over the OpenAI API and gRPC", () => {
     const countQ = questions.find((x) => x.kind === "count" && x.lang === "en")!;
     const reply = async (responseFormat: Parameters<typeof grpc.generate>[0]["responseFormat"], temperature: number) => {
       let text = "";
-      for await (const m of grpc.generate({
-        messages: [
-          {
-            role: Role.USER,
-            content: [
-              { kind: { case: "image", value: { source: { case: "data", value: readHeldOutImage(countQ) } } } },
-              { kind: { case: "text", value: countQ.question } },
-            ],
-          },
-        ],
-        sampling: { temperature, maxTokens: 32, seed: 3n },
-        responseFormat,
-      })) {
+      for await (const m of grpc.generate(askOverGrpc(countQ, { sampling: { temperature, maxTokens: 32, seed: 3n }, responseFormat }))) {
         if (m.event.case === "delta") text += m.event.value.text;
       }
       return text;

@@ -12,9 +12,10 @@ export type GenerateInit = MessageInitShape<typeof GenerateRequestSchema>;
 
 /** What a test may change in `ask`'s request. */
 export interface AskOptions {
-  sampling?: { maxTokens?: number; temperature?: number; topP?: number; repetitionPenalty?: number };
+  sampling?: { maxTokens?: number; temperature?: number; topP?: number; repetitionPenalty?: number; seed?: bigint };
   model?: string;
   requestId?: string;
+  responseFormat?: GenerateInit["responseFormat"];
 }
 
 /** A user turn with a held-out image followed by its question, decoded greedily. */
@@ -32,6 +33,7 @@ export function ask(q: HeldOutQuestion, options: AskOptions = {}): GenerateInit 
     sampling: options.sampling ?? { temperature: 0, maxTokens: 32 },
     model: options.model,
     requestId: options.requestId,
+    responseFormat: options.responseFormat,
   };
 }
 
