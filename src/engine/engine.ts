@@ -17,8 +17,9 @@ import type { SessionOptions } from "../model/onnx-model.ts";
 import { createPromptBuilder, type PreparedPrompt } from "../model/prompt-builder.ts";
 import { now } from "./clock.ts";
 import type { SchedulerOptions } from "./protocol.ts";
-import { resolveRequest } from "./request-defaults.ts";
+import { type ResolvedRequest, resolveRequest } from "./request-defaults.ts";
 import { createRequestStream, type RequestStream } from "./request-stream.ts";
+import { createFormatCompiler } from "./structured/format-compiler.ts";
 import type { Engine, EngineEvent, GenerateInput, ModelInfo } from "./types.ts";
 import { createVisionCache } from "./vision-cache.ts";
 import { createWorkerClient, REFUSALS } from "./worker-client.ts";
@@ -71,6 +72,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     contextLength,
   });
   const sources = createImageSources();
+  const formats = createFormatCompiler();
   // Features are float32 vectors of the decoder's hidden size.
   const visionCache = createVisionCache(options.visionCacheBytes, folder.config.text_config.hidden_size * 4);
   /** Every request from its arrival to its end: the queue bound counts these, as TGI's permits do. */
@@ -90,7 +92,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     id: string,
     stream: RequestStream,
     prompt: PreparedPrompt,
-    request: ReturnType<typeof resolveRequest>,
+    request: ResolvedRequest,
     arrivedAt: number,
   ): Promise<void> {
     for (let missing = visionCache.missing(prompt.images); missing.length > 0; missing = visionCache.missing(prompt.images)) {
@@ -105,7 +107,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
         images,
         imageTokens: prompt.imageTokens,
         sampling: request.sampling,
-        responseFormat: request.responseFormat,
+        grammar: request.format && { key: request.format.key, nfa: request.format.nfa },
         maxTokens: request.maxTokens,
         stop: request.stop,
         arrivedAt,
@@ -124,12 +126,12 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     if (active.size >= maxActive) {
       throw new GlanceError("resource_exhausted", `the server is full (${active.size} requests running or queued); retry later`);
     }
-    const request = resolveRequest(input, info, folder.generationConfig);
     const stream = createRequestStream(signal);
     active.set(id, stream);
     let submitted = false;
     let finished = false;
     try {
+      const request = await Promise.race([resolveRequest(input, info, folder.generationConfig, formats), stream.failed]);
       const started = performance.now();
       const messages = await Promise.race([sources.resolve(input.messages, stream.signal), stream.failed]);
       const resolveMs = performance.now() - started;
@@ -210,7 +212,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     },
     async close() {
       for (const s of active.values()) s.fail(new GlanceError("unavailable", "the engine is shutting down"));
-      await workers.close();
+      await Promise.all([workers.close(), formats.close()]);
     },
   };
 }

@@ -8,7 +8,7 @@ import type { ImagePixels, PositionPlan } from "../model/architecture.ts";
 import type { ModelFolder } from "../model/model-folder.ts";
 import type { SessionOptions } from "../model/onnx-model.ts";
 import type { SamplingParams } from "./sampler.ts";
-import type { ResponseFormat } from "./structured/response-format.ts";
+import type { RequestGrammar } from "./structured/grammars.ts";
 import type { EngineFault, EngineStats, FinishReason, Timings, Usage } from "./types.ts";
 
 export interface SchedulerOptions {
@@ -56,7 +56,8 @@ export interface EngineRequest {
   images: WorkerImage[];
   imageTokens: number;
   sampling: SamplingParams;
-  responseFormat?: ResponseFormat;
+  /** The response format, compiled. */
+  grammar?: RequestGrammar;
   maxTokens: number;
   stop: string[];
   /** now() when the request arrived at the engine, and when it was handed to the worker. */

@@ -8,24 +8,17 @@ import { invalidArgument } from "../errors.ts";
 import type { GenerationConfig } from "../model/model-folder.ts";
 import { type SamplingParams, validateSamplingParams } from "./sampler.ts";
 import { validateStopStrings } from "./stop-strings.ts";
-import { tokensNeeded } from "./structured/grammar-processor.ts";
-import { createLru } from "./structured/lru.ts";
-import { compileResponseFormat, type ResponseFormat } from "./structured/response-format.ts";
+import type { FormatCompiler, KeyedFormat } from "./structured/format-compiler.ts";
 import type { GenerateInput, ModelInfo } from "./types.ts";
 
 /** Stop strings per request, and their length in characters: enough for chat markers and JSON ends. */
 const MAX_STOP_STRINGS = 8;
 const MAX_STOP_LENGTH = 256;
 
-/**
- * The fewest tokens of each format seen lately, by its text: a format is compiled here to be
- * checked (and its minimum known) once, not on every request that repeats it.
- */
-const minimumTokens = createLru<number>(64);
-
 export interface ResolvedRequest {
   sampling: SamplingParams;
-  responseFormat?: ResponseFormat;
+  /** The response format, compiled (off the main thread) and checked. */
+  format?: KeyedFormat;
   /** The fewest tokens the response format's shortest value (and end of sequence) takes; 1 without one. */
   minTokens: number;
   maxTokens: number;
@@ -39,8 +32,13 @@ function checkRequestId(id: string): void {
   }
 }
 
-/** Throws invalid_argument naming the first field that is wrong. */
-export function resolveRequest(input: GenerateInput, info: ModelInfo, gen: GenerationConfig): ResolvedRequest {
+/** Rejects with invalid_argument naming the first field that is wrong. */
+export async function resolveRequest(
+  input: GenerateInput,
+  info: ModelInfo,
+  gen: GenerationConfig,
+  formats: FormatCompiler,
+): Promise<ResolvedRequest> {
   if (input.model && input.model !== info.id) {
     throw invalidArgument(`model ${JSON.stringify(input.model)} is not served here; this server serves ${JSON.stringify(info.id)}`);
   }
@@ -60,18 +58,14 @@ export function resolveRequest(input: GenerateInput, info: ModelInfo, gen: Gener
   }
   const stop = s.stop ?? [];
   validateStopStrings(stop, { maxCount: MAX_STOP_STRINGS, maxLength: MAX_STOP_LENGTH });
-  const format = input.responseFormat;
-  if (!format) return { sampling, maxTokens, stop, minTokens: 1 };
+  if (!input.responseFormat) return { sampling, maxTokens, stop, minTokens: 1 };
   // A stop string could cut a constrained value short, into text that no longer validates.
   if (stop.length > 0) throw invalidArgument("stop strings cannot be combined with a response format");
-  const need = minimumTokens(JSON.stringify(format), () => {
-    const automaton = compileResponseFormat(format);
-    return tokensNeeded(automaton, automaton.start);
-  });
-  if (need > maxTokens) {
+  const format = await formats.compile(input.responseFormat);
+  if (format.minTokens > maxTokens) {
     throw invalidArgument(
-      `max_tokens ${maxTokens} is too small for this response format: its shortest valid output takes up to ${need} tokens`,
+      `max_tokens ${maxTokens} is too small for this response format: its shortest valid output takes up to ${format.minTokens} tokens`,
     );
   }
-  return { sampling, responseFormat: format, maxTokens, stop, minTokens: need };
+  return { sampling, format, maxTokens, stop, minTokens: format.minTokens };
 }

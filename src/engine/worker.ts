@@ -81,8 +81,7 @@ const scheduler = createScheduler({
   options: data.scheduler,
   emit: (events, stats) => post({ type: "events", events, stats }),
   // The budget is max_tokens, or what the context leaves; the engine checked the format fits in it.
-  logitsProcessors: (r) =>
-    r.responseFormat ? [grammars.processor(r.responseFormat, Math.min(r.maxTokens, loaded.contextLength - r.ids.length))] : [],
+  logitsProcessors: (r) => (r.grammar ? [grammars.processor(r.grammar, Math.min(r.maxTokens, loaded.contextLength - r.ids.length))] : []),
   onModelFailure: (error, requests) => post({ type: "model-failure", requests, error: { message: error.message, stack: error.stack } }),
 });
 port.on("message", (m: ToWorker) => {

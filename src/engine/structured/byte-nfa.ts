@@ -57,51 +57,32 @@ export class ByteNfa {
     this.ranges[from]!.push(lo, hi, to);
   }
 
-  epsilonsOf(state: number): readonly number[] {
-    return this.epsilons[state]!;
-  }
-
-  rangesOf(state: number): readonly number[] {
-    return this.ranges[state]!;
-  }
-
-  /** The states reachable from `states` by ε edges (theirs included), each once. */
-  closure(states: Iterable<number>): number[] {
-    const seen = new Set<number>();
-    const stack = [...states];
-    for (let s = stack.pop(); s !== undefined; s = stack.pop()) {
-      if (seen.has(s)) continue;
-      seen.add(s);
-      for (const t of this.epsilons[s]!) if (!seen.has(t)) stack.push(t);
+  /**
+   * The finished NFA as flat arrays in shared memory, with each state's shortest completion:
+   * it crosses threads (compile thread, main thread, engine worker) without a copy.
+   */
+  freeze(start: number, accept: number): NfaData {
+    const n = this.size;
+    const epsilonStarts = sharedInt32(n + 1);
+    const rangeStarts = sharedInt32(n + 1);
+    for (let s = 0; s < n; s++) {
+      epsilonStarts[s + 1] = epsilonStarts[s]! + this.epsilons[s]!.length;
+      rangeStarts[s + 1] = rangeStarts[s]! + this.ranges[s]!.length;
     }
-    return [...seen];
-  }
-
-  /** The states one `byte` leads to from `states`, before ε closure. */
-  step(states: Iterable<number>, byte: number): number[] {
-    const next: number[] = [];
-    for (const s of states) {
-      const r = this.ranges[s]!;
-      for (let i = 0; i < r.length; i += 3) if (r[i]! <= byte && byte <= r[i + 1]!) next.push(r[i + 2]!);
+    const epsilonTargets = sharedInt32(epsilonStarts[n]!);
+    const ranges = sharedInt32(rangeStarts[n]!);
+    for (let s = 0; s < n; s++) {
+      epsilonTargets.set(this.epsilons[s]!, epsilonStarts[s]!);
+      ranges.set(this.ranges[s]!, rangeStarts[s]!);
     }
-    return next;
-  }
-
-  /** Whether `bytes` lead from `start` to `accept`. */
-  matches(start: number, accept: number, bytes: Uint8Array): boolean {
-    let states = this.closure([start]);
-    for (const b of bytes) {
-      if (states.length === 0) return false;
-      states = this.closure(this.step(states, b));
-    }
-    return states.includes(accept);
+    return { start, accept, epsilonStarts, epsilonTargets, rangeStarts, ranges, distance: this.distances(accept) };
   }
 
   /**
    * The length in bytes of the shortest path from each state to `accept` (Infinity when there
    * is none): a breadth-first search over reversed edges where ε costs 0 and a byte costs 1.
    */
-  distances(accept: number): Float64Array {
+  private distances(accept: number): Float64Array {
     const n = this.size;
     const reverse: Array<number[]> = Array.from({ length: n }, () => []);
     for (let s = 0; s < n; s++) {
@@ -109,7 +90,7 @@ export class ByteNfa {
       const r = this.ranges[s]!;
       for (let i = 0; i < r.length; i += 3) reverse[r[i + 2]!]!.push(s, 1);
     }
-    const distance = new Float64Array(n).fill(Infinity);
+    const distance = new Float64Array(new SharedArrayBuffer(8 * n)).fill(Infinity);
     distance[accept] = 0;
     // A deque for 0-1 BFS: ε predecessors go to the front, byte predecessors to the back.
     const deque = new Int32Array(2 * n + 2);
@@ -131,6 +112,22 @@ export class ByteNfa {
     return distance;
   }
 }
+
+/** A frozen NFA: plain data over shared memory (see `ByteNfa.freeze`). */
+export interface NfaData {
+  start: number;
+  accept: number;
+  /** State s's ε targets are `epsilonTargets[epsilonStarts[s] .. epsilonStarts[s + 1])`. */
+  epsilonStarts: Int32Array;
+  epsilonTargets: Int32Array;
+  /** State s's byte edges are the triples lo, hi, target in `ranges[rangeStarts[s] .. rangeStarts[s + 1])`. */
+  rangeStarts: Int32Array;
+  ranges: Int32Array;
+  /** Each state's shortest completion in bytes (Infinity: none). */
+  distance: Float64Array;
+}
+
+const sharedInt32 = (length: number) => new Int32Array(new SharedArrayBuffer(4 * length));
 
 const encoder = new TextEncoder();
 

@@ -12,7 +12,7 @@
  */
 import { GlanceError } from "../../errors.ts";
 import type { LogitsProcessor } from "../sampler.ts";
-import type { ByteAutomaton } from "./response-format.ts";
+import { type ByteAutomaton, tokensNeeded } from "./response-format.ts";
 import { tokenBytes } from "./token-bytes.ts";
 import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
 
@@ -48,12 +48,6 @@ interface StateMask {
   refused?: Int32Array;
   /** The most tokens any allowed token's end state still needs; below the budget no filter is needed. */
   maxNeed: number;
-}
-
-/** Tokens a state still needs: its shortest completion in bytes, and end of sequence after it. */
-export function tokensNeeded(automaton: ByteAutomaton, state: number): number {
-  if (automaton.accepting(state) && !automaton.hasNext(state)) return 0;
-  return automaton.distance(state) + 1;
 }
 
 /** The ids below `size` that are not in the ascending `ids`. */

@@ -1,10 +1,11 @@
 /**
  * The entry point of structured output: a response format compiled into a byte automaton that
  * says, byte by byte, what may come next and how far the shortest way to a complete value is.
- * Pipeline: schema gate → typed nodes → byte NFA → lazy DFA (see the research notes, §3).
+ * Pipeline: schema gate → typed nodes → byte NFA (frozen into shared arrays) → lazy DFA (see
+ * the research notes, §3).
  */
 import { invalidArgument } from "../../errors.ts";
-import { ByteNfa, codePoints, type Fragment, literal, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
+import { ByteNfa, codePoints, type Fragment, literal, type NfaData, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
 import { LazyDfa } from "./lazy-dfa.ts";
 import { parseRegex, regexFragment } from "./regex.ts";
 import { anyJson, jsonMap, schemaFragment } from "./schema-compiler.ts";
@@ -29,11 +30,11 @@ export interface ByteAutomaton {
 }
 
 /**
- * The compile time bound. Compiling runs on the thread that asks (the main thread to check a
- * request, the worker between decode steps), so this also bounds how long a new schema can
- * hold either up; the largest schemas the limits allow compile in about 100 ms here.
+ * The compile time bound. Formats compile on a thread of their own (format-compiler.ts), so a
+ * slow one holds up no decode step; the bound keeps that thread's queue moving. The largest
+ * schemas the limits allow compile in about 100 ms here.
  */
-const DEFAULT_COMPILE_DEADLINE_MS = 250;
+export const DEFAULT_COMPILE_DEADLINE_MS = 250;
 /** The most NFA states one format may need. */
 const MAX_NFA_STATES = 200_000;
 /** Nesting of arrays and objects in a `json_object` answer, the object itself included. */
@@ -47,11 +48,24 @@ const CHOICE_LIMITS = { count: 1000, bytes: 4096 } as const;
  */
 const leadingSpace = (value: Fragment): Fragment => sequence(repeat(literal(" "), 0, 1), value);
 
+/** A format compiled and checked: its NFA (plain data, shared across threads) and the fewest tokens it needs. */
+export interface CompiledFormat {
+  nfa: NfaData;
+  /** Tokens the shortest valid output takes, end of sequence included (see `tokensNeeded`). */
+  minTokens: number;
+}
+
+/** Tokens a state still needs: its shortest completion in bytes, and end of sequence after it. */
+export function tokensNeeded(automaton: ByteAutomaton, state: number): number {
+  if (automaton.accepting(state) && !automaton.hasNext(state)) return 0;
+  return automaton.distance(state) + 1;
+}
+
 /** Throws invalid_argument naming the problem; `deadlineMs` bounds compile time. */
-export function compileResponseFormat(format: ResponseFormat, options: { deadlineMs?: number } = {}): ByteAutomaton {
+export function compileFormat(format: ResponseFormat, options: { deadlineMs?: number } = {}): CompiledFormat {
   if (format.type === "json_object") {
-    jsonObjectAutomaton ??= compile(leadingSpace(jsonMap(anyJson(JSON_OBJECT_DEPTH - 1))), Infinity);
-    return jsonObjectAutomaton;
+    jsonObjectFormat ??= compile(leadingSpace(jsonMap(anyJson(JSON_OBJECT_DEPTH - 1))), Infinity);
+    return jsonObjectFormat;
   }
   const deadlineMs = options.deadlineMs ?? DEFAULT_COMPILE_DEADLINE_MS;
   switch (format.type) {
@@ -66,16 +80,21 @@ export function compileResponseFormat(format: ResponseFormat, options: { deadlin
   }
 }
 
-/** Every `json_object` request shares one automaton, and with it the states built so far. */
-let jsonObjectAutomaton: ByteAutomaton | undefined;
+/** The format's automaton, compiled on this thread (tests and benchmarks; the server compiles off-thread). */
+export function compileResponseFormat(format: ResponseFormat, options: { deadlineMs?: number } = {}): ByteAutomaton {
+  return new LazyDfa(compileFormat(format, options).nfa);
+}
 
-function compile(fragment: Fragment, deadlineMs: number): ByteAutomaton {
+/** Every `json_object` request shares one NFA: it is the same for all, and the largest. */
+let jsonObjectFormat: CompiledFormat | undefined;
+
+function compile(fragment: Fragment, deadlineMs: number): CompiledFormat {
   const nfa = new ByteNfa({ maxStates: MAX_NFA_STATES, deadline: performance.now() + deadlineMs, deadlineMs });
   const start = nfa.add();
-  const accept = fragment(nfa, start);
-  const dfa = new LazyDfa(nfa, start, accept);
+  const data = nfa.freeze(start, fragment(nfa, start));
+  const dfa = new LazyDfa(data);
   if (dfa.start === -1) throw invalidArgument("response_format admits no value: no output could satisfy it");
-  return dfa;
+  return { nfa: data, minTokens: tokensNeeded(dfa, dfa.start) };
 }
 
 function checkChoices(choices: readonly string[]): string[] {

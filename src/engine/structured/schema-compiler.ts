@@ -7,6 +7,7 @@
 import { alternatives, ByteNfa, type Fragment, literal, never, oneOfBytes, sequence } from "./byte-nfa.ts";
 import { jsonNumber } from "./json-numbers.ts";
 import { formatString, jsonString, patternString } from "./json-strings.ts";
+import { LazyDfa } from "./lazy-dfa.ts";
 import type { GatedSchema, SchemaNode } from "./schema-gate.ts";
 
 /** How many times one `$ref` may appear on a path from the root. */
@@ -166,7 +167,7 @@ class SchemaCompiler {
     if (!within) return [...texts];
     const scratch = new ByteNfa(nfa.budget);
     const start = scratch.add();
-    const accept = this.fragment(within)(scratch, start);
-    return texts.filter((text) => scratch.matches(start, accept, encoder.encode(text)));
+    const dfa = new LazyDfa(scratch.freeze(start, this.fragment(within)(scratch, start)));
+    return texts.filter((text) => dfa.accepts(encoder.encode(text)));
   }
 }
