@@ -7,6 +7,7 @@
  * a mixed batch gives each greedy request the tokens it gets alone; bad formats get a 400.
  */
 import assert from "node:assert/strict";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -15,6 +16,7 @@ import OpenAI, { BadRequestError } from "openai";
 import type { ChatCompletionCreateParamsNonStreaming, ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import { FinishReason, InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { type HeldOutQuestion, isCorrect, JSON_ANSWER_SCHEMA, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { compileResponseFormat } from "../src/engine/structured/response-format.ts";
 import { ask as askOverGrpc } from "./support/generate-calls.ts";
 import { startTestServer, type TestServer } from "./support/test-server.ts";
 
@@ -137,6 +139,33 @@ describe("structured output over the OpenAI API and gRPC", () => {
     }
     const r = await withSchema(q);
     assert.ok(validate(JSON.parse(r.choices[0]!.message.content ?? "")));
+  });
+
+  it("compiles new formats off the main thread, so that no connection waits on a compile", async () => {
+    const q = jsonQuestions[2]!;
+    // Each schema is new to the server (nothing cached), with an automaton of about 90,000 states.
+    const wide = (k: number) => ({
+      type: "object",
+      properties: Object.fromEntries(Array.from({ length: 80 }, (_, i) => [`f${k}_${i}`, { type: "string", maxLength: 64 }])),
+    });
+    const started = performance.now();
+    compileResponseFormat({ type: "json_schema", schema: JSON.stringify(wide(-1)) });
+    const onThisThread = performance.now() - started;
+    const delay = monitorEventLoopDelay({ resolution: 1 });
+    delay.enable();
+    const replies = await Promise.all(
+      [0, 1, 2, 3].map((k) => withSchema(q, { response_format: { type: "json_schema", json_schema: { name: "wide", schema: wide(k) } } })),
+    );
+    delay.disable();
+    replies.forEach((r, k) => {
+      const text = r.choices[0]!.message.content ?? "";
+      assert.ok(new Ajv({ strict: false }).validate(wide(k), JSON.parse(text)), text);
+    });
+    const stalledMs = delay.max / 1e6;
+    assert.ok(
+      stalledMs < onThisThread / 2,
+      `the event loop stalled for ${stalledMs.toFixed(1)} ms; one compile takes ${onThisThread.toFixed(1)} ms`,
+    );
   });
 
   it("extracts over gRPC: the JSON text and the same value as a Struct, and a schema it cannot guarantee is INVALID_ARGUMENT", async () => {
