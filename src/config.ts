@@ -45,6 +45,10 @@ const SETTINGS = {
   "max-connection-age-grace-ms": { default: "30000", help: "gRPC grace period after max connection age" },
   "max-message-mb": { default: "32", help: "largest gRPC message received or sent" },
   "drain-grace-ms": { default: "30000", help: "on SIGTERM/SIGINT, how long running streams may finish" },
+  "http-headers-timeout-ms": {
+    default: "10000",
+    help: "HTTP port: how long a connection may take to send its request headers (nginx's client_header_timeout)",
+  },
   "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
   "log-level": { default: "info", help: "pino log level (fatal, error, warn, info, debug, trace, silent)" },
 } as const;
@@ -140,7 +144,13 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       maxReceiveMessageBytes: maxMessageBytes,
       maxSendMessageBytes: maxMessageBytes,
     },
-    http: { host, port: int("http-port"), corsOrigin: get("cors-origin"), maxMessageBytes },
+    http: {
+      host,
+      port: int("http-port"),
+      corsOrigin: get("cors-origin"),
+      maxMessageBytes,
+      headersTimeoutMs: int("http-headers-timeout-ms"),
+    },
     drainGraceMs: int("drain-grace-ms"),
     logLevel: get("log-level"),
   };

@@ -4,11 +4,19 @@
  */
 export type GlanceErrorCode = "invalid_argument" | "resource_exhausted" | "deadline_exceeded" | "cancelled" | "unavailable" | "internal";
 
+/**
+ * The longest message sent: it travels in a gRPC trailer, and clients refuse metadata past 8 KB
+ * (they would report RESOURCE_EXHAUSTED instead of the error).
+ */
+const MAX_MESSAGE_LENGTH = 1024;
+/** The most characters of a client's value a message repeats. */
+const MAX_ECHO_LENGTH = 64;
+
 export class GlanceError extends Error {
   readonly code: GlanceErrorCode;
 
   constructor(code: GlanceErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options);
+    super(message.length > MAX_MESSAGE_LENGTH ? `${message.slice(0, MAX_MESSAGE_LENGTH - 1)}…` : message, options);
     this.name = "GlanceError";
     this.code = code;
   }
@@ -25,4 +33,22 @@ export class GlanceError extends Error {
 
 export function invalidArgument(message: string, options?: ErrorOptions): GlanceError {
   return new GlanceError("invalid_argument", message, options);
+}
+
+/**
+ * A client's value as an error message shows it: short strings quoted, long ones cut, and
+ * arrays and objects by kind only, never serialised (a value nested 100,000 deep would overflow
+ * the stack, and a long one would be echoed whole).
+ */
+export function describeValue(value: unknown): string {
+  if (typeof value === "string") {
+    return value.length > MAX_ECHO_LENGTH
+      ? `${JSON.stringify(value.slice(0, MAX_ECHO_LENGTH))}… (${value.length} characters)`
+      : JSON.stringify(value);
+  }
+  if (Array.isArray(value)) return "an array";
+  if (value === null) return "null";
+  if (typeof value === "object") return "an object";
+  if (value === undefined) return "nothing";
+  return String(value).slice(0, MAX_ECHO_LENGTH);
 }

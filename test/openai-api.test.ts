@@ -305,7 +305,7 @@ describe("OpenAI-compatible API over HTTP", () => {
       const res = await fetch(`${ts.httpUrl}/no/such/route`);
       assert.equal(res.status, 404);
       assert.deepEqual(await res.json(), {
-        error: { message: "no route for GET /no/such/route", type: "invalid_request_error", code: "not_found" },
+        error: { message: `no route for GET "/no/such/route"`, type: "invalid_request_error", code: "not_found" },
       });
     });
 

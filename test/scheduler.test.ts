@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { ModelRunner } from "../src/engine/model-runner.ts";
 import type { EngineRequest, SchedulerOptions, SequenceEvent } from "../src/engine/protocol.ts";
+import type { LogitsProcessor } from "../src/engine/sampler.ts";
 import { createScheduler } from "../src/engine/scheduler.ts";
 
 const VOCAB = 8;
@@ -38,13 +39,15 @@ interface Run {
 
 /**
  * Runs requests (id → tokens to generate) through a scheduler; `arrivals` submits more at given
- * decode steps, and `failAtStep` makes that decode step throw.
+ * decode steps, `failAtStep` makes that decode step throw, and the logits processor of request
+ * `brokenRequest` throws on its third token.
  */
 async function schedule(
   options: Partial<SchedulerOptions>,
   first: Record<string, number>,
   arrivals: Record<number, Record<string, number>> = {},
   failAtStep?: number,
+  brokenRequest?: string,
 ): Promise<Run> {
   const run: Run = { log: [], events: [], failures: [] };
   const remaining = new Map<string, number>();
@@ -84,7 +87,7 @@ async function schedule(
   const done = new Promise<void>((resolve) => {
     scheduler = createScheduler({
       runner,
-      tokenizer: { encode: () => [], decode: () => "", tokenId: () => undefined },
+      tokenizer: { decode: () => "" },
       eosTokenIds: [EOS],
       contextLength: 1000,
       options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20, ...options },
@@ -93,7 +96,18 @@ async function schedule(
         if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
       },
       onModelFailure: (error, requests) => run.failures.push(`${error.message} (${requests})`),
-      logitsProcessors: () => [],
+      onRequestFailure: (error) => run.failures.push(error.message),
+      logitsProcessors: (r) => {
+        if (r.id !== brokenRequest) return [];
+        let calls = 0;
+        const broken: LogitsProcessor = {
+          apply() {
+            if (++calls === 3) throw new Error("scripted processor bug");
+          },
+          accept() {},
+        };
+        return [broken];
+      },
     });
   });
   submit(first);
@@ -146,6 +160,19 @@ describe("scheduler", () => {
     assert.deepEqual(prefills(log), ["prefill a after 0", "prefill b after 1", "prefill c after 4"]);
   });
 
+  it("fails only the request whose sampling throws, and decodes the rest of its batch on", async () => {
+    const { log, events, failures } = await schedule({}, { a: 5, b: 5 }, {}, undefined, "b");
+    const outcome = (id: string) => events.filter((e) => e.id === id && e.type !== "delta").map((e) => e.type);
+    assert.deepEqual(outcome("a"), ["done"]);
+    assert.deepEqual(outcome("b"), ["error"]);
+    const error = events.find((e) => e.type === "error");
+    assert.ok(error?.type === "error" && error.error.code === "internal" && !/scripted/.test(error.error.message));
+    assert.deepEqual(failures, ["scripted processor bug"]);
+    assert.equal(events.filter((e) => e.id === "a" && e.type === "delta").length, 5);
+    // b leaves at the step that failed it; a decodes alone after.
+    assert.deepEqual(log.slice(log.indexOf("release b")), ["release b", "decode a", "release a"]);
+  });
+
   it("fails only the batch whose decode step throws, drops its cache, and serves the next request", async () => {
     // a and b decode together; step 3 throws while c arrives: a and b fail, c runs after.
     const { log, events, failures } = await schedule({}, { a: 6, b: 6 }, { 3: { c: 2 } }, 3);
@@ -196,7 +223,7 @@ describe("scheduler", () => {
     const done = new Promise<void>((resolve) => {
       scheduler = createScheduler({
         runner,
-        tokenizer: { encode: () => [], decode: () => "", tokenId: () => undefined },
+        tokenizer: { decode: () => "" },
         eosTokenIds: [0],
         contextLength: 1000,
         options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20 },
@@ -204,6 +231,7 @@ describe("scheduler", () => {
           if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
         },
         onModelFailure: () => assert.fail("no model run fails here"),
+        onRequestFailure: () => assert.fail("no request fails here"),
         logitsProcessors: () => [],
       });
     });

@@ -12,7 +12,7 @@ import { createStopMatcher } from "./stop-strings.ts";
 import type { FinishReason } from "./types.ts";
 
 export interface OutputContext {
-  tokenizer: TextTokenizer;
+  tokenizer: Pick<TextTokenizer, "decode">;
   eosTokenIds: ReadonlySet<number>;
   /** Prompt plus completion, in tokens. */
   contextLength: number;

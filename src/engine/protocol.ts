@@ -84,4 +84,6 @@ export type FromWorker =
   | { type: "events"; events: SequenceEvent[]; stats: WorkerStats }
   /** A model run threw; the worker already failed the `requests` of its batch. */
   | { type: "model-failure"; requests: number; error: { message: string; stack?: string } }
+  /** Sampling or output processing threw for one request; the worker already failed it. */
+  | { type: "request-failure"; error: { message: string; stack?: string } }
   | { type: "load-failed"; error: { code: GlanceErrorCode; message: string } };

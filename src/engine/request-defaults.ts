@@ -4,7 +4,7 @@
  * and a response cache can key on what will really run.
  */
 import { randomBytes } from "node:crypto";
-import { invalidArgument } from "../errors.ts";
+import { describeValue, invalidArgument } from "../errors.ts";
 import type { GenerationConfig } from "../model/model-folder.ts";
 import { type SamplingParams, validateSamplingParams } from "./sampler.ts";
 import { validateStopStrings } from "./stop-strings.ts";
@@ -40,7 +40,7 @@ export async function resolveRequest(
   formats: FormatCompiler,
 ): Promise<ResolvedRequest> {
   if (input.model && input.model !== info.id) {
-    throw invalidArgument(`model ${JSON.stringify(input.model)} is not served here; this server serves ${JSON.stringify(info.id)}`);
+    throw invalidArgument(`model ${describeValue(input.model)} is not served here; this server serves ${JSON.stringify(info.id)}`);
   }
   if (input.requestId) checkRequestId(input.requestId);
   const s = input.sampling ?? {};

@@ -32,7 +32,7 @@ interface Sequence {
 
 export interface SchedulerDeps {
   runner: ModelRunner;
-  tokenizer: TextTokenizer;
+  tokenizer: Pick<TextTokenizer, "decode">;
   eosTokenIds: readonly number[];
   contextLength: number;
   options: SchedulerOptions;
@@ -40,6 +40,8 @@ export interface SchedulerDeps {
   emit(events: SequenceEvent[], stats: WorkerStats): void;
   /** A model run threw; its `requests` already got an error event. */
   onModelFailure(error: Error, requests: number): void;
+  /** Sampling or output processing threw for one request, which already got an error event. */
+  onRequestFailure(error: Error): void;
   /** The request's own logits processors (its response format's mask); throws invalid_argument when it has none it can run. */
   logitsProcessors(request: EngineRequest): LogitsProcessor[];
 }
@@ -51,6 +53,7 @@ export interface Scheduler {
 }
 
 const MODEL_FAILED = "the model failed while running this request; retry it";
+const REQUEST_FAILED = "the server failed while generating this request's output; the server logged the cause";
 
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const { runner, options } = deps;
@@ -82,12 +85,22 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     runner.release([seq.request.id]);
   }
 
-  /** Records a sampled token; ends the sequence when its output is finished. */
+  /**
+   * Samples and records a token; ends the sequence when its output is finished. A throw here is
+   * a bug in this sequence's own sampling or output (its processors, its detokenizer), so it
+   * fails this sequence alone and the batch goes on.
+   */
   function accept(seq: Sequence, logits: Float32Array, at: number): void {
-    const token = seq.sampler.sample(logits);
-    seq.sampler.accept(token);
-    seq.lastToken = token;
-    if (seq.output.accept(token, at, seq.sampler.complete, events)) end(seq, "finished");
+    try {
+      const token = seq.sampler.sample(logits);
+      seq.sampler.accept(token);
+      seq.lastToken = token;
+      if (seq.output.accept(token, at, seq.sampler.complete, events)) end(seq, "finished");
+    } catch (e) {
+      events.push({ type: "error", id: seq.request.id, error: { code: "internal", message: REQUEST_FAILED } });
+      end(seq, "finished");
+      deps.onRequestFailure(e instanceof Error ? e : new Error(String(e)));
+    }
   }
 
   /** The model failed: every sequence of the run gets INTERNAL; the cause goes to the log. */

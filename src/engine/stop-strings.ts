@@ -4,7 +4,7 @@
  * start of a stop string is held back until the next pieces show whether it is one, so a stop
  * string split across tokens is still caught and nothing of it leaks out.
  */
-import { invalidArgument } from "../errors.ts";
+import { describeValue, invalidArgument } from "../errors.ts";
 
 export interface StopMatcher {
   /** The part of `text` (with what was held back) known not to belong to a stop string. */
@@ -26,7 +26,7 @@ export function validateStopStrings(stops: readonly string[], limits: StopString
   }
   refuseEmpty(stops);
   for (const stop of stops) {
-    if (!stop.isWellFormed()) throw invalidArgument(`stop strings must be valid Unicode, got ${JSON.stringify(stop)}`);
+    if (!stop.isWellFormed()) throw invalidArgument(`stop strings must be valid Unicode, got ${describeValue(stop)}`);
     const length = [...stop].length;
     if (length > limits.maxLength) {
       throw invalidArgument(`stop strings must be at most ${limits.maxLength} characters, got one of ${length}`);

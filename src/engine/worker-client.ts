@@ -110,6 +110,9 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
       modelFailures++;
       const err = Object.assign(new Error(m.error.message), { stack: m.error.stack });
       log.error({ err, requests: m.requests }, "a model run failed; the requests of its batch got INTERNAL");
+    } else if (m.type === "request-failure") {
+      const err = Object.assign(new Error(m.error.message), { stack: m.error.stack });
+      log.error({ err }, "generating a request's output failed; that request got INTERNAL");
     } else {
       log.error({ err: GlanceError.fromJSON(m.error) }, "the engine's worker could not load the model");
       if (!everReady) rejectReady(GlanceError.fromJSON(m.error));

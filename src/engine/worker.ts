@@ -83,6 +83,7 @@ const scheduler = createScheduler({
   // The budget is max_tokens, or what the context leaves; the engine checked the format fits in it.
   logitsProcessors: (r) => (r.grammar ? [grammars.processor(r.grammar, Math.min(r.maxTokens, loaded.contextLength - r.ids.length))] : []),
   onModelFailure: (error, requests) => post({ type: "model-failure", requests, error: { message: error.message, stack: error.stack } }),
+  onRequestFailure: (error) => post({ type: "request-failure", error: { message: error.message, stack: error.stack } }),
 });
 port.on("message", (m: ToWorker) => {
   if (m.type === "submit") {

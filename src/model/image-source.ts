@@ -5,7 +5,7 @@
  * network it sits in, so a fetcher with an allow-list is its own implementation of
  * ImageSources, handed the request's signal.
  */
-import { invalidArgument } from "../errors.ts";
+import { describeValue, invalidArgument } from "../errors.ts";
 import type { PromptMessage } from "./prompt-builder.ts";
 
 export type ImageSource = { data: Uint8Array } | { url: string };
@@ -42,17 +42,45 @@ function bytesOf(source: ImageSource, where: string): Uint8Array {
   if (!m) {
     const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(source.url)?.[1];
     throw invalidArgument(
-      `${where}: image URL scheme ${scheme ? JSON.stringify(scheme) : "(none)"} is not allowed; ` +
+      `${where}: image URL scheme ${scheme ? describeValue(scheme) : "(none)"} is not allowed; ` +
         "send the image bytes or a data: URL (data:image/png;base64,...)",
     );
   }
   const [, meta = "", payload = ""] = m;
-  let data: Buffer;
-  try {
-    data = meta.endsWith(";base64") ? Buffer.from(payload, "base64") : Buffer.from(decodeURIComponent(payload), "latin1");
-  } catch {
-    throw invalidArgument(`${where}: the data: URL is not valid percent-encoding`);
+  const bytes = percentDecoded(payload, where);
+  let data = bytes;
+  if (/;base64$/i.test(meta)) {
+    const text = bytes.toString("latin1");
+    const bad = /[^A-Za-z0-9+/=\s_-]/.exec(text);
+    if (bad) throw invalidArgument(`${where}: the data: URL's base64 has a character that is not base64 at offset ${bad.index}`);
+    data = Buffer.from(text, "base64");
   }
   if (data.length === 0) throw invalidArgument(`${where}: the data: URL holds no image data`);
   return data;
+}
+
+const isHex = (c: number) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
+
+/**
+ * A data: URL's payload as bytes (RFC 2397 via RFC 3986): each %XX is one byte, whatever the
+ * bytes make as text, and any other character stands for its UTF-8. decodeURIComponent would
+ * refuse bytes that are not UTF-8, which image bytes never are.
+ */
+function percentDecoded(payload: string, where: string): Buffer {
+  const raw = Buffer.from(payload, "utf8");
+  const out = Buffer.allocUnsafe(raw.length);
+  let n = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i]!;
+    if (c !== 0x25) {
+      out[n++] = c;
+      continue;
+    }
+    if (!isHex(raw[i + 1] ?? 0) || !isHex(raw[i + 2] ?? 0)) {
+      throw invalidArgument(`${where}: the data: URL has a "%" not followed by two hex digits at offset ${i}`);
+    }
+    out[n++] = Number.parseInt(raw.toString("latin1", i + 1, i + 3), 16);
+    i += 2;
+  }
+  return out.subarray(0, n);
 }

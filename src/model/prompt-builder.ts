@@ -6,7 +6,7 @@
  * layout (image tokens and prompt text) comes from `cached`.
  */
 import { createHash } from "node:crypto";
-import { GlanceError, invalidArgument } from "../errors.ts";
+import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
 import type { Architecture, ImageLayout, ImagePixels, PositionPlan } from "./architecture.ts";
 import type { ChatMessage, ChatRole, ChatTemplate } from "./chat-template.ts";
 import { decodeImage } from "./image-decoder.ts";
@@ -64,6 +64,40 @@ export function createPromptBuilder(
     }
   }
 
+  const controls = controlTokenPattern(tokenizer.controlTokens);
+  /** Beyond this many bytes, text cannot fit in the context, however it tokenises. */
+  const maxTextBytes = limits.contextLength * tokenizer.maxTokenBytes;
+
+  /**
+   * Text is checked before anything is tokenised: a control token's text would be read as the
+   * token (a pasted "<|im_start|>" could forge a turn), and text too long for the context is
+   * refused by its length, not after tokenising megabytes on the event loop.
+   */
+  function checkText(messages: readonly PromptMessage[], images: number): void {
+    let bytes = 0;
+    for (const m of messages) {
+      for (const p of m.content) {
+        if (p.type !== "text") continue;
+        if (p.text.includes(arch.imagePlaceholder)) {
+          throw invalidArgument(`text must not contain the image placeholder ${arch.imagePlaceholder}; send images as image parts`);
+        }
+        const control = controls?.exec(p.text);
+        if (control) {
+          throw invalidArgument(`text must not contain ${describeValue(control[0])}, one of the model's control tokens`);
+        }
+        bytes += Buffer.byteLength(p.text);
+      }
+    }
+    if (bytes > maxTextBytes) {
+      throw invalidArgument(
+        `the text is ${bytes} bytes; the context length of ${limits.contextLength} tokens holds at most ${maxTextBytes} bytes of text`,
+      );
+    }
+    if (images === 0 && !messages.some((m) => m.content.some((p) => p.type === "text" && p.text.trim() !== ""))) {
+      throw invalidArgument("the conversation has no content: send text or an image");
+    }
+  }
+
   return {
     async build(messages, cached) {
       if (messages.length === 0) throw invalidArgument("messages is empty: send at least one message");
@@ -71,13 +105,7 @@ export function createPromptBuilder(
       if (encoded.length > limits.maxImages) {
         throw invalidArgument(`the request has ${encoded.length} images; at most ${limits.maxImages} are allowed`);
       }
-      for (const m of messages) {
-        for (const p of m.content) {
-          if (p.type === "text" && p.text.includes(arch.imagePlaceholder)) {
-            throw invalidArgument(`text must not contain the image placeholder ${arch.imagePlaceholder}; send images as image parts`);
-          }
-        }
-      }
+      checkText(messages, encoded.length);
 
       const started = performance.now();
       const images = await Promise.all(
@@ -126,4 +154,11 @@ export function createPromptBuilder(
       image.pixels = (await prepare(image.bytes, image.index)).pixels;
     },
   };
+}
+
+/** One pattern matching any of the control tokens' texts, longest first; undefined when there are none. */
+function controlTokenPattern(tokens: readonly string[]): RegExp | undefined {
+  if (tokens.length === 0) return undefined;
+  const escaped = [...tokens].sort((a, b) => b.length - a.length).map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  return new RegExp(escaped.join("|"));
 }

@@ -1,7 +1,9 @@
 /**
  * HTTP/1.1 and h2c (HTTP/2 without TLS) on one port. Node's plaintext HTTP/2 server cannot fall
  * back to HTTP/1.1 (allowHTTP1 works only with TLS), so connections are told apart by their
- * first bytes: HTTP/2's preface starts with "PRI", no HTTP/1 method does.
+ * first bytes: HTTP/2's preface is "PRI * HTTP/2.0…", and no HTTP/1 request starts like it.
+ * Until a connection's protocol is known it is this module's alone: it handles the socket's
+ * errors (a reset before the first byte) and closes a connection that sends nothing in time.
  */
 import http from "node:http";
 import http2 from "node:http2";
@@ -55,8 +57,35 @@ function replay(socket: net.Socket, first: Buffer): Duplex {
   });
 }
 
-export async function listenCleartext(handler: RequestHandler, host: string, port: number): Promise<CleartextServer> {
-  const h1 = http.createServer(handler);
+/** HTTP/2's connection preface (RFC 9113, 3.4). */
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+export interface CleartextOptions {
+  host: string;
+  port: number;
+  /**
+   * How long a connection may take to send its request headers (Node's headersTimeout,
+   * nginx's client_header_timeout); it also bounds the wait for the bytes that tell the protocol.
+   */
+  headersTimeoutMs: number;
+}
+
+/**
+ * Whether `head` (the connection's first bytes) is HTTP/2, HTTP/1, or not known yet: the
+ * preface is compared over as many bytes as have come, however the segments split it.
+ */
+function protocolOf(head: Buffer): "h2" | "h1" | undefined {
+  const n = Math.min(head.length, H2_PREFACE.length);
+  if (!head.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return "h1";
+  return n === H2_PREFACE.length ? "h2" : undefined;
+}
+
+export async function listenCleartext(handler: RequestHandler, options: CleartextOptions): Promise<CleartextServer> {
+  const { host, port, headersTimeoutMs } = options;
+  const h1 = http.createServer(
+    { headersTimeout: headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(100, headersTimeoutMs / 4)) },
+    handler,
+  );
   const h2 = http2.createServer(handler);
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -67,16 +96,29 @@ export async function listenCleartext(handler: RequestHandler, host: string, por
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    socket.once("data", (chunk) => {
+    // Errors before the hand-off have no other listener; after it, the servers add theirs.
+    socket.on("error", () => {});
+    // A deadline, not an idle timeout: bytes trickled one by one do not extend it.
+    const deadline = setTimeout(() => socket.destroy(), headersTimeoutMs);
+    socket.once("close", () => clearTimeout(deadline));
+    let head: Buffer = Buffer.alloc(0);
+    const sniff = (chunk: Buffer) => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const protocol = protocolOf(head);
+      if (!protocol) return;
+      socket.off("data", sniff);
       socket.pause();
-      if (chunk.subarray(0, 3).toString("latin1") === "PRI") {
-        h2.emit("connection", replay(socket, chunk));
+      // h1 times out headers itself from here.
+      clearTimeout(deadline);
+      if (protocol === "h2") {
+        h2.emit("connection", replay(socket, head));
       } else {
-        socket.unshift(chunk);
+        socket.unshift(head);
         h1.emit("connection", socket);
         socket.resume();
       }
-    });
+    };
+    socket.on("data", sniff);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

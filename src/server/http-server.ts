@@ -18,6 +18,8 @@ export interface HttpServerOptions {
   port: number;
   corsOrigin: string;
   maxMessageBytes: number;
+  /** How long a connection may take to send its request headers, and to say which protocol it speaks. */
+  headersTimeoutMs: number;
 }
 
 const CORS_HEADERS = {
@@ -81,5 +83,5 @@ export async function startHttpServer(
     res.once("close", () => res.emit("drain"));
     if (!answeredCors(req, res, options.corsOrigin)) connect(req, res);
   };
-  return listenCleartext(handler, options.host, options.port);
+  return listenCleartext(handler, options);
 }

@@ -6,9 +6,18 @@
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import type { ChatRole, Engine, GenerateInput, InputPart, ResponseFormat } from "../engine/types.ts";
-import { type GlanceError, invalidArgument } from "../errors.ts";
+import { describeValue, type GlanceError, invalidArgument } from "../errors.ts";
 import type { Gate, Ticket } from "./gate.ts";
-import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
+import {
+  type ErrorBody,
+  errorBody,
+  type HttpRequest,
+  type HttpResponse,
+  readBody,
+  requestHeaders,
+  sendJson,
+  sendTooLarge,
+} from "./http-json.ts";
 import type { ObserveRequest } from "./request-observer.ts";
 import { httpStatus, toGlanceError } from "./status.ts";
 
@@ -39,27 +48,44 @@ export function sendError(res: HttpResponse, e: unknown): void {
   sendJson(res, status, body);
 }
 
-async function readJson(req: HttpRequest, limit: number): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw invalidArgument(`the request body is over ${limit} bytes`);
-    chunks.push(chunk);
-  }
+function parseJson(raw: Buffer): Record<string, unknown> {
+  let body: unknown;
   try {
-    const body: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new Error("not an object");
-    return body as Record<string, unknown>;
+    body = JSON.parse(raw.toString("utf8"));
   } catch (e) {
-    throw invalidArgument(`the request body is not a JSON object: ${(e as Error).message}`, { cause: e });
+    throw invalidArgument(`the request body is not JSON: ${(e as Error).message}`, { cause: e });
   }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw invalidArgument("the request body must be a JSON object");
+  if (depthOf(body, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) {
+    throw invalidArgument(`the request body nests arrays and objects more than ${MAX_BODY_DEPTH} deep`);
+  }
+  return body as Record<string, unknown>;
+}
+
+/**
+ * How deep a request body may nest: far past any real request (a JSON Schema included), and
+ * well short of the stack depth that recursive code further on (schema serialising) would need.
+ */
+const MAX_BODY_DEPTH = 64;
+
+/** The nesting depth of a parsed JSON value, counted without recursion and up to `limit` + 1. */
+function depthOf(value: unknown, limit: number): number {
+  let deepest = 0;
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  for (let top = stack.pop(); top; top = stack.pop()) {
+    const [v, depth] = top;
+    if (typeof v !== "object" || v === null) continue;
+    deepest = Math.max(deepest, depth);
+    if (deepest > limit) return deepest;
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return deepest;
 }
 
 function optionalNumber(body: Record<string, unknown>, name: string): number | undefined {
   const v = body[name];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number") throw invalidArgument(`${name} must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number") throw invalidArgument(`${name} must be a number, got ${describeValue(v)}`);
   return v;
 }
 
@@ -97,7 +123,7 @@ function toResponseFormat(value: unknown): ResponseFormat | undefined {
     }
     return { type: "json_schema", schema: JSON.stringify(schema) };
   }
-  throw invalidArgument(`response_format.type must be text, json_object or json_schema, got ${JSON.stringify(format.type)}`);
+  throw invalidArgument(`response_format.type must be text, json_object or json_schema, got ${describeValue(format.type)}`);
 }
 
 /** The engine's view of a chat-completions body; throws invalid_argument on anything malformed. */
@@ -159,7 +185,9 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   const client = new AbortController();
   res.on("close", () => client.abort());
   try {
-    const body = await readJson(req, deps.maxBodyBytes);
+    const raw = await readBody(req, deps.maxBodyBytes);
+    if (!raw) return sendTooLarge(req, res, deps.maxBodyBytes);
+    const body = parseJson(raw);
     const stream = body["stream"] === true;
     const includeUsage = (body["stream_options"] as { include_usage?: unknown } | undefined)?.include_usage === true;
     const id = `chatcmpl-${randomUUID()}`;

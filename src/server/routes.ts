@@ -5,6 +5,7 @@
  * URL is told which.
  */
 import type { Logger } from "pino";
+import { describeValue } from "../errors.ts";
 import { isLive, readiness } from "./health.ts";
 import { errorBody, type HttpRequest, type HttpResponse, sendJson } from "./http-json.ts";
 import type { Lifecycle } from "./lifecycle.ts";
@@ -48,7 +49,8 @@ export function createRoutes(deps: RoutesDeps): (req: HttpRequest, res: HttpResp
     const path = (req.url ?? "/").split("?")[0]!;
     const method = req.method ?? "";
     const methods = Object.hasOwn(table, path) ? table[path]! : undefined;
-    if (!methods) return sendJson(res, 404, errorBody(`no route for ${method} ${path}`, "invalid_request_error", "not_found"));
+    if (!methods)
+      return sendJson(res, 404, errorBody(`no route for ${method} ${describeValue(path)}`, "invalid_request_error", "not_found"));
     if (!Object.hasOwn(methods, method)) {
       const allowed = Object.keys(methods).join(", ");
       res.setHeader("allow", allowed);

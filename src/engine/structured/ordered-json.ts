@@ -4,7 +4,7 @@
  * front. Objects become Maps; strings must be well-formed Unicode, since they may be written into
  * the output, and duplicate keys are refused, since they make a schema ambiguous.
  */
-import { invalidArgument } from "../../errors.ts";
+import { describeValue, invalidArgument } from "../../errors.ts";
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | JsonObject;
 export type JsonObject = Map<string, JsonValue>;
@@ -63,7 +63,7 @@ export function parseOrderedJson(text: string, what: string): JsonValue {
         const key = string();
         if (object.has(key)) {
           at = keyAt;
-          throw fail(`duplicate key ${JSON.stringify(key)}`);
+          throw fail(`duplicate key ${describeValue(key)}`);
         }
         skip();
         if (text[at] !== ":") throw fail('expected ":"');

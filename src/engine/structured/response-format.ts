@@ -4,7 +4,7 @@
  * Pipeline: schema gate → typed nodes → byte NFA (frozen into shared arrays) → lazy DFA (see
  * the research notes, §3).
  */
-import { invalidArgument } from "../../errors.ts";
+import { describeValue, invalidArgument } from "../../errors.ts";
 import { ByteNfa, codePoints, type Fragment, literal, type NfaData, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
 import { LazyDfa } from "./lazy-dfa.ts";
 import { parseRegex, regexFragment } from "./regex.ts";
@@ -76,7 +76,7 @@ export function compileFormat(format: ResponseFormat, options: { deadlineMs?: nu
     case "regex":
       return compile(regexFragment(parseRegex(format.pattern, "response_format regex"), codePoints), deadlineMs);
     default:
-      throw invalidArgument(`unknown response_format type ${JSON.stringify((format as { type: unknown }).type)}`);
+      throw invalidArgument(`unknown response_format type ${describeValue((format as { type: unknown }).type)}`);
   }
 }
 

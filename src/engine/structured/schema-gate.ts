@@ -9,7 +9,7 @@
  * whole string rather than some part of it, and a schema without `type` allows only the types
  * its keywords talk about.
  */
-import { invalidArgument } from "../../errors.ts";
+import { describeValue, invalidArgument } from "../../errors.ts";
 import { canonicalJson, isJsonObject, type JsonObject, type JsonValue, parseOrderedJson, stringifyCompact } from "./ordered-json.ts";
 import { parseRegex, type RegexNode, regexLengths } from "./regex.ts";
 
@@ -167,11 +167,11 @@ class Gate {
     const match = /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref);
     const defs = match && isJsonObject(this.root) ? this.root.get(match[1]!) : undefined;
     if (!match || !isJsonObject(defs)) {
-      throw refuse(`"$ref" ${JSON.stringify(ref)} at ${pointer} is not supported (only "#", "#/$defs/name" and "#/definitions/name")`);
+      throw refuse(`"$ref" ${describeValue(ref)} at ${pointer} is not supported (only "#", "#/$defs/name" and "#/definitions/name")`);
     }
     const name = match[2]!.replaceAll("~1", "/").replaceAll("~0", "~");
     const target = defs.get(name);
-    if (target === undefined) throw refuse(`"$ref" ${JSON.stringify(ref)} at ${pointer} does not resolve`);
+    if (target === undefined) throw refuse(`"$ref" ${describeValue(ref)} at ${pointer} does not resolve`);
     return { target, pointer: pointerTo("", match[1]!, name) };
   }
 
@@ -322,7 +322,7 @@ class Gate {
     }
     const listed = properties ?? new Map<string, JsonValue>();
     for (const name of required as string[]) {
-      if (!listed.has(name)) throw refuse(`required property ${JSON.stringify(name)} at ${requiredAt} is not in "properties"`);
+      if (!listed.has(name)) throw refuse(`required property ${describeValue(name)} at ${requiredAt} is not in "properties"`);
     }
     if (additional !== undefined && typeof additional !== "boolean" && !isJsonObject(additional)) {
       throw refuse(`"additionalProperties" at ${pointerTo(pointer, "additionalProperties")} must be a schema`);
