@@ -74,26 +74,23 @@ export function createPromptBuilder(
    * refused by its length, not after tokenising megabytes on the event loop.
    */
   function checkText(messages: readonly PromptMessage[], images: number): void {
-    let bytes = 0;
-    for (const m of messages) {
-      for (const p of m.content) {
-        if (p.type !== "text") continue;
-        if (p.text.includes(arch.imagePlaceholder)) {
-          throw invalidArgument(`text must not contain the image placeholder ${arch.imagePlaceholder}; send images as image parts`);
-        }
-        const control = controls?.exec(p.text);
-        if (control) {
-          throw invalidArgument(`text must not contain ${describeValue(control[0])}, one of the model's control tokens`);
-        }
-        bytes += Buffer.byteLength(p.text);
-      }
-    }
+    const texts = messages.flatMap((m) => m.content.flatMap((p) => (p.type === "text" ? [p.text] : [])));
+    // The length first: it is the one check whose cost does not grow with what it lets through.
+    const bytes = texts.reduce((n, text) => n + Buffer.byteLength(text), 0);
     if (bytes > maxTextBytes) {
       throw invalidArgument(
         `the text is ${bytes} bytes; the context length of ${limits.contextLength} tokens holds at most ${maxTextBytes} bytes of text`,
       );
     }
-    if (images === 0 && !messages.some((m) => m.content.some((p) => p.type === "text" && p.text.trim() !== ""))) {
+    for (const text of texts) {
+      if (text.includes(arch.imagePlaceholder)) {
+        throw invalidArgument(`text must not contain the image placeholder ${arch.imagePlaceholder}; send images as image parts`);
+      }
+      if (!text.isWellFormed()) throw invalidArgument("text must be valid Unicode: it has a lone surrogate (\\ud800-\\udfff)");
+      const control = controls?.exec(text);
+      if (control) throw invalidArgument(`text must not contain ${describeValue(control[0])}, one of the model's control tokens`);
+    }
+    if (images === 0 && !texts.some((text) => text.trim() !== "")) {
       throw invalidArgument("the conversation has no content: send text or an image");
     }
   }

@@ -5,7 +5,7 @@
  */
 import { once } from "node:events";
 import { create, type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
 import { toConnectError } from "./status.ts";
 
@@ -50,6 +50,26 @@ function context(
   });
 }
 
+/**
+ * A request whose bytes are not the method's message. grpc-js answers INTERNAL when a
+ * deserializer throws, so the deserializer returns this instead and the handler answers
+ * INVALID_ARGUMENT, as the contract says of malformed requests.
+ */
+class MalformedRequest {
+  readonly error: ConnectError;
+  constructor(cause: unknown) {
+    this.error = new ConnectError(`the request is not a valid protobuf message: ${(cause as Error).message}`, Code.InvalidArgument);
+  }
+}
+
+function decodeRequest(method: DescMethod, bytes: Buffer): unknown {
+  try {
+    return fromBinary(method.input, bytes);
+  } catch (e) {
+    return new MalformedRequest(e);
+  }
+}
+
 export function addConnectService<S extends DescService>(server: grpc.Server, service: S, impl: ServiceImpl<S>): void {
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
@@ -60,7 +80,7 @@ export function addConnectService<S extends DescService>(server: grpc.Server, se
       requestStream: false,
       responseStream: method.methodKind === "server_streaming",
       requestSerialize: (m) => Buffer.from(toBinary(method.input, m as never)),
-      requestDeserialize: (b: Buffer) => fromBinary(method.input, b),
+      requestDeserialize: (b: Buffer) => decodeRequest(method, b),
       responseSerialize: (m) => Buffer.from(toBinary(method.output, create(method.output, m as never))),
       responseDeserialize: (b: Buffer) => fromBinary(method.output, b),
       originalName: method.localName,
@@ -69,7 +89,10 @@ export function addConnectService<S extends DescService>(server: grpc.Server, se
       handlers[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const ctx = context(service, method, call);
         Promise.resolve()
-          .then(() => fn(call.request, ctx))
+          .then(() => {
+            if (call.request instanceof MalformedRequest) throw call.request.error;
+            return fn(call.request, ctx);
+          })
           .then(
             (res) => callback(null, res),
             (e) => callback(toServiceError(e)),
@@ -80,6 +103,7 @@ export function addConnectService<S extends DescService>(server: grpc.Server, se
       handlers[method.localName] = (async (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const ctx = context(service, method, call);
         try {
+          if (call.request instanceof MalformedRequest) throw call.request.error;
           for await (const res of fn(call.request, ctx) as AsyncIterable<unknown>) {
             // Wait for HTTP/2 flow control rather than buffer a slow client's stream in memory.
             if (!call.write(res)) await Promise.race([once(call, "drain"), once(ctx.signal, "abort")]);

@@ -16,6 +16,8 @@ export interface Metrics {
 
 export function createMetrics(stats: () => EngineStats): Metrics {
   const registry = new client.Registry();
+  // The process's own: resident memory, heap, and the event loop's delay (reset at each scrape).
+  client.collectDefaultMetrics({ register: registry });
   const gauge = (name: string, help: string, read: (s: EngineStats) => number) =>
     new client.Gauge({
       name,

@@ -188,6 +188,9 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
     const raw = await readBody(req, deps.maxBodyBytes);
     if (!raw) return sendTooLarge(req, res, deps.maxBodyBytes);
     const body = parseJson(raw);
+    if (body["stream"] !== undefined && body["stream"] !== null && typeof body["stream"] !== "boolean") {
+      throw invalidArgument(`stream must be true or false, got ${describeValue(body["stream"])}`);
+    }
     const stream = body["stream"] === true;
     const includeUsage = (body["stream_options"] as { include_usage?: unknown } | undefined)?.include_usage === true;
     const id = `chatcmpl-${randomUUID()}`;
