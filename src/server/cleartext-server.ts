@@ -9,6 +9,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { Duplex } from "node:stream";
+import { STREAM_RESET_LIMITS } from "./stream-resets.ts";
 
 export type RequestHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -86,7 +87,7 @@ export async function listenCleartext(handler: RequestHandler, options: Cleartex
     { headersTimeout: headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(100, headersTimeoutMs / 4)) },
     handler,
   );
-  const h2 = http2.createServer(handler);
+  const h2 = http2.createServer(STREAM_RESET_LIMITS, handler);
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {

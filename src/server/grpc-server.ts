@@ -19,6 +19,7 @@ import { addConnectService } from "./grpc-adapter.ts";
 import { createGateInterceptor } from "./grpc-gate.ts";
 import { isLive, readiness, watchHealth } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
+import { raiseStreamResetLimits } from "./stream-resets.ts";
 
 export interface GrpcServerOptions {
   host: string;
@@ -96,6 +97,7 @@ export async function startGrpcServer(
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes,
     "grpc.max_send_message_length": options.maxSendMessageBytes,
   });
+  raiseStreamResetLimits(server);
   addConnectService(server, InferenceService, impl);
 
   const statuses = (): ServingStatusMap => ({

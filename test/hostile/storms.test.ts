@@ -74,6 +74,32 @@ describe("hostile storms", () => {
     });
   }
 
+  for (const protocol of [0, 1]) {
+    it(`1,500 calls cancelled on one connection in a few seconds fail no other call on it (${protocol})`, async () => {
+      // Past Node's default rapid-reset guard (a burst of 1,000, then 33 a second), which closed
+      // the whole connection with INTERNAL_ERROR.
+      const [, service] = h.services[protocol]!;
+      const outcomes: string[] = [];
+      for (let batch = 0; batch < 1500 / CALLS; batch++) {
+        outcomes.push(
+          ...(await Promise.all(
+            Array.from({ length: CALLS }, () => {
+              const controller = new AbortController();
+              setTimeout(() => controller.abort(), 1);
+              return outcome(generateText(service, describeIt, { signal: controller.signal }));
+            }),
+          )),
+        );
+      }
+      assert.deepEqual(
+        Object.keys(tally(outcomes)).filter((o) => o !== "OK" && o !== "Canceled"),
+        [],
+        JSON.stringify(tally(outcomes)),
+      );
+      await drained(h);
+    });
+  }
+
   it(`OpenAI streams dropped after 0 to 40 ms on ${CALLS} calls leave nothing behind`, async () => {
     await Promise.all(
       Array.from({ length: CALLS }, async (_, i) => {
