@@ -45,6 +45,10 @@ const SETTINGS = {
   "max-connection-age-grace-ms": { default: "30000", help: "gRPC grace period after max connection age" },
   "max-message-mb": { default: "32", help: "largest gRPC message received or sent" },
   "drain-grace-ms": { default: "30000", help: "on SIGTERM/SIGINT, how long running streams may finish" },
+  "max-buffered-body-mb": {
+    default: "256",
+    help: "HTTP port: request bodies being read at once may hold this much; past it, 503 with retry-after",
+  },
   "http-headers-timeout-ms": {
     default: "10000",
     help: "HTTP port: how long a connection may take to send its request headers (nginx's client_header_timeout)",
@@ -150,6 +154,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       corsOrigin: get("cors-origin"),
       maxMessageBytes,
       headersTimeoutMs: int("http-headers-timeout-ms"),
+      maxBufferedBodyBytes: int("max-buffered-body-mb", 1) * 1024 * 1024,
     },
     drainGraceMs: int("drain-grace-ms"),
     logLevel: get("log-level"),

@@ -10,6 +10,7 @@ import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { type CleartextServer, listenCleartext, type RequestHandler } from "./cleartext-server.ts";
 import { GATED_RPCS, type Gate, type Ticket } from "./gate.ts";
 import type { HttpRequest, HttpResponse } from "./http-json.ts";
+import { createBodyBudget } from "./request-body.ts";
 import { createRoutes, type RoutesDeps } from "./routes.ts";
 import { toConnectError } from "./status.ts";
 
@@ -18,6 +19,8 @@ export interface HttpServerOptions {
   port: number;
   corsOrigin: string;
   maxMessageBytes: number;
+  /** The bytes all OpenAI request bodies being read may hold at once. */
+  maxBufferedBodyBytes: number;
   /** How long a connection may take to send its request headers, and to say which protocol it speaks. */
   headersTimeoutMs: number;
 }
@@ -65,13 +68,13 @@ function requestGate(gate: Gate): (ctx: HandlerContext) => void {
 
 export async function startHttpServer(
   impl: ServiceImpl<typeof InferenceService>,
-  deps: Omit<RoutesDeps, "maxBodyBytes">,
+  deps: Omit<RoutesDeps, "maxBodyBytes" | "bodyBudget">,
   options: HttpServerOptions,
 ): Promise<CleartextServer> {
   const connect = connectNodeAdapter({
     routes: (router) => router.service(InferenceService, impl),
     requestGate: requestGate(deps.gate),
-    fallback: createRoutes({ ...deps, maxBodyBytes: options.maxMessageBytes }),
+    fallback: createRoutes({ ...deps, maxBodyBytes: options.maxMessageBytes, bodyBudget: createBodyBudget(options.maxBufferedBodyBytes) }),
     readMaxBytes: options.maxMessageBytes,
   });
   const handler: RequestHandler = (req, res) => {

@@ -8,16 +8,8 @@ import { once } from "node:events";
 import type { ChatRole, Engine, GenerateInput, InputPart, ResponseFormat } from "../engine/types.ts";
 import { describeValue, type GlanceError, invalidArgument } from "../errors.ts";
 import type { Gate, Ticket } from "./gate.ts";
-import {
-  type ErrorBody,
-  errorBody,
-  type HttpRequest,
-  type HttpResponse,
-  readBody,
-  requestHeaders,
-  sendJson,
-  sendTooLarge,
-} from "./http-json.ts";
+import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
+import { type BodyBudget, readBody, sendRefusedBody } from "./request-body.ts";
 import type { ObserveRequest } from "./request-observer.ts";
 import { httpStatus, toGlanceError } from "./status.ts";
 
@@ -26,6 +18,7 @@ export interface ChatCompletionsDeps {
   gate: Gate;
   observe: ObserveRequest;
   maxBodyBytes: number;
+  bodyBudget: BodyBudget;
 }
 
 const ERROR_TYPES: Record<GlanceError["code"], string> = {
@@ -185,9 +178,9 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   const client = new AbortController();
   res.on("close", () => client.abort());
   try {
-    const raw = await readBody(req, deps.maxBodyBytes);
-    if (!raw) return sendTooLarge(req, res, deps.maxBodyBytes);
-    const body = parseJson(raw);
+    const read = await readBody(req, deps.maxBodyBytes, deps.bodyBudget);
+    if ("refused" in read) return sendRefusedBody(req, res, read.refused, deps.maxBodyBytes);
+    const body = parseJson(read.body);
     if (body["stream"] !== undefined && body["stream"] !== null && typeof body["stream"] !== "boolean") {
       throw invalidArgument(`stream must be true or false, got ${describeValue(body["stream"])}`);
     }

@@ -67,7 +67,14 @@ describe("hostile HTTP", () => {
   let h: Hostile;
   let port: number;
   before(async () => {
-    h = await startHostile(["--http-headers-timeout-ms", String(HEADERS_TIMEOUT_MS), "--max-message-mb", String(MAX_BODY_MB)]);
+    h = await startHostile([
+      "--http-headers-timeout-ms",
+      String(HEADERS_TIMEOUT_MS),
+      "--max-message-mb",
+      String(MAX_BODY_MB),
+      "--max-buffered-body-mb",
+      String(MAX_BODY_MB),
+    ]);
     port = h.ts.server.httpPort;
   });
   after(() => h.close());
@@ -252,6 +259,27 @@ describe("hostile HTTP", () => {
       assert.match(streamed.reply, /the request body is over 1048576 bytes/);
       const declared = await rawExchange(port, [request("", { "content-length": String(body.length) }), body]);
       assert.match(declared.reply, /^HTTP\/1\.1 413/);
+    });
+    it("answers 503 with retry-after once the bodies being read hold --max-buffered-body-mb, and recovers", async () => {
+      const part = Buffer.alloc(700 * 1024, 0x20);
+      const slow = net.connect(port, "127.0.0.1");
+      slow.on("error", () => {});
+      await new Promise((r) => slow.once("connect", r));
+      slow.write(request("", { "content-length": String(part.length + 2) }));
+      slow.write(part);
+      await new Promise((r) => setTimeout(r, 100));
+      const second = await rawExchange(port, [request("", { "content-length": String(part.length) }), part]);
+      assert.match(second.reply, /^HTTP\/1\.1 503/);
+      assert.match(second.reply, /retry-after: 1/i);
+      assert.match(second.reply, /reading too many request bodies at once; retry shortly/);
+      const first = new Promise<string>((resolve) => {
+        let reply = "";
+        slow.on("data", (d) => (reply += d.toString("latin1")));
+        slow.on("close", () => resolve(reply));
+      });
+      slow.end("{}");
+      assert.match(await first, /^HTTP\/1\.1 400/, "the first body, read whole, is answered");
+      await h.healthy();
     });
     it("frees a request whose body never finishes", async () => {
       const socket = net.connect(port, "127.0.0.1");
