@@ -194,7 +194,10 @@ const service = createClient(InferenceService, createGrpcTransport({ baseUrl: se
 const totalWeight = WEIGHTS.reduce((n, [, w]) => n + w, 0);
 const chooseKind = (): Kind => {
   let r = random() * totalWeight;
-  for (const [kind, w] of WEIGHTS) if ((r -= w) < 0) return kind;
+  for (const [kind, w] of WEIGHTS) {
+    r -= w;
+    if (r < 0) return kind;
+  }
   return WEIGHTS[0]![0];
 };
 

@@ -53,6 +53,9 @@ const SETTINGS = {
     default: "10000",
     help: "HTTP port: how long a connection may take to send its request headers (nginx's client_header_timeout)",
   },
+  "api-key": { default: "", help: "one API key clients must send (Authorization: Bearer); its id is default" },
+  "api-keys-file": { default: "", help: "YAML or JSON file of API keys (id, sha256, limits), re-read when it changes" },
+  "metrics-require-key": { default: "false", help: "true: /metrics asks for an API key too" },
   "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
   "log-level": { default: "info", help: "pino log level (fatal, error, warn, info, debug, trace, silent)" },
 } as const;
@@ -64,8 +67,16 @@ export interface Config {
   engine: EngineOptions;
   grpc: GrpcServerOptions;
   http: HttpServerOptions;
+  auth: AuthOptions;
   drainGraceMs: number;
   logLevel: string;
+}
+
+/** Who may call: API keys, and whether /metrics needs one. */
+export interface AuthOptions {
+  apiKey?: string;
+  apiKeysFile?: string;
+  metricsRequireKey: boolean;
 }
 
 /**
@@ -102,6 +113,11 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     const v = Number(get(name));
     if (!Number.isInteger(v) || v < min) throw new Error(`--${name} (${envName(name)}) must be an integer >= ${min}, got ${get(name)}`);
     return v;
+  };
+  const bool = (name: SettingName): boolean => {
+    const v = get(name);
+    if (v !== "true" && v !== "false") throw new Error(`--${name} (${envName(name)}) must be true or false, got ${v}`);
+    return v === "true";
   };
   const num = (name: SettingName): number => {
     const v = Number(get(name));
@@ -155,6 +171,11 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       maxMessageBytes,
       headersTimeoutMs: int("http-headers-timeout-ms"),
       maxBufferedBodyBytes: int("max-buffered-body-mb", 1) * 1024 * 1024,
+    },
+    auth: {
+      apiKey: get("api-key") || undefined,
+      apiKeysFile: get("api-keys-file") || undefined,
+      metricsRequireKey: bool("metrics-require-key"),
     },
     drainGraceMs: int("drain-grace-ms"),
     logLevel: get("log-level"),

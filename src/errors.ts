@@ -2,7 +2,14 @@
  * The one error type of Glance. Its code says what the caller can do about it, and the servers
  * map it to a gRPC status or an HTTP code; the message is written for a person to act on.
  */
-export type GlanceErrorCode = "invalid_argument" | "resource_exhausted" | "deadline_exceeded" | "cancelled" | "unavailable" | "internal";
+export type GlanceErrorCode =
+  | "invalid_argument"
+  | "unauthenticated"
+  | "resource_exhausted"
+  | "deadline_exceeded"
+  | "cancelled"
+  | "unavailable"
+  | "internal";
 
 /**
  * The longest message sent: it travels in a gRPC trailer, and clients refuse metadata past 8 KB

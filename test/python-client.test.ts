@@ -169,6 +169,22 @@ describe("Python client generated from proto/ with protoc", () => {
     assert.ok(isCorrect(question, text), `answered ${JSON.stringify(text.trim())}, expected ${JSON.stringify(question.answer)}`);
   });
 
+  it("passes an API key in metadata, and without one gets UNAUTHENTICATED", async () => {
+    const keyed = await startTestServer(["--api-key", "glk_python"]);
+    try {
+      const image = path.join(TINY_MODEL_DIR, "heldout", question.image);
+      const args = ["--address", keyed.grpcAddress, "--image", image, "--question", question.question];
+      const refused = await runClient(genDir, args);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /^error: UNAUTHENTICATED: this server needs an API key/m);
+      const served = await runClient(genDir, [...args, "--api-key", "glk_python"]);
+      assert.equal(served.code, 0, served.stderr);
+      assert.ok(isCorrect(question, served.stdout.split("\n")[0]!), served.stdout);
+    } finally {
+      await keyed.close();
+    }
+  });
+
   it("gets INVALID_ARGUMENT with the server's message for an image that cannot be decoded", async () => {
     const bad = path.join(genDir, "not-an-image.png");
     writeFileSync(bad, "this is not an image");

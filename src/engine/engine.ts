@@ -15,6 +15,7 @@ import { loadModel } from "../model/loaded-model.ts";
 import type { Dtype } from "../model/model-folder.ts";
 import type { SessionOptions } from "../model/onnx-model.ts";
 import { createPromptBuilder, type PreparedPrompt } from "../model/prompt-builder.ts";
+import { createPromptEncoder } from "../model/prompt-encoder.ts";
 import { now } from "./clock.ts";
 import type { SchedulerOptions } from "./protocol.ts";
 import { type ResolvedRequest, resolveRequest } from "./request-defaults.ts";
@@ -66,11 +67,14 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     maxImagePixels: options.maxImagePixels,
     maxTokens: Math.min(options.maxTokens, contextLength - 1),
   };
-  const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
-    maxImages: info.maxImages,
-    maxImagePixels: info.maxImagePixels,
-    contextLength,
-  });
+  const encoder = createPromptEncoder(tokenizer, folder);
+  const prompts = createPromptBuilder(
+    arch,
+    createChatTemplate(folder.tokenizerConfig),
+    tokenizer,
+    { maxImages: info.maxImages, maxImagePixels: info.maxImagePixels, contextLength },
+    encoder,
+  );
   const sources = createImageSources();
   const formats = createFormatCompiler();
   // Features are float32 vectors of the decoder's hidden size.
@@ -212,7 +216,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     },
     async close() {
       for (const s of active.values()) s.fail(new GlanceError("unavailable", "the engine is shutting down"));
-      await Promise.all([workers.close(), formats.close()]);
+      await Promise.all([workers.close(), formats.close(), encoder.close()]);
     },
   };
 }

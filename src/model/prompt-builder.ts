@@ -10,6 +10,7 @@ import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
 import type { Architecture, ImageLayout, ImagePixels, PositionPlan } from "./architecture.ts";
 import type { ChatMessage, ChatRole, ChatTemplate } from "./chat-template.ts";
 import { decodeImage } from "./image-decoder.ts";
+import type { PromptEncoder } from "./prompt-encoder.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
 
 export interface PromptMessage {
@@ -54,6 +55,8 @@ export function createPromptBuilder(
   template: ChatTemplate,
   tokenizer: TextTokenizer,
   limits: PromptLimits,
+  /** Tokenises the prompt; by default in place (the engine's tokenises long prompts on a thread). */
+  encoder: Pick<PromptEncoder, "encode"> = { encode: async (text) => Int32Array.from(tokenizer.encode(text)) },
 ): PromptBuilder {
   async function prepare(bytes: Uint8Array, index: number): Promise<{ pixels: ImagePixels; layout: ImageLayout }> {
     try {
@@ -127,7 +130,7 @@ export function createPromptBuilder(
         );
       }
       const text = pieces.reduce((acc, piece, i) => acc + images[i - 1]!.layout.prompt + piece);
-      const ids = Int32Array.from(tokenizer.encode(text));
+      const ids = await encoder.encode(text);
       if (ids.length >= limits.contextLength) {
         throw invalidArgument(
           `the prompt is ${ids.length} tokens, images included; the context length is ` +

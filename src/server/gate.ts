@@ -1,28 +1,42 @@
 /**
  * The one admission point ahead of the handlers of both ports. The gRPC port's interceptor
- * (grpc-gate.ts), the HTTP port's Connect request gate (http-server.ts) and the chat-completions
- * route call `admit` as soon as a request's headers are in, before its body is read, so a
- * refusal costs neither the read nor the parse. Health, reflection, ListModels, /v1/models,
- * /healthz, /readyz, /metrics and CORS preflights do not pass through it. API keys and rate
- * limits plug in here, which is why `admit` gets the route and the headers.
+ * (grpc-gate.ts), the HTTP port's Connect request gate (http-server.ts) and the plain routes
+ * call it as soon as a request's headers are in, before its body is read, so a refusal costs
+ * neither the read nor the parse.
+ *
+ * - Open to anyone: gRPC health, /healthz, /readyz and CORS preflights (and /metrics unless
+ *   `--metrics-require-key`).
+ * - `authenticate` only: ListModels, reflection, /v1/models, and /metrics with the flag.
+ * - `admit` (authenticate, then readiness): the calls that run the model, and Abort.
  */
+import { createContextKey } from "@connectrpc/connect";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { REFUSALS as ENGINE_REFUSALS } from "../engine/engine.ts";
 import type { Engine } from "../engine/types.ts";
 import { GlanceError } from "../errors.ts";
+import type { ApiKeys, Caller } from "./api-keys.ts";
 import { type Readiness, readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 
 /** One admitted call. */
 export interface Ticket {
+  readonly caller: Caller;
   /** Called when the call ends, however it ends: a drain waits for every ticket. Calling it again does nothing. */
   done(): void;
 }
 
 export interface Gate {
-  /** Admits a call to `route` (its path), or throws unavailable with what the client can do. */
+  /** The caller the headers name; throws unauthenticated when the server has keys and they name none. */
+  authenticate(headers: Headers): Caller;
+  /** Authenticates a call to `route` (its path) and admits it, or throws what the client can do. */
   admit(route: string, headers: Headers): Ticket;
 }
+
+/** The caller of a server without keys. */
+export const ANONYMOUS: Caller = { keyId: "anonymous", limits: {} };
+
+/** A gated call's ticket, in its handler's context values (both ports put it there). */
+export const TICKET = createContextKey<Ticket | undefined>(undefined, { description: "the call's admission ticket" });
 
 /** The RPCs behind the gate, by path. */
 export const GATED_RPCS: ReadonlySet<string> = new Set(
@@ -30,6 +44,9 @@ export const GATED_RPCS: ReadonlySet<string> = new Set(
     (m) => `/${InferenceService.typeName}/${m.name}`,
   ),
 );
+
+/** Whether an RPC is open to callers without a key: health, which Kubernetes probes call without metadata. */
+export const isOpenRpc = (path: string) => path.startsWith("/grpc.health.v1.Health/");
 
 const REFUSALS: Record<Exclude<Readiness, "ready">, string> = {
   ...ENGINE_REFUSALS,
@@ -39,14 +56,20 @@ const REFUSALS: Record<Exclude<Readiness, "ready">, string> = {
 export interface GateDeps {
   lifecycle: Lifecycle;
   engine: Pick<Engine, "health">;
+  /** The server's API keys; without them every caller is ANONYMOUS. */
+  keys?: ApiKeys;
 }
 
-export function createGate({ lifecycle, engine }: GateDeps): Gate {
+export function createGate({ lifecycle, engine, keys }: GateDeps): Gate {
+  const authenticate = (headers: Headers) => keys?.identify(headers) ?? ANONYMOUS;
   return {
-    admit() {
+    authenticate,
+    admit(_route, headers) {
+      // The key first: a caller without one learns nothing of the server's state.
+      const caller = authenticate(headers);
       const state = readiness(lifecycle, engine);
       if (state !== "ready") throw new GlanceError("unavailable", REFUSALS[state]);
-      return { done: lifecycle.track() };
+      return { caller, done: lifecycle.track() };
     },
   };
 }

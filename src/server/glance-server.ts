@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { createEngine } from "../engine/engine.ts";
 import type { Engine } from "../engine/types.ts";
+import { createApiKeys } from "./api-keys.ts";
 import { createGate } from "./gate.ts";
 import { startGrpcServer } from "./grpc-server.ts";
 import { startHttpServer } from "./http-server.ts";
@@ -33,9 +34,11 @@ export interface GlanceServerOptions {
 }
 
 export async function startGlanceServer(config: Config, log: Logger, options: GlanceServerOptions = {}): Promise<GlanceServer> {
+  // Read first: a key file that does not read stops the start before the model loads.
+  const keys = createApiKeys(config.auth, log);
   const lifecycle = createLifecycle();
   const engine = createEngine(config.engine, { log, faultInjection: options.faultInjection });
-  const gate = createGate({ lifecycle, engine });
+  const gate = createGate({ lifecycle, engine, keys });
   const metrics = createMetrics(() => engine.stats());
   const observe = createRequestObserver(log, metrics);
   const impl = createInferenceService({ engine, lifecycle, observe });
@@ -43,7 +46,8 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
     await engine.close();
     throw e;
   });
-  const http = await startHttpServer(impl, { engine, lifecycle, gate, observe, metrics, log }, config.http).catch(async (e) => {
+  const routes = { engine, lifecycle, gate, observe, metrics, log, metricsRequireKey: config.auth.metricsRequireKey };
+  const http = await startHttpServer(impl, routes, config.http).catch(async (e) => {
     await grpc.close(0);
     await engine.close();
     throw e;
@@ -66,6 +70,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       if (unfinished > 0) log.warn({ unfinished }, "grace period over; closing streams still running");
       await Promise.all([grpc.close(1000), http.close(1000)]);
       await engine.close();
+      keys?.close();
       log.info("stopped");
     },
   };

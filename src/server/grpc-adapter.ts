@@ -5,7 +5,7 @@
  */
 import { once } from "node:events";
 import { create, type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues, createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
 import { toConnectError } from "./status.ts";
 
@@ -33,6 +33,7 @@ function context(
   service: DescService,
   method: DescMethod,
   call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+  values: ((metadata: grpc.Metadata) => ContextValues) | undefined,
 ) {
   const cancelled = new AbortController();
   call.on("cancelled", () => cancelled.abort());
@@ -47,6 +48,7 @@ function context(
     timeoutMs: Number.isFinite(ms) ? Math.max(0, ms - Date.now()) : undefined,
     requestSignal: cancelled.signal,
     requestHeader: metadataToHeaders(call.metadata),
+    contextValues: values?.(call.metadata),
   });
 }
 
@@ -70,7 +72,13 @@ function decodeRequest(method: DescMethod, bytes: Buffer): unknown {
   }
 }
 
-export function addConnectService<S extends DescService>(server: grpc.Server, service: S, impl: ServiceImpl<S>): void {
+/** `contextValues` gives each call's handler context its values, from the call's metadata (what interceptors left there). */
+export function addConnectService<S extends DescService>(
+  server: grpc.Server,
+  service: S,
+  impl: ServiceImpl<S>,
+  options: { contextValues?: (metadata: grpc.Metadata) => ContextValues } = {},
+): void {
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
@@ -87,7 +95,7 @@ export function addConnectService<S extends DescService>(server: grpc.Server, se
     };
     if (method.methodKind === "unary") {
       handlers[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const ctx = context(service, method, call);
+        const ctx = context(service, method, call, options.contextValues);
         Promise.resolve()
           .then(() => {
             if (call.request instanceof MalformedRequest) throw call.request.error;
@@ -101,7 +109,7 @@ export function addConnectService<S extends DescService>(server: grpc.Server, se
       }) as grpc.handleUnaryCall<unknown, unknown>;
     } else if (method.methodKind === "server_streaming") {
       handlers[method.localName] = (async (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const ctx = context(service, method, call);
+        const ctx = context(service, method, call, options.contextValues);
         try {
           if (call.request instanceof MalformedRequest) throw call.request.error;
           for await (const res of fn(call.request, ctx) as AsyncIterable<unknown>) {

@@ -2,22 +2,34 @@
  * The gate on the gRPC port, as a grpc-js server interceptor. It runs when the call's metadata
  * arrives; grpc-js keeps the HTTP/2 stream paused until the handler's first read, which comes
  * only after the interceptor passes the metadata on, so a refused call's message is never read
- * or deserialised. The ticket ends with the call's status or its cancellation.
+ * or deserialised. Every RPC but health is authenticated here, reflection included; a gated
+ * call's ticket reaches its handler through the metadata object, which grpc-js hands on as it
+ * is, and ends with the call's status or its cancellation.
  */
 import * as grpc from "@grpc/grpc-js";
-import { GATED_RPCS, type Gate, type Ticket } from "./gate.ts";
+import { GATED_RPCS, type Gate, isOpenRpc, type Ticket } from "./gate.ts";
 import { metadataToHeaders, toServiceError } from "./grpc-adapter.ts";
+
+const tickets = new WeakMap<grpc.Metadata, Ticket>();
+
+/** The ticket the gate gave the call whose metadata this is. */
+export const ticketOf = (metadata: grpc.Metadata): Ticket | undefined => tickets.get(metadata);
 
 export function createGateInterceptor(gate: Gate): grpc.ServerInterceptor {
   return (method, call) => {
-    if (!GATED_RPCS.has(method.path)) return new grpc.ServerInterceptingCall(call);
+    if (isOpenRpc(method.path)) return new grpc.ServerInterceptingCall(call);
+    const gated = GATED_RPCS.has(method.path);
     let ticket: Ticket | undefined;
     return new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, pass) {
             try {
-              ticket = gate.admit(method.path, metadataToHeaders(metadata));
+              const headers = metadataToHeaders(metadata);
+              if (gated) {
+                ticket = gate.admit(method.path, headers);
+                tickets.set(metadata, ticket);
+              } else gate.authenticate(headers);
             } catch (e) {
               call.sendStatus({ ...toServiceError(e), metadata: null });
               return;

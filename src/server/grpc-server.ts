@@ -7,16 +7,16 @@
 import { fileURLToPath } from "node:url";
 import { type DescFile, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type DescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { createContextValues, type ServiceImpl } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatusMap } from "grpc-health-check";
 import { file_glance_v1_inference, InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import type { Engine } from "../engine/types.ts";
-import type { Gate } from "./gate.ts";
+import { type Gate, TICKET } from "./gate.ts";
 import { addConnectService } from "./grpc-adapter.ts";
-import { createGateInterceptor } from "./grpc-gate.ts";
+import { createGateInterceptor, ticketOf } from "./grpc-gate.ts";
 import { isLive, readiness, watchHealth } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 import { raiseStreamResetLimits } from "./stream-resets.ts";
@@ -98,7 +98,9 @@ export async function startGrpcServer(
     "grpc.max_send_message_length": options.maxSendMessageBytes,
   });
   raiseStreamResetLimits(server);
-  addConnectService(server, InferenceService, impl);
+  addConnectService(server, InferenceService, impl, {
+    contextValues: (metadata) => createContextValues().set(TICKET, ticketOf(metadata)),
+  });
 
   const statuses = (): ServingStatusMap => ({
     "": isLive(engine) ? "SERVING" : "NOT_SERVING",

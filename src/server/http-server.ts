@@ -8,7 +8,7 @@ import { cors } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { type CleartextServer, listenCleartext, type RequestHandler } from "./cleartext-server.ts";
-import { GATED_RPCS, type Gate, type Ticket } from "./gate.ts";
+import { GATED_RPCS, type Gate, TICKET, type Ticket } from "./gate.ts";
 import type { HttpRequest, HttpResponse } from "./http-json.ts";
 import { createBodyBudget } from "./request-body.ts";
 import { createRoutes, type RoutesDeps } from "./routes.ts";
@@ -48,19 +48,24 @@ function answeredCors(req: HttpRequest, res: HttpResponse, corsOrigin: string): 
 
 /**
  * The gate for the service's calls on this port (Connect, gRPC-Web, gRPC): connect-node runs it
- * before it reads the request message. The call's signal aborts once the call ends, however it
- * ends, and that ends the ticket.
+ * before it reads the request message. ListModels is authenticated; the gated calls are
+ * admitted, their ticket put in the context for the handler, and ended once the call ends
+ * (its signal aborts then, however it ends).
  */
 function requestGate(gate: Gate): (ctx: HandlerContext) => void {
   return (ctx) => {
     const route = `/${ctx.service.typeName}/${ctx.method.name}`;
-    if (!GATED_RPCS.has(route)) return;
     let ticket: Ticket;
     try {
+      if (!GATED_RPCS.has(route)) {
+        gate.authenticate(ctx.requestHeader);
+        return;
+      }
       ticket = gate.admit(route, ctx.requestHeader);
     } catch (e) {
       throw toConnectError(e);
     }
+    ctx.values.set(TICKET, ticket);
     if (ctx.signal.aborted) ticket.done();
     else ctx.signal.addEventListener("abort", () => ticket.done(), { once: true });
   };

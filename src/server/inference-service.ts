@@ -4,7 +4,7 @@
  * admission happens ahead of both ports, in the gate.
  */
 import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   type ExtractRequest,
   FinishReason,
@@ -25,6 +25,7 @@ import type {
   Timings,
 } from "../engine/types.ts";
 import { GlanceError, invalidArgument } from "../errors.ts";
+import { ANONYMOUS, TICKET } from "./gate.ts";
 import { readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 import type { ObserveRequest } from "./request-observer.ts";
@@ -166,6 +167,9 @@ function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape
   };
 }
 
+/** The key id of the call's caller, from the ticket the gate put in its context. */
+const callerOf = (ctx: HandlerContext) => (ctx.values.get(TICKET)?.caller ?? ANONYMOUS).keyId;
+
 export interface InferenceServiceDeps {
   engine: Engine;
   lifecycle: Lifecycle;
@@ -175,7 +179,7 @@ export interface InferenceServiceDeps {
 export function createInferenceService({ engine, lifecycle, observe }: InferenceServiceDeps): ServiceImpl<typeof InferenceService> {
   return {
     async *generate(req, ctx) {
-      const record = observe(`Generate/${ctx.protocolName}`);
+      const record = observe(`Generate/${ctx.protocolName}`, callerOf(ctx));
       try {
         const { requestId, events } = engine.generate(fromGenerateRequest(req), { signal: engineSignal(ctx.signal) });
         for await (const e of record.events(requestId, events)) yield toGenerateResponse(requestId, e);
@@ -188,7 +192,7 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
     },
 
     async extract(req, ctx) {
-      const record = observe(`Extract/${ctx.protocolName}`);
+      const record = observe(`Extract/${ctx.protocolName}`, callerOf(ctx));
       try {
         const { requestId, events } = engine.generate(fromExtractRequest(req), { signal: engineSignal(ctx.signal) });
         let json = "";

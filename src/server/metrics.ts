@@ -12,6 +12,8 @@ export interface Metrics {
   /** Called by each stream for every token after its first, with the gap since the previous one. */
   observeInterToken(seconds: number): void;
   observeFinished(finish: FinishReason, usage: Usage, timings: Timings): void;
+  /** Every request that ended, by the key it came with and how it ended ("ok", "cancelled" or an error code). */
+  observeRequest(keyId: string, status: string): void;
 }
 
 export function createMetrics(stats: () => EngineStats): Metrics {
@@ -67,8 +69,16 @@ export function createMetrics(stats: () => EngineStats): Metrics {
     registers: [registry],
   });
 
+  const requests = new client.Counter({
+    name: "glance:requests_total",
+    help: "Requests that ended, by API key id and status (ok, cancelled or the error code).",
+    labelNames: ["key", "status"],
+    registers: [registry],
+  });
+
   return {
     registry,
+    observeRequest: (key, status) => requests.inc({ key, status }),
     observeInterToken: (seconds) => itl.observe(seconds),
     observeFinished(finish, usage, timings) {
       ttft.observe(timings.timeToFirstTokenMs / 1000);

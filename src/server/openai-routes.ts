@@ -23,6 +23,7 @@ export interface ChatCompletionsDeps {
 
 const ERROR_TYPES: Record<GlanceError["code"], string> = {
   invalid_argument: "invalid_request_error",
+  unauthenticated: "authentication_error",
   resource_exhausted: "rate_limit_error",
   deadline_exceeded: "timeout_error",
   cancelled: "cancelled",
@@ -173,7 +174,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   } catch (e) {
     return sendError(res, e);
   }
-  const record = observe("chat.completions");
+  const record = observe("chat.completions", ticket.caller.keyId);
   let streaming = false;
   const client = new AbortController();
   res.on("close", () => client.abort());

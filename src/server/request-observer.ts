@@ -21,10 +21,11 @@ export interface RequestRecord {
   end(error?: unknown): void;
 }
 
-export type ObserveRequest = (route: string) => RequestRecord;
+/** Starts the record of a request to `route` from the key `keyId` (its id, never the key). */
+export type ObserveRequest = (route: string, keyId: string) => RequestRecord;
 
 export function createRequestObserver(log: Logger, metrics: Metrics): ObserveRequest {
-  return (route) => {
+  return (route, keyId) => {
     const started = performance.now();
     let requestId: string | undefined;
     let last = 0;
@@ -51,9 +52,11 @@ export function createRequestObserver(log: Logger, metrics: Metrics): ObserveReq
         if (ended) return;
         ended = true;
         const status = error === undefined ? (done ? "ok" : "cancelled") : toGlanceError(error).code;
+        metrics.observeRequest(keyId, status);
         const line = {
           requestId,
           route,
+          key: keyId,
           status,
           tokens,
           ms: Math.round(performance.now() - started),

@@ -7,7 +7,7 @@
 import type { Logger } from "pino";
 import { describeValue } from "../errors.ts";
 import { isLive, readiness } from "./health.ts";
-import { errorBody, type HttpRequest, type HttpResponse, sendJson } from "./http-json.ts";
+import { errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 import type { Metrics } from "./metrics.ts";
 import { type ChatCompletionsDeps, handleChatCompletions, handleModels, sendError } from "./openai-routes.ts";
@@ -18,13 +18,26 @@ export interface RoutesDeps extends ChatCompletionsDeps {
   lifecycle: Lifecycle;
   metrics: Metrics;
   log: Logger;
+  /** /metrics asks for an API key too (`--metrics-require-key`). */
+  metricsRequireKey: boolean;
 }
 
 export function createRoutes(deps: RoutesDeps): (req: HttpRequest, res: HttpResponse) => Promise<void> {
-  const { engine, lifecycle, metrics, log } = deps;
+  const { engine, lifecycle, metrics, log, gate } = deps;
+  /** A route for callers with a key (when the server has keys): a refusal is OpenAI's 401. */
+  const withKey =
+    (handler: RouteHandler): RouteHandler =>
+    (req, res) => {
+      try {
+        gate.authenticate(requestHeaders(req));
+      } catch (e) {
+        return sendError(res, e);
+      }
+      return handler(req, res);
+    };
   const table: Record<string, Record<string, RouteHandler>> = {
     "/v1/chat/completions": { POST: (req, res) => handleChatCompletions(req, res, deps) },
-    "/v1/models": { GET: (_, res) => handleModels(res, engine) },
+    "/v1/models": { GET: withKey((_, res) => handleModels(res, engine)) },
     "/healthz": {
       GET: (_, res) => {
         const live = isLive(engine);
@@ -38,11 +51,11 @@ export function createRoutes(deps: RoutesDeps): (req: HttpRequest, res: HttpResp
       },
     },
     "/metrics": {
-      GET: async (_, res) => {
+      GET: (deps.metricsRequireKey ? withKey : (handler: RouteHandler) => handler)(async (_, res) => {
         const text = await metrics.registry.metrics();
         res.writeHead(200, { "content-type": metrics.registry.contentType });
         res.end(text);
-      },
+      }),
     },
   };
   return async (req, res) => {

@@ -12,7 +12,7 @@ import { service as healthService } from "grpc-health-check";
 import { InferenceService, Role } from "../../gen/glance/v1/inference_pb.js";
 import { isCorrect, loadHeldOut, readHeldOutImage } from "../../scripts/lib/heldout.ts";
 import { ask, type GenerateInit } from "../support/generate-calls.ts";
-import { startTestServer, type TestServer } from "../support/test-server.ts";
+import { startTestServer, type TestServer, type TestServerOptions } from "../support/test-server.ts";
 
 export type Service = Client<typeof InferenceService>;
 
@@ -32,13 +32,13 @@ export interface Hostile {
   services: Array<[string, Service]>;
   /** POSTs `body` (an object is sent as JSON) to /v1/chat/completions, or to `path`. */
   openai(body: unknown, init?: { path?: string; method?: string; headers?: Record<string, string> }): Promise<OpenAiReply>;
-  /** Throws unless a correct question gets the correct answer on both ports and health says SERVING. */
-  healthy(): Promise<void>;
+  /** Throws unless a correct question (with `key`, if given) gets the correct answer on both ports and health says SERVING. */
+  healthy(key?: string): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startHostile(flags: string[] = []): Promise<Hostile> {
-  const ts = await startTestServer(flags);
+export async function startHostile(flags: string[] = [], options: TestServerOptions = {}): Promise<Hostile> {
+  const ts = await startTestServer(flags, options);
   const services: Array<[string, Service]> = [
     ["gRPC port", createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${ts.grpcAddress}` }))],
     ["gRPC on the HTTP port", createClient(InferenceService, createGrpcTransport({ baseUrl: ts.httpUrl }))],
@@ -71,14 +71,15 @@ export async function startHostile(flags: string[] = []): Promise<Hostile> {
     ts,
     services,
     openai,
-    async healthy() {
+    async healthy(key) {
+      const headers = key ? { authorization: `Bearer ${key}` } : undefined;
       const status = await new Promise<string>((resolve, reject) =>
         health.check({ service: InferenceService.typeName }, (e, r) => (e ? reject(e) : resolve(r.status))),
       );
       assert.equal(status, "SERVING");
       assert.equal((await fetch(`${ts.httpUrl}/readyz`)).status, 200);
-      assert.ok(isCorrect(QUESTION, await generateText(services[0]![1], ask(QUESTION))), "the gRPC port answers correctly");
-      const reply = await openai(openAiBody([{ image: PHOTO }, { text: QUESTION.question }]));
+      assert.ok(isCorrect(QUESTION, await generateText(services[0]![1], ask(QUESTION), { headers })), "the gRPC port answers correctly");
+      const reply = await openai(openAiBody([{ image: PHOTO }, { text: QUESTION.question }]), { headers });
       assert.equal(reply.status, 200, JSON.stringify(reply.body));
       assert.ok(isCorrect(QUESTION, reply.body.choices![0]!.message.content), "the OpenAI route answers correctly");
       const stats = ts.server.engine.stats();
@@ -147,7 +148,7 @@ export function generateRequest(parts: CasePart[], extra: RequestExtra = {}): Ge
 export async function generateText(
   service: Service,
   request: GenerateInit,
-  options?: { timeoutMs?: number; signal?: AbortSignal },
+  options?: { timeoutMs?: number; signal?: AbortSignal; headers?: Record<string, string> },
 ): Promise<string> {
   let text = "";
   let done = false;

@@ -42,6 +42,7 @@ def main() -> int:
     parser.add_argument("--question", required=True)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=60.0, help="the call's deadline in seconds")
+    parser.add_argument("--api-key", help="sent as `authorization: Bearer KEY` metadata")
     args = parser.parse_args()
 
     with open(args.image, "rb") as f:
@@ -65,7 +66,8 @@ def main() -> int:
     with grpc.insecure_channel(args.address) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         try:
-            for response in stub.Generate(request, timeout=args.timeout):
+            metadata = [("authorization", f"Bearer {args.api_key}")] if args.api_key else None
+            for response in stub.Generate(request, timeout=args.timeout, metadata=metadata):
                 event = response.WhichOneof("event")
                 if event == "delta":
                     deltas += 1

@@ -253,7 +253,9 @@ export declare type Part = Message$1<"glance.v1.Part"> & {
    */
   kind: {
     /**
-     * UTF-8 text, passed to the chat template as is.
+     * UTF-8 text, passed to the chat template as is. Text holding one of the model's control
+     * tokens (such as "<|im_start|>", "<end_of_utterance>" or the image placeholder "<image>")
+     * is INVALID_ARGUMENT: the tokenizer would read it as the token, not as text.
      *
      * @generated from field: string text = 1;
      */
@@ -965,7 +967,8 @@ export declare const FinishReasonSchema: GenEnum<FinishReason>;
  *     be decoded or has more pixels than ModelInfo.max_image_pixels, more images than
  *     ModelInfo.max_images_per_request, a prompt longer than the context length, a sampling
  *     parameter out of range, a `model` the server does not serve, a `request_id` already
- *     used by a running request. Do not retry unchanged.
+ *     used by a running request, bytes that are not this method's protobuf message. Do not
+ *     retry unchanged.
  *   - RESOURCE_EXHAUSTED: the server's request queue is full. Returned at once, before any
  *     message is streamed. Retry later with backoff, or on another replica.
  *   - DEADLINE_EXCEEDED: the call's deadline (gRPC `grpc-timeout`, Connect

@@ -203,7 +203,8 @@ export const FinishReason = /*@__PURE__*/
  *     be decoded or has more pixels than ModelInfo.max_image_pixels, more images than
  *     ModelInfo.max_images_per_request, a prompt longer than the context length, a sampling
  *     parameter out of range, a `model` the server does not serve, a `request_id` already
- *     used by a running request. Do not retry unchanged.
+ *     used by a running request, bytes that are not this method's protobuf message. Do not
+ *     retry unchanged.
  *   - RESOURCE_EXHAUSTED: the server's request queue is full. Returned at once, before any
  *     message is streamed. Retry later with backoff, or on another replica.
  *   - DEADLINE_EXCEEDED: the call's deadline (gRPC `grpc-timeout`, Connect
