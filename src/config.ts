@@ -55,6 +55,7 @@ const SETTINGS = {
   },
   "api-key": { default: "", help: "one API key clients must send (Authorization: Bearer); its id is default" },
   "api-keys-file": { default: "", help: "YAML or JSON file of API keys (id, sha256, limits), re-read when it changes" },
+  "rate-limit-per-ip": { default: "0", help: "without API keys: requests per minute each client address may send (0 = unlimited)" },
   "metrics-require-key": { default: "false", help: "true: /metrics asks for an API key too" },
   "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
   "log-level": { default: "info", help: "pino log level (fatal, error, warn, info, debug, trace, silent)" },
@@ -77,6 +78,8 @@ export interface AuthOptions {
   apiKey?: string;
   apiKeysFile?: string;
   metricsRequireKey: boolean;
+  /** Requests a minute per client address, for callers without a key; 0: unlimited. */
+  rateLimitPerIp: number;
 }
 
 /**
@@ -176,6 +179,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       apiKey: get("api-key") || undefined,
       apiKeysFile: get("api-keys-file") || undefined,
       metricsRequireKey: bool("metrics-require-key"),
+      rateLimitPerIp: int("rate-limit-per-ip"),
     },
     drainGraceMs: int("drain-grace-ms"),
     logLevel: get("log-level"),

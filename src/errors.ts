@@ -19,13 +19,21 @@ const MAX_MESSAGE_LENGTH = 1024;
 /** The most characters of a client's value a message repeats. */
 const MAX_ECHO_LENGTH = 64;
 
+/** When to retry a refused request: gRPC's RetryInfo and pushback, and HTTP's retry-after with the extra headers (x-ratelimit-*). */
+export interface RetryHint {
+  retryAfterMs: number;
+  headers: Record<string, string>;
+}
+
 export class GlanceError extends Error {
   readonly code: GlanceErrorCode;
+  readonly retry?: RetryHint;
 
-  constructor(code: GlanceErrorCode, message: string, options?: ErrorOptions) {
+  constructor(code: GlanceErrorCode, message: string, options?: ErrorOptions & { retry?: RetryHint }) {
     super(message.length > MAX_MESSAGE_LENGTH ? `${message.slice(0, MAX_MESSAGE_LENGTH - 1)}…` : message, options);
     this.name = "GlanceError";
     this.code = code;
+    this.retry = options?.retry;
   }
 
   /** Structured clone across a worker boundary keeps neither the class nor the code. */

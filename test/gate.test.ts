@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { EngineHealth } from "../src/engine/types.ts";
 import { createGate } from "../src/server/gate.ts";
 import { createLifecycle, type LifecycleState } from "../src/server/lifecycle.ts";
+import { createRateLimiter } from "../src/server/rate-limits.ts";
 import { startTestServer, type TestServer } from "./support/test-server.ts";
 import { grpcCallWithoutMessage, postWithoutBody } from "./support/unsent-body.ts";
 
@@ -24,10 +25,12 @@ function lifecycleIn(state: LifecycleState) {
   return lifecycle;
 }
 
+const NO_LIMITS = createRateLimiter({ perIpRequestsPerMinute: 0 });
+
 describe("the gate", () => {
   it("admits while the lifecycle and the engine both serve, and a drain waits for the ticket", async () => {
     const lifecycle = lifecycleIn("serving");
-    const ticket = createGate({ lifecycle, engine: { health: "serving" } }).admit(GENERATE, new Headers());
+    const ticket = createGate({ lifecycle, engine: { health: "serving" }, limits: NO_LIMITS }).admit(GENERATE, new Headers(), "127.0.0.1");
     let drained = false;
     const drain = lifecycle.drain(10_000).then((r) => {
       drained = true;
@@ -52,9 +55,9 @@ describe("the gate", () => {
     ];
     for (const [state, health, message] of cases) {
       const lifecycle = lifecycleIn(state);
-      const gate = createGate({ lifecycle, engine: { health } });
+      const gate = createGate({ lifecycle, engine: { health }, limits: NO_LIMITS });
       assert.throws(
-        () => gate.admit(GENERATE, new Headers()),
+        () => gate.admit(GENERATE, new Headers(), "127.0.0.1"),
         (e: unknown) => {
           const err = e as { code?: string; message?: string };
           assert.equal(err.code, "unavailable", `${state}/${health}`);

@@ -21,7 +21,7 @@ import type { SchedulerOptions } from "./protocol.ts";
 import { type ResolvedRequest, resolveRequest } from "./request-defaults.ts";
 import { createRequestStream, type RequestStream } from "./request-stream.ts";
 import { createFormatCompiler } from "./structured/format-compiler.ts";
-import type { Engine, EngineEvent, GenerateInput, ModelInfo } from "./types.ts";
+import type { Engine, EngineEvent, GenerateInput, GenerateOptions, ModelInfo } from "./types.ts";
 import { createVisionCache } from "./vision-cache.ts";
 import { createWorkerClient, REFUSALS } from "./worker-client.ts";
 
@@ -123,14 +123,14 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     );
   }
 
-  async function* run(id: string, input: GenerateInput, signal: AbortSignal | undefined, warmingUp: boolean): AsyncGenerator<EngineEvent> {
+  async function* run(id: string, input: GenerateInput, opts: GenerateOptions, warmingUp: boolean): AsyncGenerator<EngineEvent> {
     const arrivedAt = now();
     if (workers.health !== "serving" && !warmingUp) throw new GlanceError("unavailable", REFUSALS[workers.health]);
     if (active.has(id)) throw invalidArgument(`request id ${id} is already in use by a running request`);
     if (active.size >= maxActive) {
       throw new GlanceError("resource_exhausted", `the server is full (${active.size} requests running or queued); retry later`);
     }
-    const stream = createRequestStream(signal);
+    const stream = createRequestStream(opts.signal);
     active.set(id, stream);
     let submitted = false;
     let finished = false;
@@ -147,6 +147,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
           `the prompt leaves ${room} tokens of the context length ${contextLength}; the response format's shortest value takes up to ${request.minTokens}`,
         );
       }
+      opts.reserve?.(prompt.ids.length + request.maxTokens);
       await submit(id, stream, prompt, request, arrivedAt);
       submitted = true;
       for (;;) {
@@ -166,9 +167,9 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     }
   }
 
-  function generate(input: GenerateInput, opts: { signal?: AbortSignal } = {}, warmingUp = false) {
+  function generate(input: GenerateInput, opts: GenerateOptions = {}, warmingUp = false) {
     const requestId = input.requestId || randomUUID();
-    return { requestId, events: run(requestId, input, opts.signal, warmingUp) };
+    return { requestId, events: run(requestId, input, opts, warmingUp) };
   }
 
   /** One short request through the whole path, so the first client does not pay for lazy set-up. */

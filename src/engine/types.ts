@@ -40,6 +40,11 @@ export interface GenerateOptions {
    * else with cancelled. The one signal carries both the client's cancellation and its deadline.
    */
   signal?: AbortSignal;
+  /**
+   * Called once the prompt is known, with its tokens plus max_tokens, before the request is
+   * queued: a rate limit reserves them here, and a throw ends the request with that error.
+   */
+  reserve?(tokens: number): void;
 }
 
 export type FinishReason = "stop" | "length";

@@ -7,7 +7,8 @@
  * - Open to anyone: gRPC health, /healthz, /readyz and CORS preflights (and /metrics unless
  *   `--metrics-require-key`).
  * - `authenticate` only: ListModels, reflection, /v1/models, and /metrics with the flag.
- * - `admit` (authenticate, then readiness): the calls that run the model, and Abort.
+ * - `admit` (authenticate, readiness, then the caller's rate limits): the calls that run the
+ *   model, and Abort.
  */
 import { createContextKey } from "@connectrpc/connect";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
@@ -17,10 +18,20 @@ import { GlanceError } from "../errors.ts";
 import type { ApiKeys, Caller } from "./api-keys.ts";
 import { type Readiness, readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
+import type { Allowance, RateLimiter } from "./rate-limits.ts";
 
 /** One admitted call. */
 export interface Ticket {
   readonly caller: Caller;
+  /** Reserves the call's tokens (prompt and max_tokens) once its prompt is known; throws past the caller's token limit. */
+  reserve(tokens: number): void;
+  /**
+   * The tokens the call used, from its usage: what was reserved beyond them goes back when the
+   * call ends. A call that ends without saying keeps its whole reservation.
+   */
+  used(tokens: number): void;
+  /** The caller's rate-limit headers (OpenAI's x-ratelimit-*), for a successful answer. */
+  headers(): Record<string, string>;
   /** Called when the call ends, however it ends: a drain waits for every ticket. Calling it again does nothing. */
   done(): void;
 }
@@ -28,8 +39,11 @@ export interface Ticket {
 export interface Gate {
   /** The caller the headers name; throws unauthenticated when the server has keys and they name none. */
   authenticate(headers: Headers): Caller;
-  /** Authenticates a call to `route` (its path) and admits it, or throws what the client can do. */
-  admit(route: string, headers: Headers): Ticket;
+  /**
+   * Authenticates a call to `route` (its path) from `peer` (the client's address, which names
+   * callers without keys) and admits it, or throws what the client can do.
+   */
+  admit(route: string, headers: Headers, peer: string): Ticket;
 }
 
 /** The caller of a server without keys. */
@@ -58,18 +72,58 @@ export interface GateDeps {
   engine: Pick<Engine, "health">;
   /** The server's API keys; without them every caller is ANONYMOUS. */
   keys?: ApiKeys;
+  limits: RateLimiter;
+  /** Counts each refusal by its reason. */
+  onRefused?(reason: "auth" | "unavailable" | "rate"): void;
 }
 
-export function createGate({ lifecycle, engine, keys }: GateDeps): Gate {
-  const authenticate = (headers: Headers) => keys?.identify(headers) ?? ANONYMOUS;
+export function createGate({ lifecycle, engine, keys, limits, onRefused }: GateDeps): Gate {
+  const authenticate = (headers: Headers) => {
+    try {
+      return keys?.identify(headers) ?? ANONYMOUS;
+    } catch (e) {
+      onRefused?.("auth");
+      throw e;
+    }
+  };
   return {
     authenticate,
-    admit(_route, headers) {
+    admit(_route, headers, peer) {
       // The key first: a caller without one learns nothing of the server's state.
       const caller = authenticate(headers);
       const state = readiness(lifecycle, engine);
-      if (state !== "ready") throw new GlanceError("unavailable", REFUSALS[state]);
-      return { caller, done: lifecycle.track() };
+      if (state !== "ready") {
+        onRefused?.("unavailable");
+        throw new GlanceError("unavailable", REFUSALS[state]);
+      }
+      let allowance: Allowance;
+      try {
+        allowance = limits.admit(caller, peer);
+      } catch (e) {
+        onRefused?.("rate");
+        throw e;
+      }
+      const untrack = lifecycle.track();
+      let usedTokens = Number.POSITIVE_INFINITY;
+      return {
+        caller,
+        reserve(tokens) {
+          try {
+            allowance.reserve(tokens);
+          } catch (e) {
+            onRefused?.("rate");
+            throw e;
+          }
+        },
+        used(tokens) {
+          usedTokens = tokens;
+        },
+        headers: () => allowance.headers(),
+        done() {
+          allowance.end(usedTokens);
+          untrack();
+        },
+      };
     },
   };
 }

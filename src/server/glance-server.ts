@@ -15,6 +15,7 @@ import { startHttpServer } from "./http-server.ts";
 import { createInferenceService } from "./inference-service.ts";
 import { createLifecycle, type Lifecycle } from "./lifecycle.ts";
 import { createMetrics } from "./metrics.ts";
+import { createRateLimiter } from "./rate-limits.ts";
 import { createRequestObserver } from "./request-observer.ts";
 
 export interface GlanceServer {
@@ -38,8 +39,9 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
   const keys = createApiKeys(config.auth, log);
   const lifecycle = createLifecycle();
   const engine = createEngine(config.engine, { log, faultInjection: options.faultInjection });
-  const gate = createGate({ lifecycle, engine, keys });
   const metrics = createMetrics(() => engine.stats());
+  const limits = createRateLimiter({ perIpRequestsPerMinute: config.auth.rateLimitPerIp });
+  const gate = createGate({ lifecycle, engine, keys, limits, onRefused: (reason) => metrics.observeRefused(reason) });
   const observe = createRequestObserver(log, metrics);
   const impl = createInferenceService({ engine, lifecycle, observe });
   const grpc = await startGrpcServer(impl, { gate, lifecycle, engine }, config.grpc).catch(async (e) => {

@@ -6,8 +6,9 @@
 import { once } from "node:events";
 import { create, type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, createHandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import type * as grpc from "@grpc/grpc-js";
-import { toConnectError } from "./status.ts";
+import * as grpc from "@grpc/grpc-js";
+import { GlanceError } from "../errors.ts";
+import { statusDetails, toConnectError } from "./status.ts";
 
 export function metadataToHeaders(metadata: grpc.Metadata): Headers {
   const headers = new Headers();
@@ -17,10 +18,18 @@ export function metadataToHeaders(metadata: grpc.Metadata): Headers {
   return headers;
 }
 
-export function toServiceError(e: unknown): Pick<grpc.StatusObject, "code" | "details"> {
+/** The error as grpc-js sends it; a retry hint travels as grpc-status-details-bin (google.rpc.Status with RetryInfo) and grpc-retry-pushback-ms. */
+export function toServiceError(e: unknown): Pick<grpc.StatusObject, "code" | "details" | "metadata"> {
   const err = toConnectError(e);
+  const metadata = new grpc.Metadata();
+  const glance = e instanceof GlanceError ? e : undefined;
+  const details = glance && statusDetails(glance);
+  if (details && glance.retry) {
+    metadata.set("grpc-status-details-bin", Buffer.from(details));
+    metadata.set("grpc-retry-pushback-ms", String(glance.retry.retryAfterMs));
+  }
   // Connect's codes are gRPC's status codes.
-  return { code: err.code as number as grpc.status, details: err.rawMessage };
+  return { code: err.code as number as grpc.status, details: err.rawMessage, metadata };
 }
 
 /**

@@ -12,6 +12,9 @@ import { metadataToHeaders, toServiceError } from "./grpc-adapter.ts";
 
 const tickets = new WeakMap<grpc.Metadata, Ticket>();
 
+/** The client's address without its port, from grpc-js's "address:port" (IPv6 unbracketed). */
+const peerAddress = (peer: string) => peer.replace(/:\d+$/, "");
+
 /** The ticket the gate gave the call whose metadata this is. */
 export const ticketOf = (metadata: grpc.Metadata): Ticket | undefined => tickets.get(metadata);
 
@@ -27,11 +30,11 @@ export function createGateInterceptor(gate: Gate): grpc.ServerInterceptor {
             try {
               const headers = metadataToHeaders(metadata);
               if (gated) {
-                ticket = gate.admit(method.path, headers);
+                ticket = gate.admit(method.path, headers, peerAddress(call.getPeer()));
                 tickets.set(metadata, ticket);
               } else gate.authenticate(headers);
             } catch (e) {
-              call.sendStatus({ ...toServiceError(e), metadata: null });
+              call.sendStatus(toServiceError(e));
               return;
             }
             pass(metadata);

@@ -9,6 +9,7 @@ export interface HttpRequest extends NodeJS.EventEmitter {
   url?: string;
   httpVersionMajor: number;
   headers: Record<string, string | string[] | undefined>;
+  readonly socket?: { remoteAddress?: string } | null;
   readonly complete: boolean;
   resume(): unknown;
   destroy(): unknown;

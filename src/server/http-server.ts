@@ -3,8 +3,7 @@
  * gRPC-Web (connect-node) behind the gate, with CORS for browsers; the plain routes (routes.ts):
  * the OpenAI-compatible API, liveness, readiness and Prometheus metrics.
  */
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { cors } from "@connectrpc/connect";
+import { cors, createContextKey, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { type CleartextServer, listenCleartext, type RequestHandler } from "./cleartext-server.ts";
@@ -46,6 +45,9 @@ function answeredCors(req: HttpRequest, res: HttpResponse, corsOrigin: string): 
   return false;
 }
 
+/** The client's address, for the gate (it names callers without keys). */
+const PEER = createContextKey("unknown", { description: "the client's address" });
+
 /**
  * The gate for the service's calls on this port (Connect, gRPC-Web, gRPC): connect-node runs it
  * before it reads the request message. ListModels is authenticated; the gated calls are
@@ -61,7 +63,7 @@ function requestGate(gate: Gate): (ctx: HandlerContext) => void {
         gate.authenticate(ctx.requestHeader);
         return;
       }
-      ticket = gate.admit(route, ctx.requestHeader);
+      ticket = gate.admit(route, ctx.requestHeader, ctx.values.get(PEER));
     } catch (e) {
       throw toConnectError(e);
     }
@@ -79,6 +81,7 @@ export async function startHttpServer(
   const connect = connectNodeAdapter({
     routes: (router) => router.service(InferenceService, impl),
     requestGate: requestGate(deps.gate),
+    contextValues: (req) => createContextValues().set(PEER, req.socket?.remoteAddress ?? "unknown"),
     fallback: createRoutes({ ...deps, maxBodyBytes: options.maxMessageBytes, bodyBudget: createBodyBudget(options.maxBufferedBodyBytes) }),
     readMaxBytes: options.maxMessageBytes,
   });

@@ -20,6 +20,7 @@ import type {
   EngineEvent,
   FinishReason as EngineFinishReason,
   GenerateInput,
+  GenerateOptions,
   InputPart,
   ResponseFormat,
   Timings,
@@ -170,6 +171,12 @@ function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape
 /** The key id of the call's caller, from the ticket the gate put in its context. */
 const callerOf = (ctx: HandlerContext) => (ctx.values.get(TICKET)?.caller ?? ANONYMOUS).keyId;
 
+/** The engine's options for a call: its signal, and its ticket's token reservation. */
+function engineOptions(ctx: HandlerContext): GenerateOptions {
+  const ticket = ctx.values.get(TICKET);
+  return { signal: engineSignal(ctx.signal), reserve: ticket && ((tokens) => ticket.reserve(tokens)) };
+}
+
 export interface InferenceServiceDeps {
   engine: Engine;
   lifecycle: Lifecycle;
@@ -181,8 +188,11 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
     async *generate(req, ctx) {
       const record = observe(`Generate/${ctx.protocolName}`, callerOf(ctx));
       try {
-        const { requestId, events } = engine.generate(fromGenerateRequest(req), { signal: engineSignal(ctx.signal) });
-        for await (const e of record.events(requestId, events)) yield toGenerateResponse(requestId, e);
+        const { requestId, events } = engine.generate(fromGenerateRequest(req), engineOptions(ctx));
+        for await (const e of record.events(requestId, events)) {
+          if (e.type === "done") ctx.values.get(TICKET)?.used(e.usage.totalTokens);
+          yield toGenerateResponse(requestId, e);
+        }
       } catch (e) {
         record.end(e);
         throw toConnectError(e);
@@ -194,13 +204,14 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
     async extract(req, ctx) {
       const record = observe(`Extract/${ctx.protocolName}`, callerOf(ctx));
       try {
-        const { requestId, events } = engine.generate(fromExtractRequest(req), { signal: engineSignal(ctx.signal) });
+        const { requestId, events } = engine.generate(fromExtractRequest(req), engineOptions(ctx));
         let json = "";
         for await (const e of record.events(requestId, events)) {
           if (e.type === "delta") {
             json += e.text;
             continue;
           }
+          ctx.values.get(TICKET)?.used(e.usage.totalTokens);
           // The one space a model may put before the value is not part of it.
           const value = json.trimStart();
           return {

@@ -14,6 +14,8 @@ export interface Metrics {
   observeFinished(finish: FinishReason, usage: Usage, timings: Timings): void;
   /** Every request that ended, by the key it came with and how it ended ("ok", "cancelled" or an error code). */
   observeRequest(keyId: string, status: string): void;
+  /** A call the gate refused: no or a wrong key, not ready, or over a rate limit. */
+  observeRefused(reason: "auth" | "unavailable" | "rate"): void;
 }
 
 export function createMetrics(stats: () => EngineStats): Metrics {
@@ -76,8 +78,16 @@ export function createMetrics(stats: () => EngineStats): Metrics {
     registers: [registry],
   });
 
+  const refused = new client.Counter({
+    name: "glance:requests_rejected_total",
+    help: "Calls the gate refused, by reason: auth (no or a wrong API key), unavailable (not ready), rate (over a rate limit).",
+    labelNames: ["reason"],
+    registers: [registry],
+  });
+
   return {
     registry,
+    observeRefused: (reason) => refused.inc({ reason }),
     observeRequest: (key, status) => requests.inc({ key, status }),
     observeInterToken: (seconds) => itl.observe(seconds),
     observeFinished(finish, usage, timings) {

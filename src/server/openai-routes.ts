@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import type { ChatRole, Engine, GenerateInput, InputPart, ResponseFormat } from "../engine/types.ts";
-import { describeValue, type GlanceError, invalidArgument } from "../errors.ts";
+import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
 import type { Gate, Ticket } from "./gate.ts";
 import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
 import { type BodyBudget, readBody, sendRefusedBody } from "./request-body.ts";
@@ -37,8 +37,15 @@ function toOpenAiError(e: unknown): { status: number; body: ErrorBody } {
   return { status: httpStatus(err), body: errorBody(err.message, ERROR_TYPES[err.code], err.code) };
 }
 
+/** The error as OpenAI answers it; a refusal with a retry hint carries retry-after (the SDKs wait for it) and x-ratelimit-*. */
 export function sendError(res: HttpResponse, e: unknown): void {
   const { status, body } = toOpenAiError(e);
+  const retry = e instanceof GlanceError ? e.retry : undefined;
+  if (retry) {
+    res.setHeader("retry-after", String(Math.ceil(retry.retryAfterMs / 1000)));
+    res.setHeader("retry-after-ms", String(retry.retryAfterMs));
+    for (const [name, value] of Object.entries(retry.headers)) res.setHeader(name, value);
+  }
   sendJson(res, status, body);
 }
 
@@ -170,7 +177,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   const { engine, gate, observe } = deps;
   let ticket: Ticket;
   try {
-    ticket = gate.admit("/v1/chat/completions", requestHeaders(req));
+    ticket = gate.admit("/v1/chat/completions", requestHeaders(req), req.socket?.remoteAddress ?? "unknown");
   } catch (e) {
     return sendError(res, e);
   }
@@ -189,7 +196,10 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
     const includeUsage = (body["stream_options"] as { include_usage?: unknown } | undefined)?.include_usage === true;
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
-    const { requestId, events } = engine.generate({ ...fromChatCompletion(body), requestId: id }, { signal: client.signal });
+    const { requestId, events } = engine.generate(
+      { ...fromChatCompletion(body), requestId: id },
+      { signal: client.signal, reserve: (tokens) => ticket.reserve(tokens) },
+    );
     const chunk = (choices: unknown[], usage?: unknown) =>
       `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model: engine.info.id, choices, ...(usage ? { usage } : {}) })}\n\n`;
 
@@ -202,18 +212,20 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
         }
         if (!streaming) {
           streaming = true;
-          res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+          res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", ...ticket.headers() });
           await write(res, chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]));
         }
         if (e.text !== "") await write(res, chunk([{ index: 0, delta: { content: e.text }, logprobs: null, finish_reason: null }]));
         continue;
       }
+      ticket.used(e.usage.totalTokens);
       const usage = {
         prompt_tokens: e.usage.promptTokens,
         completion_tokens: e.usage.completionTokens,
         total_tokens: e.usage.totalTokens,
       };
       if (!stream) {
+        for (const [name, value] of Object.entries(ticket.headers())) res.setHeader(name, value);
         sendJson(res, 200, {
           id,
           object: "chat.completion",
