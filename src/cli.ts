@@ -2,7 +2,7 @@
 /**
  * The glance command.
  *   glance serve [--flag value ...]                 serve a model (flags: glance serve --help)
- *   glance ask IMAGE "question" [--server host:port] [--max-tokens N] [--temperature T]
+ *   glance ask IMAGE "question" [--server host:port] [--api-key KEY] [--max-tokens N] [--temperature T]
  *                                                   stream an answer from a running server over gRPC
  */
 import { readFileSync } from "node:fs";
@@ -16,7 +16,8 @@ import { startGlanceServer } from "./server/glance-server.ts";
 
 const USAGE = `usage:
   glance serve [options]                       serve a model on the gRPC and HTTP ports
-  glance ask IMAGE "question" [--server host:port] [--max-tokens N] [--temperature T]
+  glance ask IMAGE "question" [--server host:port] [--api-key KEY] [--max-tokens N] [--temperature T]
+                                               (the key defaults to GLANCE_API_KEY)
 
 serve options (flag, environment variable, meaning):
 ${configHelp()}`;
@@ -59,6 +60,7 @@ async function ask(args: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       server: { type: "string", default: "localhost:50051" },
+      "api-key": { type: "string", default: process.env["GLANCE_API_KEY"] },
       "max-tokens": { type: "string" },
       temperature: { type: "string" },
     },
@@ -66,21 +68,24 @@ async function ask(args: string[]): Promise<void> {
   const [image, question] = positionals;
   if (!image || !question) throw new Error(`glance ask needs an image and a question\n\n${USAGE}`);
   const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${values.server}` }));
-  const stream = client.generate({
-    messages: [
-      {
-        role: Role.USER,
-        content: [
-          { kind: { case: "image", value: { source: { case: "data", value: readFileSync(image) } } } },
-          { kind: { case: "text", value: question } },
-        ],
+  const stream = client.generate(
+    {
+      messages: [
+        {
+          role: Role.USER,
+          content: [
+            { kind: { case: "image", value: { source: { case: "data", value: readFileSync(image) } } } },
+            { kind: { case: "text", value: question } },
+          ],
+        },
+      ],
+      sampling: {
+        maxTokens: values["max-tokens"] === undefined ? undefined : Number(values["max-tokens"]),
+        temperature: values.temperature === undefined ? undefined : Number(values.temperature),
       },
-    ],
-    sampling: {
-      maxTokens: values["max-tokens"] === undefined ? undefined : Number(values["max-tokens"]),
-      temperature: values.temperature === undefined ? undefined : Number(values.temperature),
     },
-  });
+    { headers: values["api-key"] ? { authorization: `Bearer ${values["api-key"]}` } : undefined },
+  );
   for await (const res of stream) {
     if (res.event.case === "delta") process.stdout.write(res.event.value.text);
   }

@@ -15,20 +15,25 @@ import { startTestServer, type TestServer } from "./support/test-server.ts";
 const root = path.resolve(import.meta.dirname, "..");
 const run = promisify(execFile);
 const glance = (...args: string[]) => run(process.execPath, [path.join(root, "src/cli.ts"), ...args], { cwd: root });
+const glanceWith = (env: NodeJS.ProcessEnv, ...args: string[]) =>
+  run(process.execPath, [path.join(root, "src/cli.ts"), ...args], { cwd: root, env: { ...process.env, ...env } });
 
 describe("the glance command", () => {
   let ts: TestServer;
   before(async () => {
-    ts = await startTestServer();
+    ts = await startTestServer(["--api-key", "glk_cli"]);
   });
   after(async () => {
     await ts.close();
   });
 
-  it("asks a running server about an image and prints the streamed answer", async () => {
+  it("asks a running server about an image with its API key and prints the streamed answer", async () => {
     const q = loadHeldOut().find((x) => x.kind === "count" && x.lang === "en")!;
-    const { stdout } = await glance("ask", "--server", ts.grpcAddress, path.join(root, "models/tiny/heldout", q.image), q.question);
+    const args = ["ask", "--server", ts.grpcAddress, path.join(root, "models/tiny/heldout", q.image), q.question];
+    const { stdout } = await glance(...args, "--api-key", "glk_cli");
     assert.ok(isCorrect(q, stdout), `${JSON.stringify(stdout)} for ${q.question} (expected ${q.answer})`);
+    assert.equal((await glanceWith({ GLANCE_API_KEY: "glk_cli" }, ...args)).stdout, stdout, "the key from GLANCE_API_KEY");
+    await assert.rejects(glanceWith({ GLANCE_API_KEY: "" }, ...args), /needs an API key/);
   });
 
   it("lists every setting with its variable under serve --help", async () => {
