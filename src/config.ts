@@ -55,6 +55,7 @@ const SETTINGS = {
   },
   "api-key": { default: "", help: "one API key clients must send (Authorization: Bearer); its id is default" },
   "api-keys-file": { default: "", help: "YAML or JSON file of API keys (id, sha256, limits), re-read when it changes" },
+  "redis-url": { default: "", help: "Redis for rate-limit buckets shared by replicas (redis://host:6379); unset: each process its own" },
   "rate-limit-per-ip": { default: "0", help: "without API keys: requests per minute each client address may send (0 = unlimited)" },
   "metrics-require-key": { default: "false", help: "true: /metrics asks for an API key too" },
   "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
@@ -80,6 +81,8 @@ export interface AuthOptions {
   metricsRequireKey: boolean;
   /** Requests a minute per client address, for callers without a key; 0: unlimited. */
   rateLimitPerIp: number;
+  /** Where rate-limit buckets are shared; unset: in the process. */
+  redisUrl?: string;
 }
 
 /**
@@ -180,6 +183,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       apiKeysFile: get("api-keys-file") || undefined,
       metricsRequireKey: bool("metrics-require-key"),
       rateLimitPerIp: int("rate-limit-per-ip"),
+      redisUrl: get("redis-url") || undefined,
     },
     drainGraceMs: int("drain-grace-ms"),
     logLevel: get("log-level"),

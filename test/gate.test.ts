@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EngineHealth } from "../src/engine/types.ts";
+import { createMemoryStore } from "../src/server/bucket-store.ts";
 import { createGate } from "../src/server/gate.ts";
 import { createLifecycle, type LifecycleState } from "../src/server/lifecycle.ts";
 import { createRateLimiter } from "../src/server/rate-limits.ts";
@@ -25,12 +26,16 @@ function lifecycleIn(state: LifecycleState) {
   return lifecycle;
 }
 
-const NO_LIMITS = createRateLimiter({ perIpRequestsPerMinute: 0 });
+const NO_LIMITS = createRateLimiter({ perIpRequestsPerMinute: 0, store: createMemoryStore() });
 
 describe("the gate", () => {
   it("admits while the lifecycle and the engine both serve, and a drain waits for the ticket", async () => {
     const lifecycle = lifecycleIn("serving");
-    const ticket = createGate({ lifecycle, engine: { health: "serving" }, limits: NO_LIMITS }).admit(GENERATE, new Headers(), "127.0.0.1");
+    const ticket = await createGate({ lifecycle, engine: { health: "serving" }, limits: NO_LIMITS }).admit(
+      GENERATE,
+      new Headers(),
+      "127.0.0.1",
+    );
     let drained = false;
     const drain = lifecycle.drain(10_000).then((r) => {
       drained = true;
@@ -56,15 +61,12 @@ describe("the gate", () => {
     for (const [state, health, message] of cases) {
       const lifecycle = lifecycleIn(state);
       const gate = createGate({ lifecycle, engine: { health }, limits: NO_LIMITS });
-      assert.throws(
-        () => gate.admit(GENERATE, new Headers(), "127.0.0.1"),
-        (e: unknown) => {
-          const err = e as { code?: string; message?: string };
-          assert.equal(err.code, "unavailable", `${state}/${health}`);
-          assert.match(err.message ?? "", message, `${state}/${health}`);
-          return true;
-        },
-      );
+      await assert.rejects(gate.admit(GENERATE, new Headers(), "127.0.0.1"), (e: unknown) => {
+        const err = e as { code?: string; message?: string };
+        assert.equal(err.code, "unavailable", `${state}/${health}`);
+        assert.match(err.message ?? "", message, `${state}/${health}`);
+        return true;
+      });
       assert.deepEqual(await lifecycle.drain(10_000), { unfinished: 0 }, `${state}/${health}: the refused call was counted`);
     }
   });

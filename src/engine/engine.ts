@@ -147,7 +147,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
           `the prompt leaves ${room} tokens of the context length ${contextLength}; the response format's shortest value takes up to ${request.minTokens}`,
         );
       }
-      opts.reserve?.(prompt.ids.length + request.maxTokens);
+      await Promise.race([opts.reserve?.(prompt.ids.length + request.maxTokens), stream.failed]);
       await submit(id, stream, prompt, request, arrivedAt);
       submitted = true;
       for (;;) {

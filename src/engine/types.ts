@@ -44,7 +44,7 @@ export interface GenerateOptions {
    * Called once the prompt is known, with its tokens plus max_tokens, before the request is
    * queued: a rate limit reserves them here, and a throw ends the request with that error.
    */
-  reserve?(tokens: number): void;
+  reserve?(tokens: number): void | Promise<void>;
 }
 
 export type FinishReason = "stop" | "length";

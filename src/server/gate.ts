@@ -23,8 +23,8 @@ import type { Allowance, RateLimiter } from "./rate-limits.ts";
 /** One admitted call. */
 export interface Ticket {
   readonly caller: Caller;
-  /** Reserves the call's tokens (prompt and max_tokens) once its prompt is known; throws past the caller's token limit. */
-  reserve(tokens: number): void;
+  /** Reserves the call's tokens (prompt and max_tokens) once its prompt is known; rejects past the caller's token limit. */
+  reserve(tokens: number): Promise<void>;
   /**
    * The tokens the call used, from its usage: what was reserved beyond them goes back when the
    * call ends. A call that ends without saying keeps its whole reservation.
@@ -41,9 +41,9 @@ export interface Gate {
   authenticate(headers: Headers): Caller;
   /**
    * Authenticates a call to `route` (its path) from `peer` (the client's address, which names
-   * callers without keys) and admits it, or throws what the client can do.
+   * callers without keys) and admits it, or rejects with what the client can do.
    */
-  admit(route: string, headers: Headers, peer: string): Ticket;
+  admit(route: string, headers: Headers, peer: string): Promise<Ticket>;
 }
 
 /** The caller of a server without keys. */
@@ -88,7 +88,7 @@ export function createGate({ lifecycle, engine, keys, limits, onRefused }: GateD
   };
   return {
     authenticate,
-    admit(_route, headers, peer) {
+    async admit(_route, headers, peer) {
       // The key first: a caller without one learns nothing of the server's state.
       const caller = authenticate(headers);
       const state = readiness(lifecycle, engine);
@@ -98,7 +98,7 @@ export function createGate({ lifecycle, engine, keys, limits, onRefused }: GateD
       }
       let allowance: Allowance;
       try {
-        allowance = limits.admit(caller, peer);
+        allowance = await limits.admit(caller, peer);
       } catch (e) {
         onRefused?.("rate");
         throw e;
@@ -107,9 +107,9 @@ export function createGate({ lifecycle, engine, keys, limits, onRefused }: GateD
       let usedTokens = Number.POSITIVE_INFINITY;
       return {
         caller,
-        reserve(tokens) {
+        async reserve(tokens) {
           try {
-            allowance.reserve(tokens);
+            await allowance.reserve(tokens);
           } catch (e) {
             onRefused?.("rate");
             throw e;

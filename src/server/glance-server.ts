@@ -9,6 +9,7 @@ import type { Config } from "../config.ts";
 import { createEngine } from "../engine/engine.ts";
 import type { Engine } from "../engine/types.ts";
 import { createApiKeys } from "./api-keys.ts";
+import { createMemoryStore, createRedisStore } from "./bucket-store.ts";
 import { createGate } from "./gate.ts";
 import { startGrpcServer } from "./grpc-server.ts";
 import { startHttpServer } from "./http-server.ts";
@@ -40,7 +41,10 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
   const lifecycle = createLifecycle();
   const engine = createEngine(config.engine, { log, faultInjection: options.faultInjection });
   const metrics = createMetrics(() => engine.stats());
-  const limits = createRateLimiter({ perIpRequestsPerMinute: config.auth.rateLimitPerIp });
+  const buckets = config.auth.redisUrl
+    ? createRedisStore(config.auth.redisUrl, { log, onError: () => metrics.observeRateLimitBackendError() })
+    : createMemoryStore();
+  const limits = createRateLimiter({ perIpRequestsPerMinute: config.auth.rateLimitPerIp, store: buckets });
   const gate = createGate({ lifecycle, engine, keys, limits, onRefused: (reason) => metrics.observeRefused(reason) });
   const observe = createRequestObserver(log, metrics);
   const impl = createInferenceService({ engine, lifecycle, observe });
@@ -73,6 +77,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       await Promise.all([grpc.close(1000), http.close(1000)]);
       await engine.close();
       keys?.close();
+      await buckets.close();
       log.info("stopped");
     },
   };

@@ -23,23 +23,31 @@ export function createGateInterceptor(gate: Gate): grpc.ServerInterceptor {
     if (isOpenRpc(method.path)) return new grpc.ServerInterceptingCall(call);
     const gated = GATED_RPCS.has(method.path);
     let ticket: Ticket | undefined;
+    let cancelled = false;
     return new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, pass) {
-            try {
-              const headers = metadataToHeaders(metadata);
-              if (gated) {
-                ticket = gate.admit(method.path, headers, peerAddress(call.getPeer()));
-                tickets.set(metadata, ticket);
-              } else gate.authenticate(headers);
-            } catch (e) {
-              call.sendStatus(toServiceError(e));
-              return;
-            }
-            pass(metadata);
+            const headers = metadataToHeaders(metadata);
+            const admitted = (async () =>
+              gated ? gate.admit(method.path, headers, peerAddress(call.getPeer())) : gate.authenticate(headers))();
+            admitted.then(
+              (admission) => {
+                if (gated) {
+                  ticket = admission as Ticket;
+                  // Cancelled while the gate was deciding: the call is over already.
+                  if (cancelled) return ticket.done();
+                  tickets.set(metadata, ticket);
+                }
+                pass(metadata);
+              },
+              (e: unknown) => call.sendStatus(toServiceError(e)),
+            );
           },
-          onCancel: () => ticket?.done(),
+          onCancel() {
+            cancelled = true;
+            ticket?.done();
+          },
         });
       },
       sendStatus(status, next) {

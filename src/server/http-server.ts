@@ -54,8 +54,8 @@ const PEER = createContextKey("unknown", { description: "the client's address" }
  * admitted, their ticket put in the context for the handler, and ended once the call ends
  * (its signal aborts then, however it ends).
  */
-function requestGate(gate: Gate): (ctx: HandlerContext) => void {
-  return (ctx) => {
+function requestGate(gate: Gate): (ctx: HandlerContext) => Promise<void> {
+  return async (ctx) => {
     const route = `/${ctx.service.typeName}/${ctx.method.name}`;
     let ticket: Ticket;
     try {
@@ -63,7 +63,7 @@ function requestGate(gate: Gate): (ctx: HandlerContext) => void {
         gate.authenticate(ctx.requestHeader);
         return;
       }
-      ticket = gate.admit(route, ctx.requestHeader, ctx.values.get(PEER));
+      ticket = await gate.admit(route, ctx.requestHeader, ctx.values.get(PEER));
     } catch (e) {
       throw toConnectError(e);
     }

@@ -16,6 +16,8 @@ export interface Metrics {
   observeRequest(keyId: string, status: string): void;
   /** A call the gate refused: no or a wrong key, not ready, or over a rate limit. */
   observeRefused(reason: "auth" | "unavailable" | "rate"): void;
+  /** A rate-limit bucket could not be read from Redis (the replica's own buckets answered). */
+  observeRateLimitBackendError(): void;
 }
 
 export function createMetrics(stats: () => EngineStats): Metrics {
@@ -85,8 +87,15 @@ export function createMetrics(stats: () => EngineStats): Metrics {
     registers: [registry],
   });
 
+  const backendErrors = new client.Counter({
+    name: "glance:ratelimit_backend_errors_total",
+    help: "Rate-limit buckets Redis could not answer for; the replica's own buckets answered instead.",
+    registers: [registry],
+  });
+
   return {
     registry,
+    observeRateLimitBackendError: () => backendErrors.inc(),
     observeRefused: (reason) => refused.inc({ reason }),
     observeRequest: (key, status) => requests.inc({ key, status }),
     observeInterToken: (seconds) => itl.observe(seconds),

@@ -177,7 +177,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   const { engine, gate, observe } = deps;
   let ticket: Ticket;
   try {
-    ticket = gate.admit("/v1/chat/completions", requestHeaders(req), req.socket?.remoteAddress ?? "unknown");
+    ticket = await gate.admit("/v1/chat/completions", requestHeaders(req), req.socket?.remoteAddress ?? "unknown");
   } catch (e) {
     return sendError(res, e);
   }
