@@ -11,6 +11,8 @@ import { once } from "node:events";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
+import { TINY_MODEL_DIR } from "../../scripts/lib/heldout.ts";
+import { loadModel } from "../../src/model/loaded-model.ts";
 import { type ImageCase, imageCases } from "./images.ts";
 import {
   assertBadRequest,
@@ -135,8 +137,24 @@ describe("hostile inputs", () => {
         child.kill();
       }
     });
-    it("refuses a prompt over the context length, by its tokens", () =>
-      expectEverywhere(h, [{ text: "red blue ".repeat(3000) }], /the prompt is \d+ tokens, images included; the context length is/));
+    it("refuses a prompt over the context length by its tokens, tokenised off the event loop", async () => {
+      const text = "red blue ".repeat(4000);
+      const { tokenizer } = loadModel(TINY_MODEL_DIR, { decoderDtype: "fp32" });
+      tokenizer.encode(text);
+      const started = performance.now();
+      tokenizer.encode(text);
+      const inPlaceMs = performance.now() - started;
+      // Five protocols each tokenise it once; in place, the loop would stall for at least one of them.
+      const delay = monitorEventLoopDelay({ resolution: 1 });
+      delay.enable();
+      await expectEverywhere(h, [{ text }], /the prompt is \d+ tokens, images included; the context length is/);
+      delay.disable();
+      const stalledMs = delay.max / 1e6;
+      assert.ok(
+        stalledMs < inPlaceMs,
+        `the event loop stalled ${stalledMs.toFixed(1)} ms; tokenising here takes ${inPlaceMs.toFixed(1)} ms`,
+      );
+    });
     it("refuses a lone surrogate in OpenAI JSON text", async () => {
       const body = JSON.stringify(openAiBody([{ text: "PLACEHOLDER" }])).replace("PLACEHOLDER", "\\ud800 broken");
       assertBadRequest(await h.openai(body), /valid Unicode/);
