@@ -36,6 +36,14 @@ const SETTINGS = {
   "max-images": { default: "4", help: "images per request" },
   "max-image-pixels": { default: "16777216", help: "pixels per image (width x height)" },
   "max-tokens": { default: "1024", help: "largest max_tokens a request may ask for" },
+  "allowed-image-hosts": {
+    default: "",
+    help: "hosts image URLs may be fetched from, comma-separated (*.example.com for sub-domains, * for any); unset: none",
+  },
+  "allowed-image-cidrs": { default: "", help: "private address ranges image hosts may resolve to, comma-separated (10.20.0.0/16)" },
+  "max-image-fetch-bytes": { default: "10485760", help: "largest image fetched by URL" },
+  "image-fetch-timeout-ms": { default: "5000", help: "the whole fetch of an image URL, redirects and body included" },
+  "image-fetch-cache-mb": { default: "64", help: "fetched images kept by URL, for 5 minutes" },
   "vision-cache-mb": { default: "64", help: "vision features kept for repeated images" },
   "max-restarts": { default: "3", help: "engine worker restarts within --restart-window-ms before liveness turns NOT_SERVING" },
   "restart-window-ms": { default: "300000", help: "the window --max-restarts counts restarts in" },
@@ -125,6 +133,28 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     if (v !== "true" && v !== "false") throw new Error(`--${name} (${envName(name)}) must be true or false, got ${v}`);
     return v === "true";
   };
+  const list = (name: SettingName): string[] =>
+    get(name)
+      .split(",")
+      .map((x) => x.trim())
+      .filter(Boolean);
+  const imageFetchOptions = (): EngineOptions["imageFetch"] => {
+    const allowedHosts = list("allowed-image-hosts");
+    if (allowedHosts.length === 0) return undefined;
+    const allowedCidrs = list("allowed-image-cidrs");
+    for (const cidr of allowedCidrs) {
+      if (!/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(cidr))
+        throw new Error(`--allowed-image-cidrs: ${cidr} is not an address range like 10.0.0.0/8`);
+    }
+    return {
+      allowedHosts,
+      allowedCidrs,
+      maxBytes: int("max-image-fetch-bytes", 1),
+      timeoutMs: int("image-fetch-timeout-ms", 1),
+      maxRedirects: 3,
+      cacheBytes: int("image-fetch-cache-mb") * 1024 * 1024,
+    };
+  };
   const num = (name: SettingName): number => {
     const v = Number(get(name));
     if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} (${envName(name)}) must be a number >= 0, got ${get(name)}`);
@@ -157,6 +187,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       maxImagePixels: int("max-image-pixels", 1),
       maxTokens: int("max-tokens", 1),
       visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
+      imageFetch: imageFetchOptions(),
       maxRestarts: int("max-restarts"),
       restartWindowMs: int("restart-window-ms", 1),
     },

@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import sharp from "sharp";
 import { GlanceError, invalidArgument } from "../errors.ts";
 import { createChatTemplate } from "../model/chat-template.ts";
+import { createImageFetcher, type FetchOutcome, type ImageFetchOptions } from "../model/image-fetcher.ts";
 import { createImageSources } from "../model/image-source.ts";
 import { loadModel } from "../model/loaded-model.ts";
 import type { Dtype } from "../model/model-folder.ts";
@@ -42,6 +43,8 @@ export interface EngineOptions {
   maxTokens: number;
   /** Vision features kept for repeated images, in bytes. */
   visionCacheBytes: number;
+  /** Fetching images by http(s) URL; undefined: only bytes and data: URLs. */
+  imageFetch?: ImageFetchOptions;
   /** Worker restarts within `restartWindowMs` after which the engine gives up (health "failed"). */
   maxRestarts: number;
   restartWindowMs: number;
@@ -51,6 +54,8 @@ export interface EngineDeps {
   log: Logger;
   /** Accept `injectFault` (tests only). */
   faultInjection?: boolean;
+  /** Each image fetch's outcome, for a metric. */
+  onImageFetch?(outcome: FetchOutcome): void;
 }
 
 /**
@@ -75,7 +80,8 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     { maxImages: info.maxImages, maxImagePixels: info.maxImagePixels, contextLength },
     encoder,
   );
-  const sources = createImageSources();
+  const fetcher = options.imageFetch && createImageFetcher(options.imageFetch, deps.onImageFetch);
+  const sources = createImageSources(fetcher);
   const formats = createFormatCompiler();
   // Features are float32 vectors of the decoder's hidden size.
   const visionCache = createVisionCache(options.visionCacheBytes, folder.config.text_config.hidden_size * 4);
@@ -217,7 +223,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     },
     async close() {
       for (const s of active.values()) s.fail(new GlanceError("unavailable", "the engine is shutting down"));
-      await Promise.all([workers.close(), formats.close(), encoder.close()]);
+      await Promise.all([workers.close(), formats.close(), encoder.close(), fetcher?.close()]);
     },
   };
 }

@@ -1,11 +1,10 @@
 /**
- * Where a request's images come from: the bytes themselves, or a URL. Sources are resolved
- * before the prompt is built, so every later step sees bytes. Only data: URLs (RFC 2397) are
- * read today: fetching http(s) URLs would let any client make this server reach into the
- * network it sits in, so a fetcher with an allow-list is its own implementation of
- * ImageSources, handed the request's signal.
+ * Where a request's images come from: the bytes themselves, a data: URL (RFC 2397), or with
+ * `--allowed-image-hosts` an http(s) URL, fetched with the checks of image-fetcher.ts. Sources
+ * are resolved before the prompt is built, so every later step sees bytes.
  */
 import { describeValue, invalidArgument } from "../errors.ts";
+import type { ImageFetcher } from "./image-fetcher.ts";
 import type { PromptMessage } from "./prompt-builder.ts";
 
 export type ImageSource = { data: Uint8Array } | { url: string };
@@ -20,30 +19,39 @@ export interface ImageSources {
   resolve(messages: readonly SourceMessage[], signal: AbortSignal): Promise<PromptMessage[]>;
 }
 
-/** Image bytes and data: URLs. */
-export function createImageSources(): ImageSources {
+/** Image bytes and data: URLs, and http(s) URLs through `fetcher` when there is one. */
+export function createImageSources(fetcher?: ImageFetcher): ImageSources {
   return {
-    async resolve(messages) {
+    async resolve(messages, signal) {
       let count = 0;
-      return messages.map((m) => ({
-        role: m.role,
-        content: m.content.map((p) => (p.type === "text" ? p : { type: "image", data: bytesOf(p, `image ${++count}`) })),
-      }));
+      return Promise.all(
+        messages.map(async (m) => ({
+          role: m.role,
+          content: await Promise.all(
+            m.content.map(async (p) =>
+              p.type === "text" ? p : { type: "image" as const, data: await bytesOf(p, `image ${++count}`, fetcher, signal) },
+            ),
+          ),
+        })),
+      );
     },
   };
 }
 
-function bytesOf(source: ImageSource, where: string): Uint8Array {
+async function bytesOf(source: ImageSource, where: string, fetcher: ImageFetcher | undefined, signal: AbortSignal): Promise<Uint8Array> {
   if ("data" in source) {
     if (source.data.length === 0) throw invalidArgument(`${where}: image data is empty`);
     return source.data;
   }
   const m = /^data:([^,]*?),(.*)$/s.exec(source.url);
   if (!m) {
-    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(source.url)?.[1];
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(source.url)?.[1]?.toLowerCase();
+    if (fetcher && (scheme === "http" || scheme === "https")) return fetcher.fetch(source.url, signal, where);
     throw invalidArgument(
       `${where}: image URL scheme ${scheme ? describeValue(scheme) : "(none)"} is not allowed; ` +
-        "send the image bytes or a data: URL (data:image/png;base64,...)",
+        (scheme === "http" || scheme === "https"
+          ? "this server fetches no image URLs (see --allowed-image-hosts); send the image bytes or a data: URL"
+          : "send the image bytes or a data: URL (data:image/png;base64,...)"),
     );
   }
   const [, meta = "", payload = ""] = m;

@@ -39,8 +39,13 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
   // Read first: a key file that does not read stops the start before the model loads.
   const keys = createApiKeys(config.auth, log);
   const lifecycle = createLifecycle();
-  const engine = createEngine(config.engine, { log, faultInjection: options.faultInjection });
+  // The metrics read the engine's stats only when scraped, so they can come first.
   const metrics = createMetrics(() => engine.stats());
+  const engine = createEngine(config.engine, {
+    log,
+    faultInjection: options.faultInjection,
+    onImageFetch: (outcome) => metrics.observeImageFetch(outcome),
+  });
   const buckets = config.auth.redisUrl
     ? createRedisStore(config.auth.redisUrl, { log, onError: () => metrics.observeRateLimitBackendError() })
     : createMemoryStore();

@@ -4,6 +4,7 @@
  */
 import client from "prom-client";
 import type { EngineStats, FinishReason, Timings, Usage } from "../engine/types.ts";
+import type { FetchOutcome } from "../model/image-fetcher.ts";
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
 
@@ -18,6 +19,8 @@ export interface Metrics {
   observeRefused(reason: "auth" | "unavailable" | "rate"): void;
   /** A rate-limit bucket could not be read from Redis (the replica's own buckets answered). */
   observeRateLimitBackendError(): void;
+  /** An image URL fetched, taken from the cache, or refused (by its reason). */
+  observeImageFetch(outcome: FetchOutcome): void;
 }
 
 export function createMetrics(stats: () => EngineStats): Metrics {
@@ -93,8 +96,16 @@ export function createMetrics(stats: () => EngineStats): Metrics {
     registers: [registry],
   });
 
+  const imageFetches = new client.Counter({
+    name: "glance:image_fetch_total",
+    help: "Image URLs: fetched (ok), served from the cache (cached), or refused or failed, by reason.",
+    labelNames: ["outcome"],
+    registers: [registry],
+  });
+
   return {
     registry,
+    observeImageFetch: (outcome) => imageFetches.inc({ outcome }),
     observeRateLimitBackendError: () => backendErrors.inc(),
     observeRefused: (reason) => refused.inc({ reason }),
     observeRequest: (key, status) => requests.inc({ key, status }),

@@ -305,8 +305,12 @@ export declare type Image = Message$1<"glance.v1.Image"> & {
   } | {
     /**
      * A URL to read the image from. `data:` URLs (RFC 2397, e.g.
-     * `data:image/png;base64,iVBORw0...`) are always accepted. This server does not fetch
-     * `http://` or `https://` URLs yet: they are INVALID_ARGUMENT, as are other schemes.
+     * `data:image/png;base64,iVBORw0...`) are always accepted. `http://` and `https://` URLs
+     * are fetched only from the hosts the server's operator allows (`--allowed-image-hosts`),
+     * and never from private, loopback or link-local addresses unless allowed too; a URL it
+     * will not or cannot fetch (host not allowed, address not allowed, too large, too slow,
+     * too many redirects, not an image, an HTTP error) is INVALID_ARGUMENT naming the reason,
+     * as are other schemes.
      *
      * @generated from field: string url = 2;
      */
