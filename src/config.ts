@@ -10,6 +10,7 @@ import type { EngineOptions } from "./engine/engine.ts";
 import { DECODER_DTYPES, type Dtype } from "./model/model-folder.ts";
 import type { GrpcServerOptions } from "./server/grpc-server.ts";
 import type { HttpServerOptions } from "./server/http-server.ts";
+import type { TlsOptions } from "./server/tls.ts";
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, "../models/tiny");
 
@@ -61,6 +62,11 @@ const SETTINGS = {
     default: "10000",
     help: "HTTP port: how long a connection may take to send its request headers (nginx's client_header_timeout)",
   },
+  "tls-cert": { default: "", help: "PEM certificate (chain) to serve both ports over TLS, with --tls-key" },
+  "tls-key": { default: "", help: "PEM private key of --tls-cert" },
+  "tls-client-ca": { default: "", help: "PEM CA that client certificates must be signed by (mTLS on both ports)" },
+  "tls-reload-ms": { default: "30000", help: "how often the TLS files are checked for a new certificate" },
+  "health-port": { default: "0", help: "plaintext port serving only gRPC health, for probes that cannot speak TLS (0 = none)" },
   "api-key": { default: "", help: "one API key clients must send (Authorization: Bearer); its id is default" },
   "api-keys-file": { default: "", help: "YAML or JSON file of API keys (id, sha256, limits), re-read when it changes" },
   "redis-url": { default: "", help: "Redis for rate-limit buckets shared by replicas (redis://host:6379); unset: each process its own" },
@@ -138,6 +144,16 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       .split(",")
       .map((x) => x.trim())
       .filter(Boolean);
+  const tlsOptions = (): TlsOptions | undefined => {
+    const certFile = get("tls-cert");
+    const keyFile = get("tls-key");
+    if (!certFile && !keyFile) {
+      if (get("tls-client-ca")) throw new Error("--tls-client-ca needs --tls-cert and --tls-key");
+      return undefined;
+    }
+    if (!certFile || !keyFile) throw new Error("--tls-cert and --tls-key go together");
+    return { certFile, keyFile, clientCaFile: get("tls-client-ca") || undefined, reloadMs: int("tls-reload-ms", 1) };
+  };
   const imageFetchOptions = (): EngineOptions["imageFetch"] => {
     const allowedHosts = list("allowed-image-hosts");
     if (allowedHosts.length === 0) return undefined;
@@ -164,6 +180,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
   if (!(DECODER_DTYPES as readonly string[]).includes(dtype)) throw new Error(`--decoder-dtype: unknown or unsupported variant ${dtype}`);
   const host = get("host");
   const maxMessageBytes = int("max-message-mb", 1) * 1024 * 1024;
+  const tls = tlsOptions();
   return {
     engine: {
       modelDir: path.resolve(get("model")),
@@ -193,6 +210,8 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     },
     grpc: {
       host,
+      tls,
+      healthPort: int("health-port"),
       port: int("grpc-port"),
       keepaliveTimeMs: int("keepalive-time-ms", 1),
       keepaliveTimeoutMs: int("keepalive-timeout-ms", 1),
@@ -203,6 +222,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     },
     http: {
       host,
+      tls,
       port: int("http-port"),
       corsOrigin: get("cors-origin"),
       maxMessageBytes,

@@ -19,6 +19,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect, loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { makeCertificates } from "./support/certificates.ts";
 import { startTestServer, type TestServer } from "./support/test-server.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -182,6 +183,23 @@ describe("Python client generated from proto/ with protoc", () => {
       assert.ok(isCorrect(question, served.stdout.split("\n")[0]!), served.stdout);
     } finally {
       await keyed.close();
+    }
+  });
+
+  it("streams an answer over TLS, trusting the server's CA", async () => {
+    const certs = makeCertificates();
+    const secure = await startTestServer(["--tls-cert", certs.servers[0]!.certFile, "--tls-key", certs.servers[0]!.keyFile]);
+    try {
+      const image = path.join(TINY_MODEL_DIR, "heldout", question.image);
+      const args = ["--address", secure.grpcAddress, "--image", image, "--question", question.question];
+      const served = await runClient(genDir, [...args, "--ca", certs.caFile]);
+      assert.equal(served.code, 0, served.stderr);
+      assert.ok(isCorrect(question, served.stdout.split("\n")[0]!), served.stdout);
+      const plaintext = await runClient(genDir, [...args, "--timeout", "3"]);
+      assert.equal(plaintext.code, 1, "a plaintext client gets no answer from a TLS port");
+    } finally {
+      await secure.close();
+      certs.remove();
     }
   });
 

@@ -16,7 +16,8 @@ export type RequestHandler = (
   res: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
 
-export interface CleartextServer {
+/** A listening HTTP port (cleartext here, TLS in secure-server.ts). */
+export interface HttpListener {
   readonly port: number;
   /** Stops accepting; in-flight HTTP/2 streams may finish (GOAWAY) for up to graceMs, then sockets close. */
   close(graceMs: number): Promise<void>;
@@ -81,7 +82,7 @@ function protocolOf(head: Buffer): "h2" | "h1" | undefined {
   return n === H2_PREFACE.length ? "h2" : undefined;
 }
 
-export async function listenCleartext(handler: RequestHandler, options: CleartextOptions): Promise<CleartextServer> {
+export async function listenCleartext(handler: RequestHandler, options: CleartextOptions): Promise<HttpListener> {
   const { host, port, headersTimeoutMs } = options;
   const h1 = http.createServer(
     { headersTimeout: headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(100, headersTimeoutMs / 4)) },

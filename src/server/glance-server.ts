@@ -24,6 +24,8 @@ export interface GlanceServer {
   lifecycle: Lifecycle;
   grpcPort: number;
   httpPort: number;
+  /** The plaintext gRPC health port (`--health-port`), when there is one. */
+  healthPort?: number;
   /** Resolves when the model is loaded and warmed up and readiness is SERVING. */
   ready: Promise<void>;
   /** Readiness NOT_SERVING, new calls UNAVAILABLE, running streams finish (up to the grace period), ports close. */
@@ -63,7 +65,10 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
     await engine.close();
     throw e;
   });
-  log.info({ grpcPort: grpc.port, httpPort: http.port, model: engine.info }, "listening; loading the model");
+  log.info(
+    { grpcPort: grpc.port, httpPort: http.port, healthPort: grpc.healthPort, tls: config.grpc.tls !== undefined, model: engine.info },
+    "listening; loading the model",
+  );
 
   const ready = engine.ready.then(() => {
     lifecycle.serving();
@@ -74,6 +79,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
     lifecycle,
     grpcPort: grpc.port,
     httpPort: http.port,
+    healthPort: grpc.healthPort,
     ready,
     async drain() {
       log.info({ graceMs: config.drainGraceMs }, "draining");

@@ -20,6 +20,7 @@ import { createGateInterceptor, ticketOf } from "./grpc-gate.ts";
 import { isLive, readiness, watchHealth } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 import { raiseStreamResetLimits } from "./stream-resets.ts";
+import { grpcServerCredentials, type TlsOptions } from "./tls.ts";
 
 export interface GrpcServerOptions {
   host: string;
@@ -31,10 +32,16 @@ export interface GrpcServerOptions {
   maxConnectionAgeGraceMs: number;
   maxReceiveMessageBytes: number;
   maxSendMessageBytes: number;
+  /** TLS (and mTLS with a client CA); unset: plaintext. */
+  tls?: TlsOptions;
+  /** A plaintext port serving only grpc.health.v1 (Kubernetes gRPC probes cannot speak TLS); 0: none. */
+  healthPort: number;
 }
 
 export interface GrpcServer {
   readonly port: number;
+  /** The plaintext health port, when there is one. */
+  readonly healthPort?: number;
   /** Stops accepting connections and waits for calls in flight; forces them closed after graceMs. */
   close(graceMs: number): Promise<void>;
 }
@@ -115,6 +122,8 @@ export async function startGrpcServer(
     current = next;
   });
   health.addToServer(server);
+  const healthOnly = options.healthPort > 0 ? new grpc.Server() : undefined;
+  if (healthOnly) health.addToServer(healthOnly);
 
   // Reflection reads only `fileDescriptorProtos` (types list their file) and finds the services inside the files.
   const loaded = Object.values(loadSync([healthProtoPath, ...reflectionProtoPaths])) as Array<{ fileDescriptorProtos?: Buffer[] }>;
@@ -124,17 +133,22 @@ export async function startGrpcServer(
   };
   new ReflectionService(reflected as unknown as ConstructorParameters<typeof ReflectionService>[0]).addToServer(server);
 
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${options.host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p),
-    );
-  });
+  const bind = (target: grpc.Server, port: number, credentials: grpc.ServerCredentials) =>
+    new Promise<number>((resolve, reject) => {
+      target.bindAsync(`${options.host}:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p)));
+    });
+  const port = await bind(server, options.port, options.tls ? grpcServerCredentials(options.tls) : grpc.ServerCredentials.createInsecure());
+  const healthPort = healthOnly && (await bind(healthOnly, options.healthPort, grpc.ServerCredentials.createInsecure()));
+  const shutDown = async (target: grpc.Server, graceMs: number) => {
+    const timer = setTimeout(() => target.forceShutdown(), graceMs);
+    await new Promise<void>((resolve) => target.tryShutdown(() => resolve()));
+    clearTimeout(timer);
+  };
   return {
     port,
+    healthPort: healthPort || undefined,
     async close(graceMs) {
-      const timer = setTimeout(() => server.forceShutdown(), graceMs);
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      clearTimeout(timer);
+      await Promise.all([shutDown(server, graceMs), healthOnly && shutDown(healthOnly, graceMs)]);
     },
   };
 }

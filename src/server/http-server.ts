@@ -6,12 +6,14 @@
 import { cors, createContextKey, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
-import { type CleartextServer, listenCleartext, type RequestHandler } from "./cleartext-server.ts";
+import { type HttpListener, listenCleartext, type RequestHandler } from "./cleartext-server.ts";
 import { GATED_RPCS, type Gate, TICKET, type Ticket } from "./gate.ts";
 import type { HttpRequest, HttpResponse } from "./http-json.ts";
 import { createBodyBudget } from "./request-body.ts";
 import { createRoutes, type RoutesDeps } from "./routes.ts";
+import { listenSecure } from "./secure-server.ts";
 import { toConnectError } from "./status.ts";
+import type { TlsOptions } from "./tls.ts";
 
 export interface HttpServerOptions {
   host: string;
@@ -20,6 +22,8 @@ export interface HttpServerOptions {
   maxMessageBytes: number;
   /** The bytes all OpenAI request bodies being read may hold at once. */
   maxBufferedBodyBytes: number;
+  /** TLS (HTTP/1.1 and HTTP/2 by ALPN); unset: cleartext HTTP/1.1 and h2c. */
+  tls?: TlsOptions;
   /** How long a connection may take to send its request headers, and to say which protocol it speaks. */
   headersTimeoutMs: number;
 }
@@ -77,7 +81,7 @@ export async function startHttpServer(
   impl: ServiceImpl<typeof InferenceService>,
   deps: Omit<RoutesDeps, "maxBodyBytes" | "bodyBudget">,
   options: HttpServerOptions,
-): Promise<CleartextServer> {
+): Promise<HttpListener> {
   const connect = connectNodeAdapter({
     routes: (router) => router.service(InferenceService, impl),
     requestGate: requestGate(deps.gate),
@@ -94,5 +98,5 @@ export async function startHttpServer(
     res.once("close", () => res.emit("drain"));
     if (!answeredCors(req, res, options.corsOrigin)) connect(req, res);
   };
-  return listenCleartext(handler, options);
+  return options.tls ? listenSecure(handler, { ...options, tls: options.tls }, deps.log) : listenCleartext(handler, options);
 }

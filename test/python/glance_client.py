@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=60.0, help="the call's deadline in seconds")
     parser.add_argument("--api-key", help="sent as `authorization: Bearer KEY` metadata")
+    parser.add_argument("--ca", help="a PEM CA file: connect over TLS, trusting it")
     args = parser.parse_args()
 
     with open(args.image, "rb") as f:
@@ -63,7 +64,12 @@ def main() -> int:
 
     deltas = 0
     done = None
-    with grpc.insecure_channel(args.address) as channel:
+    if args.ca:
+        with open(args.ca, "rb") as f:
+            channel = grpc.secure_channel(args.address, grpc.ssl_channel_credentials(root_certificates=f.read()))
+    else:
+        channel = grpc.insecure_channel(args.address)
+    with channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         try:
             metadata = [("authorization", f"Bearer {args.api_key}")] if args.api_key else None

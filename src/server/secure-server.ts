@@ -1,0 +1,65 @@
+/**
+ * The HTTP port over TLS: one HTTP/2 secure server that speaks HTTP/1.1 too, chosen by ALPN, so
+ * no first-bytes sniffing is needed (cleartext-server.ts does that without TLS). Its secure
+ * context follows the certificate files (tls.ts); a TLS handshake that has not finished within
+ * the headers timeout is dropped.
+ */
+import http2 from "node:http2";
+import type net from "node:net";
+import type { Logger } from "pino";
+import type { HttpListener, RequestHandler } from "./cleartext-server.ts";
+import { STREAM_RESET_LIMITS } from "./stream-resets.ts";
+import { readTlsFiles, type TlsOptions, watchTlsFiles } from "./tls.ts";
+
+export interface SecureOptions {
+  host: string;
+  port: number;
+  headersTimeoutMs: number;
+  tls: TlsOptions;
+}
+
+export async function listenSecure(handler: RequestHandler, options: SecureOptions, log: Logger): Promise<HttpListener> {
+  const files = readTlsFiles(options.tls);
+  const server = http2.createSecureServer(
+    {
+      ...STREAM_RESET_LIMITS,
+      key: files.key,
+      cert: files.cert,
+      ca: files.ca,
+      requestCert: files.ca !== undefined,
+      rejectUnauthorized: files.ca !== undefined,
+      allowHTTP1: true,
+      handshakeTimeout: options.headersTimeoutMs,
+    },
+    handler,
+  );
+  const stopWatching = watchTlsFiles(options.tls, (f) => server.setSecureContext({ key: f.key, cert: f.cert, ca: f.ca }), log);
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.once("close", () => sockets.delete(socket));
+  });
+  server.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    async close(graceMs) {
+      stopWatching();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const session of sessions) session.close();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
