@@ -156,7 +156,14 @@ describe("rate limits per API key", () => {
       }
     }
     assert.ok(outcomes.includes("ResourceExhausted"), outcomes.join());
-    await assertFails(ask(150), Code.ResourceExhausted, /API key tokens is over its 200 tokens per minute; retry in/);
+    try {
+      await ask(150);
+      assert.fail("over the token limit");
+    } catch (e) {
+      assert.ok(e instanceof ConnectError && e.code === Code.ResourceExhausted, String(e));
+      assert.match(e.rawMessage, /API key tokens is over its 200 tokens per minute; retry in/);
+      assert.equal(e.findDetails(RetryInfoSchema).length, 1, "RetryInfo on the gRPC port, from the handler's error too");
+    }
   });
 
   it("refuses a key over its concurrent requests", async () => {

@@ -22,7 +22,8 @@ export function metadataToHeaders(metadata: grpc.Metadata): Headers {
 export function toServiceError(e: unknown): Pick<grpc.StatusObject, "code" | "details" | "metadata"> {
   const err = toConnectError(e);
   const metadata = new grpc.Metadata();
-  const glance = e instanceof GlanceError ? e : undefined;
+  // A handler's error may come already as a ConnectError (toConnectError keeps the GlanceError as its cause).
+  const glance = e instanceof GlanceError ? e : err.cause instanceof GlanceError ? err.cause : undefined;
   const details = glance && statusDetails(glance);
   if (details && glance.retry) {
     metadata.set("grpc-status-details-bin", Buffer.from(details));
