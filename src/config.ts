@@ -45,6 +45,12 @@ const SETTINGS = {
   "max-image-fetch-bytes": { default: "10485760", help: "largest image fetched by URL" },
   "image-fetch-timeout-ms": { default: "5000", help: "the whole fetch of an image URL, redirects and body included" },
   "image-fetch-cache-mb": { default: "64", help: "fetched images kept by URL, for 5 minutes" },
+  "response-cache": {
+    default: "false",
+    help: "true: answer repeated greedy or seeded requests from a cache (shared in --redis-url when set)",
+  },
+  "response-cache-mb": { default: "64", help: "answers the response cache keeps in the process" },
+  "response-cache-ttl-ms": { default: "600000", help: "how long the response cache keeps an answer" },
   "vision-cache-mb": { default: "64", help: "vision features kept for repeated images" },
   "max-restarts": { default: "3", help: "engine worker restarts within --restart-window-ms before liveness turns NOT_SERVING" },
   "restart-window-ms": { default: "300000", help: "the window --max-restarts counts restarts in" },
@@ -69,7 +75,10 @@ const SETTINGS = {
   "health-port": { default: "0", help: "plaintext port serving only gRPC health, for probes that cannot speak TLS (0 = none)" },
   "api-key": { default: "", help: "one API key clients must send (Authorization: Bearer); its id is default" },
   "api-keys-file": { default: "", help: "YAML or JSON file of API keys (id, sha256, limits), re-read when it changes" },
-  "redis-url": { default: "", help: "Redis for rate-limit buckets shared by replicas (redis://host:6379); unset: each process its own" },
+  "redis-url": {
+    default: "",
+    help: "Redis shared by replicas for rate-limit buckets and the response cache (redis://host:6379); unset: each process its own",
+  },
   "rate-limit-per-ip": { default: "0", help: "without API keys: requests per minute each client address may send (0 = unlimited)" },
   "metrics-require-key": { default: "false", help: "true: /metrics asks for an API key too" },
   "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
@@ -205,6 +214,13 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       maxTokens: int("max-tokens", 1),
       visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
       imageFetch: imageFetchOptions(),
+      responseCache: bool("response-cache")
+        ? {
+            maxBytes: int("response-cache-mb") * 1024 * 1024,
+            ttlMs: int("response-cache-ttl-ms", 1),
+            redisUrl: get("redis-url") || undefined,
+          }
+        : undefined,
       maxRestarts: int("max-restarts"),
       restartWindowMs: int("restart-window-ms", 1),
     },

@@ -6,61 +6,33 @@
  * the backend errors.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type ServerHandle, startServer } from "../bench/lib/server.ts";
 import { TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { type Hostile, openAiBody, startHostile } from "./hostile/support.ts";
+import { startRedis, type TestRedis } from "./support/redis.ts";
 
-const REDIS = "/usr/bin/redis-server";
 const RPM = 4;
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function startRedis(port: number): Promise<ChildProcess> {
-  const redis = spawn(REDIS, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, "127.0.0.1", () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on("error", () => resolve(false));
-    });
-    if (up) return redis;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("redis-server did not start");
-}
-
 describe("rate limits shared through Redis", () => {
-  let redis: ChildProcess;
+  let redis: TestRedis;
   let dir: string;
   let local: Hostile;
   let spawned: ServerHandle;
 
   before(async () => {
-    assert.ok(existsSync(REDIS), `${REDIS} is missing: install Debian's redis-server (as .ci/run does)`);
-    const port = await freePort();
-    redis = await startRedis(port);
+    redis = await startRedis();
     dir = mkdtempSync(path.join(tmpdir(), "glance-redis-"));
     const file = path.join(dir, "keys.yaml");
     writeFileSync(
       file,
       `keys:\n  - id: shared\n    sha256: ${createHash("sha256").update("glk_shared").digest("hex")}\n    requests_per_minute: ${RPM}\n`,
     );
-    const flags = ["--api-keys-file", file, "--redis-url", `redis://127.0.0.1:${port}`];
+    const flags = ["--api-keys-file", file, "--redis-url", redis.url];
     local = await startHostile(flags);
     spawned = await startServer({
       mode: "spawn",
@@ -74,7 +46,7 @@ describe("rate limits shared through Redis", () => {
   });
   after(async () => {
     await Promise.all([local?.close(), spawned?.close()]);
-    redis?.kill("SIGKILL");
+    await redis?.kill();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -97,8 +69,7 @@ describe("rate limits shared through Redis", () => {
   });
 
   it("keeps serving on its own buckets when Redis is gone, and counts the backend errors", async () => {
-    redis.kill("SIGKILL");
-    await new Promise((r) => redis.once("exit", r));
+    await redis.kill();
     // Its own bucket is fresh: the first request of this minute on this replica is admitted.
     assert.equal(await ask(local.ts.httpUrl), 200);
     const metrics = await (await fetch(`${local.ts.httpUrl}/metrics`)).text();

@@ -21,6 +21,14 @@ import { now } from "./clock.ts";
 import type { SchedulerOptions } from "./protocol.ts";
 import { type ResolvedRequest, resolveRequest } from "./request-defaults.ts";
 import { createRequestStream, type RequestStream } from "./request-stream.ts";
+import {
+  type AnswerInputs,
+  answerKey,
+  type CachedAnswer,
+  createResponseCache,
+  modelDigest,
+  type ResponseCacheOptions,
+} from "./response-cache.ts";
 import { createFormatCompiler } from "./structured/format-compiler.ts";
 import type { Engine, EngineEvent, GenerateInput, GenerateOptions, ModelInfo } from "./types.ts";
 import { createVisionCache } from "./vision-cache.ts";
@@ -43,6 +51,8 @@ export interface EngineOptions {
   maxTokens: number;
   /** Vision features kept for repeated images, in bytes. */
   visionCacheBytes: number;
+  /** Answers kept for repeated greedy or seeded requests; undefined: none. */
+  responseCache?: ResponseCacheOptions;
   /** Fetching images by http(s) URL; undefined: only bytes and data: URLs. */
   imageFetch?: ImageFetchOptions;
   /** Worker restarts within `restartWindowMs` after which the engine gives up (health "failed"). */
@@ -83,6 +93,19 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const fetcher = options.imageFetch && createImageFetcher(options.imageFetch, deps.onImageFetch);
   const sources = createImageSources(fetcher);
   const formats = createFormatCompiler();
+  const answers = options.responseCache && createResponseCache(options.responseCache, deps.log);
+  const digest = answers ? modelDigest(folder) : "";
+  const cacheStats = { hits: 0, misses: 0 };
+  const answerInputs = (input: GenerateInput, request: ResolvedRequest, prompt: PreparedPrompt): AnswerInputs => ({
+    model: digest,
+    ids: prompt.ids,
+    imageKeys: prompt.images.map((im) => im.key),
+    sampling: request.sampling,
+    seeded: input.sampling?.seed !== undefined,
+    maxTokens: request.maxTokens,
+    stop: request.stop,
+    format: request.format?.key,
+  });
   // Features are float32 vectors of the decoder's hidden size.
   const visionCache = createVisionCache(options.visionCacheBytes, folder.config.text_config.hidden_size * 4);
   /** Every request from its arrival to its end: the queue bound counts these, as TGI's permits do. */
@@ -154,14 +177,25 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
         );
       }
       await Promise.race([opts.reserve?.(prompt.ids.length + request.maxTokens), stream.failed]);
+      const key = answers && !warmingUp ? answerKey(answerInputs(input, request, prompt)) : undefined;
+      const hit = key ? await Promise.race([answers!.get(key), stream.failed]) : undefined;
+      if (key) cacheStats[hit ? "hits" : "misses"]++;
+      if (hit) {
+        yield* replay(hit, arrivedAt, prompt.imagePreprocessMs);
+        return;
+      }
       await submit(id, stream, prompt, request, arrivedAt);
       submitted = true;
+      const deltas: CachedAnswer["deltas"] = [];
       for (;;) {
         const e = await stream.next();
         if (e.type === "error") throw GlanceError.fromJSON(e.error);
-        if (e.type === "delta") yield { type: "delta", text: e.text, tokenIds: e.tokenIds };
-        else {
+        if (e.type === "delta") {
+          if (key) deltas.push({ text: e.text, tokenIds: e.tokenIds });
+          yield { type: "delta", text: e.text, tokenIds: e.tokenIds };
+        } else {
           finished = true;
+          if (key) answers!.set(key, { deltas, finishReason: e.finishReason, usage: e.usage });
           yield { type: "done", finishReason: e.finishReason, usage: e.usage, timings: e.timings };
           return;
         }
@@ -171,6 +205,28 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       stream.close();
       active.delete(id);
     }
+  }
+
+  /** A cached answer's events, marked cached; its timings are this request's own, with no model time. */
+  async function* replay(answer: CachedAnswer, arrivedAt: number, imagePreprocessMs: number): AsyncGenerator<EngineEvent> {
+    const firstAt = now();
+    for (const d of answer.deltas) yield { type: "delta", text: d.text, tokenIds: d.tokenIds, cached: true };
+    const end = now();
+    yield {
+      type: "done",
+      finishReason: answer.finishReason,
+      usage: answer.usage,
+      cached: true,
+      timings: {
+        queueMs: 0,
+        imagePreprocessMs,
+        visionEncodeMs: 0,
+        prefillMs: 0,
+        decodeMs: end - firstAt,
+        timeToFirstTokenMs: firstAt - arrivedAt,
+        totalMs: end - arrivedAt,
+      },
+    };
   }
 
   function generate(input: GenerateInput, opts: GenerateOptions = {}, warmingUp = false) {
@@ -216,14 +272,14 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       stream?.fail(new GlanceError("cancelled", "the request was aborted"));
       return stream !== undefined;
     },
-    stats: () => ({ ...workers.stats(), visionCache: { ...visionCache.stats } }),
+    stats: () => ({ ...workers.stats(), visionCache: { ...visionCache.stats }, responseCache: { ...cacheStats } }),
     injectFault(fault) {
       if (!deps.faultInjection) throw new Error("this engine was created without faultInjection");
       workers.inject(fault);
     },
     async close() {
       for (const s of active.values()) s.fail(new GlanceError("unavailable", "the engine is shutting down"));
-      await Promise.all([workers.close(), formats.close(), encoder.close(), fetcher?.close()]);
+      await Promise.all([workers.close(), formats.close(), encoder.close(), fetcher?.close(), answers?.close()]);
     },
   };
 }

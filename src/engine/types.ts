@@ -71,9 +71,10 @@ export interface Timings {
   totalMs: number;
 }
 
+/** `cached`: replayed from the response cache, not generated. */
 export type EngineEvent =
-  | { type: "delta"; text: string; tokenIds: number[] }
-  | { type: "done"; finishReason: FinishReason; usage: Usage; timings: Timings };
+  | { type: "delta"; text: string; tokenIds: number[]; cached?: boolean }
+  | { type: "done"; finishReason: FinishReason; usage: Usage; timings: Timings; cached?: boolean };
 
 export interface ModelInfo {
   id: string;
@@ -101,6 +102,8 @@ export interface EngineStats {
   cacheBytes: number;
   steps: number;
   visionCache: { hits: number; misses: number; entries: number; bytes: number };
+  /** Requests the response cache answered, and cacheable ones it did not. */
+  responseCache: { hits: number; misses: number };
   /** Model runs that threw; each failed the requests of its batch. */
   modelFailures: number;
   /** Workers started to replace one that died. */

@@ -17,13 +17,18 @@ export interface PromptEncoder {
   close(): Promise<void>;
 }
 
-/** What the tokenizer thread is started with. */
-export type TokenizerSource = Pick<ModelFolder, "tokenizerJson" | "tokenizerConfig">;
+/**
+ * What the tokenizer thread is started with: the model folder, whose tokenizer files it reads
+ * itself (cloning a large tokenizer.json into the thread would hold up the event loop instead).
+ */
+export interface TokenizerSource {
+  dir: string;
+}
 
-export function createPromptEncoder(tokenizer: TextTokenizer, source: TokenizerSource): PromptEncoder {
+export function createPromptEncoder(tokenizer: TextTokenizer, folder: Pick<ModelFolder, "dir">): PromptEncoder {
   const thread = createSideThread<string, Int32Array>(new URL("./tokenizer-worker.ts", import.meta.url), {
     name: "tokenizer",
-    workerData: { tokenizerJson: source.tokenizerJson, tokenizerConfig: source.tokenizerConfig } satisfies TokenizerSource,
+    workerData: { dir: folder.dir } satisfies TokenizerSource,
   });
   return {
     encode: async (text) => (text.length < IN_PLACE_CHARS ? Int32Array.from(tokenizer.encode(text)) : thread.call(text)),

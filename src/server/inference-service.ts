@@ -163,6 +163,7 @@ function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape
         finishReason: toFinishReason(e.finishReason),
         usage: e.usage,
         timings: toTimings(e.timings),
+        cached: e.cached ?? false,
       },
     },
   };

@@ -55,6 +55,8 @@ export function createMetrics(stats: () => EngineStats): Metrics {
   gauge("glance:kv_cache_bytes", "Bytes held by the running batch's key/value cache.", (s) => s.cacheBytes);
   mirrored("glance:image_cache_hits_total", "Images whose vision features came from the cache.", (s) => s.visionCache.hits);
   mirrored("glance:image_cache_misses_total", "Images run through the vision encoder.", (s) => s.visionCache.misses);
+  mirrored("glance:response_cache_hits_total", "Requests answered from the response cache.", (s) => s.responseCache.hits);
+  mirrored("glance:response_cache_misses_total", "Cacheable requests the response cache could not answer.", (s) => s.responseCache.misses);
   mirrored("glance:model_failures_total", "Model runs that threw; each failed the requests of its batch.", (s) => s.modelFailures);
   mirrored("glance:engine_restarts_total", "Engine workers started to replace one that died.", (s) => s.restarts);
 

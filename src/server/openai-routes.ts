@@ -187,7 +187,12 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   res.on("close", () => client.abort());
   try {
     const read = await readBody(req, deps.maxBodyBytes, deps.bodyBudget);
-    if ("refused" in read) return sendRefusedBody(req, res, read.refused, deps.maxBodyBytes);
+    if ("refused" in read) {
+      record.end(
+        new GlanceError(read.refused === "too-large" ? "invalid_argument" : "unavailable", `request body refused: ${read.refused}`),
+      );
+      return sendRefusedBody(req, res, read.refused, deps.maxBodyBytes);
+    }
     const body = parseJson(read.body);
     if (body["stream"] !== undefined && body["stream"] !== null && typeof body["stream"] !== "boolean") {
       throw invalidArgument(`stream must be true or false, got ${describeValue(body["stream"])}`);
@@ -212,7 +217,12 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
         }
         if (!streaming) {
           streaming = true;
-          res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", ...ticket.headers() });
+          res.writeHead(200, {
+            "content-type": "text/event-stream",
+            "cache-control": "no-cache",
+            ...ticket.headers(),
+            ...(e.cached && { "x-glance-cache": "hit" }),
+          });
           await write(res, chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]));
         }
         if (e.text !== "") await write(res, chunk([{ index: 0, delta: { content: e.text }, logprobs: null, finish_reason: null }]));
@@ -226,6 +236,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
       };
       if (!stream) {
         for (const [name, value] of Object.entries(ticket.headers())) res.setHeader(name, value);
+        if (e.cached) res.setHeader("x-glance-cache", "hit");
         sendJson(res, 200, {
           id,
           object: "chat.completion",

@@ -144,6 +144,8 @@ describe("hostile inputs", () => {
       const started = performance.now();
       tokenizer.encode(text);
       const inPlaceMs = performance.now() - started;
+      // The tokenizer thread starts on the first long prompt; measured after that.
+      await expectEverywhere(h, [{ text: "blue red ".repeat(4000) }], /the prompt is \d+ tokens/);
       // Five protocols each tokenise it once; in place, the loop would stall for at least one of them.
       const delay = monitorEventLoopDelay({ resolution: 1 });
       delay.enable();

@@ -624,6 +624,15 @@ export declare type Done = Message$1<"glance.v1.Done"> & {
    * @generated from field: glance.v1.Timings timings = 3;
    */
   timings?: Timings | undefined;
+
+  /**
+   * The answer came from the server's response cache (`--response-cache`): the same request,
+   * greedy or with the same seed, was answered before, and its deltas were replayed as they
+   * were; no model time was spent.
+   *
+   * @generated from field: bool cached = 4;
+   */
+  cached: boolean;
 };
 
 /**
