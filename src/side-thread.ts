@@ -61,6 +61,8 @@ export function createSideThread<In, Out>(
     const w = new Worker(url, { workerData: options.workerData, resourceLimits: options.resourceLimits, name: options.name });
     w.unref();
     w.on("message", (reply: Reply<Out>) => {
+      // A thread replaced after overrunning may still answer: its answer belongs to no call now.
+      if (w !== thread) return;
       if ("ok" in reply) settle(reply);
       else if ("error" in reply) settle({ error: new GlanceError(reply.error.code, reply.error.message) });
       else
