@@ -132,16 +132,29 @@ export async function listenCleartext(handler: RequestHandler, options: Cleartex
   h1.emit("listening");
   return {
     port: (server.address() as net.AddressInfo).port,
-    async close(graceMs) {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    close(graceMs) {
       // Closes idle keep-alive connections and stops h1's connection-checking timer.
       h1.close();
-      for (const session of sessions) session.close();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
-      clearTimeout(timer);
-      for (const socket of sockets) socket.destroy();
-      await closed;
+      return closeGracefully(server, sessions, sockets, graceMs);
     },
   };
+}
+
+/**
+ * Stops accepting, asks HTTP/2 sessions to finish (GOAWAY), waits for the server to close or
+ * `graceMs` to pass, then destroys whatever sockets are left.
+ */
+export async function closeGracefully(
+  server: net.Server,
+  sessions: Iterable<http2.ServerHttp2Session>,
+  sockets: Iterable<net.Socket>,
+  graceMs: number,
+): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  for (const session of sessions) session.close();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+  clearTimeout(timer);
+  for (const socket of sockets) socket.destroy();
+  await closed;
 }

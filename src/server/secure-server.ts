@@ -7,7 +7,7 @@
 import http2 from "node:http2";
 import type net from "node:net";
 import type { Logger } from "pino";
-import type { HttpListener, RequestHandler } from "./cleartext-server.ts";
+import { closeGracefully, type HttpListener, type RequestHandler } from "./cleartext-server.ts";
 import { STREAM_RESET_LIMITS } from "./stream-resets.ts";
 import { readTlsFiles, type TlsOptions, watchTlsFiles } from "./tls.ts";
 
@@ -51,15 +51,9 @@ export async function listenSecure(handler: RequestHandler, options: SecureOptio
   });
   return {
     port: (server.address() as net.AddressInfo).port,
-    async close(graceMs) {
+    close(graceMs) {
       stopWatching();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const session of sessions) session.close();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
-      clearTimeout(timer);
-      for (const socket of sockets) socket.destroy();
-      await closed;
+      return closeGracefully(server, sessions, sockets, graceMs);
     },
   };
 }
