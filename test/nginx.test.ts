@@ -1,8 +1,9 @@
 /**
- * deploy/nginx/glance.conf in front of two replicas, with Debian's nginx: the shipped file, its
- * upstream addresses and listen ports replaced by the test's. gRPC calls through nginx are
- * answered and spread over both replicas; OpenAI streams come through unbuffered; when one
- * replica is killed (SIGKILL), calls started afterwards are all answered by the other.
+ * deploy/nginx/glance.conf in front of three replicas, with Debian's nginx: the shipped file,
+ * its upstream addresses and listen ports replaced by the test's. gRPC calls through nginx are
+ * answered and spread over the replicas; OpenAI streams come through unbuffered; a replica
+ * drained (SIGTERM) under steady load fails no call at all; after one is killed (SIGKILL),
+ * calls started afterwards are all answered by the others.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -72,7 +73,7 @@ describe("nginx in front of replicas (deploy/nginx/glance.conf)", () => {
 
   before(async () => {
     assert.equal(spawnSync(NGINX, ["-v"]).status, 0, `${NGINX} is missing: install Debian's nginx (as .ci/run does)`);
-    replicas = await Promise.all([startReplica(), startReplica()]);
+    replicas = await Promise.all([startReplica(), startReplica(), startReplica()]);
     [grpcPort, httpPort] = [await freePort(), await freePort()];
     dir = mkdtempSync(path.join(tmpdir(), "glance-nginx-"));
     mkdirSync(path.join(dir, "logs"));
@@ -123,6 +124,35 @@ describe("nginx in front of replicas (deploy/nginx/glance.conf)", () => {
     const text = await r.text();
     assert.match(text, /data: \[DONE\]/);
     assert.ok(text.split("data: ").length > 3, "several events");
+  });
+
+  it("fails no call while a replica drains (SIGTERM) under steady load", async () => {
+    const service = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${grpcPort}` }));
+    const ask = generateRequest([{ image: PHOTO }, { text: QUESTION.question }]);
+    const outcomes: string[] = [];
+    let stop = false;
+    const load = Promise.all(
+      Array.from({ length: 12 }, async () => {
+        while (!stop) {
+          outcomes.push(
+            await generateText(service, ask).then(
+              (a) => (isCorrect(QUESTION, a) ? "ok" : "wrong"),
+              (e: Error) => e.message,
+            ),
+          );
+        }
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const draining = replicas[2]!;
+    draining.child.kill("SIGTERM");
+    const exit = await new Promise<number | null>((r) => draining.child.once("exit", r));
+    await new Promise((r) => setTimeout(r, 300));
+    stop = true;
+    await load;
+    assert.equal(exit, 0, "the drained replica exits 0");
+    const failed = outcomes.filter((o) => o !== "ok");
+    assert.deepEqual(failed, [], `${failed.length} of ${outcomes.length} calls failed`);
   });
 
   it("answers every call started after one replica is killed", async () => {

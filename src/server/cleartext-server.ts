@@ -21,6 +21,8 @@ export interface HttpListener {
   readonly port: number;
   /** Stops accepting; in-flight HTTP/2 streams may finish (GOAWAY) for up to graceMs, then sockets close. */
   close(graceMs: number): Promise<void>;
+  /** Closes every connection now (a close under way then resolves). */
+  forceClose(): void;
 }
 
 /**
@@ -136,6 +138,9 @@ export async function listenCleartext(handler: RequestHandler, options: Cleartex
       // Closes idle keep-alive connections and stops h1's connection-checking timer.
       h1.close();
       return closeGracefully(server, sessions, sockets, graceMs);
+    },
+    forceClose: () => {
+      for (const socket of sockets) socket.destroy();
     },
   };
 }

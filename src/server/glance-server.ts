@@ -32,6 +32,9 @@ export interface GlanceServer {
   drain(): Promise<void>;
 }
 
+/** How long the last answers of a drain get to reach their clients before the connections close. */
+const FLUSH_MS = 1000;
+
 export interface GlanceServerOptions {
   /** Lets tests inject faults into the engine (Engine.injectFault); never set by `glance serve`. */
   faultInjection?: boolean;
@@ -83,9 +86,21 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
     ready,
     async drain() {
       log.info({ graceMs: config.drainGraceMs }, "draining");
-      const { unfinished } = await lifecycle.drain(config.drainGraceMs);
+      // Readiness turns NOT_SERVING, and the ports stop taking connections and send GOAWAY at
+      // once, so that clients and proxies open their next calls elsewhere (nginx retries on a
+      // refused connection, never on a gRPC status); the calls in flight finish.
+      const drained = lifecycle.drain(config.drainGraceMs);
+      const closed = Promise.all([grpc.close(config.drainGraceMs), http.close(config.drainGraceMs)]);
+      const { unfinished } = await drained;
       if (unfinished > 0) log.warn({ unfinished }, "grace period over; closing streams still running");
-      await Promise.all([grpc.close(1000), http.close(1000)]);
+      // The last answers still have to reach their clients; then what is left (health watches,
+      // idle connections) is closed, not held open for the rest of the grace.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, FLUSH_MS)))]);
+      clearTimeout(timer);
+      grpc.forceClose();
+      http.forceClose();
+      await closed;
       await engine.close();
       keys?.close();
       await buckets.close();

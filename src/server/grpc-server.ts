@@ -42,8 +42,10 @@ export interface GrpcServer {
   readonly port: number;
   /** The plaintext health port, when there is one. */
   readonly healthPort?: number;
-  /** Stops accepting connections and waits for calls in flight; forces them closed after graceMs. */
+  /** Stops accepting connections and sends GOAWAY, waits for calls in flight; forces them closed after graceMs. */
   close(graceMs: number): Promise<void>;
+  /** Closes every call and connection now (a close under way then resolves). */
+  forceClose(): void;
 }
 
 /** The file and everything it imports, dependencies first, as serialized FileDescriptorProtos. */
@@ -149,6 +151,10 @@ export async function startGrpcServer(
     healthPort: healthPort || undefined,
     async close(graceMs) {
       await Promise.all([shutDown(server, graceMs), healthOnly && shutDown(healthOnly, graceMs)]);
+    },
+    forceClose() {
+      server.forceShutdown();
+      healthOnly?.forceShutdown();
     },
   };
 }

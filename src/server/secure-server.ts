@@ -55,5 +55,8 @@ export async function listenSecure(handler: RequestHandler, options: SecureOptio
       stopWatching();
       return closeGracefully(server, sessions, sockets, graceMs);
     },
+    forceClose: () => {
+      for (const socket of sockets) socket.destroy();
+    },
   };
 }
