@@ -23,6 +23,8 @@ export interface HttpListener {
   close(graceMs: number): Promise<void>;
   /** Closes every connection now (a close under way then resolves). */
   forceClose(): void;
+  /** Tells HTTP/2 clients to open their next streams elsewhere, refusing none yet (see `announceGoaway`). */
+  announceDrain(): Promise<void>;
 }
 
 /**
@@ -132,30 +134,71 @@ export async function listenCleartext(handler: RequestHandler, options: Cleartex
   // requestTimeout) only from its own "listening" event; h1 never listens itself, so without
   // this, close() could not shut idle keep-alive connections and waited out the whole grace.
   h1.emit("listening");
+  let closed: Promise<void> | undefined;
   return {
     port: (server.address() as net.AddressInfo).port,
-    close(graceMs) {
-      // Closes idle keep-alive connections and stops h1's connection-checking timer.
-      h1.close();
-      return closeGracefully(server, sessions, sockets, graceMs);
-    },
+    close: (graceMs) => closeGracefully(stopAccepting(), sessions, sockets, graceMs),
     forceClose: () => {
       for (const socket of sockets) socket.destroy();
     },
+    async announceDrain() {
+      stopAccepting();
+      await announceGoaway(sessions);
+    },
   };
+
+  /** Stops taking connections; resolves once the last one has closed. */
+  function stopAccepting(): Promise<void> {
+    closed ??= new Promise<void>((resolve) => server.close(() => resolve()));
+    // Closes idle keep-alive connections and stops h1's connection-checking timer.
+    h1.close();
+    return closed;
+  }
+}
+
+/** How long a drain waits for clients to acknowledge its first GOAWAY (their ping reply). */
+const GOAWAY_ACK_MS = 1000;
+
+/**
+ * The first half of HTTP/2's graceful shutdown (RFC 9113, 6.8; grpc-go and grpc-js's connection
+ * age do the same): a GOAWAY whose last stream id is the largest there is, so that clients open
+ * no new stream here but no stream already on its way is refused; then a ping, whose reply
+ * means the client has read the GOAWAY. The close that follows sends the real last stream id.
+ * Without it, a call a client sent as the close came was refused (REFUSED_STREAM), which some
+ * clients report as INTERNAL.
+ */
+export async function announceGoaway(sessions: Iterable<http2.Http2Session>): Promise<void> {
+  await Promise.all(
+    [...sessions].map(
+      (session) =>
+        new Promise<void>((resolve) => {
+          if (session.closed || session.destroyed) return resolve();
+          const timer = setTimeout(resolve, GOAWAY_ACK_MS);
+          const done = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          try {
+            session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+            if (!session.ping(done)) done();
+          } catch {
+            done();
+          }
+        }),
+    ),
+  );
 }
 
 /**
- * Stops accepting, asks HTTP/2 sessions to finish (GOAWAY), waits for the server to close or
- * `graceMs` to pass, then destroys whatever sockets are left.
+ * Asks HTTP/2 sessions to finish (GOAWAY), waits for `closed` (the server, no longer accepting,
+ * has closed its last connection) or `graceMs` to pass, then destroys whatever sockets are left.
  */
 export async function closeGracefully(
-  server: net.Server,
+  closed: Promise<void>,
   sessions: Iterable<http2.ServerHttp2Session>,
   sockets: Iterable<net.Socket>,
   graceMs: number,
 ): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   for (const session of sessions) session.close();
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);

@@ -90,6 +90,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       // once, so that clients and proxies open their next calls elsewhere (nginx retries on a
       // refused connection, never on a gRPC status); the calls in flight finish.
       const drained = lifecycle.drain(config.drainGraceMs);
+      await Promise.all([grpc.announceDrain(), http.announceDrain()]);
       const closed = Promise.all([grpc.close(config.drainGraceMs), http.close(config.drainGraceMs)]);
       const { unfinished } = await drained;
       if (unfinished > 0) log.warn({ unfinished }, "grace period over; closing streams still running");

@@ -83,6 +83,10 @@ function decodeRequest(method: DescMethod, bytes: Buffer): unknown {
 }
 
 /** `contextValues` gives each call's handler context its values, from the call's metadata (what interceptors left there). */
+/**
+ * Each call's response headers go out as soon as its handler starts, before its first message:
+ * a proxy waiting for them (nginx) fails the call if a GOAWAY (a draining server's) comes first.
+ */
 export function addConnectService<S extends DescService>(
   server: grpc.Server,
   service: S,
@@ -106,6 +110,7 @@ export function addConnectService<S extends DescService>(
     if (method.methodKind === "unary") {
       handlers[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const ctx = context(service, method, call, options.contextValues);
+        call.sendMetadata(new grpc.Metadata());
         Promise.resolve()
           .then(() => {
             if (call.request instanceof MalformedRequest) throw call.request.error;
@@ -120,6 +125,7 @@ export function addConnectService<S extends DescService>(
     } else if (method.methodKind === "server_streaming") {
       handlers[method.localName] = (async (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const ctx = context(service, method, call, options.contextValues);
+        call.sendMetadata(new grpc.Metadata());
         try {
           if (call.request instanceof MalformedRequest) throw call.request.error;
           for await (const res of fn(call.request, ctx) as AsyncIterable<unknown>) {

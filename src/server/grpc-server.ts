@@ -4,6 +4,7 @@
  * health, see health.ts) and server reflection (v1 and v1alpha), so grpcurl and buf curl work
  * without proto files.
  */
+import type http2 from "node:http2";
 import { fileURLToPath } from "node:url";
 import { type DescFile, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type DescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
@@ -14,6 +15,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatusMap } from "grpc-health-check";
 import { file_glance_v1_inference, InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import type { Engine } from "../engine/types.ts";
+import { announceGoaway } from "./cleartext-server.ts";
 import { type Gate, TICKET } from "./gate.ts";
 import { addConnectService } from "./grpc-adapter.ts";
 import { createGateInterceptor, ticketOf } from "./grpc-gate.ts";
@@ -46,6 +48,8 @@ export interface GrpcServer {
   close(graceMs: number): Promise<void>;
   /** Closes every call and connection now (a close under way then resolves). */
   forceClose(): void;
+  /** Tells clients to open their next calls elsewhere, refusing none yet (see `announceGoaway`). */
+  announceDrain(): Promise<void>;
 }
 
 /** The file and everything it imports, dependencies first, as serialized FileDescriptorProtos. */
@@ -155,6 +159,12 @@ export async function startGrpcServer(
     forceClose() {
       server.forceShutdown();
       healthOnly?.forceShutdown();
+    },
+    async announceDrain() {
+      // No new connections; then the first GOAWAY on the open ones. grpc-js keeps its sessions to
+      // itself, and sends only the final GOAWAY when it shuts down.
+      server.unbind(`${options.host}:${port}`);
+      await announceGoaway((server as unknown as { sessions: Map<http2.ServerHttp2Session, unknown> }).sessions.keys());
     },
   };
 }

@@ -7,7 +7,7 @@
 import http2 from "node:http2";
 import type net from "node:net";
 import type { Logger } from "pino";
-import { closeGracefully, type HttpListener, type RequestHandler } from "./cleartext-server.ts";
+import { announceGoaway, closeGracefully, type HttpListener, type RequestHandler } from "./cleartext-server.ts";
 import { STREAM_RESET_LIMITS } from "./stream-resets.ts";
 import { readTlsFiles, type TlsOptions, watchTlsFiles } from "./tls.ts";
 
@@ -49,14 +49,21 @@ export async function listenSecure(handler: RequestHandler, options: SecureOptio
     server.once("error", reject);
     server.listen(options.port, options.host, () => resolve());
   });
+  let closed: Promise<void> | undefined;
+  /** Stops taking connections; resolves once the last one has closed. */
+  const stopAccepting = () => (closed ??= new Promise<void>((resolve) => server.close(() => resolve())));
   return {
     port: (server.address() as net.AddressInfo).port,
     close(graceMs) {
       stopWatching();
-      return closeGracefully(server, sessions, sockets, graceMs);
+      return closeGracefully(stopAccepting(), sessions, sockets, graceMs);
     },
     forceClose: () => {
       for (const socket of sockets) socket.destroy();
+    },
+    async announceDrain() {
+      stopAccepting();
+      await announceGoaway(sessions);
     },
   };
 }
