@@ -1,0 +1,71 @@
+/**
+ * A real Prometheus (Debian's) scraping a live Glance: after a few requests, its HTTP API
+ * returns Glance's request counter and latency histogram by their names, with the labels the
+ * dashboards and the autoscaler rule use.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { generateRequest, generateText, type Hostile, PHOTO, QUESTION, startHostile } from "./hostile/support.ts";
+import { freePort } from "./support/redis.ts";
+
+const PROMETHEUS = "/usr/bin/prometheus";
+
+describe("Prometheus scraping Glance", () => {
+  let h: Hostile;
+  let prometheus: ChildProcess;
+  let dir: string;
+  let api: string;
+  before(async () => {
+    assert.equal(spawnSync(PROMETHEUS, ["--version"]).status, 0, `${PROMETHEUS} is missing: install Debian's prometheus (as .ci/run does)`);
+    h = await startHostile();
+    const port = await freePort();
+    api = `http://127.0.0.1:${port}`;
+    dir = mkdtempSync(path.join(tmpdir(), "glance-prometheus-"));
+    writeFileSync(
+      path.join(dir, "prometheus.yml"),
+      `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: glance\n    static_configs:\n      - targets: ["127.0.0.1:${h.ts.server.httpPort}"]\n`,
+    );
+    prometheus = spawn(
+      PROMETHEUS,
+      [
+        `--config.file=${path.join(dir, "prometheus.yml")}`,
+        `--storage.tsdb.path=${path.join(dir, "data")}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+      ],
+      { stdio: "ignore" },
+    );
+    for (const _ of Array.from({ length: 4 }))
+      await generateText(h.services[0]![1], generateRequest([{ image: PHOTO }, { text: QUESTION.question }]));
+  });
+  after(async () => {
+    prometheus?.kill("SIGKILL");
+    await h?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const query = async (q: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> => {
+    for (let i = 0; i < 100; i++) {
+      try {
+        const r = (await (await fetch(`${api}/api/v1/query?query=${encodeURIComponent(q)}`)).json()) as { data: { result: [] } };
+        if (r.data.result.length > 0) return r.data.result;
+      } catch {
+        // not up yet
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    assert.fail(`Prometheus never returned ${q}`);
+  };
+
+  it("has Glance's request counter, by key and status, and its TTFT histogram", async () => {
+    const [requests] = await query('glance:requests_total{status="ok"}');
+    assert.equal(requests!.metric["key"], "anonymous");
+    assert.ok(Number(requests!.value[1]) >= 4, `${requests!.value[1]} requests`);
+    const buckets = await query("glance:time_to_first_token_seconds_bucket");
+    assert.ok(buckets.some((b) => b.metric["le"] === "+Inf" && Number(b.value[1]) >= 4));
+    await query("glance:num_requests_waiting");
+  });
+});
