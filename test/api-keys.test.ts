@@ -116,6 +116,22 @@ describe("API keys", () => {
     assert.equal(preflight.status, 204);
   });
 
+  it("lets a key abort only its own requests", async () => {
+    const [, service] = h.services[0]!;
+    const long = generateRequest([{ text: "Describe a picture in detail." }], {
+      requestId: "shop-request",
+      sampling: { maxTokens: 400, temperature: 1, seed: 3n },
+    });
+    const running = generateText(service, long, bearer("glk_shop")).then(
+      () => "finished",
+      (e: unknown) => String(e),
+    );
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal((await service.abort({ requestId: "shop-request" }, bearer("glk_ops"))).aborted, false, "another key's Abort");
+    assert.equal((await service.abort({ requestId: "shop-request" }, bearer("glk_shop"))).aborted, true);
+    assert.match(await running, /the request was aborted/);
+  });
+
   it("logs and counts the key's id, never the key", async () => {
     const logged = lines.join("");
     assert.match(logged, /"key":"shop"/);

@@ -110,6 +110,8 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const visionCache = createVisionCache(options.visionCacheBytes, folder.config.text_config.hidden_size * 4);
   /** Every request from its arrival to its end: the queue bound counts these, as TGI's permits do. */
   const active = new Map<string, RequestStream>();
+  /** Who started each active request, when its caller said. */
+  const owners = new Map<string, string>();
   const workers = createWorkerClient({
     workerData: { folder, session: options.session, scheduler: options.scheduler, faultInjection: deps.faultInjection ?? false },
     maxRestarts: options.maxRestarts,
@@ -161,6 +163,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     }
     const stream = createRequestStream(opts.signal);
     active.set(id, stream);
+    if (opts.owner !== undefined) owners.set(id, opts.owner);
     let submitted = false;
     let finished = false;
     try {
@@ -204,6 +207,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       if (submitted) workers.release(id, finished);
       stream.close();
       active.delete(id);
+      owners.delete(id);
     }
   }
 
@@ -267,10 +271,11 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     },
     onHealthChange: (listener) => workers.onHealthChange(listener),
     generate: (input, opts) => generate(input, opts),
-    abort(requestId) {
+    abort(requestId, owner) {
       const stream = active.get(requestId);
-      stream?.fail(new GlanceError("cancelled", "the request was aborted"));
-      return stream !== undefined;
+      if (!stream || (owner !== undefined && owners.get(requestId) !== owner)) return false;
+      stream.fail(new GlanceError("cancelled", "the request was aborted"));
+      return true;
     },
     stats: () => ({ ...workers.stats(), visionCache: { ...visionCache.stats }, responseCache: { ...cacheStats } }),
     injectFault(fault) {

@@ -45,6 +45,8 @@ export interface GenerateOptions {
    * queued: a rate limit reserves them here, and a throw ends the request with that error.
    */
   reserve?(tokens: number): void | Promise<void>;
+  /** Who started the request (an API key's id): an Abort naming another owner does not stop it. */
+  owner?: string;
 }
 
 export type FinishReason = "stop" | "length";
@@ -127,7 +129,11 @@ export interface Engine {
   /** The request's id (given or assigned) is known before the first event: see `requestId`. */
   generate(input: GenerateInput, options?: GenerateOptions): { requestId: string; events: AsyncIterable<EngineEvent> };
   /** Stops a queued or running request; false when none has that id. */
-  abort(requestId: string): boolean;
+  /**
+   * Stops a queued or running request; false when none has that id, or when `owner` is given
+   * and the request was started by another (see GenerateOptions.owner).
+   */
+  abort(requestId: string, owner?: string): boolean;
   stats(): EngineStats;
   /** Throws unless the engine was created with `faultInjection`. */
   injectFault(fault: EngineFault): void;

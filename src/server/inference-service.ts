@@ -175,7 +175,7 @@ const callerOf = (ctx: HandlerContext) => (ctx.values.get(TICKET)?.caller ?? ANO
 /** The engine's options for a call: its signal, and its ticket's token reservation. */
 function engineOptions(ctx: HandlerContext): GenerateOptions {
   const ticket = ctx.values.get(TICKET);
-  return { signal: engineSignal(ctx.signal), reserve: ticket && ((tokens) => ticket.reserve(tokens)) };
+  return { signal: engineSignal(ctx.signal), reserve: ticket && ((tokens) => ticket.reserve(tokens)), owner: callerOf(ctx) };
 }
 
 export interface InferenceServiceDeps {
@@ -233,9 +233,10 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
       }
     },
 
-    abort(req) {
+    abort(req, ctx) {
       if (req.requestId === "") throw toConnectError(invalidArgument("request_id is empty: name the request to abort"));
-      return { aborted: engine.abort(req.requestId) };
+      // A caller stops only its own requests (with API keys, those of its key).
+      return { aborted: engine.abort(req.requestId, callerOf(ctx)) };
     },
 
     listModels() {

@@ -203,7 +203,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
     const created = Math.floor(Date.now() / 1000);
     const { requestId, events } = engine.generate(
       { ...fromChatCompletion(body), requestId: id },
-      { signal: client.signal, reserve: (tokens) => ticket.reserve(tokens) },
+      { signal: client.signal, reserve: (tokens) => ticket.reserve(tokens), owner: ticket.caller.keyId },
     );
     const chunk = (choices: unknown[], usage?: unknown) =>
       `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model: engine.info.id, choices, ...(usage ? { usage } : {}) })}\n\n`;
