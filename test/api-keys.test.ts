@@ -5,7 +5,6 @@
  * key file as it changes. The file's parser refuses what is wrong by entry and field.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -18,13 +17,12 @@ import { pino } from "pino";
 import { isCorrect } from "../scripts/lib/heldout.ts";
 import { parseKeyFile } from "../src/server/api-keys.ts";
 import { assertFails, generateRequest, generateText, type Hostile, openAiBody, PHOTO, QUESTION, startHostile } from "./hostile/support.ts";
+import { bearer, keyDigest } from "./support/keys.ts";
 
-const sha256 = (key: string) => createHash("sha256").update(key).digest("hex");
 const keyFile = (keys: Record<string, string>) =>
   `keys:\n${Object.entries(keys)
-    .map(([id, key]) => `  - id: ${id}\n    sha256: ${sha256(key)}\n    requests_per_minute: 1000\n`)
+    .map(([id, key]) => `  - id: ${id}\n    sha256: ${keyDigest(key)}\n    requests_per_minute: 1000\n`)
     .join("")}`;
-const bearer = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
 
 describe("API keys", () => {
   let h: Hostile;
@@ -164,7 +162,7 @@ describe("API keys", () => {
 });
 
 describe("API key files", () => {
-  const digest = sha256("k");
+  const digest = keyDigest("k");
   for (const [name, text, message] of [
     ["not a list", "keys: 5", /must hold a list of keys/],
     ["an entry without an id", `keys:\n  - sha256: ${digest}`, /key 1: id must be/],

@@ -16,7 +16,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect } from "../scripts/lib/heldout.ts";
 import { generateRequest, generateText, openAiBody, PHOTO, QUESTION } from "./hostile/support.ts";
-import { freePort } from "./support/redis.ts";
+import { freePort } from "./support/free-port.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const NGINX = "/usr/sbin/nginx";

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { generateRequest, generateText, type Hostile, PHOTO, QUESTION, startHostile } from "./hostile/support.ts";
-import { freePort } from "./support/redis.ts";
+import { freePort } from "./support/free-port.ts";
 
 const PROMETHEUS = "/usr/bin/prometheus";
 

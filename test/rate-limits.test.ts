@@ -6,7 +6,6 @@
  * on every gRPC protocol; without keys, per client address.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -19,9 +18,8 @@ import OpenAI from "openai";
 import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import { assertFails, generateRequest, generateText, type Hostile, openAiBody, startHostile } from "./hostile/support.ts";
+import { bearer, keyDigest } from "./support/keys.ts";
 
-const sha256 = (key: string) => createHash("sha256").update(key).digest("hex");
-const bearer = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
 const hi = generateRequest([{ text: "What color is the sky?" }], { sampling: { temperature: 0, maxTokens: 8 } });
 
 const KEYS = [
@@ -38,7 +36,7 @@ describe("rate limits per API key", () => {
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "glance-limits-"));
     const file = path.join(dir, "keys.yaml");
-    writeFileSync(file, `keys:\n${KEYS.map((k) => `  - id: ${k.id}\n    sha256: ${sha256(k.key)}\n    ${k.limits}\n`).join("")}`);
+    writeFileSync(file, `keys:\n${KEYS.map((k) => `  - id: ${k.id}\n    sha256: ${keyDigest(k.key)}\n    ${k.limits}\n`).join("")}`);
     h = await startHostile(["--api-keys-file", file]);
   });
   after(async () => {

@@ -6,7 +6,6 @@
  * the backend errors.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -14,6 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { type ServerHandle, startServer } from "../bench/lib/server.ts";
 import { TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { type Hostile, openAiBody, startHostile } from "./hostile/support.ts";
+import { keyDigest } from "./support/keys.ts";
 import { startRedis, type TestRedis } from "./support/redis.ts";
 
 const RPM = 4;
@@ -28,10 +28,7 @@ describe("rate limits shared through Redis", () => {
     redis = await startRedis();
     dir = mkdtempSync(path.join(tmpdir(), "glance-redis-"));
     const file = path.join(dir, "keys.yaml");
-    writeFileSync(
-      file,
-      `keys:\n  - id: shared\n    sha256: ${createHash("sha256").update("glk_shared").digest("hex")}\n    requests_per_minute: ${RPM}\n`,
-    );
+    writeFileSync(file, `keys:\n  - id: shared\n    sha256: ${keyDigest("glk_shared")}\n    requests_per_minute: ${RPM}\n`);
     const flags = ["--api-keys-file", file, "--redis-url", redis.url];
     local = await startHostile(flags);
     spawned = await startServer({

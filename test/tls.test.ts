@@ -7,7 +7,6 @@
  */
 import assert from "node:assert/strict";
 import { copyFileSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
@@ -21,17 +20,10 @@ import { InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect } from "../scripts/lib/heldout.ts";
 import { generateRequest, generateText, openAiBody, PHOTO, QUESTION } from "./hostile/support.ts";
 import { type Certificates, makeCertificates } from "./support/certificates.ts";
+import { freePort } from "./support/free-port.ts";
 import { startTestServer, type TestServer } from "./support/test-server.ts";
 
 const ask = generateRequest([{ image: PHOTO }, { text: QUESTION.question }]);
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** The serial number of the certificate a new TLS connection to `port` is shown. */
 function servedSerial(port: number, ca: Buffer, alpn: string): Promise<string> {

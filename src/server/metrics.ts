@@ -65,45 +65,29 @@ export function createMetrics(stats: () => EngineStats): Metrics {
   const itl = histogram("glance:inter_token_latency_seconds", "Time between consecutive tokens of a stream.");
   const e2e = histogram("glance:e2e_request_latency_seconds", "Time from arrival to the last token.");
   const queue = histogram("glance:request_queue_time_seconds", "Time from arrival to admission into the batch.");
-  const prompt = new client.Counter({
-    name: "glance:prompt_tokens_total",
-    help: "Prompt tokens processed, image tokens included.",
-    registers: [registry],
-  });
-  const generation = new client.Counter({ name: "glance:generation_tokens_total", help: "Tokens generated.", registers: [registry] });
-  const success = new client.Counter({
-    name: "glance:request_success_total",
-    help: "Requests that finished, by finish reason.",
-    labelNames: ["finished_reason"],
-    registers: [registry],
-  });
-
-  const requests = new client.Counter({
-    name: "glance:requests_total",
-    help: "Requests that ended, by API key id and status (ok, cancelled or the error code).",
-    labelNames: ["key", "status"],
-    registers: [registry],
-  });
-
-  const refused = new client.Counter({
-    name: "glance:requests_rejected_total",
-    help: "Calls the gate refused, by reason: auth (no or a wrong API key), unavailable (not ready), rate (over a rate limit).",
-    labelNames: ["reason"],
-    registers: [registry],
-  });
-
-  const backendErrors = new client.Counter({
-    name: "glance:ratelimit_backend_errors_total",
-    help: "Rate-limit buckets Redis could not answer for; the replica's own buckets answered instead.",
-    registers: [registry],
-  });
-
-  const imageFetches = new client.Counter({
-    name: "glance:image_fetch_total",
-    help: "Image URLs: fetched (ok), served from the cache (cached), or refused or failed, by reason.",
-    labelNames: ["outcome"],
-    registers: [registry],
-  });
+  const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
+    new client.Counter<L>({ name, help, labelNames, registers: [registry] });
+  const prompt = counter("glance:prompt_tokens_total", "Prompt tokens processed, image tokens included.");
+  const generation = counter("glance:generation_tokens_total", "Tokens generated.");
+  const success = counter("glance:request_success_total", "Requests that finished, by finish reason.", ["finished_reason"]);
+  const requests = counter("glance:requests_total", "Requests that ended, by API key id and status (ok, cancelled or the error code).", [
+    "key",
+    "status",
+  ]);
+  const refused = counter(
+    "glance:requests_rejected_total",
+    "Calls the gate refused, by reason: auth (no or a wrong API key), unavailable (not ready), rate (over a rate limit).",
+    ["reason"],
+  );
+  const backendErrors = counter(
+    "glance:ratelimit_backend_errors_total",
+    "Rate-limit buckets Redis could not answer for; the replica's own buckets answered instead.",
+  );
+  const imageFetches = counter(
+    "glance:image_fetch_total",
+    "Image URLs: fetched (ok), served from the cache (cached), or refused or failed, by reason.",
+    ["outcome"],
+  );
 
   return {
     registry,

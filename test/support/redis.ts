@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import net from "node:net";
+import { freePort } from "./free-port.ts";
 
 const REDIS = "/usr/bin/redis-server";
 
@@ -12,14 +13,6 @@ export interface TestRedis {
   url: string;
   /** Kills it at once (SIGKILL), as a lost Redis would be. */
   kill(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 export async function startRedis(): Promise<TestRedis> {
