@@ -174,9 +174,9 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       const prompt = await Promise.race([prompts.build(messages, visionCache.peek), stream.failed]);
       prompt.imagePreprocessMs += resolveMs;
       const room = contextLength - prompt.ids.length;
-      if (room < request.minTokens) {
+      if (request.format && room < request.format.minTokens) {
         throw invalidArgument(
-          `the prompt leaves ${room} tokens of the context length ${contextLength}; the response format's shortest value takes up to ${request.minTokens}`,
+          `the prompt leaves ${room} tokens of the context length ${contextLength}; the response format's shortest value takes up to ${request.format.minTokens}`,
         );
       }
       await Promise.race([opts.reserve?.(prompt.ids.length + request.maxTokens), stream.failed]);

@@ -17,10 +17,8 @@ const MAX_STOP_LENGTH = 256;
 
 export interface ResolvedRequest {
   sampling: SamplingParams;
-  /** The response format, compiled (off the main thread) and checked. */
+  /** The response format, compiled (off the main thread) and checked; its minTokens is what its shortest value takes. */
   format?: KeyedFormat;
-  /** The fewest tokens the response format's shortest value (and end of sequence) takes; 1 without one. */
-  minTokens: number;
   maxTokens: number;
   stop: string[];
 }
@@ -58,7 +56,7 @@ export async function resolveRequest(
   }
   const stop = s.stop ?? [];
   validateStopStrings(stop, { maxCount: MAX_STOP_STRINGS, maxLength: MAX_STOP_LENGTH });
-  if (!input.responseFormat) return { sampling, maxTokens, stop, minTokens: 1 };
+  if (!input.responseFormat) return { sampling, maxTokens, stop };
   // A stop string could cut a constrained value short, into text that no longer validates.
   if (stop.length > 0) throw invalidArgument("stop strings cannot be combined with a response format");
   const format = await formats.compile(input.responseFormat);
@@ -67,5 +65,5 @@ export async function resolveRequest(
       `max_tokens ${maxTokens} is too small for this response format: its shortest valid output takes up to ${format.minTokens} tokens`,
     );
   }
-  return { sampling, format, maxTokens, stop, minTokens: format.minTokens };
+  return { sampling, format, maxTokens, stop };
 }
