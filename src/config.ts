@@ -19,7 +19,7 @@ const SETTINGS = {
   "decoder-dtype": { default: "fp32", help: `decoder file variant: ${DECODER_DTYPES.join(", ")} (float32 inputs and outputs)` },
   host: { default: "0.0.0.0", help: "address both ports listen on" },
   "grpc-port": { default: "50051", help: "gRPC port (grpc-js: service, health, reflection)" },
-  "http-port": { default: "8080", help: "HTTP port (Connect, gRPC-Web, OpenAI API, /metrics, /healthz, /readyz)" },
+  "http-port": { default: "8080", help: "HTTP port (Connect, gRPC-Web, OpenAI API, /metrics, /healthz, /readyz, the playground at /)" },
   threads: { default: "0", help: "onnxruntime intra-op threads; 0 = all cores but one (left to the network)" },
   "inter-op-threads": { default: "1", help: "onnxruntime inter-op threads (1 = sequential)" },
   "execution-provider": {
@@ -81,6 +81,7 @@ const SETTINGS = {
   },
   "rate-limit-per-ip": { default: "0", help: "without API keys: requests per minute each client address may send (0 = unlimited)" },
   "metrics-require-key": { default: "false", help: "true: /metrics asks for an API key too" },
+  playground: { default: "true", help: "true: serve the playground page at / on the HTTP port" },
   "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
   "log-level": { default: "info", help: "pino log level (fatal, error, warn, info, debug, trace, silent)" },
 } as const;
@@ -244,6 +245,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       maxMessageBytes,
       headersTimeoutMs: int("http-headers-timeout-ms"),
       maxBufferedBodyBytes: int("max-buffered-body-mb", 1) * 1024 * 1024,
+      playground: bool("playground"),
     },
     auth: {
       apiKey: get("api-key") || undefined,

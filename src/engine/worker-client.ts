@@ -9,6 +9,7 @@
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import { GlanceError } from "../errors.ts";
+import { siblingModule } from "../module-url.ts";
 import type { EngineRequest, FromWorker, ToWorker, WorkerData, WorkerStats } from "./protocol.ts";
 import type { RequestStream } from "./request-stream.ts";
 import type { EngineFault, EngineHealth } from "./types.ts";
@@ -153,7 +154,7 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
 
   function start(): void {
     let error: Error | undefined;
-    const w = new Worker(new URL("./worker.ts", import.meta.url), { workerData: options.workerData });
+    const w = new Worker(siblingModule("./worker", import.meta.url), { workerData: options.workerData });
     worker = w;
     w.on("message", (m: FromWorker) => onMessage(w, m));
     w.on("error", (e) => {

@@ -5,6 +5,7 @@
  * its own. Short text, most prompts, is tokenised in place, cheaper than the round trip.
  */
 import { GlanceError } from "../errors.ts";
+import { siblingModule } from "../module-url.ts";
 import { createSideThread } from "../side-thread.ts";
 import type { ModelFolder } from "./model-folder.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
@@ -26,7 +27,7 @@ export interface TokenizerSource {
 }
 
 export function createPromptEncoder(tokenizer: TextTokenizer, folder: Pick<ModelFolder, "dir">): PromptEncoder {
-  const thread = createSideThread<string, Int32Array>(new URL("./tokenizer-worker.ts", import.meta.url), {
+  const thread = createSideThread<string, Int32Array>(siblingModule("./tokenizer-worker", import.meta.url), {
     name: "tokenizer",
     workerData: { dir: folder.dir } satisfies TokenizerSource,
   });

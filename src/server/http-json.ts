@@ -20,7 +20,7 @@ export interface HttpResponse extends NodeJS.EventEmitter {
   readonly writableEnded: boolean;
   setHeader(name: string, value: string): unknown;
   write(chunk: string): boolean;
-  end(chunk: string): unknown;
+  end(chunk: string | Uint8Array): unknown;
 }
 
 export interface ErrorBody {

@@ -1,7 +1,7 @@
 /**
  * The HTTP port: HTTP/1.1 and h2c on one socket. The inference service over Connect and
  * gRPC-Web (connect-node) behind the gate, with CORS for browsers; the plain routes (routes.ts):
- * the OpenAI-compatible API, liveness, readiness and Prometheus metrics.
+ * the OpenAI-compatible API, liveness, readiness, Prometheus metrics and the playground page.
  */
 import { cors, createContextKey, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -26,6 +26,8 @@ export interface HttpServerOptions {
   tls?: TlsOptions;
   /** How long a connection may take to send its request headers, and to say which protocol it speaks. */
   headersTimeoutMs: number;
+  /** Serve the playground page at `/`. */
+  playground: boolean;
 }
 
 const CORS_HEADERS = {
@@ -79,14 +81,19 @@ function requestGate(gate: Gate): (ctx: HandlerContext) => Promise<void> {
 
 export async function startHttpServer(
   impl: ServiceImpl<typeof InferenceService>,
-  deps: Omit<RoutesDeps, "maxBodyBytes" | "bodyBudget">,
+  deps: Omit<RoutesDeps, "maxBodyBytes" | "bodyBudget" | "playground">,
   options: HttpServerOptions,
 ): Promise<HttpListener> {
   const connect = connectNodeAdapter({
     routes: (router) => router.service(InferenceService, impl),
     requestGate: requestGate(deps.gate),
     contextValues: (req) => createContextValues().set(PEER, req.socket?.remoteAddress ?? "unknown"),
-    fallback: createRoutes({ ...deps, maxBodyBytes: options.maxMessageBytes, bodyBudget: createBodyBudget(options.maxBufferedBodyBytes) }),
+    fallback: createRoutes({
+      ...deps,
+      maxBodyBytes: options.maxMessageBytes,
+      bodyBudget: createBodyBudget(options.maxBufferedBodyBytes),
+      playground: options.playground,
+    }),
     readMaxBytes: options.maxMessageBytes,
   });
   const handler: RequestHandler = (req, res) => {

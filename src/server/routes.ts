@@ -1,6 +1,6 @@
 /**
  * The plain HTTP routes as a table, path → method → handler: the OpenAI-compatible API,
- * liveness, readiness and metrics. An unknown path is answered 404 and a known path asked with
+ * liveness, readiness, metrics and the playground page. An unknown path is answered 404 and a known path asked with
  * another method 405 (with Allow), both in OpenAI's error shape, so a client pointed at a wrong
  * URL is told which.
  */
@@ -11,6 +11,7 @@ import { errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJso
 import type { Lifecycle } from "./lifecycle.ts";
 import type { Metrics } from "./metrics.ts";
 import { type ChatCompletionsDeps, handleChatCompletions, handleModels, sendError } from "./openai-routes.ts";
+import { playgroundRoutes } from "./playground.ts";
 
 export type RouteHandler = (req: HttpRequest, res: HttpResponse) => void | Promise<void>;
 
@@ -20,6 +21,8 @@ export interface RoutesDeps extends ChatCompletionsDeps {
   log: Logger;
   /** /metrics asks for an API key too (`--metrics-require-key`). */
   metricsRequireKey: boolean;
+  /** Serve the playground page at `/`. */
+  playground: boolean;
 }
 
 export function createRoutes(deps: RoutesDeps): (req: HttpRequest, res: HttpResponse) => Promise<void> {
@@ -36,6 +39,7 @@ export function createRoutes(deps: RoutesDeps): (req: HttpRequest, res: HttpResp
       return handler(req, res);
     };
   const table: Record<string, Record<string, RouteHandler>> = {
+    ...(deps.playground ? playgroundRoutes() : {}),
     "/v1/chat/completions": { POST: (req, res) => handleChatCompletions(req, res, deps) },
     "/v1/models": { GET: withKey((_, res) => handleModels(res, engine)) },
     "/healthz": {

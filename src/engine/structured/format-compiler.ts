@@ -6,6 +6,7 @@
  * NFAs live in shared memory, so the engine worker gets them without a copy.
  */
 import { GlanceError, invalidArgument } from "../../errors.ts";
+import { siblingModule } from "../../module-url.ts";
 import { createSideThread } from "../../side-thread.ts";
 import { createLru } from "./lru.ts";
 import { type CompiledFormat, DEFAULT_COMPILE_DEADLINE_MS, type ResponseFormat } from "./response-format.ts";
@@ -39,7 +40,7 @@ const nfaBytes = ({ nfa }: CompiledFormat) =>
 
 export function createFormatCompiler(options: { deadlineMs?: number } = {}): FormatCompiler {
   const deadlineMs = options.deadlineMs ?? DEFAULT_COMPILE_DEADLINE_MS;
-  const thread = createSideThread<CompileJob, CompiledFormat>(new URL("./format-compile-worker.ts", import.meta.url), {
+  const thread = createSideThread<CompileJob, CompiledFormat>(siblingModule("./format-compile-worker", import.meta.url), {
     name: "response format compiler",
     resourceLimits: { maxOldGenerationSizeMb: THREAD_HEAP_MB },
     deathError: (outOfMemory) =>
