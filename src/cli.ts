@@ -4,6 +4,8 @@
  *   glance serve [--flag value ...]                 serve a model (flags: glance serve --help)
  *   glance ask IMAGE "question" [--server host:port] [--api-key KEY] [--max-tokens N] [--temperature T]
  *                                                   stream an answer from a running server over gRPC
+ *   glance batch IMAGES... --question TEXT | --schema FILE --out FILE [--server host:port] [--labels FILE]
+ *                                                   answer every image into a JSONL file (glance batch --help)
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -11,6 +13,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
+import { batchCommand } from "./batch/batch-command.ts";
 import { configHelp, loadConfig } from "./config.ts";
 import { startGlanceServer } from "./server/glance-server.ts";
 
@@ -18,6 +21,11 @@ const USAGE = `usage:
   glance serve [options]                       serve a model on the gRPC and HTTP ports
   glance ask IMAGE "question" [--server host:port] [--api-key KEY] [--max-tokens N] [--temperature T]
                                                (the key defaults to GLANCE_API_KEY)
+  glance batch IMAGES... --question TEXT | --schema FILE --out FILE [--server host:port] [options]
+  glance batch --manifest FILE --out FILE [options]
+                                               answer every image offline into a JSONL file, with
+                                               progress, resume and accuracy against labels
+                                               (in this process without --server; glance batch --help)
 
 serve options (flag, environment variable, meaning):
 ${configHelp()}`;
@@ -96,6 +104,7 @@ const [command, ...rest] = process.argv.slice(2);
 try {
   if (command === "serve") await serve(rest);
   else if (command === "ask") await ask(rest);
+  else if (command === "batch") process.exitCode = await batchCommand(rest);
   else {
     console.log(USAGE);
     process.exitCode = command === undefined || command === "help" || command === "--help" ? 0 : 2;

@@ -16,7 +16,10 @@ const DEFAULT_MODEL = path.resolve(import.meta.dirname, "../models/tiny");
 
 const SETTINGS = {
   model: { default: DEFAULT_MODEL, help: "model folder (Hugging Face ONNX layout)" },
-  "decoder-dtype": { default: "fp32", help: `decoder file variant: ${DECODER_DTYPES.join(", ")} (float32 inputs and outputs)` },
+  "decoder-dtype": {
+    default: "fp32",
+    help: `ONNX file variant: ${DECODER_DTYPES.join(", ")} (the decoder's; the vision encoder's and embeddings' too where the folder has them)`,
+  },
   host: { default: "0.0.0.0", help: "address both ports listen on" },
   "grpc-port": { default: "50051", help: "gRPC port (grpc-js: service, health, reflection)" },
   "http-port": { default: "8080", help: "HTTP port (Connect, gRPC-Web, OpenAI API, /metrics, /healthz, /readyz, the playground at /)" },

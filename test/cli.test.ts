@@ -60,7 +60,7 @@ describe("configuration", () => {
       /--max-batch-size \(GLANCE_MAX_BATCH_SIZE\) must be an integer >= 1, got 0/,
     );
     assert.throws(() => loadConfig([], { GLANCE_MAX_RESTARTS: "many" }), /--max-restarts .* got many/);
-    assert.throws(() => loadConfig(["--decoder-dtype", "fp16"], {}), /unknown or unsupported variant fp16/);
+    assert.throws(() => loadConfig(["--decoder-dtype", "bf16"], {}), /unknown or unsupported variant bf16/);
     assert.throws(() => loadConfig(["--no-such-flag", "1"], {}), /no-such-flag/);
   });
 });

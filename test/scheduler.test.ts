@@ -87,7 +87,7 @@ async function schedule(
   const done = new Promise<void>((resolve) => {
     scheduler = createScheduler({
       runner,
-      tokenizer: { decode: () => "" },
+      tokenizer: { decode: () => "", tokenId: () => undefined },
       eosTokenIds: [EOS],
       contextLength: 1000,
       options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20, ...options },
@@ -223,7 +223,7 @@ describe("scheduler", () => {
     const done = new Promise<void>((resolve) => {
       scheduler = createScheduler({
         runner,
-        tokenizer: { decode: () => "" },
+        tokenizer: { decode: () => "", tokenId: () => undefined },
         eosTokenIds: [0],
         contextLength: 1000,
         options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20 },

@@ -75,11 +75,21 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
   const emptyKv = spec.kvType === "float16" ? new Uint16Array(0) : new Float32Array(0);
 
   async function encode(images: PreparedPrompt["images"]): Promise<Float32Array> {
-    const feeds = arch.visionFeeds(images.map((im) => im.pixels!));
-    const out = await vision.run(
-      Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, new ort.Tensor(t.type, t.data, t.dims)])),
-    );
-    return out["image_features"]!.data as Float32Array;
+    const runs: Float32Array[] = [];
+    for (const feeds of arch.visionRuns(images.map((im) => im.pixels!))) {
+      const out = await vision.run(
+        Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, new ort.Tensor(t.type, t.data, t.dims)])),
+      );
+      runs.push(out["image_features"]!.data as Float32Array);
+    }
+    if (runs.length === 1) return runs[0]!;
+    const all = new Float32Array(runs.reduce((n, r) => n + r.length, 0));
+    let offset = 0;
+    for (const r of runs) {
+      all.set(r, offset);
+      offset += r.length;
+    }
+    return all;
   }
 
   async function decoderRun(

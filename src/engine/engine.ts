@@ -171,7 +171,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       const started = performance.now();
       const messages = await Promise.race([sources.resolve(input.messages, stream.signal), stream.failed]);
       const resolveMs = performance.now() - started;
-      const prompt = await Promise.race([prompts.build(messages, visionCache.peek), stream.failed]);
+      const prompt = await Promise.race([prompts.build(messages, visionCache.peek, input.chat), stream.failed]);
       prompt.imagePreprocessMs += resolveMs;
       const room = contextLength - prompt.ids.length;
       if (request.format && room < request.format.minTokens) {
@@ -194,8 +194,9 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
         const e = await stream.next();
         if (e.type === "error") throw GlanceError.fromJSON(e.error);
         if (e.type === "delta") {
-          if (key) deltas.push({ text: e.text, tokenIds: e.tokenIds });
-          yield { type: "delta", text: e.text, tokenIds: e.tokenIds };
+          const delta = { text: e.text, tokenIds: e.tokenIds, ...(e.reasoning ? { reasoning: e.reasoning } : {}) };
+          if (key) deltas.push(delta);
+          yield { type: "delta", ...delta };
         } else {
           finished = true;
           if (key) answers!.set(key, { deltas, finishReason: e.finishReason, usage: e.usage });
@@ -214,7 +215,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   /** A cached answer's events, marked cached; its timings are this request's own, with no model time. */
   async function* replay(answer: CachedAnswer, arrivedAt: number, imagePreprocessMs: number): AsyncGenerator<EngineEvent> {
     const firstAt = now();
-    for (const d of answer.deltas) yield { type: "delta", text: d.text, tokenIds: d.tokenIds, cached: true };
+    for (const d of answer.deltas) yield { type: "delta", ...d, cached: true };
     const end = now();
     yield {
       type: "done",

@@ -9,7 +9,7 @@
 import * as ort from "onnxruntime-node";
 import type { DecoderSpec } from "../model/onnx-model.ts";
 
-type KvArray = Float32Array | Uint16Array;
+type KvArray = Float32Array | Float16Array;
 
 export interface BatchCache {
   readonly rows: number;
@@ -46,8 +46,11 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
   const names: string[] = [];
   for (let i = 0; i < spec.layers; i++) names.push(`${i}.key`, `${i}.value`);
   const block = spec.kvHeads * spec.headDim;
-  const alloc = (n: number): KvArray => (spec.kvType === "float16" ? new Uint16Array(n) : new Float32Array(n));
-  const tensor = (data: KvArray, r: number, length: number) => new ort.Tensor(spec.kvType, data, [r, spec.kvHeads, length, spec.headDim]);
+  // onnxruntime returns float16 outputs as Float16Array where the runtime has one (Node 24), so
+  // the rebuild buffers are of the same kind: copying between kinds would convert the values.
+  const alloc = (n: number): KvArray => (spec.kvType === "float16" ? new Float16Array(n) : new Float32Array(n));
+  const tensor = (data: KvArray, r: number, length: number) =>
+    new ort.Tensor(spec.kvType, data as Float32Array, [r, spec.kvHeads, length, spec.headDim]);
 
   let state: State = {
     tensors: names.map(() => tensor(alloc(0), rows, 0)),

@@ -9,7 +9,7 @@
 import * as ort from "onnxruntime-node";
 import { GlanceError } from "../errors.ts";
 import type { Architecture, ImagePixels, PositionPlan, TensorData } from "../model/architecture.ts";
-import type { OnnxModel } from "../model/onnx-model.ts";
+import { asFloat32, floatInputs, floatTensor, type OnnxModel } from "../model/onnx-model.ts";
 import { type BatchCache, createBatchCache } from "./kv-cache.ts";
 
 export interface PrefillInput {
@@ -35,16 +35,30 @@ export interface ModelRunner {
   readonly cacheBytes: number;
 }
 
+function concat(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
+
 interface Row {
   id: string;
   /** The position of the token the next decode step feeds. */
   next: bigint;
 }
 
-const toTensor = (t: TensorData) => new ort.Tensor(t.type, t.data, t.dims);
-
 export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRunner {
   const { spec } = model;
+  // Float inputs go in the type the graph declares (fp16 exports take float16).
+  const visionFloats = floatInputs(model.vision);
+  const visionFeed = (name: string, t: TensorData) => {
+    const type = visionFloats.get(name);
+    return type && t.type === "float32" ? floatTensor(type, t.data, t.dims) : new ort.Tensor(t.type, t.data, t.dims);
+  };
   const hidden = spec.hiddenSize;
   const positionDims = (rows: number, width: number) => (spec.positionRows === 1 ? [rows, width] : [3, rows, width]);
 
@@ -56,9 +70,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
 
   async function embed(ids: BigInt64Array, count: number, width: number): Promise<Float32Array> {
     const out = await model.embed.run({ input_ids: new ort.Tensor("int64", ids, [count, width]) });
-    const embeds = out["inputs_embeds"]!;
-    if (embeds.type !== "float32") throw new GlanceError("internal", `embed_tokens returns ${embeds.type}; float32 is supported`);
-    return embeds.data as Float32Array;
+    return asFloat32(out["inputs_embeds"]!);
   }
 
   /** One decoder run adding `width` positions per row; `real` counts the non-padding ones per row. */
@@ -71,7 +83,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
     real?: number[],
   ): Promise<Float32Array[]> {
     const feeds: Record<string, ort.Tensor> = {
-      inputs_embeds: new ort.Tensor("float32", embeds, [count, width, hidden]),
+      inputs_embeds: floatTensor(spec.embedsType, embeds, [count, width, hidden]),
       attention_mask: into.attentionMask(width, real),
       position_ids: new ort.Tensor("int64", positions, positionDims(count, width)),
       ...into.feeds(),
@@ -82,7 +94,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
     into.advance(outputs, width, real);
     const logits = outputs["logits"]!;
     const kept = logits.dims[1]!;
-    const data = logits.data as Float32Array;
+    const data = asFloat32(logits);
     return Array.from({ length: count }, (_, r) => data.subarray(((r + 1) * kept - 1) * spec.vocabSize, (r + 1) * kept * spec.vocabSize));
   }
 
@@ -117,10 +129,12 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
   return {
     async encodeImages(images) {
       if (images.length === 0) return [];
-      const out = await model.vision.run(
-        Object.fromEntries(Object.entries(arch.visionFeeds(images.map((im) => im.pixels))).map(([name, t]) => [name, toTensor(t)])),
-      );
-      const features = out["image_features"]!.data as Float32Array;
+      const runs: Float32Array[] = [];
+      for (const feeds of arch.visionRuns(images.map((im) => im.pixels))) {
+        const out = await model.vision.run(Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, visionFeed(name, t)])));
+        runs.push(asFloat32(out["image_features"]!));
+      }
+      const features = runs.length === 1 ? runs[0]! : concat(runs);
       const total = images.reduce((n, im) => n + im.featureCount, 0);
       if (features.length !== total * hidden) {
         throw new GlanceError("internal", `the vision encoder gave ${features.length / hidden} features for ${total} image tokens`);

@@ -1,12 +1,13 @@
 /**
  * What a sequence's tokens become: streamed text (detokenized, with stop strings held back and
- * cut), the finish decision (end of sequence, a stop string, a complete constraint, max_tokens,
+ * cut, and reasoning inside <think>…</think> kept apart from the answer), the finish decision (end of sequence, a stop string, a complete constraint, max_tokens,
  * the context length) and the closing event with usage and timings. vLLM splits the same
  * work between check_stop and its output processor; here one object per sequence owns it.
  */
 import type { TextTokenizer } from "../model/text-tokenizer.ts";
 import { now } from "./clock.ts";
 import { createIncrementalDetokenizer } from "./detokenizer.ts";
+import type { OutputMarkup } from "./output-markup.ts";
 import type { EngineRequest, SequenceEvent } from "./protocol.ts";
 import { createStopMatcher } from "./stop-strings.ts";
 import type { FinishReason } from "./types.ts";
@@ -16,6 +17,7 @@ export interface OutputContext {
   eosTokenIds: ReadonlySet<number>;
   /** Prompt plus completion, in tokens. */
   contextLength: number;
+  markup: OutputMarkup;
 }
 
 /** The phases the scheduler times; the output processor reports them in the closing event. */
@@ -38,8 +40,11 @@ export function createOutputProcessor(request: EngineRequest, context: OutputCon
   const detokenizer = createIncrementalDetokenizer((ids) => context.tokenizer.decode(ids));
   const stopMatcher = createStopMatcher(request.stop);
   const times: SequenceTimes = { admittedAt: 0, visionEncodeMs: 0, prefillMs: 0 };
+  const { markup } = context;
   let generated = 0;
   let firstTokenAt = 0;
+  /** Inside <think>…</think>: text goes to the reasoning, which stop strings do not see. */
+  let thinking = false;
 
   function finishReason(token: number, complete: boolean, stopString: boolean): FinishReason | null {
     if (stopString || complete || context.eosTokenIds.has(token)) return "stop";
@@ -56,18 +61,32 @@ export function createOutputProcessor(request: EngineRequest, context: OutputCon
       generated++;
       if (firstTokenAt === 0) firstTokenAt = at;
       let text = "";
+      let reasoning = "";
       let stopString = false;
+      const route = (piece: string) => {
+        if (thinking) reasoning += piece;
+        else if (!stopString) {
+          const r = stopMatcher.push(piece);
+          text += r.text;
+          stopString = r.stopped;
+        }
+      };
       if (!context.eosTokenIds.has(token)) {
-        const r = stopMatcher.push(detokenizer.push(token));
-        text = r.text;
-        stopString = r.stopped;
+        const literal = markup.literals.get(token);
+        if (token === markup.thinkStart || token === markup.thinkEnd || literal !== undefined) {
+          // What the detokenizer holds belongs before the marker.
+          route(detokenizer.flush());
+          if (token === markup.thinkStart) thinking = true;
+          else if (token === markup.thinkEnd) thinking = false;
+          else route(literal!);
+        } else route(detokenizer.push(token));
       }
       const finish = finishReason(token, complete, stopString);
       if (finish && !stopString) {
-        const r = stopMatcher.push(detokenizer.flush());
-        text += r.text + (r.stopped ? "" : stopMatcher.flush());
+        route(detokenizer.flush());
+        if (!stopString) text += stopMatcher.flush();
       }
-      events.push({ type: "delta", id, text, tokenIds: [token] });
+      events.push({ type: "delta", id, text, ...(reasoning ? { reasoning } : {}), tokenIds: [token] });
       if (!finish) return false;
       const end = now();
       const promptTokens = request.ids.length;

@@ -72,7 +72,7 @@ export type ToWorker =
   | { type: "fault"; fault: EngineFault };
 
 export type SequenceEvent =
-  | { type: "delta"; id: string; text: string; tokenIds: number[] }
+  | { type: "delta"; id: string; text: string; reasoning?: string; tokenIds: number[] }
   | { type: "done"; id: string; finishReason: FinishReason; usage: Usage; timings: Timings }
   | { type: "error"; id: string; error: { code: GlanceErrorCode; message: string } };
 

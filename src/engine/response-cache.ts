@@ -20,7 +20,7 @@ import type { FinishReason, Usage } from "./types.ts";
 
 /** A finished answer as it is replayed. */
 export interface CachedAnswer {
-  deltas: Array<{ text: string; tokenIds: number[] }>;
+  deltas: Array<{ text: string; reasoning?: string; tokenIds: number[] }>;
   finishReason: FinishReason;
   usage: Usage;
 }
@@ -83,7 +83,8 @@ export function modelDigest(folder: ModelFolder): string {
   return hash.digest("hex");
 }
 
-const sizeOf = (a: CachedAnswer) => a.deltas.reduce((n, d) => n + d.text.length * 2 + d.tokenIds.length * 8 + 16, 64);
+const sizeOf = (a: CachedAnswer) =>
+  a.deltas.reduce((n, d) => n + (d.text.length + (d.reasoning?.length ?? 0)) * 2 + d.tokenIds.length * 8 + 16, 64);
 
 export function createResponseCache(options: ResponseCacheOptions, log: Logger): ResponseCache {
   return options.redisUrl ? redisCache(options.redisUrl, options.ttlMs, log) : memoryCache(options);

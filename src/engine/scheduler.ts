@@ -9,6 +9,7 @@
 import type { TextTokenizer } from "../model/text-tokenizer.ts";
 import { now } from "./clock.ts";
 import type { ModelRunner } from "./model-runner.ts";
+import { createOutputMarkup } from "./output-markup.ts";
 import { createOutputProcessor, type OutputProcessor } from "./output-processor.ts";
 import type { EngineRequest, SchedulerOptions, SequenceEvent, WorkerStats } from "./protocol.ts";
 import { createSampler, type LogitsProcessor, type Sampler } from "./sampler.ts";
@@ -32,7 +33,7 @@ interface Sequence {
 
 export interface SchedulerDeps {
   runner: ModelRunner;
-  tokenizer: Pick<TextTokenizer, "decode">;
+  tokenizer: Pick<TextTokenizer, "decode" | "tokenId">;
   eosTokenIds: readonly number[];
   contextLength: number;
   options: SchedulerOptions;
@@ -57,7 +58,12 @@ const REQUEST_FAILED = "the server failed while generating this request's output
 
 export function createScheduler(deps: SchedulerDeps): Scheduler {
   const { runner, options } = deps;
-  const outputContext = { tokenizer: deps.tokenizer, eosTokenIds: new Set(deps.eosTokenIds), contextLength: deps.contextLength };
+  const outputContext = {
+    tokenizer: deps.tokenizer,
+    eosTokenIds: new Set(deps.eosTokenIds),
+    contextLength: deps.contextLength,
+    markup: createOutputMarkup(deps.tokenizer),
+  };
   /** Every sequence not yet finished or cancelled, by id. */
   const sequences = new Map<string, Sequence>();
   const waiting: Sequence[] = [];

@@ -31,6 +31,13 @@ export interface GenerateInput {
   /** Constrains the output to a JSON Schema, any JSON object, a choice or a regex. */
   responseFormat?: ResponseFormat;
   requestId?: string;
+  /** Switches of the model's chat template; unset ones take the template's defaults. */
+  chat?: ChatOptions;
+}
+
+export interface ChatOptions {
+  /** Reasoning models: false asks for the answer without a thinking phase. */
+  enableThinking?: boolean;
 }
 
 export interface GenerateOptions {
@@ -75,7 +82,8 @@ export interface Timings {
 
 /** `cached`: replayed from the response cache, not generated. */
 export type EngineEvent =
-  | { type: "delta"; text: string; tokenIds: number[]; cached?: boolean }
+  /** `reasoning`: text the model wrote inside <think>…</think>, apart from the answer's `text`. */
+  | { type: "delta"; text: string; reasoning?: string; tokenIds: number[]; cached?: boolean }
   | { type: "done"; finishReason: FinishReason; usage: Usage; timings: Timings; cached?: boolean };
 
 export interface ModelInfo {

@@ -1,15 +1,17 @@
 /**
  * What differs between vision-language model families: how an image becomes tensors and image
  * tokens, what the vision encoder is fed, and how a prompt's positions are numbered. The
- * engine, the scheduler and the runner ask only this interface, so a family with three-row
- * rotary positions (Qwen2-VL, GLM-4.6V) brings its own `positions` and `visionFeeds` and
- * nothing else changes. Everything here is plain data (no onnxruntime types), because images
+ * engine, the scheduler and the runner ask only this interface: Idefics3/SmolVLM (tiles, 1-row
+ * positions) and the M-RoPE family (GLM-OCR, GLM-4.6V, Qwen2-VL: patches at the image's own
+ * resolution, 3-row positions) differ only here. Everything here is plain data (no onnxruntime types), because images
  * are prepared on the main thread and cross to the worker by structured clone.
  */
 import { GlanceError } from "../errors.ts";
+import { createGlmImageProcessor, type GlmPreprocessorConfig } from "./glm-image-processor.ts";
 import { createIdefics3ImageProcessor } from "./idefics3-image-processor.ts";
 import type { DecodedImage } from "./image-decoder.ts";
 import type { ModelFolder } from "./model-folder.ts";
+import { mropePositions, type TokenGrid } from "./mrope-positions.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
 
 export type TensorData =
@@ -26,6 +28,8 @@ export interface ImageLayout {
   featureCount: number;
   /** The text that replaces the image's placeholder in the prompt. */
   prompt: string;
+  /** M-RoPE families: the image's grid of merged tokens, which its positions spread over. */
+  grid?: TokenGrid;
 }
 
 /** Position ids of a prompt, and where decoding continues. */
@@ -45,8 +49,11 @@ export interface Architecture {
   readonly imageTokenId: number;
   prepareImage(image: DecodedImage): Promise<{ pixels: ImagePixels; layout: ImageLayout }>;
   positions(ids: Int32Array, images: readonly ImageLayout[]): PositionPlan;
-  /** One vision-encoder batch for these images; its output holds their features in order. */
-  visionFeeds(images: readonly ImagePixels[]): Record<string, TensorData>;
+  /**
+   * The vision-encoder runs for these images, in order: the outputs of the runs, one after the
+   * other, hold the images' features in order (one run for all of them, or one per image).
+   */
+  visionRuns(images: readonly ImagePixels[]): Record<string, TensorData>[];
 }
 
 function createIdefics3(folder: ModelFolder, tokenizer: TextTokenizer): Architecture {
@@ -68,7 +75,7 @@ function createIdefics3(folder: ModelFolder, tokenizer: TextTokenizer): Architec
       for (let i = 0; i < ids.length; i++) prompt[i] = BigInt(i);
       return { rows: 1, prompt, next: BigInt(ids.length) };
     },
-    visionFeeds(images) {
+    visionRuns(images) {
       // All tiles of all images as one batch of one: [1, tiles, 3, size, size], every pixel real.
       const tensors = images.map((im) => im["pixel_values"]!);
       const [, channels = 3, height = 0, width = 0] = tensors[0]!.dims;
@@ -79,17 +86,70 @@ function createIdefics3(folder: ModelFolder, tokenizer: TextTokenizer): Architec
         pixels.set(t.data as Float32Array, offset);
         offset += t.data.length;
       }
+      return [
+        {
+          pixel_values: { type: "float32", data: pixels, dims: [1, tiles, channels, height, width] },
+          pixel_attention_mask: { type: "bool", data: new Uint8Array(tiles * height * width).fill(1), dims: [1, tiles, height, width] },
+        },
+      ];
+    },
+  };
+}
+
+/**
+ * The M-RoPE family. GLM-OCR and GLM-4.6V write `<|begin_of_image|><|image|><|end_of_image|>`
+ * and expand `<|image|>`; Qwen2-VL and Qwen2.5-VL write `<|vision_start|><|image_pad|><|vision_end|>`
+ * and expand `<|image_pad|>`. Their positions are the same for images (research: glm-family
+ * §4.1). Each image is its own vision run: the exports attend over all patches of a run, with
+ * no boundary between images.
+ */
+function createMrope(folder: ModelFolder, tokenizer: TextTokenizer): Architecture {
+  const type = folder.config.model_type;
+  const glm = type.startsWith("glm");
+  const processor = createGlmImageProcessor(folder.preprocessorConfig as GlmPreprocessorConfig, { temporalInBounds: glm });
+  const imagePlaceholder = glm ? "<|image|>" : "<|image_pad|>";
+  const imageTokenId = folder.config.image_token_id ?? tokenizer.tokenId(imagePlaceholder);
+  if (imageTokenId === undefined) throw new GlanceError("unavailable", "config.json names no image_token_id");
+  // Qwen2-VL's export calls the grid input grid_thw; the later ones image_grid_thw.
+  const gridInput = type === "qwen2_vl" ? "grid_thw" : "image_grid_thw";
+  const merge = processor.mergeSize;
+  return {
+    imagePlaceholder,
+    imageTokenId,
+    async prepareImage(image) {
+      const { patches, grid } = await processor.process(image);
+      const tokens: TokenGrid = { t: grid.t, h: grid.h / merge, w: grid.w / merge };
+      const featureCount = tokens.t * tokens.h * tokens.w;
       return {
-        pixel_values: { type: "float32", data: pixels, dims: [1, tiles, channels, height, width] },
-        pixel_attention_mask: { type: "bool", data: new Uint8Array(tiles * height * width).fill(1), dims: [1, tiles, height, width] },
+        pixels: {
+          pixel_values: { type: "float32", data: patches, dims: [grid.t * grid.h * grid.w, patches.length / (grid.t * grid.h * grid.w)] },
+          [gridInput]: { type: "int64", data: BigInt64Array.of(BigInt(grid.t), BigInt(grid.h), BigInt(grid.w)), dims: [1, 3] },
+        },
+        layout: { featureCount, prompt: imagePlaceholder.repeat(featureCount), grid: tokens },
       };
     },
+    positions(ids, images) {
+      return mropePositions(
+        ids,
+        imageTokenId,
+        images.map((im, i) => {
+          if (!im.grid) throw new GlanceError("internal", `image ${i + 1} has no token grid`);
+          return im.grid;
+        }),
+      );
+    },
+    visionRuns: (images) => [...images],
   };
 }
 
 const FAMILIES: Record<string, (folder: ModelFolder, tokenizer: TextTokenizer) => Architecture> = {
   idefics3: createIdefics3,
   smolvlm: createIdefics3,
+  glm_ocr: createMrope,
+  glm4v: createMrope,
+  glm46v: createMrope,
+  qwen2_vl: createMrope,
+  qwen2_5_vl: createMrope,
 };
 
 export function createArchitecture(folder: ModelFolder, tokenizer: TextTokenizer): Architecture {

@@ -12,9 +12,14 @@ export interface ChatMessage {
   content: ChatPart[];
 }
 
+/** The template's switches (vLLM's chat_template_kwargs); unset ones are not passed, so the template's defaults hold. */
+export interface TemplateOptions {
+  enableThinking?: boolean;
+}
+
 export interface ChatTemplate {
   /** The prompt for the next assistant turn. */
-  render(messages: ChatMessage[]): string;
+  render(messages: ChatMessage[], options?: TemplateOptions): string;
 }
 
 export function createChatTemplate(tokenizerConfig: Record<string, unknown>): ChatTemplate {
@@ -25,9 +30,10 @@ export function createChatTemplate(tokenizerConfig: Record<string, unknown>): Ch
   const template = new Template(source);
   const specials = Object.fromEntries(["bos_token", "eos_token", "pad_token", "unk_token"].map((k) => [k, tokenizerConfig[k] ?? ""]));
   return {
-    render(messages) {
+    render(messages, options = {}) {
+      const switches = options.enableThinking === undefined ? {} : { enable_thinking: options.enableThinking };
       try {
-        return template.render({ ...specials, messages, add_generation_prompt: true });
+        return template.render({ ...specials, ...switches, messages, add_generation_prompt: true });
       } catch (e) {
         // Templates raise on conversations they do not support (e.g. roles out of order).
         throw invalidArgument(`the model's chat template cannot render this conversation: ${(e as Error).message}`);

@@ -8,14 +8,14 @@ import path from "node:path";
 import { GlanceError } from "../errors.ts";
 
 /** The ONNX file variants of an export, named by transformers.js's dtype suffixes. */
-const DTYPE_SUFFIXES = { fp32: "", fp16: "_fp16", q8: "_quantized", int8: "_int8", uint8: "_uint8", q4: "_q4" } as const;
+const DTYPE_SUFFIXES = { fp32: "", fp16: "_fp16", q8: "_quantized", int8: "_int8", uint8: "_uint8", q4: "_q4", q4f16: "_q4f16" } as const;
 export type Dtype = keyof typeof DTYPE_SUFFIXES;
 
 /**
- * The decoder variants Glance runs: those whose inputs and outputs are float32 (fp16 exports
- * take and return float16, which the engine does not feed yet).
+ * The variants Glance runs. Each input's type is read from the graph, so fp16 and q4f16 exports
+ * (float16 embeddings, cache and logits) run as well as float32 ones.
  */
-export const DECODER_DTYPES = ["fp32", "q8", "int8", "uint8", "q4"] as const satisfies readonly Dtype[];
+export const DECODER_DTYPES = ["fp32", "fp16", "q8", "int8", "uint8", "q4", "q4f16"] as const satisfies readonly Dtype[];
 
 export interface TextConfig {
   model_type?: string;
@@ -78,6 +78,12 @@ function onnxFile(dir: string, name: string, dtype: Dtype): string {
   return file;
 }
 
+/** The variant of the vision encoder or embeddings that goes with the decoder's, else the fp32 one. */
+function companionFile(dir: string, name: string, dtype: Dtype): string {
+  const file = path.join(dir, "onnx", `${name}${DTYPE_SUFFIXES[dtype]}.onnx`);
+  return existsSync(file) ? file : onnxFile(dir, name, "fp32");
+}
+
 export function readModelFolder(dir: string, options: { decoderDtype?: Dtype } = {}): ModelFolder {
   const abs = path.resolve(dir);
   const config = readJson(abs, "config.json", true) as unknown as ModelConfig;
@@ -92,8 +98,8 @@ export function readModelFolder(dir: string, options: { decoderDtype?: Dtype } =
     preprocessorConfig: readJson(abs, "preprocessor_config.json", true),
     processorConfig: readJson(abs, "processor_config.json", false),
     onnx: {
-      visionEncoder: onnxFile(abs, "vision_encoder", "fp32"),
-      embedTokens: onnxFile(abs, "embed_tokens", "fp32"),
+      visionEncoder: companionFile(abs, "vision_encoder", options.decoderDtype ?? "fp32"),
+      embedTokens: companionFile(abs, "embed_tokens", options.decoderDtype ?? "fp32"),
       decoder: onnxFile(abs, "decoder_model_merged", options.decoderDtype ?? "fp32"),
     },
   };

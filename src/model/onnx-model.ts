@@ -19,7 +19,9 @@ export interface DecoderSpec {
   layers: number;
   kvHeads: number;
   headDim: number;
-  kvType: "float32" | "float16";
+  kvType: FloatType;
+  /** What inputs_embeds takes (fp16 exports: float16). */
+  embedsType: FloatType;
   hiddenSize: number;
   vocabSize: number;
   /** Rows of position_ids: 1 ([batch, length]), or 3 for M-RoPE ([3, batch, length]). */
@@ -27,6 +29,32 @@ export interface DecoderSpec {
   /** Optional inputs that some exports declare; fed only when declared. */
   hasNumLogitsToKeep: boolean;
   hasUseCacheBranch: boolean;
+}
+
+export type FloatType = "float32" | "float16";
+
+const isFloatType = (type: string): type is FloatType => type === "float32" || type === "float16";
+
+/** A float tensor's data as float32: fp16 exports return float16, and the engine computes in float32. */
+export function asFloat32(tensor: ort.Tensor): Float32Array {
+  if (tensor.type === "float32") return tensor.data as Float32Array;
+  if (tensor.type === "float16") return Float32Array.from(tensor.data as unknown as ArrayLike<number>);
+  throw new GlanceError("internal", `a model output is ${tensor.type}; float32 or float16 was expected`);
+}
+
+/** float32 data as a tensor of the float type a graph input declares. */
+export function floatTensor(type: FloatType, data: Float32Array, dims: readonly number[]): ort.Tensor {
+  // onnxruntime takes a Float16Array where the runtime has one; its types still say Uint16Array.
+  return type === "float32"
+    ? new ort.Tensor("float32", data, dims)
+    : new ort.Tensor("float16", Float16Array.from(data) as unknown as Uint16Array, dims);
+}
+
+/** The declared float type of each float input of a session (others are fed as they are). */
+export function floatInputs(session: ort.InferenceSession): Map<string, FloatType> {
+  const types = new Map<string, FloatType>();
+  for (const m of session.inputMetadata) if (m.isTensor && isFloatType(m.type)) types.set(m.name, m.type);
+  return types;
 }
 
 export interface OnnxModel {
@@ -58,9 +86,8 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
   };
   const text = folder.config.text_config;
   const kvType = past.type;
-  if (kvType !== "float32" && kvType !== "float16") {
-    throw new GlanceError("unavailable", `the decoder's cache type ${kvType} is not supported`);
-  }
+  if (!isFloatType(kvType)) throw new GlanceError("unavailable", `the decoder's cache type ${kvType} is not supported`);
+  if (!isFloatType(embeds.type)) throw new GlanceError("unavailable", `the decoder's inputs_embeds type ${embeds.type} is not supported`);
   // An export that declares no shape (rank 0 here) takes the plain [batch, length] layout.
   if (![0, 2, 3].includes(positions.shape.length)) {
     throw new GlanceError("unavailable", `the decoder's position_ids has rank ${positions.shape.length}; 2 or 3 is supported`);
@@ -70,6 +97,7 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
     kvHeads: dim(past.shape, 1, text.num_key_value_heads, "key/value heads"),
     headDim: dim(past.shape, 3, text.hidden_size / text.num_attention_heads, "head size"),
     kvType,
+    embedsType: embeds.type,
     hiddenSize: dim(embeds.shape, 2, text.hidden_size, "hidden size"),
     vocabSize: dim(logits.shape, 2, text.vocab_size, "vocabulary size"),
     positionRows: positions.shape.length === 3 ? 3 : 1,

@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
 import type { Architecture, ImageLayout, ImagePixels, PositionPlan } from "./architecture.ts";
-import type { ChatMessage, ChatRole, ChatTemplate } from "./chat-template.ts";
+import type { ChatMessage, ChatRole, ChatTemplate, TemplateOptions } from "./chat-template.ts";
 import { decodeImage } from "./image-decoder.ts";
 import type { PromptEncoder } from "./prompt-encoder.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
@@ -45,7 +45,11 @@ export interface PreparedPrompt {
 }
 
 export interface PromptBuilder {
-  build(messages: readonly PromptMessage[], cached: (key: string) => ImageLayout | undefined): Promise<PreparedPrompt>;
+  build(
+    messages: readonly PromptMessage[],
+    cached: (key: string) => ImageLayout | undefined,
+    options?: TemplateOptions,
+  ): Promise<PreparedPrompt>;
   /** Decodes and prepares an image built from the cache whose features left it before the hand-off. */
   preparePixels(image: PreparedImage): Promise<void>;
 }
@@ -99,7 +103,7 @@ export function createPromptBuilder(
   }
 
   return {
-    async build(messages, cached) {
+    async build(messages, cached, options) {
       if (messages.length === 0) throw invalidArgument("messages is empty: send at least one message");
       const encoded = messages.flatMap((m) => m.content.flatMap((p) => (p.type === "image" ? [p.data] : [])));
       if (encoded.length > limits.maxImages) {
@@ -122,7 +126,7 @@ export function createPromptBuilder(
         role: m.role,
         content: m.content.map((p) => (p.type === "text" ? p : { type: "image" as const })),
       }));
-      const pieces = template.render(chat).split(arch.imagePlaceholder);
+      const pieces = template.render(chat, options).split(arch.imagePlaceholder);
       if (pieces.length - 1 !== images.length) {
         throw invalidArgument(
           `the model's chat template placed ${pieces.length - 1} of the request's ${images.length} images; ` +

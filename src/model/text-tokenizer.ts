@@ -30,11 +30,14 @@ export function createTextTokenizer(tokenizerJson: object, tokenizerConfig: obje
   const vocab = json.model?.vocab ?? {};
   const pieces = Array.isArray(vocab) ? vocab.map(([piece]) => piece) : Object.keys(vocab);
   const special = new Set(added.filter((t) => t.special).map((t) => t.content));
+  // GLM's /nothink is a switch its users type at the end of a message (its template reads it
+  // there), not a turn marker, so text may hold it.
+  const switches = new Set(["/nothink"]);
   // A vocabulary piece's own UTF-8 is at least the bytes it stands for (byte-level BPE writes
   // one character per byte; SentencePiece's "▁" takes three for one space).
   const maxTokenBytes = pieces.reduce((m, piece) => (special.has(piece) ? m : Math.max(m, Buffer.byteLength(piece))), 1);
   return {
-    controlTokens: [...special],
+    controlTokens: [...special].filter((t) => !switches.has(t)),
     maxTokenBytes,
     encode: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids,
     // The library refuses an empty list; no ids are no text (a reply that is only end of sequence).

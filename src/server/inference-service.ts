@@ -74,6 +74,9 @@ export function fromExtractRequest(req: ExtractRequest): GenerateInput {
     responseFormat: { type: "json_schema", schema: req.schema.schema },
     requestId: req.requestId || undefined,
     sampling: fromSampling(req.sampling),
+    // The schema constrains the reply from its first token, which leaves a reasoning model no
+    // room to think: its template is told so, and prompts the answer directly.
+    chat: { enableThinking: false },
   };
 }
 
@@ -108,6 +111,7 @@ export function fromGenerateRequest(req: GenerateRequest): GenerateInput {
     responseFormat: fromResponseFormat(req.responseFormat),
     requestId: req.requestId || undefined,
     sampling: fromSampling(req.sampling),
+    chat: req.chat?.enableThinking === undefined ? undefined : { enableThinking: req.chat.enableThinking },
   };
 }
 
@@ -154,7 +158,9 @@ function toFinishReason(reason: EngineFinishReason): FinishReason {
 }
 
 function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape<typeof GenerateResponseSchema> {
-  if (e.type === "delta") return { requestId, event: { case: "delta", value: { text: e.text, tokenIds: e.tokenIds } } };
+  if (e.type === "delta") {
+    return { requestId, event: { case: "delta", value: { text: e.text, reasoning: e.reasoning ?? "", tokenIds: e.tokenIds } } };
+  }
   return {
     requestId,
     event: {

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import type { ChatRole, Engine, GenerateInput, InputPart, ResponseFormat } from "../engine/types.ts";
+import type { ChatOptions, ChatRole, Engine, GenerateInput, InputPart, ResponseFormat } from "../engine/types.ts";
 import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
 import type { Gate, Ticket } from "./gate.ts";
 import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
@@ -109,6 +109,22 @@ function toParts(content: unknown, where: string): InputPart[] {
 }
 
 /**
+ * vLLM's chat_template_kwargs. Only the switches Glance knows are taken: a template sees the
+ * request's own variables (messages, tools), and an unknown key is more likely a typo than a
+ * switch of this model's template.
+ */
+function toChatOptions(value: unknown): ChatOptions | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "object" || Array.isArray(value)) throw invalidArgument("chat_template_kwargs must be an object");
+  const { enable_thinking: enableThinking, ...rest } = value as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw invalidArgument(`chat_template_kwargs.${unknown[0]} is not supported (supported: enable_thinking)`);
+  if (enableThinking === undefined) return undefined;
+  if (typeof enableThinking !== "boolean") throw invalidArgument("chat_template_kwargs.enable_thinking must be true or false");
+  return { enableThinking };
+}
+
+/**
  * OpenAI's response_format: `text` (none), `json_object`, or `json_schema` with the schema as an
  * object, which travels on as JSON text in the order the client wrote it.
  */
@@ -154,6 +170,7 @@ export function fromChatCompletion(body: Record<string, unknown>): GenerateInput
   return {
     model: typeof body["model"] === "string" ? body["model"] : undefined,
     messages,
+    chat: toChatOptions(body["chat_template_kwargs"]),
     responseFormat: toResponseFormat(body["response_format"]),
     sampling: {
       maxTokens: optionalNumber(body, "max_completion_tokens") ?? optionalNumber(body, "max_tokens"),
@@ -209,10 +226,12 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
       `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model: engine.info.id, choices, ...(usage ? { usage } : {}) })}\n\n`;
 
     let text = "";
+    let reasoning = "";
     for await (const e of record.events(requestId, events)) {
       if (e.type === "delta") {
         if (!stream) {
           text += e.text;
+          reasoning += e.reasoning ?? "";
           continue;
         }
         if (!streaming) {
@@ -224,6 +243,10 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
             ...(e.cached && { "x-glance-cache": "hit" }),
           });
           await write(res, chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]));
+        }
+        // vLLM's field for a reasoning parser's output; clients that do not know it read content only.
+        if (e.reasoning) {
+          await write(res, chunk([{ index: 0, delta: { reasoning_content: e.reasoning }, logprobs: null, finish_reason: null }]));
         }
         if (e.text !== "") await write(res, chunk([{ index: 0, delta: { content: e.text }, logprobs: null, finish_reason: null }]));
         continue;
@@ -243,7 +266,12 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
           created,
           model: engine.info.id,
           choices: [
-            { index: 0, message: { role: "assistant", content: text, refusal: null }, logprobs: null, finish_reason: e.finishReason },
+            {
+              index: 0,
+              message: { role: "assistant", content: text, ...(reasoning ? { reasoning_content: reasoning } : {}), refusal: null },
+              logprobs: null,
+              finish_reason: e.finishReason,
+            },
           ],
           usage,
         });

@@ -68,6 +68,13 @@ export declare type GenerateRequest = Message$1<"glance.v1.GenerateRequest"> & {
    * @generated from field: glance.v1.ResponseFormat response_format = 5;
    */
   responseFormat?: ResponseFormat | undefined;
+
+  /**
+   * Switches of the model's chat template. Unset fields take the template's own defaults.
+   *
+   * @generated from field: glance.v1.ChatOptions chat = 6;
+   */
+  chat?: ChatOptions | undefined;
 };
 
 /**
@@ -75,6 +82,28 @@ export declare type GenerateRequest = Message$1<"glance.v1.GenerateRequest"> & {
  * Use `create(GenerateRequestSchema)` to create a new message.
  */
 export declare const GenerateRequestSchema: GenMessage<GenerateRequest>;
+
+/**
+ * ChatOptions are the chat template's switches (vLLM's chat_template_kwargs).
+ *
+ * @generated from message glance.v1.ChatOptions
+ */
+export declare type ChatOptions = Message$1<"glance.v1.ChatOptions"> & {
+  /**
+   * For reasoning models (GLM-4.6V, GLM-OCR's template): false asks for the answer without
+   * a thinking phase. Unset: the template's default, which for GLM is to think. A model whose
+   * template has no such switch ignores it.
+   *
+   * @generated from field: optional bool enable_thinking = 1;
+   */
+  enableThinking?: boolean | undefined;
+};
+
+/**
+ * Describes the message glance.v1.ChatOptions.
+ * Use `create(ChatOptionsSchema)` to create a new message.
+ */
+export declare const ChatOptionsSchema: GenMessage<ChatOptions>;
 
 /**
  * ResponseFormat says what shape the reply must have. Every token is chosen among those that
@@ -479,6 +508,16 @@ export declare type Delta = Message$1<"glance.v1.Delta"> & {
    * @generated from field: repeated uint32 token_ids = 2;
    */
   tokenIds: number[];
+
+  /**
+   * New reasoning: text the model wrote inside <think>…</think> (reasoning models such as
+   * GLM-4.6V), streamed apart from the answer as vLLM's reasoning parsers do. It holds whole
+   * characters, as `text` does; the think markers themselves are in neither. Empty for models
+   * without a thinking phase, and when ChatOptions.enable_thinking is false.
+   *
+   * @generated from field: string reasoning = 3;
+   */
+  reasoning: string;
 };
 
 /**

@@ -16,7 +16,7 @@ import { file_google_protobuf_duration, file_google_protobuf_struct } from "@buf
  * Describes the file glance/v1/inference.proto.
  */
 export const file_glance_v1_inference = /*@__PURE__*/
-  fileDesc("ChlnbGFuY2UvdjEvaW5mZXJlbmNlLnByb3RvEglnbGFuY2UudjEiuwEKD0dlbmVyYXRlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIkCghtZXNzYWdlcxgCIAMoCzISLmdsYW5jZS52MS5NZXNzYWdlEisKCHNhbXBsaW5nGAMgASgLMhkuZ2xhbmNlLnYxLlNhbXBsaW5nUGFyYW1zEhIKCnJlcXVlc3RfaWQYBCABKAkSMgoPcmVzcG9uc2VfZm9ybWF0GAUgASgLMhkuZ2xhbmNlLnYxLlJlc3BvbnNlRm9ybWF0IqoBCg5SZXNwb25zZUZvcm1hdBIsCgtqc29uX3NjaGVtYRgBIAEoCzIVLmdsYW5jZS52MS5Kc29uU2NoZW1hSAASLAoLanNvbl9vYmplY3QYAiABKAsyFS5nbGFuY2UudjEuSnNvbk9iamVjdEgAEiMKBmNob2ljZRgDIAEoCzIRLmdsYW5jZS52MS5DaG9pY2VIABIPCgVyZWdleBgEIAEoCUgAQgYKBGtpbmQiOgoKSnNvblNjaGVtYRIMCgRuYW1lGAEgASgJEg4KBnNjaGVtYRgCIAEoCRIOCgZzdHJpY3QYAyABKAgiDAoKSnNvbk9iamVjdCIZCgZDaG9pY2USDwoHY2hvaWNlcxgBIAMoCSJKCgdNZXNzYWdlEh0KBHJvbGUYASABKA4yDy5nbGFuY2UudjEuUm9sZRIgCgdjb250ZW50GAIgAygLMg8uZ2xhbmNlLnYxLlBhcnQiQQoEUGFydBIOCgR0ZXh0GAEgASgJSAASIQoFaW1hZ2UYAiABKAsyEC5nbGFuY2UudjEuSW1hZ2VIAEIGCgRraW5kIjAKBUltYWdlEg4KBGRhdGEYASABKAxIABINCgN1cmwYAiABKAlIAEIICgZzb3VyY2UigAIKDlNhbXBsaW5nUGFyYW1zEhcKCm1heF90b2tlbnMYASABKA1IAIgBARIYCgt0ZW1wZXJhdHVyZRgCIAEoAkgBiAEBEhIKBXRvcF9wGAMgASgCSAKIAQESEgoFdG9wX2sYBCABKA1IA4gBARIRCgRzZWVkGAUgASgESASIAQESHwoScmVwZXRpdGlvbl9wZW5hbHR5GAYgASgCSAWIAQESDAoEc3RvcBgHIAMoCUINCgtfbWF4X3Rva2Vuc0IOCgxfdGVtcGVyYXR1cmVCCAoGX3RvcF9wQggKBl90b3Bfa0IHCgVfc2VlZEIVChNfcmVwZXRpdGlvbl9wZW5hbHR5InMKEEdlbmVyYXRlUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIhCgVkZWx0YRgCIAEoCzIQLmdsYW5jZS52MS5EZWx0YUgAEh8KBGRvbmUYAyABKAsyDy5nbGFuY2UudjEuRG9uZUgAQgcKBWV2ZW50IigKBURlbHRhEgwKBHRleHQYASABKAkSEQoJdG9rZW5faWRzGAIgAygNIr4BCg5FeHRyYWN0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRIgCgZpbWFnZXMYAiADKAsyEC5nbGFuY2UudjEuSW1hZ2USEwoLaW5zdHJ1Y3Rpb24YAyABKAkSJQoGc2NoZW1hGAQgASgLMhUuZ2xhbmNlLnYxLkpzb25TY2hlbWESKwoIc2FtcGxpbmcYBSABKAsyGS5nbGFuY2UudjEuU2FtcGxpbmdQYXJhbXMSEgoKcmVxdWVzdF9pZBgGIAEoCSLRAQoPRXh0cmFjdFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSDAoEanNvbhgCIAEoCRImCgV2YWx1ZRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoNZmluaXNoX3JlYXNvbhgEIAEoDjIXLmdsYW5jZS52MS5GaW5pc2hSZWFzb24SHwoFdXNhZ2UYBSABKAsyEC5nbGFuY2UudjEuVXNhZ2USIwoHdGltaW5ncxgGIAEoCzISLmdsYW5jZS52MS5UaW1pbmdzIowBCgREb25lEi4KDWZpbmlzaF9yZWFzb24YASABKA4yFy5nbGFuY2UudjEuRmluaXNoUmVhc29uEh8KBXVzYWdlGAIgASgLMhAuZ2xhbmNlLnYxLlVzYWdlEiMKB3RpbWluZ3MYAyABKAsyEi5nbGFuY2UudjEuVGltaW5ncxIOCgZjYWNoZWQYBCABKAgiZQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDRIUCgx0b3RhbF90b2tlbnMYAyABKA0SFAoMaW1hZ2VfdG9rZW5zGAQgASgNItMCCgdUaW1pbmdzEigKBXF1ZXVlGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjMKEGltYWdlX3ByZXByb2Nlc3MYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNdmlzaW9uX2VuY29kZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdwcmVmaWxsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBmRlY29kZRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI2ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKBXRvdGFsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIiIKDEFib3J0UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJIiAKDUFib3J0UmVzcG9uc2USDwoHYWJvcnRlZBgBIAEoCCITChFMaXN0TW9kZWxzUmVxdWVzdCI6ChJMaXN0TW9kZWxzUmVzcG9uc2USJAoGbW9kZWxzGAEgAygLMhQuZ2xhbmNlLnYxLk1vZGVsSW5mbyKgAQoJTW9kZWxJbmZvEgoKAmlkGAEgASgJEhIKCm1vZGVsX3R5cGUYAiABKAkSFgoOY29udGV4dF9sZW5ndGgYAyABKA0SHgoWbWF4X2ltYWdlc19wZXJfcmVxdWVzdBgEIAEoDRIYChBtYXhfaW1hZ2VfcGl4ZWxzGAUgASgEEhIKCm1heF90b2tlbnMYBiABKA0SDQoFcmVhZHkYByABKAgqUAoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDwoLUk9MRV9TWVNURU0QARINCglST0xFX1VTRVIQAhISCg5ST0xFX0FTU0lTVEFOVBADKl8KDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAjKiAgoQSW5mZXJlbmNlU2VydmljZRJFCghHZW5lcmF0ZRIaLmdsYW5jZS52MS5HZW5lcmF0ZVJlcXVlc3QaGy5nbGFuY2UudjEuR2VuZXJhdGVSZXNwb25zZTABEkAKB0V4dHJhY3QSGS5nbGFuY2UudjEuRXh0cmFjdFJlcXVlc3QaGi5nbGFuY2UudjEuRXh0cmFjdFJlc3BvbnNlEjoKBUFib3J0EhcuZ2xhbmNlLnYxLkFib3J0UmVxdWVzdBoYLmdsYW5jZS52MS5BYm9ydFJlc3BvbnNlEkkKCkxpc3RNb2RlbHMSHC5nbGFuY2UudjEuTGlzdE1vZGVsc1JlcXVlc3QaHS5nbGFuY2UudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChlnbGFuY2UvdjEvaW5mZXJlbmNlLnByb3RvEglnbGFuY2UudjEi4QEKD0dlbmVyYXRlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIkCghtZXNzYWdlcxgCIAMoCzISLmdsYW5jZS52MS5NZXNzYWdlEisKCHNhbXBsaW5nGAMgASgLMhkuZ2xhbmNlLnYxLlNhbXBsaW5nUGFyYW1zEhIKCnJlcXVlc3RfaWQYBCABKAkSMgoPcmVzcG9uc2VfZm9ybWF0GAUgASgLMhkuZ2xhbmNlLnYxLlJlc3BvbnNlRm9ybWF0EiQKBGNoYXQYBiABKAsyFi5nbGFuY2UudjEuQ2hhdE9wdGlvbnMiPwoLQ2hhdE9wdGlvbnMSHAoPZW5hYmxlX3RoaW5raW5nGAEgASgISACIAQFCEgoQX2VuYWJsZV90aGlua2luZyKqAQoOUmVzcG9uc2VGb3JtYXQSLAoLanNvbl9zY2hlbWEYASABKAsyFS5nbGFuY2UudjEuSnNvblNjaGVtYUgAEiwKC2pzb25fb2JqZWN0GAIgASgLMhUuZ2xhbmNlLnYxLkpzb25PYmplY3RIABIjCgZjaG9pY2UYAyABKAsyES5nbGFuY2UudjEuQ2hvaWNlSAASDwoFcmVnZXgYBCABKAlIAEIGCgRraW5kIjoKCkpzb25TY2hlbWESDAoEbmFtZRgBIAEoCRIOCgZzY2hlbWEYAiABKAkSDgoGc3RyaWN0GAMgASgIIgwKCkpzb25PYmplY3QiGQoGQ2hvaWNlEg8KB2Nob2ljZXMYASADKAkiSgoHTWVzc2FnZRIdCgRyb2xlGAEgASgOMg8uZ2xhbmNlLnYxLlJvbGUSIAoHY29udGVudBgCIAMoCzIPLmdsYW5jZS52MS5QYXJ0IkEKBFBhcnQSDgoEdGV4dBgBIAEoCUgAEiEKBWltYWdlGAIgASgLMhAuZ2xhbmNlLnYxLkltYWdlSABCBgoEa2luZCIwCgVJbWFnZRIOCgRkYXRhGAEgASgMSAASDQoDdXJsGAIgASgJSABCCAoGc291cmNlIoACCg5TYW1wbGluZ1BhcmFtcxIXCgptYXhfdG9rZW5zGAEgASgNSACIAQESGAoLdGVtcGVyYXR1cmUYAiABKAJIAYgBARISCgV0b3BfcBgDIAEoAkgCiAEBEhIKBXRvcF9rGAQgASgNSAOIAQESEQoEc2VlZBgFIAEoBEgEiAEBEh8KEnJlcGV0aXRpb25fcGVuYWx0eRgGIAEoAkgFiAEBEgwKBHN0b3AYByADKAlCDQoLX21heF90b2tlbnNCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIICgZfdG9wX2tCBwoFX3NlZWRCFQoTX3JlcGV0aXRpb25fcGVuYWx0eSJzChBHZW5lcmF0ZVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSIQoFZGVsdGEYAiABKAsyEC5nbGFuY2UudjEuRGVsdGFIABIfCgRkb25lGAMgASgLMg8uZ2xhbmNlLnYxLkRvbmVIAEIHCgVldmVudCI7CgVEZWx0YRIMCgR0ZXh0GAEgASgJEhEKCXRva2VuX2lkcxgCIAMoDRIRCglyZWFzb25pbmcYAyABKAkivgEKDkV4dHJhY3RSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEiAKBmltYWdlcxgCIAMoCzIQLmdsYW5jZS52MS5JbWFnZRITCgtpbnN0cnVjdGlvbhgDIAEoCRIlCgZzY2hlbWEYBCABKAsyFS5nbGFuY2UudjEuSnNvblNjaGVtYRIrCghzYW1wbGluZxgFIAEoCzIZLmdsYW5jZS52MS5TYW1wbGluZ1BhcmFtcxISCgpyZXF1ZXN0X2lkGAYgASgJItEBCg9FeHRyYWN0UmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIMCgRqc29uGAIgASgJEiYKBXZhbHVlGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCg1maW5pc2hfcmVhc29uGAQgASgOMhcuZ2xhbmNlLnYxLkZpbmlzaFJlYXNvbhIfCgV1c2FnZRgFIAEoCzIQLmdsYW5jZS52MS5Vc2FnZRIjCgd0aW1pbmdzGAYgASgLMhIuZ2xhbmNlLnYxLlRpbWluZ3MijAEKBERvbmUSLgoNZmluaXNoX3JlYXNvbhgBIAEoDjIXLmdsYW5jZS52MS5GaW5pc2hSZWFzb24SHwoFdXNhZ2UYAiABKAsyEC5nbGFuY2UudjEuVXNhZ2USIwoHdGltaW5ncxgDIAEoCzISLmdsYW5jZS52MS5UaW1pbmdzEg4KBmNhY2hlZBgEIAEoCCJlCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDRIUCgxpbWFnZV90b2tlbnMYBCABKA0i0wIKB1RpbWluZ3MSKAoFcXVldWUYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMwoQaW1hZ2VfcHJlcHJvY2VzcxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg12aXNpb25fZW5jb2RlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB3ByZWZpbGwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoGZGVjb2RlGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjYKE3RpbWVfdG9fZmlyc3RfdG9rZW4YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFdG90YWwYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iIgoMQWJvcnRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiIAoNQWJvcnRSZXNwb25zZRIPCgdhYm9ydGVkGAEgASgIIhMKEUxpc3RNb2RlbHNSZXF1ZXN0IjoKEkxpc3RNb2RlbHNSZXNwb25zZRIkCgZtb2RlbHMYASADKAsyFC5nbGFuY2UudjEuTW9kZWxJbmZvIqABCglNb2RlbEluZm8SCgoCaWQYASABKAkSEgoKbW9kZWxfdHlwZRgCIAEoCRIWCg5jb250ZXh0X2xlbmd0aBgDIAEoDRIeChZtYXhfaW1hZ2VzX3Blcl9yZXF1ZXN0GAQgASgNEhgKEG1heF9pbWFnZV9waXhlbHMYBSABKAQSEgoKbWF4X3Rva2VucxgGIAEoDRINCgVyZWFkeRgHIAEoCCpQCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1NZU1RFTRABEg0KCVJPTEVfVVNFUhACEhIKDlJPTEVfQVNTSVNUQU5UEAMqXwoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACMqICChBJbmZlcmVuY2VTZXJ2aWNlEkUKCEdlbmVyYXRlEhouZ2xhbmNlLnYxLkdlbmVyYXRlUmVxdWVzdBobLmdsYW5jZS52MS5HZW5lcmF0ZVJlc3BvbnNlMAESQAoHRXh0cmFjdBIZLmdsYW5jZS52MS5FeHRyYWN0UmVxdWVzdBoaLmdsYW5jZS52MS5FeHRyYWN0UmVzcG9uc2USOgoFQWJvcnQSFy5nbGFuY2UudjEuQWJvcnRSZXF1ZXN0GhguZ2xhbmNlLnYxLkFib3J0UmVzcG9uc2USSQoKTGlzdE1vZGVscxIcLmdsYW5jZS52MS5MaXN0TW9kZWxzUmVxdWVzdBodLmdsYW5jZS52MS5MaXN0TW9kZWxzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * Describes the message glance.v1.GenerateRequest.
@@ -26,144 +26,151 @@ export const GenerateRequestSchema = /*@__PURE__*/
   messageDesc(file_glance_v1_inference, 0);
 
 /**
+ * Describes the message glance.v1.ChatOptions.
+ * Use `create(ChatOptionsSchema)` to create a new message.
+ */
+export const ChatOptionsSchema = /*@__PURE__*/
+  messageDesc(file_glance_v1_inference, 1);
+
+/**
  * Describes the message glance.v1.ResponseFormat.
  * Use `create(ResponseFormatSchema)` to create a new message.
  */
 export const ResponseFormatSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 1);
+  messageDesc(file_glance_v1_inference, 2);
 
 /**
  * Describes the message glance.v1.JsonSchema.
  * Use `create(JsonSchemaSchema)` to create a new message.
  */
 export const JsonSchemaSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 2);
+  messageDesc(file_glance_v1_inference, 3);
 
 /**
  * Describes the message glance.v1.JsonObject.
  * Use `create(JsonObjectSchema)` to create a new message.
  */
 export const JsonObjectSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 3);
+  messageDesc(file_glance_v1_inference, 4);
 
 /**
  * Describes the message glance.v1.Choice.
  * Use `create(ChoiceSchema)` to create a new message.
  */
 export const ChoiceSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 4);
+  messageDesc(file_glance_v1_inference, 5);
 
 /**
  * Describes the message glance.v1.Message.
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 5);
+  messageDesc(file_glance_v1_inference, 6);
 
 /**
  * Describes the message glance.v1.Part.
  * Use `create(PartSchema)` to create a new message.
  */
 export const PartSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 6);
+  messageDesc(file_glance_v1_inference, 7);
 
 /**
  * Describes the message glance.v1.Image.
  * Use `create(ImageSchema)` to create a new message.
  */
 export const ImageSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 7);
+  messageDesc(file_glance_v1_inference, 8);
 
 /**
  * Describes the message glance.v1.SamplingParams.
  * Use `create(SamplingParamsSchema)` to create a new message.
  */
 export const SamplingParamsSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 8);
+  messageDesc(file_glance_v1_inference, 9);
 
 /**
  * Describes the message glance.v1.GenerateResponse.
  * Use `create(GenerateResponseSchema)` to create a new message.
  */
 export const GenerateResponseSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 9);
+  messageDesc(file_glance_v1_inference, 10);
 
 /**
  * Describes the message glance.v1.Delta.
  * Use `create(DeltaSchema)` to create a new message.
  */
 export const DeltaSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 10);
+  messageDesc(file_glance_v1_inference, 11);
 
 /**
  * Describes the message glance.v1.ExtractRequest.
  * Use `create(ExtractRequestSchema)` to create a new message.
  */
 export const ExtractRequestSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 11);
+  messageDesc(file_glance_v1_inference, 12);
 
 /**
  * Describes the message glance.v1.ExtractResponse.
  * Use `create(ExtractResponseSchema)` to create a new message.
  */
 export const ExtractResponseSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 12);
+  messageDesc(file_glance_v1_inference, 13);
 
 /**
  * Describes the message glance.v1.Done.
  * Use `create(DoneSchema)` to create a new message.
  */
 export const DoneSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 13);
+  messageDesc(file_glance_v1_inference, 14);
 
 /**
  * Describes the message glance.v1.Usage.
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 14);
+  messageDesc(file_glance_v1_inference, 15);
 
 /**
  * Describes the message glance.v1.Timings.
  * Use `create(TimingsSchema)` to create a new message.
  */
 export const TimingsSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 15);
+  messageDesc(file_glance_v1_inference, 16);
 
 /**
  * Describes the message glance.v1.AbortRequest.
  * Use `create(AbortRequestSchema)` to create a new message.
  */
 export const AbortRequestSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 16);
+  messageDesc(file_glance_v1_inference, 17);
 
 /**
  * Describes the message glance.v1.AbortResponse.
  * Use `create(AbortResponseSchema)` to create a new message.
  */
 export const AbortResponseSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 17);
+  messageDesc(file_glance_v1_inference, 18);
 
 /**
  * Describes the message glance.v1.ListModelsRequest.
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 18);
+  messageDesc(file_glance_v1_inference, 19);
 
 /**
  * Describes the message glance.v1.ListModelsResponse.
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 19);
+  messageDesc(file_glance_v1_inference, 20);
 
 /**
  * Describes the message glance.v1.ModelInfo.
  * Use `create(ModelInfoSchema)` to create a new message.
  */
 export const ModelInfoSchema = /*@__PURE__*/
-  messageDesc(file_glance_v1_inference, 20);
+  messageDesc(file_glance_v1_inference, 21);
 
 /**
  * Describes the enum glance.v1.Role.
