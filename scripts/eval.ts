@@ -1,7 +1,8 @@
 /**
  * npm run eval [-- --model DIR] [--decoder-dtype fp32|q8] [--limit N] [--concurrency N]
  *
- * Exact-match accuracy of a model folder on the tiny model's held-out questions, answered twice:
+ * Exact-match accuracy of a model folder on its held-out questions (heldout/ in the folder;
+ * without --model, models/tiny and then models/tiny-glm), answered twice:
  * by transformers.js (an implementation nobody here wrote) from the ONNX files on disk, and by
  * Glance's engine with requests batched together. Prints accuracy per question kind and language
  * for both, how many answers agree token for token, and how many JSON answers are right when
@@ -16,17 +17,18 @@ import { createEngine } from "../src/engine/engine.ts";
 import {
   type HeldOutQuestion,
   isCorrect,
-  JSON_ANSWER_SCHEMA,
-  KINDS,
+  jsonAnswerSchema,
+  kindsOf,
   loadHeldOut,
   readHeldOutImage,
+  TINY_GLM_MODEL_DIR,
   TINY_MODEL_DIR,
 } from "./lib/heldout.ts";
 import { createTransformersPeer } from "./lib/transformers-peer.ts";
 
 const { values } = parseArgs({
   options: {
-    model: { type: "string", default: TINY_MODEL_DIR },
+    model: { type: "string" },
     "decoder-dtype": { type: "string", default: "fp32" },
     limit: { type: "string" },
     concurrency: { type: "string", default: "16" },
@@ -36,10 +38,10 @@ const { values } = parseArgs({
 const dtype = values["decoder-dtype"];
 if (dtype !== "fp32" && dtype !== "q8") throw new Error(`--decoder-dtype must be fp32 or q8, not ${dtype}`);
 const decoder = dtype;
-const modelDir = path.resolve(values.model);
-const questions = loadHeldOut(modelDir).slice(0, values.limit ? Number(values.limit) : undefined);
-const progress = (label: string, done: number) => {
-  if (process.stderr.isTTY) process.stderr.write(`\r${label} ${done}/${questions.length}${done === questions.length ? "\n" : ""}`);
+/** Room for the longest held-out answer (a receipt's JSON), and for its schema's closing bound. */
+const MAX_TOKENS = 128;
+const progress = (label: string, done: number, total: number) => {
+  if (process.stderr.isTTY) process.stderr.write(`\r${label} ${done}/${total}${done === total ? "\n" : ""}`);
 };
 
 interface Answer {
@@ -47,111 +49,120 @@ interface Answer {
   tokenIds: number[];
 }
 
-async function runPeer(): Promise<{ answers: Answer[]; seconds: number }> {
-  const peer = await createTransformersPeer(modelDir, { decoderDtype: decoder });
-  const started = performance.now();
-  const answers: Answer[] = [];
-  for (const q of questions) {
-    answers.push(await peer.answer(readHeldOutImage(q, modelDir), q.question));
-    progress("transformers.js", answers.length);
+async function evaluate(modelDir: string): Promise<void> {
+  const questions = loadHeldOut(modelDir).slice(0, values.limit ? Number(values.limit) : undefined);
+  const schema = jsonAnswerSchema(modelDir);
+
+  async function runPeer(): Promise<{ answers: Answer[]; seconds: number }> {
+    const peer = await createTransformersPeer(modelDir, { decoderDtype: decoder });
+    const started = performance.now();
+    const answers: Answer[] = [];
+    for (const q of questions) {
+      answers.push(await peer.answer(readHeldOutImage(q, modelDir), q.question, MAX_TOKENS));
+      progress("transformers.js", answers.length, questions.length);
+    }
+    await peer.dispose();
+    return { answers, seconds: (performance.now() - started) / 1000 };
   }
-  await peer.dispose();
-  return { answers, seconds: (performance.now() - started) / 1000 };
-}
 
-/** `constrained`: the JSON questions are answered under the schema of their trained answer. */
-async function runGlance(constrained: boolean): Promise<{ answers: Answer[]; seconds: number }> {
-  const engine = createEngine(loadConfig(["--model", modelDir, "--decoder-dtype", decoder], {}).engine, { log: pino({ level: "silent" }) });
-  await engine.ready;
-  const started = performance.now();
-  const answers: Answer[] = new Array(questions.length);
-  let next = 0;
-  let finished = 0;
-  const worker = async () => {
-    while (next < questions.length) {
-      const i = next++;
-      const q = questions[i]!;
-      const { events } = engine.generate({
-        messages: [
-          {
-            role: "user",
-            content: [
-              { type: "image", data: readHeldOutImage(q, modelDir) },
-              { type: "text", text: q.question },
-            ],
-          },
-        ],
-        sampling: { temperature: 0, maxTokens: 64 },
-        ...(constrained && q.kind === "json" && { responseFormat: { type: "json_schema", schema: JSON.stringify(JSON_ANSWER_SCHEMA) } }),
-      });
-      const a: Answer = { text: "", tokenIds: [] };
-      for await (const e of events) {
-        if (e.type === "delta") {
-          a.text += e.text;
-          a.tokenIds.push(...e.tokenIds);
-        } else if (e.finishReason === "stop") a.tokenIds.pop(); // the end-of-sequence token, which transformers.js leaves out
+  /** `constrained`: the JSON questions are answered under the schema of their trained answer. */
+  async function runGlance(constrained: boolean): Promise<{ answers: Answer[]; seconds: number }> {
+    const engine = createEngine(loadConfig(["--model", modelDir, "--decoder-dtype", decoder], {}).engine, {
+      log: pino({ level: "silent" }),
+    });
+    await engine.ready;
+    const started = performance.now();
+    const answers: Answer[] = new Array(questions.length);
+    let next = 0;
+    let finished = 0;
+    const worker = async () => {
+      while (next < questions.length) {
+        const i = next++;
+        const q = questions[i]!;
+        const { events } = engine.generate({
+          messages: [
+            {
+              role: "user",
+              content: [
+                { type: "image", data: readHeldOutImage(q, modelDir) },
+                { type: "text", text: q.question },
+              ],
+            },
+          ],
+          sampling: { temperature: 0, maxTokens: MAX_TOKENS },
+          ...(constrained && schema && q.kind === "json" && { responseFormat: { type: "json_schema", schema: JSON.stringify(schema) } }),
+        });
+        const a: Answer = { text: "", tokenIds: [] };
+        for await (const e of events) {
+          if (e.type === "delta") {
+            a.text += e.text;
+            a.tokenIds.push(...e.tokenIds);
+          } else if (e.finishReason === "stop") a.tokenIds.pop(); // the end-of-sequence token, which transformers.js leaves out
+        }
+        answers[i] = a;
+        progress("glance", ++finished, questions.length);
       }
-      answers[i] = a;
-      progress("glance", ++finished);
-    }
-  };
-  await Promise.all(Array.from({ length: Number(values.concurrency) }, worker));
-  await engine.close();
-  return { answers, seconds: (performance.now() - started) / 1000 };
-}
+    };
+    await Promise.all(Array.from({ length: Number(values.concurrency) }, worker));
+    await engine.close();
+    return { answers, seconds: (performance.now() - started) / 1000 };
+  }
 
-function table(name: string, answers: Answer[], seconds: number): string {
-  const tally = new Map<string, [number, number]>();
-  questions.forEach((q: HeldOutQuestion, i) => {
-    const right = isCorrect(q, answers[i]!.text) ? 1 : 0;
-    for (const key of [q.kind, `${q.kind}/${q.lang}`, q.lang, "all"]) {
-      const [r, n] = tally.get(key) ?? [0, 0];
-      tally.set(key, [r + right, n + 1]);
-    }
-  });
-  const ratio = (key: string) => {
-    const t = tally.get(key);
-    return (t ? (t[0] / t[1]).toFixed(2) : "-").padStart(7);
-  };
-  const rows = [
-    `${name}: ${questions.length} questions in ${seconds.toFixed(1)} s`,
-    `${"kind".padEnd(10)}${"en".padStart(7)}${"zh".padStart(7)}${"both".padStart(7)}${"n".padStart(6)}`,
-  ];
-  for (const kind of KINDS)
-    rows.push(
-      `${kind.padEnd(10)}${ratio(`${kind}/en`)}${ratio(`${kind}/zh`)}${ratio(kind)}${String(tally.get(kind)?.[1] ?? 0).padStart(6)}`,
-    );
-  rows.push(`${"all".padEnd(10)}${ratio("en")}${ratio("zh")}${ratio("all")}${String(questions.length).padStart(6)}`);
-  return rows.join("\n");
-}
+  function table(name: string, answers: Answer[], seconds: number): string {
+    const tally = new Map<string, [number, number]>();
+    questions.forEach((q: HeldOutQuestion, i) => {
+      const right = isCorrect(q, answers[i]!.text) ? 1 : 0;
+      for (const key of [q.kind, `${q.kind}/${q.lang}`, q.lang, "all"]) {
+        const [r, n] = tally.get(key) ?? [0, 0];
+        tally.set(key, [r + right, n + 1]);
+      }
+    });
+    const ratio = (key: string) => {
+      const t = tally.get(key);
+      return (t ? (t[0] / t[1]).toFixed(2) : "-").padStart(7);
+    };
+    const rows = [
+      `${name}: ${questions.length} questions in ${seconds.toFixed(1)} s`,
+      `${"kind".padEnd(10)}${"en".padStart(7)}${"zh".padStart(7)}${"both".padStart(7)}${"n".padStart(6)}`,
+    ];
+    for (const kind of kindsOf(questions))
+      rows.push(
+        `${kind.padEnd(10)}${ratio(`${kind}/en`)}${ratio(`${kind}/zh`)}${ratio(kind)}${String(tally.get(kind)?.[1] ?? 0).padStart(6)}`,
+      );
+    rows.push(`${"all".padEnd(10)}${ratio("en")}${ratio("zh")}${ratio("all")}${String(questions.length).padStart(6)}`);
+    return rows.join("\n");
+  }
 
-const peer = await runPeer();
-const glance = await runGlance(false);
-const constrained = await runGlance(true);
-const wrong = questions.flatMap((q, i) =>
-  isCorrect(q, peer.answers[i]!.text)
-    ? []
-    : [`  ${q.image} ${q.question} -> ${JSON.stringify(peer.answers[i]!.text.trim())} (expected ${JSON.stringify(q.answer)})`],
-);
-const differ = questions.flatMap((q, i) =>
-  JSON.stringify(peer.answers[i]!.tokenIds) === JSON.stringify(glance.answers[i]!.tokenIds)
-    ? []
-    : [
-        `  ${q.image} ${q.question}: transformers.js ${JSON.stringify(peer.answers[i]!.text)}, glance ${JSON.stringify(glance.answers[i]!.text)}`,
-      ],
-);
-
-console.log(`model ${path.relative(process.cwd(), modelDir) || "."}, decoder ${decoder}\n`);
-if (wrong.length > 0)
-  console.log(
-    `wrong answers (transformers.js, ${wrong.length}):\n${wrong.slice(0, 20).join("\n")}${wrong.length > 20 ? `\n  ... and ${wrong.length - 20} more` : ""}\n`,
+  const peer = await runPeer();
+  const glance = await runGlance(false);
+  const constrained = await runGlance(true);
+  const wrong = questions.flatMap((q, i) =>
+    isCorrect(q, peer.answers[i]!.text)
+      ? []
+      : [`  ${q.image} ${q.question} -> ${JSON.stringify(peer.answers[i]!.text.trim())} (expected ${JSON.stringify(q.answer)})`],
   );
-console.log(`${table("glance", glance.answers, glance.seconds)}\n`);
-console.log(`${table("transformers.js", peer.answers, peer.seconds)}\n`);
-const jsonRight = (answers: Answer[]) => questions.filter((q, i) => q.kind === "json" && isCorrect(q, answers[i]!.text)).length;
-console.log(
-  `json questions under their answer's schema (response_format): ${jsonRight(constrained.answers)}/${questions.filter((q) => q.kind === "json").length} right; unconstrained ${jsonRight(glance.answers)}\n`,
-);
-console.log(`token-for-token agreement, glance vs transformers.js: ${questions.length - differ.length}/${questions.length}`);
-if (differ.length > 0) console.log(differ.join("\n"));
-console.log(`accuracy: ${(questions.filter((q, i) => isCorrect(q, peer.answers[i]!.text)).length / questions.length).toFixed(2)}`);
+  const differ = questions.flatMap((q, i) =>
+    JSON.stringify(peer.answers[i]!.tokenIds) === JSON.stringify(glance.answers[i]!.tokenIds)
+      ? []
+      : [
+          `  ${q.image} ${q.question}: transformers.js ${JSON.stringify(peer.answers[i]!.text)}, glance ${JSON.stringify(glance.answers[i]!.text)}`,
+        ],
+  );
+
+  console.log(`model ${path.relative(process.cwd(), modelDir) || "."}, decoder ${decoder}\n`);
+  if (wrong.length > 0)
+    console.log(
+      `wrong answers (transformers.js, ${wrong.length}):\n${wrong.slice(0, 20).join("\n")}${wrong.length > 20 ? `\n  ... and ${wrong.length - 20} more` : ""}\n`,
+    );
+  console.log(`${table("glance", glance.answers, glance.seconds)}\n`);
+  console.log(`${table("transformers.js", peer.answers, peer.seconds)}\n`);
+  const jsonRight = (answers: Answer[]) => questions.filter((q, i) => q.kind === "json" && isCorrect(q, answers[i]!.text)).length;
+  console.log(
+    `json questions under their answer's schema (response_format): ${jsonRight(constrained.answers)}/${questions.filter((q) => q.kind === "json").length} right; unconstrained ${jsonRight(glance.answers)}\n`,
+  );
+  console.log(`token-for-token agreement, glance vs transformers.js: ${questions.length - differ.length}/${questions.length}`);
+  if (differ.length > 0) console.log(differ.join("\n"));
+  console.log(`accuracy: ${(questions.filter((q, i) => isCorrect(q, peer.answers[i]!.text)).length / questions.length).toFixed(2)}\n`);
+}
+
+for (const dir of values.model ? [values.model] : [TINY_MODEL_DIR, TINY_GLM_MODEL_DIR]) await evaluate(path.resolve(dir));

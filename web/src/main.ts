@@ -21,6 +21,9 @@ const newButton = byId<HTMLButtonElement>("new-button");
 const temperatureInput = byId<HTMLInputElement>("temperature");
 const maxTokensInput = byId<HTMLInputElement>("max-tokens");
 const apiKeyInput = byId<HTMLInputElement>("api-key");
+const thinkingSelect = byId<HTMLSelectElement>("thinking");
+const reasoningBox = byId<HTMLDetailsElement>("reasoning-box");
+const reasoning = byId<HTMLDivElement>("reasoning");
 const structuredOn = byId<HTMLInputElement>("structured-on");
 const schemaInput = byId<HTMLTextAreaElement>("schema-input");
 const conversationList = byId<HTMLOListElement>("conversation");
@@ -118,6 +121,8 @@ async function ask(): Promise<void> {
   const question = questionInput.value.trim();
   if (!question || running) return;
   answer.replaceChildren();
+  reasoning.replaceChildren();
+  reasoningBox.hidden = true;
   json.hidden = true;
   timings.replaceChildren();
   showError(undefined);
@@ -144,6 +149,7 @@ async function ask(): Promise<void> {
           maxTokens: Number.isFinite(maxTokens) ? maxTokens : undefined,
         },
         responseFormat: format.value,
+        chat: thinkingSelect.value ? { enableThinking: thinkingSelect.value === "on" } : undefined,
       },
       { signal: controller.signal },
     );
@@ -152,6 +158,10 @@ async function ask(): Promise<void> {
         firstTokenMs ??= performance.now() - started;
         tokens += Math.max(1, res.event.value.tokenIds.length);
         text += res.event.value.text;
+        if (res.event.value.reasoning) {
+          reasoningBox.hidden = false;
+          reasoning.append(document.createTextNode(res.event.value.reasoning));
+        }
         // One text node per delta: the answer grows as it streams, and a screen reader hears the additions.
         answer.append(document.createTextNode(res.event.value.text));
       } else if (res.event.case === "done") {
