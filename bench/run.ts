@@ -65,7 +65,7 @@ import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
-import { JSON_ANSWER_SCHEMA } from "../scripts/lib/heldout.ts";
+import { JSON_ANSWER_SCHEMA, jsonAnswerSchema } from "../scripts/lib/heldout.ts";
 import { defaultIntraOpThreads } from "../src/config.ts";
 import type { Dtype } from "../src/model/model-folder.ts";
 import { type Api, createSender } from "./lib/client.ts";
@@ -310,7 +310,7 @@ async function measured(
   return { run: r, probe, clientCpuS, ...(otherCores !== undefined && { otherCores }) };
 }
 const concurrencyPhases: ConcurrencyPhase[] = [];
-/** The JSON questions at concurrency 16, free and constrained to the tiny model's JSON answer schema. */
+/** The JSON questions at concurrency 16, free and constrained to the model's JSON answer schema (the tiny model's by default). */
 let constrainedPhase: BenchResult["constrained"];
 const CONSTRAINED_CONCURRENCY = 16;
 const poissonPhases: PoissonPhase[] = [];
@@ -358,7 +358,7 @@ try {
       return summarize(m.run.records, m.run.durationS, goodput);
     };
     const free = await phase(send, `glance c=${CONSTRAINED_CONCURRENCY} json questions`);
-    const schema = JSON.stringify(JSON_ANSWER_SCHEMA);
+    const schema = JSON.stringify(jsonAnswerSchema(modelDir) ?? JSON_ANSWER_SCHEMA);
     const bound = await phase(
       createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens, jsonSchema: schema }),
       `glance c=${CONSTRAINED_CONCURRENCY} json questions, constrained`,

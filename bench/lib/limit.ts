@@ -7,8 +7,8 @@
  * the B argmax tokens and feeding the previous step's present.* outputs back as the cache, until
  * every row has `outputTokens` tokens. Prompts (tokens and pixels) are prepared beforehand by
  * src/model's prompt builder, and the vision encoder is fed by the architecture's own
- * visionFeeds, so they are exactly the engine's. The loop feeds one row of positions, as the
- * tiny model (Idefics3 layout) takes.
+ * visionRuns, so they are exactly the engine's. Positions are the prompt builder's too: one
+ * row (Idefics3) or three (M-RoPE), each row continuing from its prompt's next position.
  */
 import * as ort from "onnxruntime-node";
 import { defaultIntraOpThreads, loadConfig } from "../../src/config.ts";
@@ -104,7 +104,7 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
     const feeds: Record<string, ort.Tensor> = {
       inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, spec.hiddenSize]),
       attention_mask: new ort.Tensor("int64", mask, [rows, mask.length / rows]),
-      position_ids: new ort.Tensor("int64", positions, [rows, width]),
+      position_ids: new ort.Tensor("int64", positions, spec.positionRows === 1 ? [rows, width] : [3, rows, width]),
       ...past,
     };
     if (spec.hasNumLogitsToKeep) feeds["num_logits_to_keep"] = new ort.Tensor("int64", BigInt64Array.of(1n), []);
@@ -140,12 +140,15 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
 
       const width = batch.reduce((m, p) => Math.max(m, p.ids.length), 0);
       const ids = new BigInt64Array(rows * width);
-      const positions = new BigInt64Array(rows * width);
+      const planes = spec.positionRows;
+      const positions = new BigInt64Array(planes * rows * width);
       const lengths = batch.map((p) => p.ids.length);
       batch.forEach((p, r) => {
         const pad = width - p.ids.length;
         for (let i = 0; i < p.ids.length; i++) ids[r * width + pad + i] = BigInt(p.ids[i]!);
-        positions.set(p.positions.prompt, r * width + pad);
+        for (let plane = 0; plane < planes; plane++) {
+          positions.set(p.positions.prompt.subarray(plane * p.ids.length, (plane + 1) * p.ids.length), (plane * rows + r) * width + pad);
+        }
       });
       const embeds = (await embed.run({ input_ids: new ort.Tensor("int64", ids, [rows, width]) }))["inputs_embeds"]!.data as Float32Array;
       let feature = 0;
@@ -183,7 +186,10 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
         for (let l = 0; l < spec.layers; l++) {
           for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = out[`present.${l}.${kv}`]!;
         }
-        const stepPositions = BigInt64Array.from(lengths, (n) => BigInt(n + step - 1));
+        const stepPositions = new BigInt64Array(planes * rows);
+        batch.forEach((p, r) => {
+          for (let plane = 0; plane < planes; plane++) stepPositions[plane * rows + r] = p.positions.next + BigInt(step - 1);
+        });
         const mask = maskFor(length + 1);
         out = await decoderRun(stepEmbeds, rows, 1, mask, stepPositions, past, false);
         length++;

@@ -1,6 +1,6 @@
 /**
  * Microbenchmarks beside the load test: preparing an image the way the engine's main thread does
- * (src/model's decoder, then the Idefics3 processor) for a 1920×1080 JPEG made here with sharp
+ * (src/model's decoder, then the model's image processor) for a 1920×1080 JPEG made here with sharp
  * (a gradient and shapes) and for one of the workload's own images.
  */
 import sharp from "sharp";

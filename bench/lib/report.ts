@@ -362,7 +362,7 @@ export function markdown(r: BenchResult): string {
   out.push("## Microbenchmarks", "", "| what | p50 ms | mean ms | p99 ms | n |", "|---|---:|---:|---:|---:|");
   if (m.preprocess1080pJpegMs)
     out.push(
-      `| preprocess a 1920×1080 JPEG (${((m.jpegBytes ?? 0) / 1024).toFixed(0)} KiB): src/model decoder + Idefics3 processor, ${m.preprocess1080pJpegMs.imageTokens} image tokens | ${f(m.preprocess1080pJpegMs.p50, 2)} | ${f(m.preprocess1080pJpegMs.mean, 2)} | ${f(m.preprocess1080pJpegMs.p99, 2)} | ${m.preprocess1080pJpegMs.n} |`,
+      `| preprocess a 1920×1080 JPEG (${((m.jpegBytes ?? 0) / 1024).toFixed(0)} KiB): src/model decoder + the model's image processor, ${m.preprocess1080pJpegMs.imageTokens} image tokens | ${f(m.preprocess1080pJpegMs.p50, 2)} | ${f(m.preprocess1080pJpegMs.mean, 2)} | ${f(m.preprocess1080pJpegMs.p99, 2)} | ${m.preprocess1080pJpegMs.n} |`,
     );
   if (m.preprocessWorkloadImageMs)
     out.push(
