@@ -166,6 +166,25 @@ describe("engine", () => {
     assert.equal(engine.abort("stop-me"), false);
   });
 
+  it("frees a request's place at its done event, for a caller that stops reading there", async () => {
+    // One place in all (a batch of one, no queue): a request read up to its done event and then
+    // left, never returned, must not keep the next one out.
+    const one = createEngine(loadConfig(["--model", TINY_MODEL_DIR, "--max-batch-size", "1", "--max-queue", "0"], {}).engine, {
+      log: pino({ level: "silent" }),
+    });
+    await one.ready;
+    try {
+      const q = questions.find((x) => x.kind === "count")!;
+      for (let i = 0; i < 3; i++) {
+        const it = one.generate(ask(q)).events[Symbol.asyncIterator]();
+        for (let r = await it.next(); !r.done && r.value.type !== "done"; r = await it.next());
+      }
+      assert.equal(one.stats().running + one.stats().waiting, 0);
+    } finally {
+      await one.close();
+    }
+  });
+
   it("keeps the main thread responsive while 16 requests generate", async () => {
     const delays: number[] = [];
     let last = performance.now();

@@ -166,6 +166,20 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     if (opts.owner !== undefined) owners.set(id, opts.owner);
     let submitted = false;
     let finished = false;
+    let settled = false;
+    /**
+     * Frees the request's place, its stream and its worker sequence. It runs before the done
+     * event is yielded, not only when the generator ends: a caller that stops reading at done
+     * and never returns the generator would otherwise hold a place in the queue bound for good.
+     */
+    const settle = () => {
+      if (settled) return;
+      settled = true;
+      if (submitted) workers.release(id, finished);
+      stream.close();
+      active.delete(id);
+      owners.delete(id);
+    };
     try {
       const request = await Promise.race([resolveRequest(input, info, folder.generationConfig, formats), stream.failed]);
       const started = performance.now();
@@ -184,6 +198,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       const hit = key ? await Promise.race([answers!.get(key), stream.failed]) : undefined;
       if (key) cacheStats[hit ? "hits" : "misses"]++;
       if (hit) {
+        settle();
         yield* replay(hit, arrivedAt, prompt.imagePreprocessMs);
         return;
       }
@@ -200,15 +215,13 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
         } else {
           finished = true;
           if (key) answers!.set(key, { deltas, finishReason: e.finishReason, usage: e.usage });
+          settle();
           yield { type: "done", finishReason: e.finishReason, usage: e.usage, timings: e.timings };
           return;
         }
       }
     } finally {
-      if (submitted) workers.release(id, finished);
-      stream.close();
-      active.delete(id);
-      owners.delete(id);
+      settle();
     }
   }
 
