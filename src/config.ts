@@ -40,6 +40,7 @@ const SETTINGS = {
   "max-images": { default: "4", help: "images per request" },
   "max-image-pixels": { default: "16777216", help: "pixels per image (width x height)" },
   "max-tokens": { default: "1024", help: "largest max_tokens a request may ask for" },
+  "allow-ignore-eos": { default: "false", help: "true: requests may set ignore_eos, generating up to max_tokens (benchmarks)" },
   "allowed-image-hosts": {
     default: "",
     help: "hosts image URLs may be fetched from, comma-separated (*.example.com for sub-domains, * for any); unset: none",
@@ -216,6 +217,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       maxImages: int("max-images"),
       maxImagePixels: int("max-image-pixels", 1),
       maxTokens: int("max-tokens", 1),
+      allowIgnoreEos: bool("allow-ignore-eos"),
       visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
       imageFetch: imageFetchOptions(),
       responseCache: bool("response-cache")

@@ -24,6 +24,8 @@ function request(id: string, imageTokens = 0): EngineRequest {
     imageTokens,
     sampling: { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n },
     maxTokens: 100,
+    minTokens: 0,
+    ignoreEos: false,
     stop: [],
     arrivedAt: 0,
     submittedAt: 0,

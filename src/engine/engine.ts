@@ -55,6 +55,8 @@ export interface EngineOptions {
   responseCache?: ResponseCacheOptions;
   /** Fetching images by http(s) URL; undefined: only bytes and data: URLs. */
   imageFetch?: ImageFetchOptions;
+  /** Requests may set ignore_eos (benchmarks); off by default. */
+  allowIgnoreEos?: boolean;
   /** Worker restarts within `restartWindowMs` after which the engine gives up (health "failed"). */
   maxRestarts: number;
   restartWindowMs: number;
@@ -93,6 +95,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const fetcher = options.imageFetch && createImageFetcher(options.imageFetch, deps.onImageFetch);
   const sources = createImageSources(fetcher);
   const formats = createFormatCompiler();
+  const policy = { allowIgnoreEos: options.allowIgnoreEos ?? false };
   const answers = options.responseCache && createResponseCache(options.responseCache, deps.log);
   const digest = answers ? modelDigest(folder) : "";
   const cacheStats = { hits: 0, misses: 0 };
@@ -103,6 +106,8 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     sampling: request.sampling,
     seeded: input.sampling?.seed !== undefined,
     maxTokens: request.maxTokens,
+    minTokens: request.minTokens,
+    ignoreEos: request.ignoreEos,
     stop: request.stop,
     format: request.format?.key,
   });
@@ -144,6 +149,8 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
         sampling: request.sampling,
         grammar: request.format && { key: request.format.key, nfa: request.format.nfa },
         maxTokens: request.maxTokens,
+        minTokens: request.minTokens,
+        ignoreEos: request.ignoreEos,
         stop: request.stop,
         arrivedAt,
         submittedAt: now(),
@@ -181,7 +188,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       owners.delete(id);
     };
     try {
-      const request = await Promise.race([resolveRequest(input, info, folder.generationConfig, formats), stream.failed]);
+      const request = await Promise.race([resolveRequest(input, info, folder.generationConfig, formats, policy), stream.failed]);
       const started = performance.now();
       const messages = await Promise.race([sources.resolve(input.messages, stream.signal), stream.failed]);
       const resolveMs = performance.now() - started;

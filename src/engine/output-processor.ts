@@ -47,7 +47,7 @@ export function createOutputProcessor(request: EngineRequest, context: OutputCon
   let thinking = false;
 
   function finishReason(token: number, complete: boolean, stopString: boolean): FinishReason | null {
-    if (stopString || complete || context.eosTokenIds.has(token)) return "stop";
+    if (stopString || complete || (context.eosTokenIds.has(token) && !request.ignoreEos)) return "stop";
     if (generated >= request.maxTokens) return "length";
     // The context stop counts tokens, not positions (M-RoPE positions advance more slowly).
     if (request.ids.length + generated >= context.contextLength) return "length";

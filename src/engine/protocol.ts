@@ -59,6 +59,10 @@ export interface EngineRequest {
   /** The response format, compiled. */
   grammar?: RequestGrammar;
   maxTokens: number;
+  /** End-of-sequence tokens are masked until this many tokens are generated. */
+  minTokens: number;
+  /** End-of-sequence tokens do not end the reply. */
+  ignoreEos: boolean;
   stop: string[];
   /** now() when the request arrived at the engine, and when it was handed to the worker. */
   arrivedAt: number;

@@ -20,7 +20,16 @@ export interface ResolvedRequest {
   /** The response format, compiled (off the main thread) and checked; its minTokens is what its shortest value takes. */
   format?: KeyedFormat;
   maxTokens: number;
+  /** End-of-sequence tokens are masked until this many tokens are generated. */
+  minTokens: number;
+  /** End-of-sequence tokens do not end the reply; max_tokens does. */
+  ignoreEos: boolean;
   stop: string[];
+}
+
+export interface RequestPolicy {
+  /** --allow-ignore-eos: a request may ask to generate past end-of-sequence tokens. */
+  allowIgnoreEos: boolean;
 }
 
 /** Checks a client-chosen request id: it shows up in logs and Abort calls. */
@@ -36,6 +45,7 @@ export async function resolveRequest(
   info: ModelInfo,
   gen: GenerationConfig,
   formats: FormatCompiler,
+  policy: RequestPolicy,
 ): Promise<ResolvedRequest> {
   if (input.model && input.model !== info.id) {
     throw invalidArgument(`model ${describeValue(input.model)} is not served here; this server serves ${JSON.stringify(info.id)}`);
@@ -54,9 +64,18 @@ export async function resolveRequest(
   if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > info.maxTokens) {
     throw invalidArgument(`max_tokens must be an integer from 1 to ${info.maxTokens}, got ${maxTokens}`);
   }
+  const minTokens = s.minTokens ?? 0;
+  if (!Number.isInteger(minTokens) || minTokens < 0 || minTokens > maxTokens) {
+    throw invalidArgument(`min_tokens must be an integer from 0 to max_tokens (${maxTokens}), got ${minTokens}`);
+  }
+  const ignoreEos = s.ignoreEos ?? false;
+  if (ignoreEos && !policy.allowIgnoreEos) {
+    throw invalidArgument("ignore_eos is not allowed on this server (glance serve --allow-ignore-eos turns it on, for benchmarks)");
+  }
   const stop = s.stop ?? [];
   validateStopStrings(stop, { maxCount: MAX_STOP_STRINGS, maxLength: MAX_STOP_LENGTH });
-  if (!input.responseFormat) return { sampling, maxTokens, stop };
+  if (!input.responseFormat) return { sampling, maxTokens, minTokens, ignoreEos, stop };
+  if (ignoreEos) throw invalidArgument("ignore_eos cannot be combined with a response format: the format decides where the reply ends");
   // A stop string could cut a constrained value short, into text that no longer validates.
   if (stop.length > 0) throw invalidArgument("stop strings cannot be combined with a response format");
   const format = await formats.compile(input.responseFormat);
@@ -65,5 +84,5 @@ export async function resolveRequest(
       `max_tokens ${maxTokens} is too small for this response format: its shortest valid output takes up to ${format.minTokens} tokens`,
     );
   }
-  return { sampling, format, maxTokens, stop };
+  return { sampling, format, maxTokens, minTokens, ignoreEos, stop };
 }

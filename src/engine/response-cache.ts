@@ -46,6 +46,8 @@ export interface AnswerInputs {
   sampling: SamplingParams;
   seeded: boolean;
   maxTokens: number;
+  minTokens: number;
+  ignoreEos: boolean;
   stop: readonly string[];
   format?: string;
 }
@@ -66,6 +68,8 @@ export function answerKey(inputs: AnswerInputs): string | undefined {
       sampling.repetitionPenalty,
       sampling.temperature > 0 ? String(sampling.seed) : "",
       inputs.maxTokens,
+      inputs.minTokens,
+      inputs.ignoreEos,
       inputs.stop,
       inputs.format ?? "",
     ]),

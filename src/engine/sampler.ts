@@ -119,6 +119,23 @@ function createRepetitionPenalty(penalty: number, promptIds: ArrayLike<number>):
 }
 
 /**
+ * vLLM's min_tokens: the end-of-sequence ids are masked until the sequence has `minTokens`
+ * tokens, so the reply cannot end before then.
+ */
+export function createMinTokensProcessor(eosTokenIds: readonly number[], minTokens: number): LogitsProcessor {
+  let generated = 0;
+  return {
+    apply(logits) {
+      if (generated >= minTokens) return;
+      for (const id of eosTokenIds) if (id < logits.length) logits[id] = Number.NEGATIVE_INFINITY;
+    },
+    accept() {
+      generated++;
+    },
+  };
+}
+
+/**
  * Candidate indices live in buffers shared by every sampler of the thread: a worker samples one
  * sequence at a time, and per-sequence buffers would cost a vocabulary-sized array each.
  */

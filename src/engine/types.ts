@@ -21,7 +21,7 @@ export interface InputMessage {
 }
 
 /** Unset fields take the model's generation config, then the server's defaults. */
-export type RequestSampling = Partial<SamplingParams> & { maxTokens?: number; stop?: string[] };
+export type RequestSampling = Partial<SamplingParams> & { maxTokens?: number; stop?: string[]; minTokens?: number; ignoreEos?: boolean };
 
 export interface GenerateInput {
   /** The model the client asked for; empty or unset selects the served one. */

@@ -9,6 +9,7 @@ import { fromFolder } from "../model/loaded-model.ts";
 import { loadOnnxModel } from "../model/onnx-model.ts";
 import { createModelRunner, type ModelRunner } from "./model-runner.ts";
 import type { FromWorker, ToWorker, WorkerData } from "./protocol.ts";
+import { createMinTokensProcessor } from "./sampler.ts";
 import { createScheduler } from "./scheduler.ts";
 import { createGrammars } from "./structured/grammars.ts";
 import type { EngineFault } from "./types.ts";
@@ -81,7 +82,10 @@ const scheduler = createScheduler({
   options: data.scheduler,
   emit: (events, stats) => post({ type: "events", events, stats }),
   // The budget is max_tokens, or what the context leaves; the engine checked the format fits in it.
-  logitsProcessors: (r) => (r.grammar ? [grammars.processor(r.grammar, Math.min(r.maxTokens, loaded.contextLength - r.ids.length))] : []),
+  logitsProcessors: (r) => [
+    ...(r.grammar ? [grammars.processor(r.grammar, Math.min(r.maxTokens, loaded.contextLength - r.ids.length))] : []),
+    ...(r.minTokens > 0 ? [createMinTokensProcessor(loaded.eosTokenIds, r.minTokens)] : []),
+  ],
   onModelFailure: (error, requests) => post({ type: "model-failure", requests, error: { message: error.message, stack: error.stack } }),
   onRequestFailure: (error) => post({ type: "request-failure", error: { message: error.message, stack: error.stack } }),
 });

@@ -55,6 +55,8 @@ function fromSampling(s: GenerateRequest["sampling"]): GenerateInput["sampling"]
       seed: s.seed,
       repetitionPenalty: s.repetitionPenalty,
       stop: s.stop,
+      minTokens: s.minTokens,
+      ignoreEos: s.ignoreEos,
     }
   );
 }

@@ -90,6 +90,13 @@ function optionalNumber(body: Record<string, unknown>, name: string): number | u
   return v;
 }
 
+function optionalBoolean(body: Record<string, unknown>, name: string): boolean | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") throw invalidArgument(`${name} must be true or false, got ${describeValue(v)}`);
+  return v;
+}
+
 const ROLES: Record<string, ChatRole> = { system: "system", developer: "system", user: "user", assistant: "assistant" };
 
 function toParts(content: unknown, where: string): InputPart[] {
@@ -180,6 +187,8 @@ export function fromChatCompletion(body: Record<string, unknown>): GenerateInput
       repetitionPenalty: optionalNumber(body, "repetition_penalty"),
       seed: seed === undefined ? undefined : BigInt.asUintN(64, BigInt(seed)),
       stop: typeof stop === "string" ? [stop] : ((stop as string[] | undefined | null) ?? undefined),
+      minTokens: optionalNumber(body, "min_tokens"),
+      ignoreEos: optionalBoolean(body, "ignore_eos"),
     },
   };
 }

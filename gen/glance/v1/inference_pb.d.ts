@@ -428,6 +428,23 @@ export declare type SamplingParams = Message$1<"glance.v1.SamplingParams"> & {
    * @generated from field: repeated string stop = 7;
    */
   stop: string[];
+
+  /**
+   * Tokens generated before an end-of-sequence token may end the reply (vLLM's min_tokens): the
+   * model's end-of-sequence tokens are masked until then. At most max_tokens; unset: 0.
+   *
+   * @generated from field: optional uint32 min_tokens = 8;
+   */
+  minTokens?: number | undefined;
+
+  /**
+   * Generate past end-of-sequence tokens, up to max_tokens (vLLM's ignore_eos), so that a
+   * benchmark fixes output lengths. Refused (INVALID_ARGUMENT) unless the server was started with
+   * --allow-ignore-eos, and together with a response format.
+   *
+   * @generated from field: optional bool ignore_eos = 9;
+   */
+  ignoreEos?: boolean | undefined;
 };
 
 /**
