@@ -7,9 +7,10 @@
  * the cache keeps for the purpose, so that a changing batch does not churn the garbage collector.
  */
 import * as ort from "onnxruntime-node";
-import type { DecoderSpec } from "../model/onnx-model.ts";
+import { type DecoderSpec, float16Tensor } from "../model/onnx-model.ts";
 
-type KvArray = Float32Array | Float16Array;
+/** float16 caches hold their values' bits, the form onnxruntime-node reads float16 inputs in. */
+type KvArray = Float32Array | Uint16Array;
 
 export interface BatchCache {
   readonly rows: number;
@@ -42,15 +43,26 @@ interface State {
   length: number;
 }
 
+/**
+ * onnxruntime-node returns float16 outputs as Float16Array where the runtime has one (Node 24),
+ * but reads a float16 input only from a Uint16Array of its bits (float16Tensor): a present.*
+ * output becomes the next step's past_key_values through a view of the same memory, not a copy.
+ */
+function asFeedable(t: ort.Tensor): ort.Tensor {
+  if (t.type !== "float16") return t;
+  const data = t.data as unknown as Float16Array | Uint16Array;
+  return float16Tensor(data instanceof Uint16Array ? data : new Uint16Array(data.buffer, data.byteOffset, data.length), t.dims);
+}
+
 export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
   const names: string[] = [];
   for (let i = 0; i < spec.layers; i++) names.push(`${i}.key`, `${i}.value`);
   const block = spec.kvHeads * spec.headDim;
-  // onnxruntime returns float16 outputs as Float16Array where the runtime has one (Node 24), so
-  // the rebuild buffers are of the same kind: copying between kinds would convert the values.
-  const alloc = (n: number): KvArray => (spec.kvType === "float16" ? new Float16Array(n) : new Float32Array(n));
-  const tensor = (data: KvArray, r: number, length: number) =>
-    new ort.Tensor(spec.kvType, data as Float32Array, [r, spec.kvHeads, length, spec.headDim]);
+  const alloc = (n: number): KvArray => (spec.kvType === "float16" ? new Uint16Array(n) : new Float32Array(n));
+  const tensor = (data: KvArray, r: number, length: number) => {
+    const dims = [r, spec.kvHeads, length, spec.headDim];
+    return data instanceof Uint16Array ? float16Tensor(data, dims) : new ort.Tensor("float32", data, dims);
+  };
 
   let state: State = {
     tensors: names.map(() => tensor(alloc(0), rows, 0)),
@@ -112,7 +124,7 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
     },
     advance(outputs, width, real) {
       state = {
-        tensors: names.map((n) => outputs[`present.${n}`]!),
+        tensors: names.map((n) => asFeedable(outputs[`present.${n}`]!)),
         rowLengths: state.rowLengths.map((n, r) => n + (real ? real[r]! : width)),
         length: state.length + width,
       };

@@ -35,19 +35,35 @@ export type FloatType = "float32" | "float16";
 
 const isFloatType = (type: string): type is FloatType => type === "float32" || type === "float16";
 
-/** A float tensor's data as float32: fp16 exports return float16, and the engine computes in float32. */
+/**
+ * A float tensor's data as float32: fp16 exports return float16, and the engine computes in
+ * float32. onnxruntime-node gives float16 as a Float16Array where the runtime has one, else as
+ * a Uint16Array of the bits.
+ */
 export function asFloat32(tensor: ort.Tensor): Float32Array {
   if (tensor.type === "float32") return tensor.data as Float32Array;
-  if (tensor.type === "float16") return Float32Array.from(tensor.data as unknown as ArrayLike<number>);
+  if (tensor.type === "float16") {
+    const data = tensor.data as unknown as Float16Array | Uint16Array;
+    return Float32Array.from(data instanceof Uint16Array ? new Float16Array(data.buffer, data.byteOffset, data.length) : data);
+  }
   throw new GlanceError("internal", `a model output is ${tensor.type}; float32 or float16 was expected`);
+}
+
+/**
+ * A float16 tensor over these bits, as onnxruntime-node's native binding reads it. On a runtime
+ * with Float16Array (Node 24), onnxruntime-common 1.30 turns a float16 tensor's Uint16Array into
+ * a Float16Array view, which the binding then reads as 0 bytes ("not enough space"); the tensor
+ * gets its Uint16Array view back, the same memory.
+ */
+export function float16Tensor(bits: Uint16Array, dims: readonly number[]): ort.Tensor {
+  const tensor = new ort.Tensor("float16", bits, dims);
+  (tensor as unknown as { cpuData: Uint16Array }).cpuData = bits;
+  return tensor;
 }
 
 /** float32 data as a tensor of the float type a graph input declares. */
 export function floatTensor(type: FloatType, data: Float32Array, dims: readonly number[]): ort.Tensor {
-  // onnxruntime takes a Float16Array where the runtime has one; its types still say Uint16Array.
-  return type === "float32"
-    ? new ort.Tensor("float32", data, dims)
-    : new ort.Tensor("float16", Float16Array.from(data) as unknown as Uint16Array, dims);
+  return type === "float32" ? new ort.Tensor("float32", data, dims) : float16Tensor(new Uint16Array(Float16Array.from(data).buffer), dims);
 }
 
 /** The declared float type of each float input of a session (others are fed as they are). */
