@@ -1,11 +1,12 @@
 /**
  * A real Prometheus (Debian's) scraping a live Glance: after a few requests, its HTTP API
  * returns Glance's request counter and latency histogram by their names, with the labels the
- * dashboards and the autoscaler rule use.
+ * dashboards and the autoscaler rule use, and every query of the Grafana dashboard
+ * (deploy/grafana/glance-dashboard.json) parses and names metrics the server exports.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -13,6 +14,7 @@ import { generateRequest, generateText, type Hostile, PHOTO, QUESTION, startHost
 import { freePort } from "./support/free-port.ts";
 
 const PROMETHEUS = "/usr/bin/prometheus";
+const DASHBOARD = path.resolve(import.meta.dirname, "../deploy/grafana/glance-dashboard.json");
 
 describe("Prometheus scraping Glance", () => {
   let h: Hostile;
@@ -67,5 +69,23 @@ describe("Prometheus scraping Glance", () => {
     const buckets = await query("glance:time_to_first_token_seconds_bucket");
     assert.ok(buckets.some((b) => b.metric["le"] === "+Inf" && Number(b.value[1]) >= 4));
     await query("glance:num_requests_waiting");
+  });
+
+  it("answers every query of the Grafana dashboard, on metric names the server exports", async () => {
+    const dashboard = JSON.parse(readFileSync(DASHBOARD, "utf8")) as { panels: { title: string; targets: { expr: string }[] }[] };
+    const exported = await (await fetch(`${h.ts.httpUrl}/metrics`)).text();
+    const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => ({ panel: p.title, expr: t.expr })));
+    assert.ok(exprs.length >= 9);
+    await query("glance:requests_total");
+    for (const { panel, expr } of exprs) {
+      for (const [name] of expr.matchAll(/glance:[a-z_]+/g)) {
+        const base = name.replace(/_bucket$/, "");
+        assert.match(exported, new RegExp(`^# TYPE ${base} `, "m"), `${panel}: ${name} is not exported`);
+      }
+      // Grafana's variables, as a dashboard with every job selected fills them in.
+      const q = expr.replaceAll("$job", ".*").replaceAll("$__rate_interval", "1m");
+      const r = (await (await fetch(`${api}/api/v1/query?query=${encodeURIComponent(q)}`)).json()) as { status: string; error?: string };
+      assert.equal(r.status, "success", `${panel}: ${r.error}`);
+    }
   });
 });
