@@ -87,6 +87,10 @@ const SETTINGS = {
   "metrics-require-key": { default: "false", help: "true: /metrics asks for an API key too" },
   playground: { default: "true", help: "true: serve the playground page at / on the HTTP port" },
   "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
+  "otlp-traces-url": {
+    default: "",
+    help: "OTLP/HTTP endpoint to export OpenTelemetry traces to (http://collector:4318/v1/traces); unset: no tracing",
+  },
   "log-level": { default: "info", help: "pino log level (fatal, error, warn, info, debug, trace, silent)" },
 } as const;
 
@@ -100,6 +104,8 @@ export interface Config {
   auth: AuthOptions;
   drainGraceMs: number;
   logLevel: string;
+  /** Where OpenTelemetry traces go; unset: no tracing. */
+  otlpTracesUrl?: string;
 }
 
 /** Who may call: API keys, and whether /metrics needs one. */
@@ -261,5 +267,6 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     },
     drainGraceMs: int("drain-grace-ms"),
     logLevel: get("log-level"),
+    otlpTracesUrl: get("otlp-traces-url") || undefined,
   };
 }

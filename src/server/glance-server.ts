@@ -18,6 +18,7 @@ import { createLifecycle, type Lifecycle } from "./lifecycle.ts";
 import { createMetrics } from "./metrics.ts";
 import { createRateLimiter } from "./rate-limits.ts";
 import { createRequestObserver } from "./request-observer.ts";
+import { createTracing } from "./tracing.ts";
 
 export interface GlanceServer {
   engine: Engine;
@@ -56,7 +57,10 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
     : createMemoryStore();
   const limits = createRateLimiter({ perIpRequestsPerMinute: config.auth.rateLimitPerIp, store: buckets });
   const gate = createGate({ lifecycle, engine, keys, limits, onRefused: (reason) => metrics.observeRefused(reason) });
-  const observe = createRequestObserver(log, metrics);
+  const tracing = config.otlpTracesUrl
+    ? createTracing({ url: config.otlpTracesUrl, serviceName: "glance", model: engine.info.id })
+    : undefined;
+  const observe = createRequestObserver(log, metrics, tracing);
   const impl = createInferenceService({ engine, lifecycle, observe });
   const grpc = await startGrpcServer(impl, { gate, lifecycle, engine }, config.grpc).catch(async (e) => {
     await engine.close();
@@ -105,6 +109,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       await engine.close();
       keys?.close();
       await buckets.close();
+      await tracing?.close();
       log.info("stopped");
     },
   };

@@ -195,7 +195,7 @@ export interface InferenceServiceDeps {
 export function createInferenceService({ engine, lifecycle, observe }: InferenceServiceDeps): ServiceImpl<typeof InferenceService> {
   return {
     async *generate(req, ctx) {
-      const record = observe(`Generate/${ctx.protocolName}`, callerOf(ctx));
+      const record = observe(`Generate/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader);
       try {
         const { requestId, events } = engine.generate(fromGenerateRequest(req), engineOptions(ctx));
         for await (const e of record.events(requestId, events)) {
@@ -211,7 +211,7 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
     },
 
     async extract(req, ctx) {
-      const record = observe(`Extract/${ctx.protocolName}`, callerOf(ctx));
+      const record = observe(`Extract/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader);
       try {
         const { requestId, events } = engine.generate(fromExtractRequest(req), engineOptions(ctx));
         let json = "";

@@ -207,7 +207,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   } catch (e) {
     return sendError(res, e);
   }
-  const record = observe("chat.completions", ticket.caller.keyId);
+  const record = observe("chat.completions", ticket.caller.keyId, requestHeaders(req));
   let streaming = false;
   const client = new AbortController();
   res.on("close", () => client.abort());

@@ -1,13 +1,14 @@
 /**
  * What every front door (gRPC, Connect, OpenAI) records about a request, in one place: the
- * Prometheus metrics of its events and one log line when it ends (id, route, status, tokens,
- * timings; never prompt text or image bytes). An internal failure is logged at error level with
+ * Prometheus metrics of its events, one log line when it ends (id, route, status, tokens,
+ * timings; never prompt text or image bytes), and its trace spans when tracing is on. An internal failure is logged at error level with
  * the error itself, message, cause and stack, since its client was told only that it happened.
  */
 import type { Logger } from "pino";
 import type { EngineEvent } from "../engine/types.ts";
 import type { Metrics } from "./metrics.ts";
 import { toGlanceError } from "./status.ts";
+import type { Tracing } from "./tracing.ts";
 
 /** The record of one request, from the front door's first look at it to its end. */
 export interface RequestRecord {
@@ -21,12 +22,16 @@ export interface RequestRecord {
   end(error?: unknown): void;
 }
 
-/** Starts the record of a request to `route` from the key `keyId` (its id, never the key). */
-export type ObserveRequest = (route: string, keyId: string) => RequestRecord;
+/**
+ * Starts the record of a request to `route` from the key `keyId` (its id, never the key);
+ * `headers` carry the caller's trace context.
+ */
+export type ObserveRequest = (route: string, keyId: string, headers?: Headers) => RequestRecord;
 
-export function createRequestObserver(log: Logger, metrics: Metrics): ObserveRequest {
-  return (route, keyId) => {
+export function createRequestObserver(log: Logger, metrics: Metrics, tracing?: Tracing): ObserveRequest {
+  return (route, keyId, headers) => {
     const started = performance.now();
+    const span = tracing?.startRequest(route, headers, { "glance.route": route, "glance.key": keyId });
     let requestId: string | undefined;
     let last = 0;
     let tokens = 0;
@@ -51,8 +56,13 @@ export function createRequestObserver(log: Logger, metrics: Metrics): ObserveReq
       end(error) {
         if (ended) return;
         ended = true;
-        const status = error === undefined ? (done ? "ok" : "cancelled") : toGlanceError(error).code;
+        const failure = error === undefined ? undefined : toGlanceError(error);
+        const status = failure ? failure.code : done ? "ok" : "cancelled";
         metrics.observeRequest(keyId, status);
+        if (span) {
+          if (requestId) span.setRequestId(requestId);
+          span.end(done, status === "ok" ? undefined : { code: status, message: failure?.message ?? "the client cancelled the request" });
+        }
         const line = {
           requestId,
           route,
