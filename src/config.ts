@@ -62,6 +62,10 @@ const SETTINGS = {
   "keepalive-timeout-ms": { default: "20000", help: "gRPC keepalive ping timeout" },
   "max-connection-age-ms": { default: "0", help: "gRPC max connection age, 0 = unlimited" },
   "max-connection-age-grace-ms": { default: "30000", help: "gRPC grace period after max connection age" },
+  "grpc-eager-headers": {
+    default: "true",
+    help: "gRPC response headers as a call starts, which nginx needs to drain cleanly; false: with the first message, so clients that balance themselves retry calls a dead replica never answered",
+  },
   "max-message-mb": { default: "32", help: "largest gRPC message received or sent" },
   "drain-grace-ms": { default: "30000", help: "on SIGTERM/SIGINT, how long running streams may finish" },
   "max-buffered-body-mb": {
@@ -240,6 +244,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       host,
       tls,
       healthPort: int("health-port"),
+      eagerHeaders: bool("grpc-eager-headers"),
       port: int("grpc-port"),
       keepaliveTimeMs: int("keepalive-time-ms", 1),
       keepaliveTimeoutMs: int("keepalive-timeout-ms", 1),

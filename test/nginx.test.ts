@@ -17,52 +17,10 @@ import { InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect } from "../scripts/lib/heldout.ts";
 import { generateRequest, generateText, openAiBody, PHOTO, QUESTION } from "./hostile/support.ts";
 import { freePort } from "./support/free-port.ts";
+import { type Replica, requestsOf, startReplica } from "./support/replicas.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const NGINX = "/usr/sbin/nginx";
-
-interface Replica {
-  grpc: number;
-  http: number;
-  child: ChildProcess;
-}
-
-async function startReplica(): Promise<Replica> {
-  const [grpc, http] = [await freePort(), await freePort()];
-  const child = spawn(
-    process.execPath,
-    [
-      path.join(root, "src/cli.ts"),
-      "serve",
-      "--host",
-      "127.0.0.1",
-      "--grpc-port",
-      String(grpc),
-      "--http-port",
-      String(http),
-      "--threads",
-      "1",
-    ],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  await new Promise<void>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"msg":"ready"')) resolve();
-    });
-    child.once("exit", (code) => reject(new Error(`a replica exited (${code}) before it was ready`)));
-  });
-  child.stdout!.resume();
-  return { grpc, http, child };
-}
-
-const requestsOf = async (r: Replica) =>
-  Number(
-    /glance:requests_total\{key="anonymous",status="ok"\} (\d+)/.exec(
-      await (await fetch(`http://127.0.0.1:${r.http}/metrics`)).text(),
-    )?.[1] ?? 0,
-  );
 
 describe("nginx in front of replicas (deploy/nginx/glance.conf)", () => {
   let replicas: Replica[];

@@ -84,15 +84,21 @@ function decodeRequest(method: DescMethod, bytes: Buffer): unknown {
 
 /** `contextValues` gives each call's handler context its values, from the call's metadata (what interceptors left there). */
 /**
- * Each call's response headers go out as soon as its handler starts, before its first message:
- * a proxy waiting for them (nginx) fails the call if a GOAWAY (a draining server's) comes first.
+ * With `eagerHeaders`, each call's response headers go out as soon as its handler starts,
+ * before its first message: a proxy waiting for them (nginx) fails the call if a GOAWAY (a
+ * draining server's) comes first. Without, headers go with the first message, and a call whose
+ * server dies before then has received nothing: a gRPC client's retry policy may send it to
+ * another replica (headers commit a call, so an eager server's calls are never retried).
  */
 export function addConnectService<S extends DescService>(
   server: grpc.Server,
   service: S,
   impl: ServiceImpl<S>,
-  options: { contextValues?: (metadata: grpc.Metadata) => ContextValues } = {},
+  options: { contextValues?: (metadata: grpc.Metadata) => ContextValues; eagerHeaders: boolean },
 ): void {
+  const sendHeaders = (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>) => {
+    if (options.eagerHeaders) call.sendMetadata(new grpc.Metadata());
+  };
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
@@ -110,7 +116,7 @@ export function addConnectService<S extends DescService>(
     if (method.methodKind === "unary") {
       handlers[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const ctx = context(service, method, call, options.contextValues);
-        call.sendMetadata(new grpc.Metadata());
+        sendHeaders(call);
         Promise.resolve()
           .then(() => {
             if (call.request instanceof MalformedRequest) throw call.request.error;
@@ -125,7 +131,7 @@ export function addConnectService<S extends DescService>(
     } else if (method.methodKind === "server_streaming") {
       handlers[method.localName] = (async (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const ctx = context(service, method, call, options.contextValues);
-        call.sendMetadata(new grpc.Metadata());
+        sendHeaders(call);
         try {
           if (call.request instanceof MalformedRequest) throw call.request.error;
           for await (const res of fn(call.request, ctx) as AsyncIterable<unknown>) {

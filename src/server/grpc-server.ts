@@ -38,6 +38,8 @@ export interface GrpcServerOptions {
   tls?: TlsOptions;
   /** A plaintext port serving only grpc.health.v1 (Kubernetes gRPC probes cannot speak TLS); 0: none. */
   healthPort: number;
+  /** Response headers as each call starts (for proxies such as nginx), not with its first message. */
+  eagerHeaders: boolean;
 }
 
 export interface GrpcServer {
@@ -113,6 +115,7 @@ export async function startGrpcServer(
   raiseStreamResetLimits(server);
   addConnectService(server, InferenceService, impl, {
     contextValues: (metadata) => createContextValues().set(TICKET, ticketOf(metadata)),
+    eagerHeaders: options.eagerHeaders,
   });
 
   const statuses = (): ServingStatusMap => ({
