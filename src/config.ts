@@ -36,6 +36,10 @@ const SETTINGS = {
     default: "0",
     help: "while a batch runs, prefill new requests only once waiting >= this x running (TGI's; 0 = at once)",
   },
+  "kv-cache-mb": {
+    default: "0",
+    help: "the running batch's key/value cache bound (rows x their longest prompt + max_tokens); past it requests queue (0 = no bound)",
+  },
   "max-waiting-steps": { default: "20", help: "decode steps after which waiting requests are prefilled anyway (TGI's max-waiting-tokens)" },
   "max-images": { default: "4", help: "images per request" },
   "max-image-pixels": { default: "16777216", help: "pixels per image (width x height)" },
@@ -222,6 +226,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
         maxPrefillTokens: int("max-prefill-tokens", 1),
         waitingServedRatio: num("waiting-served-ratio"),
         maxWaitingSteps: int("max-waiting-steps"),
+        kvCacheBytes: int("kv-cache-mb") * 1024 * 1024,
       },
       maxQueue: int("max-queue"),
       maxImages: int("max-images"),

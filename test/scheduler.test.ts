@@ -13,6 +13,8 @@ import { createScheduler } from "../src/engine/scheduler.ts";
 const VOCAB = 8;
 const TOKEN = 1;
 const EOS = 0;
+/** Each request's row may reach 2 prompt + 100 max_tokens positions: 102,000 bytes at this size. */
+const KV_BYTES_PER_TOKEN = 1000;
 
 /** A two-token prompt, greedy, that may generate up to 100 tokens. */
 function request(id: string, imageTokens = 0): EngineRequest {
@@ -92,10 +94,13 @@ async function schedule(
       tokenizer: { decode: () => "", tokenId: () => undefined },
       eosTokenIds: [EOS],
       contextLength: 1000,
-      options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20, ...options },
+      options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20, kvCacheBytes: 0, ...options },
+      kvBytesPerToken: KV_BYTES_PER_TOKEN,
       emit(events, stats) {
         run.events.push(...events);
-        if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
+        // Idle, with every request ended (a refused one ends at its submission).
+        const ended = run.events.filter((e) => e.type === "done" || e.type === "error").length;
+        if (stats.running === 0 && stats.waiting === 0 && (events.length === 0 || ended === remaining.size)) resolve();
       },
       onModelFailure: (error, requests) => run.failures.push(`${error.message} (${requests})`),
       onRequestFailure: (error) => run.failures.push(error.message),
@@ -127,6 +132,24 @@ function prefills(log: string[]): string[] {
 // The first request starts the loop on its own; the others of the first group wait for the
 // next iteration, as messages reaching the worker one by one do.
 describe("scheduler", () => {
+  it("queues what would take the cache past --kv-cache-mb, and refuses a request that could never fit", async () => {
+    // Room for two rows of 102 positions (three copies each), not three.
+    const { log, events } = await schedule({ kvCacheBytes: 750_000 }, { a: 5, b: 5, c: 2 });
+    const widest = Math.max(...log.filter((l) => l.startsWith("decode")).map((l) => l.split(",").length));
+    assert.equal(widest, 2, log.join("; "));
+    assert.ok(log.indexOf("prefill c") > log.indexOf("release a"), `c waits for a's row: ${log.join("; ")}`);
+    assert.equal(events.filter((e) => e.type === "done").length, 3);
+    const refused = await schedule({ kvCacheBytes: 200_000 }, { a: 2 });
+    assert.deepEqual(
+      refused.events.map((e) => (e.type === "error" ? e.error.code : e.type)),
+      ["invalid_argument"],
+    );
+    assert.match(
+      (refused.events[0] as { error: { message: string } }).error.message,
+      /need up to 0\.29 MB .* --kv-cache-mb is 0\.19: lower max_tokens/,
+    );
+  });
+
   it("releases each sequence's row the step it finishes, and decodes the rest with the newcomers", async () => {
     const { log, events } = await schedule({}, { a: 2, b: 3 }, { 1: { c: 2 } });
     assert.deepEqual(log, [
@@ -228,7 +251,8 @@ describe("scheduler", () => {
         tokenizer: { decode: () => "", tokenId: () => undefined },
         eosTokenIds: [0],
         contextLength: 1000,
-        options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20 },
+        options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20, kvCacheBytes: 0 },
+        kvBytesPerToken: KV_BYTES_PER_TOKEN,
         emit: (events, stats) => {
           if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
         },

@@ -25,6 +25,13 @@ export interface SchedulerOptions {
   waitingServedRatio: number;
   /** Decode steps without an admission after which waiting requests join regardless of the ratio. */
   maxWaitingSteps: number;
+  /**
+   * Bytes the running batch's key/value cache may reach at its largest (`--kv-cache-mb`; 0: no
+   * bound): three copies (its tensors and the two rebuild buffers) of rows × the longest row a
+   * request may grow to (prompt plus max_tokens), since rows are left-padded to the longest. A
+   * request that would take it past waits in the queue; one that could never fit is refused.
+   */
+  kvCacheBytes: number;
 }
 
 export interface WorkerData {

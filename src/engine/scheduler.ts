@@ -37,6 +37,8 @@ export interface SchedulerDeps {
   eosTokenIds: readonly number[];
   contextLength: number;
   options: SchedulerOptions;
+  /** Key/value cache bytes per position of a row (layers × 2 × KV heads × head size × element size). */
+  kvBytesPerToken: number;
   /** Receives each iteration's events in one batch, with the stats after it. */
   emit(events: SequenceEvent[], stats: WorkerStats): void;
   /** A model run threw; its `requests` already got an error event. */
@@ -52,6 +54,9 @@ export interface Scheduler {
   cancel(id: string): void;
   stats(): WorkerStats;
 }
+
+/** Copies of the batch's cache rectangle in memory at once: its tensors and two rebuild buffers. */
+const KV_COPIES = 3;
 
 const MODEL_FAILED = "the model failed while running this request; retry it";
 const REQUEST_FAILED = "the server failed while generating this request's output; the server logged the cause";
@@ -119,6 +124,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     deps.onModelFailure(error instanceof Error ? error : new Error(String(error)), failed.length);
   }
 
+  /** Positions a sequence's cache row may reach: its prompt and all its max_tokens, within the context. */
+  const rowBound = (seq: Sequence) => Math.min(seq.request.ids.length + seq.request.maxTokens, deps.contextLength);
+  /**
+   * The cache's memory is up to three copies of its rectangle: its tensors and the runner's two
+   * rebuild buffers (see kv-cache.ts), so the budget holds three.
+   */
+  const fits = (rows: number, longest: number) => KV_COPIES * rows * longest * deps.kvBytesPerToken <= options.kvCacheBytes;
+
   /**
    * FIFO admission while the batch has rows and the prefill stays within its token budget. With
    * a batch running, as in TGI's router, a group smaller than waitingServedRatio × running waits
@@ -127,11 +140,19 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   function admit(live: number): Sequence[] {
     let count = 0;
     let width = 0;
+    // The longest row the running batch may grow to, for the cache budget.
+    let longest = 0;
+    for (const seq of sequences.values())
+      if (seq.status === "running" || seq.status === "prefilling") longest = Math.max(longest, rowBound(seq));
     while (count < waiting.length && live + count < options.maxBatchSize) {
-      const nextWidth = Math.max(width, waiting[count]!.request.ids.length);
+      const next = waiting[count]!;
+      const nextWidth = Math.max(width, next.request.ids.length);
       if (count > 0 && nextWidth * (count + 1) > options.maxPrefillTokens) break;
+      const nextLongest = Math.max(longest, rowBound(next));
+      if (options.kvCacheBytes > 0 && !fits(live + count + 1, nextLongest)) break;
       count++;
       width = nextWidth;
+      longest = nextLongest;
     }
     const enough = live === 0 || stepsWithoutAdmission >= options.maxWaitingSteps || count >= Math.floor(live * options.waitingServedRatio);
     if (count === 0 || !enough) return [];
@@ -252,6 +273,16 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   return {
     submit(request, images) {
+      const bound = KV_COPIES * Math.min(request.ids.length + request.maxTokens, deps.contextLength) * deps.kvBytesPerToken;
+      if (options.kvCacheBytes > 0 && bound > options.kvCacheBytes) {
+        // It would never fit, so it is refused rather than queued for good.
+        const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(2);
+        const message = `the prompt and max_tokens need up to ${mb(bound)} MB of key/value cache; the server's --kv-cache-mb is ${mb(options.kvCacheBytes)}: lower max_tokens or send a shorter prompt`;
+        events.push({ type: "error", id: request.id, error: { code: "invalid_argument", message } });
+        // A running loop sends it with its iteration's events; an idle one now.
+        if (!looping) flush();
+        return;
+      }
       const seq: Sequence = {
         request,
         images,
