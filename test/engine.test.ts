@@ -7,42 +7,14 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
 import sharp from "sharp";
-import { type HeldOutQuestion, loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { createTransformersPeer } from "../scripts/lib/transformers-peer.ts";
 import { loadConfig } from "../src/config.ts";
-import { createEngine, type Engine, type EngineEvent, type GenerateInput } from "../src/engine/engine.ts";
+import { createEngine, type Engine, type GenerateInput } from "../src/engine/engine.ts";
 import { GlanceError } from "../src/errors.ts";
+import { askHeldOut as ask, collect } from "./support/held-out-requests.ts";
 
 const questions = loadHeldOut();
-
-function ask(q: HeldOutQuestion, extra: Partial<GenerateInput> = {}): GenerateInput {
-  return {
-    messages: [
-      {
-        role: "user",
-        content: [
-          { type: "image", data: readHeldOutImage(q) },
-          { type: "text", text: q.question },
-        ],
-      },
-    ],
-    sampling: { temperature: 0, maxTokens: 64 },
-    ...extra,
-  };
-}
-
-async function collect(events: AsyncIterable<EngineEvent>) {
-  let text = "";
-  const tokenIds: number[] = [];
-  let done: Extract<EngineEvent, { type: "done" }> | undefined;
-  for await (const e of events) {
-    if (e.type === "delta") {
-      text += e.text;
-      tokenIds.push(...e.tokenIds);
-    } else done = e;
-  }
-  return { text, tokenIds, done: done! };
-}
 
 async function rejection(engine: Engine, input: GenerateInput): Promise<GlanceError> {
   try {

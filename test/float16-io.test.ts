@@ -13,39 +13,15 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as ort from "onnxruntime-node";
 import { pino } from "pino";
-import { isCorrect, loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { isCorrect, loadHeldOut, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { loadConfig } from "../src/config.ts";
 import { createEngine, type Engine } from "../src/engine/engine.ts";
+import { askHeldOut, collect } from "./support/held-out-requests.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const questions = loadHeldOut().filter((_, i) => i % 20 === 0);
 
-async function answers(engine: Engine): Promise<{ text: string; tokenIds: number[] }[]> {
-  return Promise.all(
-    questions.map(async (q) => {
-      const a = { text: "", tokenIds: [] as number[] };
-      const { events } = engine.generate({
-        messages: [
-          {
-            role: "user",
-            content: [
-              { type: "image", data: readHeldOutImage(q) },
-              { type: "text", text: q.question },
-            ],
-          },
-        ],
-        sampling: { temperature: 0, maxTokens: 64 },
-      });
-      for await (const e of events) {
-        if (e.type === "delta") {
-          a.text += e.text;
-          a.tokenIds.push(...e.tokenIds);
-        }
-      }
-      return a;
-    }),
-  );
-}
+const answers = (engine: Engine) => Promise.all(questions.map((q) => collect(engine.generate(askHeldOut(q)).events)));
 
 describe("a float16-interface export of the tiny model", () => {
   let dir: string;

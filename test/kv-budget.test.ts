@@ -6,9 +6,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { pino } from "pino";
-import { isCorrect, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { isCorrect, loadHeldOut } from "../scripts/lib/heldout.ts";
 import { loadConfig } from "../src/config.ts";
 import { createEngine } from "../src/engine/engine.ts";
+import { askHeldOut, collect } from "./support/held-out-requests.ts";
 
 describe("the key/value cache budget", () => {
   it("queues a burst the budget cannot hold at once, answers all of it, and stays within the budget", async () => {
@@ -27,25 +28,7 @@ describe("the key/value cache budget", () => {
         peakBytes = Math.max(peakBytes, s.cacheBytes);
         peakRunning = Math.max(peakRunning, s.running);
       }, 1);
-      const answers = await Promise.all(
-        questions.map(async (q) => {
-          let text = "";
-          const { events } = engine.generate({
-            messages: [
-              {
-                role: "user",
-                content: [
-                  { type: "image", data: readHeldOutImage(q) },
-                  { type: "text", text: q.question },
-                ],
-              },
-            ],
-            sampling: { temperature: 0, maxTokens: 64 },
-          });
-          for await (const e of events) if (e.type === "delta") text += e.text;
-          return text;
-        }),
-      );
+      const answers = (await Promise.all(questions.map((q) => collect(engine.generate(askHeldOut(q)).events)))).map((a) => a.text);
       clearInterval(sampler);
       for (const [i, a] of answers.entries()) assert.ok(isCorrect(questions[i]!, a), `${a} for ${questions[i]!.question}`);
       assert.ok(peakRunning <= 2, `${peakRunning} requests ran at once`);

@@ -12,6 +12,7 @@
  */
 import * as ort from "onnxruntime-node";
 import { defaultIntraOpThreads, loadConfig } from "../../src/config.ts";
+import { concatFloat32 } from "../../src/engine/float32.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
 import { loadModel } from "../../src/model/loaded-model.ts";
 import type { Dtype } from "../../src/model/model-folder.ts";
@@ -82,14 +83,7 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
       );
       runs.push(out["image_features"]!.data as Float32Array);
     }
-    if (runs.length === 1) return runs[0]!;
-    const all = new Float32Array(runs.reduce((n, r) => n + r.length, 0));
-    let offset = 0;
-    for (const r of runs) {
-      all.set(r, offset);
-      offset += r.length;
-    }
-    return all;
+    return runs.length === 1 ? runs[0]! : concatFloat32(runs);
   }
 
   async function decoderRun(

@@ -10,6 +10,7 @@ import * as ort from "onnxruntime-node";
 import { GlanceError } from "../errors.ts";
 import type { Architecture, ImagePixels, PositionPlan, TensorData } from "../model/architecture.ts";
 import { asFloat32, floatInputs, floatTensor, type OnnxModel } from "../model/onnx-model.ts";
+import { concatFloat32 } from "./float32.ts";
 import { type BatchCache, createBatchCache } from "./kv-cache.ts";
 
 export interface PrefillInput {
@@ -33,16 +34,6 @@ export interface ModelRunner {
   reset(): void;
   /** Memory the cache holds, the prefilled rows waiting to join included. */
   readonly cacheBytes: number;
-}
-
-function concat(parts: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
 }
 
 interface Row {
@@ -134,7 +125,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
         const out = await model.vision.run(Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, visionFeed(name, t)])));
         runs.push(asFloat32(out["image_features"]!));
       }
-      const features = runs.length === 1 ? runs[0]! : concat(runs);
+      const features = runs.length === 1 ? runs[0]! : concatFloat32(runs);
       const total = images.reduce((n, im) => n + im.featureCount, 0);
       if (features.length !== total * hidden) {
         throw new GlanceError("internal", `the vision encoder gave ${features.length / hidden} features for ${total} image tokens`);

@@ -8,6 +8,7 @@
  */
 import type { TextTokenizer } from "../model/text-tokenizer.ts";
 import { now } from "./clock.ts";
+import { concatFloat32 } from "./float32.ts";
 import type { ModelRunner } from "./model-runner.ts";
 import { createOutputMarkup } from "./output-markup.ts";
 import { createOutputProcessor, type OutputProcessor } from "./output-processor.ts";
@@ -178,17 +179,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         im.pixels = undefined;
       }
     });
-    const features = seqs.map((s) => {
-      if (s.images.length === 0) return null;
-      const parts = s.images.map((im) => im.features!);
-      const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-      let offset = 0;
-      for (const p of parts) {
-        out.set(p, offset);
-        offset += p.length;
-      }
-      return out;
-    });
+    const features = seqs.map((s) => (s.images.length === 0 ? null : concatFloat32(s.images.map((im) => im.features!))));
     return { features, ms: pending.size > 0 ? now() - started : 0 };
   }
 
