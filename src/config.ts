@@ -59,6 +59,10 @@ const SETTINGS = {
   },
   "response-cache-mb": { default: "64", help: "answers the response cache keeps in the process" },
   "response-cache-ttl-ms": { default: "600000", help: "how long the response cache keeps an answer" },
+  "prefix-cache-mb": {
+    default: "128",
+    help: "key/value rows of prompts kept, so a prompt that begins as an earlier one (a follow-up about the same image) prefills only the rest (0 = off)",
+  },
   "vision-cache-mb": { default: "64", help: "vision features kept for repeated images" },
   "max-restarts": { default: "3", help: "engine worker restarts within --restart-window-ms before liveness turns NOT_SERVING" },
   "restart-window-ms": { default: "300000", help: "the window --max-restarts counts restarts in" },
@@ -234,6 +238,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       maxTokens: int("max-tokens", 1),
       allowIgnoreEos: bool("allow-ignore-eos"),
       visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
+      prefixCacheBytes: int("prefix-cache-mb") * 1024 * 1024,
       imageFetch: imageFetchOptions(),
       responseCache: bool("response-cache")
         ? {

@@ -34,7 +34,7 @@ describe("model runner", () => {
       contextLength: 512,
     });
     model = await loadOnnxModel(folder, { intraOpThreads: 1, interOpThreads: 1, executionProviders: ["cpu"] });
-    runner = createModelRunner(model, arch);
+    runner = createModelRunner(model, arch, { prefixCacheBytes: 0 });
     const q = loadHeldOut()[0]!;
     const ask = (text: string) =>
       prompts.build(
@@ -62,6 +62,7 @@ describe("model runner", () => {
     ids: p.ids,
     positions: p.positions,
     imageFeatures: (await runner.encodeImages(p.images.map((im) => ({ pixels: im.pixels!, featureCount: im.layout.featureCount }))))[0]!,
+    imageKeys: p.images.map((im) => im.key),
   });
 
   it("gives a left-padded prompt the logits it gets alone, in prefill and in the next decode step", async () => {

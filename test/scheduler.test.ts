@@ -87,6 +87,8 @@ async function schedule(
     release: (ids) => run.log.push(`release ${[...ids].join(",")}`),
     reset: () => run.log.push("reset"),
     cacheBytes: 0,
+    matchPrefix: () => undefined,
+    prefixStats: { queries: 0, hits: 0, bytes: 0 },
   };
   const done = new Promise<void>((resolve) => {
     scheduler = createScheduler({
@@ -243,6 +245,8 @@ describe("scheduler", () => {
       release: () => {},
       reset: () => {},
       cacheBytes: 0,
+      matchPrefix: () => undefined,
+      prefixStats: { queries: 0, hits: 0, bytes: 0 },
     };
     let scheduler: ReturnType<typeof createScheduler>;
     const done = new Promise<void>((resolve) => {

@@ -51,6 +51,8 @@ export interface EngineOptions {
   maxTokens: number;
   /** Vision features kept for repeated images, in bytes. */
   visionCacheBytes: number;
+  /** Key/value rows of prompts kept for prompts that begin the same way, in bytes; unset or 0: none. */
+  prefixCacheBytes?: number;
   /** Answers kept for repeated greedy or seeded requests; undefined: none. */
   responseCache?: ResponseCacheOptions;
   /** Fetching images by http(s) URL; undefined: only bytes and data: URLs. */
@@ -118,7 +120,13 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   /** Who started each active request, when its caller said. */
   const owners = new Map<string, string>();
   const workers = createWorkerClient({
-    workerData: { folder, session: options.session, scheduler: options.scheduler, faultInjection: deps.faultInjection ?? false },
+    workerData: {
+      folder,
+      session: options.session,
+      scheduler: options.scheduler,
+      prefixCacheBytes: options.prefixCacheBytes ?? 0,
+      faultInjection: deps.faultInjection ?? false,
+    },
     maxRestarts: options.maxRestarts,
     restartWindowMs: options.restartWindowMs,
     log: deps.log,

@@ -10,7 +10,7 @@ import * as ort from "onnxruntime-node";
 import { type DecoderSpec, float16Tensor } from "../model/onnx-model.ts";
 
 /** float16 caches hold their values' bits, the form onnxruntime-node reads float16 inputs in. */
-type KvArray = Float32Array | Uint16Array;
+export type KvArray = Float32Array | Uint16Array;
 
 export interface BatchCache {
   readonly rows: number;
@@ -29,10 +29,14 @@ export interface BatchCache {
    */
   advance(outputs: ort.InferenceSession.ReturnType, width: number, real?: readonly number[]): void;
   /**
-   * Keeps these rows of this cache, in this order, followed by `joining`'s rows (a prefill's
-   * cache), in one copy; drops padding no remaining row needs.
+   * Keeps these rows of this cache, in this order, followed by the `joining` caches' rows
+   * (prefills' caches), in one copy; drops padding no remaining row needs.
    */
-  rebuild(keep: readonly number[], joining?: { cache: BatchCache; rows: readonly number[] }): void;
+  rebuild(keep: readonly number[], joining?: readonly { cache: BatchCache; rows: readonly number[] }[]): void;
+  /** Makes an empty one-row cache hold these rows (a stored prefix), each [kvHeads, length, headDim]. */
+  seed(arrays: readonly KvArray[], length: number): void;
+  /** A copy of row `row`'s first `length` real positions, one array per cache tensor. */
+  copyRow(row: number, length: number): KvArray[];
   /** Memory the cache holds: its tensors and the rebuild buffers. */
   bytes(): number;
 }
@@ -129,16 +133,32 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
         length: state.length + width,
       };
     },
-    rebuild(keep, joining) {
-      const other = joining ? (joining.cache as typeof cache).state() : undefined;
-      if (other && keep.length === 0 && joining!.rows.length === other.rowLengths.length) {
-        state = other;
+    rebuild(keep, joining = []) {
+      const others = joining.map((j) => ({ from: (j.cache as typeof cache).state(), rows: j.rows }));
+      const only = others.length === 1 ? others[0]! : undefined;
+      if (only && keep.length === 0 && only.rows.length === only.from.rowLengths.length) {
+        state = only.from;
         return;
       }
       const sources = keep.map((row) => ({ from: state, row }));
-      if (other) for (const row of joining!.rows) sources.push({ from: other, row });
+      for (const { from, rows } of others) for (const row of rows) sources.push({ from, row });
       const length = sources.reduce((m, { from, row }) => Math.max(m, from.rowLengths[row]!), 0);
       state = repack(sources, length);
+    },
+    seed(arrays, length) {
+      state = { tensors: arrays.map((a) => tensor(a, 1, length)), rowLengths: [length], length };
+    },
+    copyRow(row, length) {
+      return state.tensors.map((t) => {
+        const src = t.data as KvArray;
+        const out = alloc(block * length);
+        const start = state.length - state.rowLengths[row]!;
+        for (let h = 0; h < spec.kvHeads; h++) {
+          const from = ((row * spec.kvHeads + h) * state.length + start) * spec.headDim;
+          out.set(src.subarray(from, from + length * spec.headDim), h * length * spec.headDim);
+        }
+        return out;
+      });
     },
     bytes() {
       const held = new Set<ArrayBufferLike>();

@@ -12,16 +12,27 @@ import type { Architecture, ImagePixels, PositionPlan, TensorData } from "../mod
 import { asFloat32, floatInputs, floatTensor, type OnnxModel } from "../model/onnx-model.ts";
 import { concatFloat32 } from "./float32.ts";
 import { type BatchCache, createBatchCache } from "./kv-cache.ts";
+import { createPrefixCache, type PrefixCacheStats, type PrefixMatch } from "./prefix-cache.ts";
 
 export interface PrefillInput {
   id: string;
   ids: Int32Array;
   positions: PositionPlan;
-  /** Features for the prompt's image tokens, in order: [imageTokens, hidden]. */
+  /**
+   * Features for the image tokens the run prefills, in order: [imageTokens, hidden]: all of the
+   * prompt's, or with a prefix, those after it.
+   */
   imageFeatures: Float32Array | null;
+  /** The prompt's images' keys in order, which the prefix cache keeps with its rows. */
+  imageKeys: readonly string[];
+  /** A stored prefix of the prompt (matchPrefix): its rows are the cache, the rest is prefilled. */
+  prefix?: PrefixMatch;
 }
 
 export interface ModelRunner {
+  /** The longest stored prefix of a prompt (with the same images), whose rows its prefill can start from. */
+  matchPrefix(ids: Int32Array, imageKeys: readonly string[]): PrefixMatch | undefined;
+  readonly prefixStats: PrefixCacheStats & { bytes: number };
   /** Each image's features [featureCount × hidden], from one vision-encoder run. */
   encodeImages(images: readonly { pixels: ImagePixels; featureCount: number }[]): Promise<Float32Array[]>;
   /** Each prompt's last-position logits; the prompts join the batch at the next decode step. */
@@ -42,8 +53,14 @@ interface Row {
   next: bigint;
 }
 
-export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRunner {
+export interface RunnerOptions {
+  /** Bytes the prefix cache may hold; 0 turns it off. */
+  prefixCacheBytes: number;
+}
+
+export function createModelRunner(model: OnnxModel, arch: Architecture, options: RunnerOptions): ModelRunner {
   const { spec } = model;
+  const prefixes = createPrefixCache(options.prefixCacheBytes, arch.imageTokenId);
   // Float inputs go in the type the graph declares (fp16 exports take float16).
   const visionFloats = floatInputs(model.vision);
   const visionFeed = (name: string, t: TensorData) => {
@@ -55,8 +72,8 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
 
   let rows: Row[] = [];
   let cache: BatchCache | null = null;
-  /** Prefilled rows and their cache, which join the batch at the next step. */
-  let joining: { rows: Row[]; cache: BatchCache } | null = null;
+  /** Prefilled rows and their caches (one per prefill run), which join the batch at the next step. */
+  let joining: { rows: Row[]; cache: BatchCache }[] = [];
   const released = new Set<string>();
 
   async function embed(ids: BigInt64Array, count: number, width: number): Promise<Float32Array> {
@@ -92,29 +109,68 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
   function reset(): void {
     rows = [];
     cache = null;
-    joining = null;
+    joining = [];
     released.clear();
   }
 
   /** Applies the rows that left and joined since the last step, in one cache rebuild. */
   function commit(): void {
     const keep = rows.flatMap((r, i) => (released.has(r.id) ? [] : [i]));
-    const joins = joining ? joining.rows.flatMap((r, i) => (released.has(r.id) ? [] : [i])) : [];
     const kept = keep.map((i) => rows[i]!);
-    if (joining && joins.length > 0) {
-      if (cache) cache.rebuild(keep, { cache: joining.cache, rows: joins });
+    const joins = joining
+      .map((j) => ({ ...j, keep: j.rows.flatMap((r, i) => (released.has(r.id) ? [] : [i])) }))
+      .filter((j) => j.keep.length > 0);
+    if (joins.length > 0) {
+      const sources = joins.map((j) => ({ cache: j.cache, rows: j.keep }));
+      if (cache) cache.rebuild(keep, sources);
       else {
-        cache = joining.cache;
-        if (joins.length < cache.rows) cache.rebuild(joins);
+        // The first joining cache becomes the batch's, taking the others' rows.
+        const [first, ...others] = sources;
+        cache = first!.cache;
+        if (others.length > 0 || first!.rows.length < cache.rows) cache.rebuild(first!.rows, others);
       }
-      rows = kept.concat(joins.map((i) => joining!.rows[i]!));
+      rows = kept.concat(joins.flatMap((j) => j.keep.map((i) => j.rows[i]!)));
     } else if (keep.length < rows.length) {
       cache?.rebuild(keep);
       rows = kept;
     }
     if (rows.length === 0) cache = null;
-    joining = null;
+    joining = [];
     released.clear();
+  }
+
+  /** Merges features into the embeddings at the image-token positions of ids[from, ids.length), at `offset` rows in. */
+  function mergeFeatures(embeds: Float32Array, offset: number, ids: Int32Array, from: number, features: Float32Array | null): void {
+    let feature = 0;
+    for (let i = from; i < ids.length; i++) {
+      if (ids[i] !== arch.imageTokenId) continue;
+      if (!features) throw new GlanceError("internal", "the prompt has image tokens but no image features");
+      embeds.set(features.subarray(feature * hidden, (feature + 1) * hidden), (offset + i - from) * hidden);
+      feature++;
+    }
+    if (feature * hidden !== (features?.length ?? 0)) {
+      throw new GlanceError(
+        "internal",
+        `the prompt has ${feature} image tokens but the images gave ${(features?.length ?? 0) / hidden} features`,
+      );
+    }
+  }
+
+  /** A prompt that starts with a stored prefix: one run of its remaining tokens on the prefix's rows. */
+  async function prefillFromPrefix(x: PrefillInput & { prefix: PrefixMatch }): Promise<{ logits: Float32Array; cache: BatchCache }> {
+    const from = x.prefix.length;
+    const width = x.ids.length - from;
+    const ids = BigInt64Array.from(x.ids.subarray(from), BigInt);
+    const positions = new BigInt64Array(spec.positionRows * width);
+    for (let p = 0; p < spec.positionRows; p++) {
+      positions.set(x.positions.prompt.subarray(p * x.ids.length + from, (p + 1) * x.ids.length), p * width);
+    }
+    const embeds = await embed(ids, 1, width);
+    mergeFeatures(embeds, 0, x.ids, from, x.imageFeatures);
+    const seeded = createBatchCache(spec, 1);
+    seeded.seed(x.prefix.arrays, from);
+    const [logits] = await runDecoder(embeds, 1, width, positions, seeded);
+    return { logits: logits!, cache: seeded };
   }
 
   return {
@@ -139,8 +195,33 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
       });
     },
 
-    async prefill(inputs) {
-      if (joining) commit();
+    matchPrefix: (ids, imageKeys) => prefixes.match(ids, imageKeys),
+    get prefixStats() {
+      return { ...prefixes.stats, bytes: prefixes.bytes };
+    },
+
+    async prefill(all) {
+      if (joining.length > 0) commit();
+      const results = new Map<string, Float32Array>();
+      const joined: { rows: Row[]; cache: BatchCache }[] = [];
+      /** Each prompt's rows, less its last position, go to the prefix cache for prompts that begin the same way. */
+      const keep = (x: PrefillInput, from: BatchCache, row: number) => {
+        if (options.prefixCacheBytes > 0 && x.ids.length > 1) {
+          prefixes.store(x.ids.subarray(0, x.ids.length - 1), x.imageKeys, from.copyRow(row, x.ids.length - 1));
+        }
+      };
+      for (const x of all) {
+        if (!x.prefix) continue;
+        const { logits, cache: own } = await prefillFromPrefix(x as PrefillInput & { prefix: PrefixMatch });
+        results.set(x.id, logits);
+        keep(x, own, 0);
+        joined.push({ rows: [{ id: x.id, next: x.positions.next }], cache: own });
+      }
+      const inputs = all.filter((x) => !x.prefix);
+      if (inputs.length === 0) {
+        joining = joined;
+        return results;
+      }
       const count = inputs.length;
       const width = inputs.reduce((m, x) => Math.max(m, x.ids.length), 0);
       const ids = new BigInt64Array(count * width);
@@ -160,21 +241,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
       });
       const embeds = await embed(ids, count, width);
       inputs.forEach((x, r) => {
-        if (!x.imageFeatures) return;
-        const pad = width - x.ids.length;
-        let feature = 0;
-        x.ids.forEach((id, i) => {
-          if (id !== arch.imageTokenId) return;
-          const src = x.imageFeatures!.subarray(feature * hidden, (feature + 1) * hidden);
-          embeds.set(src, (r * width + pad + i) * hidden);
-          feature++;
-        });
-        if (feature * hidden !== x.imageFeatures.length) {
-          throw new GlanceError(
-            "internal",
-            `the prompt has ${feature} image tokens but the images gave ${x.imageFeatures.length / hidden} features`,
-          );
-        }
+        mergeFeatures(embeds, r * width + width - x.ids.length, x.ids, 0, x.imageFeatures);
       });
       const prefilled = createBatchCache(spec, count);
       const logits = await runDecoder(
@@ -185,8 +252,12 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
         prefilled,
         inputs.map((x) => x.ids.length),
       );
-      joining = { rows: inputs.map((x) => ({ id: x.id, next: x.positions.next })), cache: prefilled };
-      return new Map(inputs.map((x, r) => [x.id, logits[r]!]));
+      inputs.forEach((x, r) => {
+        results.set(x.id, logits[r]!);
+        keep(x, prefilled, r);
+      });
+      joining = [...joined, { rows: inputs.map((x) => ({ id: x.id, next: x.positions.next })), cache: prefilled }];
+      return results;
     },
 
     async decode(tokens) {
@@ -209,13 +280,13 @@ export function createModelRunner(model: OnnxModel, arch: Architecture): ModelRu
     release(ids) {
       for (const id of ids) released.add(id);
       const live = (r: Row) => !released.has(r.id);
-      if (!rows.some(live) && !joining?.rows.some(live)) reset();
+      if (!rows.some(live) && !joining.some((j) => j.rows.some(live))) reset();
     },
 
     reset,
 
     get cacheBytes() {
-      return (cache?.bytes() ?? 0) + (joining?.cache.bytes() ?? 0);
+      return (cache?.bytes() ?? 0) + joining.reduce((n, j) => n + j.cache.bytes(), 0);
     },
   };
 }

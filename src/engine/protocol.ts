@@ -39,6 +39,8 @@ export interface WorkerData {
   folder: ModelFolder;
   session: SessionOptions;
   scheduler: SchedulerOptions;
+  /** Bytes of prompts' key/value rows kept for prompts that begin the same way (0: none). */
+  prefixCacheBytes: number;
   /** Whether `fault` messages are obeyed (tests only). */
   faultInjection: boolean;
 }
@@ -88,7 +90,7 @@ export type SequenceEvent =
   | { type: "error"; id: string; error: { code: GlanceErrorCode; message: string } };
 
 /** The worker's part of EngineStats. */
-export type WorkerStats = Pick<EngineStats, "running" | "waiting" | "batchSize" | "cacheBytes" | "steps">;
+export type WorkerStats = Pick<EngineStats, "running" | "waiting" | "batchSize" | "cacheBytes" | "steps" | "prefixCache">;
 
 export type FromWorker =
   | { type: "ready" }

@@ -88,6 +88,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     batchSize: lastBatch,
     cacheBytes: runner.cacheBytes,
     steps,
+    prefixCache: runner.prefixStats,
   });
 
   /** Ends a sequence: it leaves the batch at the next step. */
@@ -162,12 +163,14 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   }
 
   /**
-   * Vision features per sequence, concatenated in prompt order. Encodes only images not yet
-   * encoded, each image once however many of the sequences show it.
+   * Vision features per sequence, concatenated in prompt order, of its images from `skip[i]` on
+   * (those before are inside a cached prefix). Encodes only images not yet encoded, each image
+   * once however many of the sequences show it.
    */
-  async function imageFeatures(seqs: Sequence[]): Promise<{ features: (Float32Array | null)[]; ms: number }> {
+  async function imageFeatures(seqs: Sequence[], skip: readonly number[]): Promise<{ features: (Float32Array | null)[]; ms: number }> {
+    const needed = seqs.map((s, i) => s.images.slice(skip[i]));
     const pending = new Map<string, VisionEntry[]>();
-    for (const im of seqs.flatMap((s) => s.images)) {
+    for (const im of needed.flat()) {
       if (!im.features) pending.set(im.key, [...(pending.get(im.key) ?? []), im]);
     }
     const started = now();
@@ -179,7 +182,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         im.pixels = undefined;
       }
     });
-    const features = seqs.map((s) => (s.images.length === 0 ? null : concatFloat32(s.images.map((im) => im.features!))));
+    const features = needed.map((images) => (images.length === 0 ? null : concatFloat32(images.map((im) => im.features!))));
     return { features, ms: pending.size > 0 ? now() - started : 0 };
   }
 
@@ -194,11 +197,23 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     let visionMs: number;
     let started: number;
     try {
-      const encoded = await imageFeatures(seqs);
+      const keys = seqs.map((s) => s.images.map((im) => im.key));
+      const prefixes = seqs.map((s, i) => runner.matchPrefix(s.request.ids, keys[i]!));
+      const encoded = await imageFeatures(
+        seqs,
+        prefixes.map((p) => p?.images ?? 0),
+      );
       visionMs = encoded.ms;
       started = now();
       logits = await runner.prefill(
-        seqs.map((s, i) => ({ id: s.request.id, ids: s.request.ids, positions: s.request.positions, imageFeatures: encoded.features[i]! })),
+        seqs.map((s, i) => ({
+          id: s.request.id,
+          ids: s.request.ids,
+          positions: s.request.positions,
+          imageFeatures: encoded.features[i]!,
+          imageKeys: keys[i]!,
+          prefix: prefixes[i],
+        })),
       );
     } catch (e) {
       fail(seqs, e);

@@ -114,6 +114,8 @@ export interface EngineStats {
   visionCache: { hits: number; misses: number; entries: number; bytes: number };
   /** Requests the response cache answered, and cacheable ones it did not. */
   responseCache: { hits: number; misses: number };
+  /** Prompt tokens looked up in the prefix cache, those found there (not prefilled), and its memory. */
+  prefixCache: { queries: number; hits: number; bytes: number };
   /** Model runs that threw; each failed the requests of its batch. */
   modelFailures: number;
   /** Workers started to replace one that died. */

@@ -46,7 +46,7 @@ export const REFUSALS: Record<Exclude<EngineHealth, "serving">, string> = {
   failed: "the model failed and could not be restarted; retry on another replica",
 };
 
-const IDLE: WorkerStats = { running: 0, waiting: 0, batchSize: 0, cacheBytes: 0, steps: 0 };
+const IDLE: WorkerStats = { running: 0, waiting: 0, batchSize: 0, cacheBytes: 0, steps: 0, prefixCache: { queries: 0, hits: 0, bytes: 0 } };
 
 /** The request's buffers that are its own (a view of a larger buffer is cloned instead). */
 function transferList(request: EngineRequest): ArrayBuffer[] {

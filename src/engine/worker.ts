@@ -70,8 +70,10 @@ try {
   process.exit(1);
 }
 // Only a test's engine gets the wrapper: a served model's runs go straight to the runner.
-const faulty = data.faultInjection ? withFaults(createModelRunner(model, loaded.arch)) : undefined;
-const runner = faulty ?? createModelRunner(model, loaded.arch);
+const faulty = data.faultInjection
+  ? withFaults(createModelRunner(model, loaded.arch, { prefixCacheBytes: data.prefixCacheBytes }))
+  : undefined;
+const runner = faulty ?? createModelRunner(model, loaded.arch, { prefixCacheBytes: data.prefixCacheBytes });
 const vision = createVisionStore();
 const grammars = createGrammars(data.folder.tokenizerJson, loaded.eosTokenIds);
 const scheduler = createScheduler({

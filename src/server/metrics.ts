@@ -57,6 +57,9 @@ export function createMetrics(stats: () => EngineStats): Metrics {
   mirrored("glance:image_cache_misses_total", "Images run through the vision encoder.", (s) => s.visionCache.misses);
   mirrored("glance:response_cache_hits_total", "Requests answered from the response cache.", (s) => s.responseCache.hits);
   mirrored("glance:response_cache_misses_total", "Cacheable requests the response cache could not answer.", (s) => s.responseCache.misses);
+  gauge("glance:prefix_cache_bytes", "Bytes of prompts' key/value rows the prefix cache holds.", (s) => s.prefixCache.bytes);
+  mirrored("glance:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.", (s) => s.prefixCache.queries);
+  mirrored("glance:prefix_cache_hits_total", "Prompt tokens found in the prefix cache, not prefilled.", (s) => s.prefixCache.hits);
   mirrored("glance:model_failures_total", "Model runs that threw; each failed the requests of its batch.", (s) => s.modelFailures);
   mirrored("glance:engine_restarts_total", "Engine workers started to replace one that died.", (s) => s.restarts);
 
