@@ -147,8 +147,9 @@ describe("exact languages", () => {
     [
       "property order and presence",
       { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["b"] },
-      ['{"a":1,"b":2}', '{"b":2}'],
-      ['{"b":2,"a":1}', '{"a":1}', '{"a":1, "b":2}', '{"b":2,"c":3}', "{}"],
+      // Compact, or Python's separators (one space after : and ,).
+      ['{"a":1,"b":2}', '{"b":2}', '{"a": 1, "b": 2}', '{"a":1, "b":2}'],
+      ['{"b":2,"a":1}', '{"a":1}', '{"a":1,  "b":2}', '{"a" :1,"b":2}', '{"a":1,"b":2 }', '{"b":2,"c":3}', "{}"],
     ],
     [
       "integer-like keys keep their schema order",
@@ -187,9 +188,10 @@ describe("exact languages", () => {
     assert.ok(run([0x22, 0xf0, 0x9f, 0x98, 0x80, 0x22]) >= 0);
   });
 
-  it("json_object: any object, compact, nothing after it", () => {
+  it("json_object: any object, compact or with Python's separators, nothing after it", () => {
     const automaton = compileResponseFormat({ type: "json_object" });
-    for (const text of ["{}", '{"a":[1,{"b":null}],"c":"d"}', '{"x":{"y":{"z":[[-1.5]]}}}']) assert.ok(accepts(automaton, text), text);
+    for (const text of ["{}", '{"a":[1,{"b":null}],"c":"d"}', '{"x":{"y":{"z":[[-1.5]]}}}', '{"a": [1, {"b": null}], "c": "d"}'])
+      assert.ok(accepts(automaton, text), text);
     for (const text of ["[]", "{} ", '{"a" :1}', "1", '{"a":1,}', "  {}", "\n{}"]) assert.ok(!accepts(automaton, text), text);
     assert.ok(accepts(automaton, " {}"), "one leading space, as chat models start an answer");
     const end = [...new TextEncoder().encode("{}")].reduce((s, b) => automaton.next(s, b), automaton.start);

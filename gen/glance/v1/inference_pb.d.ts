@@ -108,9 +108,10 @@ export declare const ChatOptionsSchema: GenMessage<ChatOptions>;
 /**
  * ResponseFormat says what shape the reply must have. Every token is chosen among those that
  * keep the reply a prefix of a valid value, and the reply ends only once the value is complete,
- * so a reply that finishes always parses and validates. JSON replies are compact (no whitespace,
- * but for one space a model may put before the value) and list an object's properties in the
- * schema's order.
+ * so a reply that finishes always parses and validates. JSON replies have no whitespace but one
+ * space a model may put before the value and one after each `:` and `,` (compact JSON, or
+ * Python's json.dumps separators, as the model writes them), and list an object's properties in
+ * the schema's order.
  *
  * @generated from message glance.v1.ResponseFormat
  */
@@ -613,7 +614,7 @@ export declare type ExtractResponse = Message$1<"glance.v1.ExtractResponse"> & {
   requestId: string;
 
   /**
-   * The value as compact JSON text, properties in the schema's order.
+   * The value as JSON text as the model wrote it (see ResponseFormat), properties in the schema's order.
    *
    * @generated from field: string json = 2;
    */

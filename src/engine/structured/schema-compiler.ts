@@ -1,6 +1,8 @@
 /**
- * Gated schema nodes to NFA fragments, writing compact JSON: no whitespace, properties in schema
- * order, required ones always and optional ones maybe. What has no finite bound in JSON but
+ * Gated schema nodes to NFA fragments, writing JSON with properties in schema order, required
+ * ones always and optional ones maybe. Whitespace is what compact JSON and Python's json.dumps
+ * write: nothing, or one space after each `:` and `,` (models trained on either write it; more
+ * whitespace than that is a way for a model to run on without end, so it is not allowed). What has no finite bound in JSON but
  * needs one in an automaton is unrolled to a fixed depth: recursive `$ref`s and values of any
  * shape. Deeper outputs are simply never generated; every output still validates.
  */
@@ -16,6 +18,16 @@ const REF_DEPTH = 6;
 const ANY_DEPTH = 3;
 
 const encoder = new TextEncoder();
+
+/** One space or none: the separators' optional space. */
+const maybeSpace: Fragment = (nfa, from) => {
+  const to = nfa.add();
+  nfa.epsilon(from, to);
+  nfa.range(from, 0x20, 0x20, to);
+  return to;
+};
+const colon = sequence(literal(":"), maybeSpace);
+const comma = sequence(literal(","), maybeSpace);
 
 /** Any JSON value with at most `depth` levels of arrays and objects. */
 export function anyJson(depth: number): Fragment {
@@ -33,8 +45,8 @@ export function jsonMap(value: Fragment): Fragment {
     const member = nfa.add();
     nfa.epsilon(open, member);
     const after = nfa.add();
-    nfa.epsilon(sequence(jsonString(0), literal(":"), value)(nfa, member), after);
-    nfa.range(after, 0x2c, 0x2c, member);
+    nfa.epsilon(sequence(jsonString(0), colon, value)(nfa, member), after);
+    nfa.epsilon(comma(nfa, after), member);
     nfa.range(after, 0x7d, 0x7d, to);
     return to;
   };
@@ -56,10 +68,10 @@ function jsonObject(properties: readonly PropertyFragment[]): Fragment {
     let none = literal("{")(nfa, from);
     let some = nfa.add();
     for (const property of properties) {
-      const key = JSON.stringify(property.name) + ":";
+      const key = sequence(literal(JSON.stringify(property.name)), colon);
       const value = nfa.add();
-      nfa.epsilon(literal(key)(nfa, none), value);
-      nfa.epsilon(literal("," + key)(nfa, some), value);
+      nfa.epsilon(key(nfa, none), value);
+      nfa.epsilon(sequence(comma, key)(nfa, some), value);
       const nextNone = nfa.add();
       const nextSome = nfa.add();
       nfa.epsilon(property.value(nfa, value), nextSome);
@@ -86,7 +98,7 @@ function jsonArray(prefix: readonly Fragment[], items: Fragment, minItems: numbe
   return (nfa, from) => {
     const to = nfa.add();
     let at = literal("[")(nfa, from);
-    const itemFrom = (i: number, state: number) => (i === 0 ? state : literal(",")(nfa, state));
+    const itemFrom = (i: number, state: number) => (i === 0 ? state : comma(nfa, state));
     const last = maxItems === Infinity ? Math.max(prefix.length, minItems) : maxItems;
     for (let i = 0; i < last; i++) {
       if (i >= minItems) nfa.range(at, 0x5d, 0x5d, to);
@@ -99,9 +111,9 @@ function jsonArray(prefix: readonly Fragment[], items: Fragment, minItems: numbe
       const item = nfa.add();
       const after = nfa.add();
       if (last === 0) nfa.epsilon(at, item);
-      else nfa.range(at, 0x2c, 0x2c, item);
+      else nfa.epsilon(comma(nfa, at), item);
       nfa.epsilon(items(nfa, item), after);
-      nfa.range(after, 0x2c, 0x2c, item);
+      nfa.epsilon(comma(nfa, after), item);
       nfa.range(after, 0x5d, 0x5d, to);
     }
     return to;

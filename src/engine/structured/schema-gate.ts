@@ -5,7 +5,7 @@
  * grammar allows validates against the schema as written.
  *
  * The grammar may be stricter than the schema (every output still validates): properties come
- * in schema order and no others are written, whitespace is compact, a `pattern` matches the
+ * in schema order and no others are written, whitespace is at most one space after `:` and `,`, a `pattern` matches the
  * whole string rather than some part of it, and a schema without `type` allows only the types
  * its keywords talk about.
  */
