@@ -34,7 +34,8 @@ async function waitFor(engine: Engine, test: (s: ReturnType<Engine["stats"]>) =>
 describe("engine", () => {
   let engine: Engine;
   before(async () => {
-    engine = createEngine(loadConfig(["--model", TINY_MODEL_DIR], {}).engine, { log: pino({ level: "silent" }) });
+    // The prefix cache off: a batch prefills together, not from the rows of the same prompts alone.
+    engine = createEngine(loadConfig(["--model", TINY_MODEL_DIR, "--prefix-cache-mb", "0"], {}).engine, { log: pino({ level: "silent" }) });
     await engine.ready;
   });
   after(async () => {

@@ -54,6 +54,25 @@ for (const modelDir of [TINY_MODEL_DIR, TINY_GLM_MODEL_DIR]) {
       assert.deepEqual(again.tokenIds, b.tokenIds);
     });
 
+    it("joins rows from the cache and freshly prefilled rows into one batch, each with its own tokens", async () => {
+      const qs = loadHeldOut(modelDir);
+      const [first, second] = qs.filter((q) => q.image === qs[6]!.image);
+      const image = readHeldOutImage(first!, modelDir);
+      const a = await collect(cached.generate(conversation(image, [{ q: first!.question }])).events);
+      const inputs = [
+        conversation(image, [{ q: first!.question, a: a.text.trim() }, { q: second!.question }]),
+        conversation(readHeldOutImage(qs[9]!, modelDir), [{ q: qs[9]!.question }]),
+        conversation(image, [{ q: first!.question }]),
+        conversation(readHeldOutImage(qs[12]!, modelDir), [{ q: qs[12]!.question }]),
+      ];
+      const before = cached.stats().prefixCache.hits;
+      const together = await Promise.all(inputs.map((input) => collect(cached.generate(input).events)));
+      assert.ok(cached.stats().prefixCache.hits > before, "some rows came from the cache");
+      for (const [i, input] of inputs.entries()) {
+        assert.deepEqual(together[i]!.tokenIds, (await collect(plain.generate(input).events)).tokenIds, `request ${i}`);
+      }
+    });
+
     it("does not match a prompt with the same tokens and another picture", async () => {
       const q = loadHeldOut(modelDir)[3]!;
       const image = readHeldOutImage(q, modelDir);

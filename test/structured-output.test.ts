@@ -53,7 +53,8 @@ describe("structured output over the OpenAI API and gRPC", () => {
     });
 
   before(async () => {
-    ts = await startTestServer();
+    // The prefix cache off: a batch prefills together, not from the rows of the same prompts alone.
+    ts = await startTestServer(["--prefix-cache-mb", "0"]);
     client = new OpenAI({ baseURL: `${ts.httpUrl}/v1`, apiKey: "unused", maxRetries: 0 });
   });
   after(async () => {
