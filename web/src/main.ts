@@ -35,7 +35,10 @@ const modelLine = byId<HTMLParagraphElement>("model");
 
 const API_KEY_ITEM = "glance.apiKey";
 apiKeyInput.value = localStorage.getItem(API_KEY_ITEM) ?? "";
-apiKeyInput.addEventListener("change", () => localStorage.setItem(API_KEY_ITEM, apiKeyInput.value.trim()));
+apiKeyInput.addEventListener("change", () => {
+  localStorage.setItem(API_KEY_ITEM, apiKeyInput.value.trim());
+  void showModel();
+});
 
 const api = createApi(() => apiKeyInput.value.trim());
 const conversation = createConversation();
