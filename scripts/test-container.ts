@@ -49,6 +49,18 @@ for (const tool of ["podman", "buildah", "debootstrap"]) {
 }
 
 function baseImage(): void {
+  // Kept between runs: imported again only for another Node, so podman's storage does not grow by
+  // a copy of the base each run.
+  try {
+    const label = run("podman", ["image", "inspect", "--format", '{{index .Labels "glance.node"}}', BASE]).trim();
+    if (label === process.version) {
+      step(`base image ${BASE}: cached, node ${process.version}`);
+      return;
+    }
+    run("podman", ["rmi", "--force", BASE]);
+  } catch {
+    // not there yet
+  }
   const rootfs = path.join(cache, "rootfs");
   if (!existsSync(path.join(rootfs, "etc/debian_version"))) {
     step("debootstrap bookworm (once)");
@@ -59,7 +71,13 @@ function baseImage(): void {
   cpSync(process.execPath, path.join(rootfs, "usr/local/bin/node"));
   step(`base image ${BASE}: Debian bookworm with node ${process.version}`);
   const tar = execFileSync("tar", ["-C", rootfs, "-c", "."], { maxBuffer: 1 << 30 });
-  run("podman", ["import", "--change", 'ENV PATH="/usr/local/bin:/usr/bin:/bin"', "-", BASE], { input: tar });
+  run(
+    "podman",
+    ["import", "--change", 'ENV PATH="/usr/local/bin:/usr/bin:/bin"', "--change", `LABEL glance.node=${process.version}`, "-", BASE],
+    {
+      input: tar,
+    },
+  );
 }
 
 function buildContext(): string {
@@ -181,8 +199,9 @@ async function main(): Promise<void> {
     }
   } finally {
     run("buildah", ["rm", container]);
-    // The base stays for the next run; the image would pile up a copy of its layers each time.
+    // The base stays for the next run; the image and its build stage would pile up each time.
     run("podman", ["rmi", "--force", IMAGE]);
+    run("podman", ["image", "prune", "--force", "--filter", "label=glance.stage=build"]);
   }
   if (problems.length > 0) fail(problems.join("; "));
   step("passed");
