@@ -3,9 +3,11 @@
     /usr/bin/python3 models/tiny-glm/scripts/train.py --out /tmp/tiny-glm.pt
 
 Two phases, one command (see README, "How it was trained"):
-1. vision pretraining: the vision tower learns, through a linear head that is not exported, what
-   every image token's 16x16 cell holds (its characters left to right, its line, its field);
-2. decoder training on the chat-template prompts, the vision tower frozen up to the merger.
+1. vision pretraining (--vision-minutes 15): the vision tower learns, through linear heads that are
+   not exported, what every 8x8 patch token and every 16x16 cell (image token) holds: its
+   characters left to right, its line, its field;
+2. decoder training (--minutes 43) on the chat-template prompts, with the last vision block, the
+   downsample and the merger (the rest of the vision tower frozen).
 
 Training seeds start at 0 and count up; the held-out set (make_eval_set.py) uses seeds from
 EVAL_SEED_BASE on, which training never reaches. Writes tokenizer.json and tokenizer_config.json
@@ -388,11 +390,11 @@ def train_decoder(model, tok, c, args, log, save):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vision-steps", type=int, default=100000, help="at most this many vision steps")
-    ap.add_argument("--vision-minutes", type=float, default=18.0, help="and at most this long")
+    ap.add_argument("--vision-minutes", type=float, default=15.0, help="and at most this long")
     ap.add_argument("--vision-batch", type=int, default=32)
     ap.add_argument("--vision-lr", type=float, default=4e-3)
     ap.add_argument("--steps", type=int, default=100000, help="at most this many decoder steps")
-    ap.add_argument("--minutes", type=float, default=38.0, help="and at most this long")
+    ap.add_argument("--minutes", type=float, default=43.0, help="and at most this long")
     ap.add_argument("--images", type=int, default=12, help="images per decoder step")
     ap.add_argument("--questions", type=int, default=4, help="questions per image (rows sharing its features)")
     ap.add_argument("--micro-batch", type=int, default=12)
