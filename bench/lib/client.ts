@@ -13,6 +13,7 @@
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { InferenceService, Role } from "../../gen/glance/v1/inference_pb.js";
+import { durationMs as ms } from "../../src/wire.ts";
 import type { RequestRecord, ServerTimings } from "./stats.ts";
 import type { WorkItem } from "./workload.ts";
 
@@ -41,9 +42,6 @@ const failed = (index: number, error: unknown, promptTokens = 0): Omit<RequestRe
   tokenIds: [],
   text: "",
 });
-
-type Duration = { seconds: bigint; nanos: number } | undefined;
-const ms = (d: Duration) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : 0);
 
 export function createSender(o: ClientOptions): SendRequest {
   return o.api === "grpc" ? grpcSender(o) : openAiSender(o);

@@ -12,6 +12,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Done, FinishReason, type GenerateRequestSchema, Role, type Timings, type Usage } from "../../gen/glance/v1/inference_pb.js";
+import { codeName, durationMs } from "../wire.ts";
 import type { InferenceClient } from "./batch-client.ts";
 import type { BatchItem } from "./batch-inputs.ts";
 import type { ResultError, ResultLine, ResultTimings, ResultUsage } from "./result-line.ts";
@@ -41,10 +42,7 @@ export interface BatchRunner {
 const RETRYABLE: ReadonlySet<Code> = new Set([Code.ResourceExhausted, Code.Unavailable]);
 const FIRST_RETRY_MS = 250;
 
-/** ConnectError's codes as gRPC names them, in snake_case: Code.InvalidArgument is invalid_argument. */
-const codeName = (code: Code) => (Code[code] ?? "unknown").replace(/(?<=[a-z])(?=[A-Z])/g, "_").toLowerCase();
-
-const ms = (d: Duration | undefined) => (d ? Math.round((Number(d.seconds) * 1e3 + d.nanos / 1e6) * 10) / 10 : 0);
+const ms = (d: Duration | undefined) => Math.round(durationMs(d) * 10) / 10;
 
 function toTimings(t: Timings | undefined): ResultTimings {
   return {

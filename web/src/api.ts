@@ -6,6 +6,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { type GenerateRequestSchema, InferenceService } from "../../gen/glance/v1/inference_pb.js";
+import { codeName } from "../../src/wire.ts";
 
 export type GenerateRequestInit = MessageInitShape<typeof GenerateRequestSchema>;
 
@@ -30,8 +31,7 @@ export function createApi(apiKey: () => string): Client<typeof InferenceService>
 /** An error as the server worded it: its code (as Connect spells it) and its message, nothing added. */
 export function describeError(e: unknown): string {
   const err = ConnectError.from(e);
-  const code = (Code[err.code] ?? "Unknown").replace(/(?!^)([A-Z])/g, "_$1").toLowerCase();
-  return `${code}: ${err.rawMessage}`;
+  return `${codeName(err.code)}: ${err.rawMessage}`;
 }
 
 export function isCancel(e: unknown): boolean {

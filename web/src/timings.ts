@@ -2,8 +2,8 @@
  * What the timings panel shows: the page's own measurements (time to first token and tokens per
  * second, as the reader saw them) beside the server's timings and token counts from `Done`.
  */
-import type { Duration } from "@bufbuild/protobuf/wkt";
 import type { Done } from "../../gen/glance/v1/inference_pb.js";
+import { durationMs as ms } from "../../src/wire.ts";
 
 export interface ClientTimes {
   /** ms from the click to the first token, and to the end. */
@@ -12,7 +12,6 @@ export interface ClientTimes {
   tokens: number;
 }
 
-const ms = (d: Duration | undefined) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : 0);
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 
 /** Label and value rows, in the order they are shown. */
