@@ -6,7 +6,9 @@
  *    or the OpenAI route with --api openai): a warm-up, then fixed-concurrency sweeps (every
  *    client sends its next request when its last one is answered) and, with --rate, Poisson
  *    arrivals. Every phase sends the same first N held-out questions with their images
- *    (models/tiny/heldout, file order), greedy, max_tokens 64. Metrics as vLLM's
+ *    (models/tiny/heldout, file order), greedy, max_tokens 64; a model folder without held-out
+ *    questions (scripts/make-model's) gets synthetic JPEGs between two edges instead, and with
+ *    --output-tokens every reply has that many tokens (min_tokens = max_tokens). Metrics as vLLM's
  *    benchmark_serving defines them: TTFT, ITL (every gap between consecutive streamed tokens),
  *    TPOT ((e2e − ttft)/(output tokens − 1) per request), E2E, each mean/p50/p90/p99; request and
  *    output-token throughput; goodput (requests meeting both the TTFT and TPOT targets, per s).
@@ -19,7 +21,9 @@
  *    idle), so both see the same machine; then its prefill at B=1.
  * 3. The peer: transformers.js answering the same requests one at a time (bench/lib/peer.ts),
  *    TTFT and ITL measured with a streamer.
- * 4. Microbenchmarks: preprocessing a 1920×1080 JPEG and a workload image, one vision encoding,
+ * 4. The machine's bounds (bench/lib/machine-bounds.ts), when the limit runs: read and copy
+ *    bandwidth and a bare MatMul's rate through onnxruntime, set against the decode steps.
+ * 5. Microbenchmarks: preprocessing a 1920×1080 JPEG and a workload image, one vision encoding,
  *    and the response-format mask per token (batch 16) on the model's vocabulary and on a
  *    synthetic 150k-token one (bench/lib/grammar-micro.ts).
  *
@@ -35,6 +39,11 @@
  *   --seed N                    seed of the Poisson arrivals (default 1)
  *   --api grpc|openai           the route the load goes through (default grpc)
  *   --max-tokens N              max_tokens of every request (default 64)
+ *   --output-tokens N           every reply exactly N tokens: max_tokens = min_tokens = N for Glance,
+ *                               min_new_tokens for the peer, no end-of-sequence for the limit
+ *   --images N                  synthetic workload: distinct images (default 16); used when the
+ *                               model folder has no heldout/questions.jsonl
+ *   --image-edges MIN,MAX       synthetic workload: each image's width and height, in px (default 512,1024)
  *   --warmup N                  warm-up requests before the phases (default 16; quick 4)
  *   --goodput-ttft-ms MS        goodput's TTFT target (default 200)
  *   --goodput-tpot-ms MS        goodput's TPOT target (default 20)
@@ -67,11 +76,13 @@ import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
 import { JSON_ANSWER_SCHEMA, jsonAnswerSchema } from "../scripts/lib/heldout.ts";
 import { defaultIntraOpThreads } from "../src/config.ts";
+import { loadModel } from "../src/model/loaded-model.ts";
 import type { Dtype } from "../src/model/model-folder.ts";
 import { type Api, createSender } from "./lib/client.ts";
 import { grammarMicro } from "./lib/grammar-micro.ts";
 import { type LimitModel, loadLimitModel } from "./lib/limit.ts";
 import { type PhaseRun, runConcurrency, runPoisson } from "./lib/load.ts";
+import { decoderCost, measureMachineBounds } from "./lib/machine-bounds.ts";
 import { makeTestJpeg, timePreprocessing } from "./lib/micro.ts";
 import { runPeer, serialQueueLatencies } from "./lib/peer.ts";
 import type { ProbeResult } from "./lib/probe.ts";
@@ -79,7 +90,7 @@ import { note, progress } from "./lib/progress.ts";
 import { type BenchResult, type ConcurrencyPhase, type LimitBatch, type PoissonPhase, writeReport } from "./lib/report.ts";
 import { type ServerMode, startServer } from "./lib/server.ts";
 import { dist, summarize } from "./lib/stats.ts";
-import { loadWorkload, take } from "./lib/workload.ts";
+import { hasHeldOut, loadWorkload, syntheticWorkload, take } from "./lib/workload.ts";
 
 process.on("uncaughtException", (e) => {
   process.stderr.write(`\nbench: ${e instanceof Error ? e.message : String(e)}\n`);
@@ -110,6 +121,9 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     api: { type: "string", default: "grpc" },
     "max-tokens": { type: "string", default: "64" },
+    "output-tokens": { type: "string" },
+    images: { type: "string", default: "16" },
+    "image-edges": { type: "string", default: "512,1024" },
     warmup: { type: "string" },
     "goodput-ttft-ms": { type: "string", default: "200" },
     "goodput-tpot-ms": { type: "string", default: "20" },
@@ -165,7 +179,8 @@ const serverMode = values.server as ServerMode;
 if (serverMode !== "spawn" && serverMode !== "inproc") throw new Error(`--server must be spawn or inproc, not ${values.server}`);
 const dtype = values["decoder-dtype"];
 if (dtype !== "fp32" && dtype !== "q8") throw new Error(`--decoder-dtype must be fp32 or q8 (the peer reads those two), not ${dtype}`);
-const maxTokens = int("max-tokens", values["max-tokens"], 1);
+const fixedLength = values["output-tokens"] !== undefined;
+const maxTokens = int(fixedLength ? "output-tokens" : "max-tokens", values["output-tokens"] ?? values["max-tokens"], 1);
 const warmup = int("warmup", values.warmup ?? (quick ? "4" : "16"), 0);
 const goodput = { ttftMs: Number(values["goodput-ttft-ms"]), tpotMs: Number(values["goodput-tpot-ms"]) };
 const peerRequests = int("peer-requests", values["peer-requests"] ?? String(requests), 0);
@@ -193,7 +208,9 @@ if (cpuProfDir && serverMode !== "spawn")
 const startedAt = new Date();
 const loadAtStart = loadavg();
 const phaseRequests = (c: number) => Math.max(requests, 8 * c);
-const workload = loadWorkload(modelDir);
+const [minEdge, maxEdge] = list("image-edges", values["image-edges"], 1);
+if (minEdge === undefined || maxEdge === undefined || maxEdge < minEdge) throw new Error("--image-edges takes MIN,MAX");
+const workload = hasHeldOut(modelDir) ? loadWorkload(modelDir) : await syntheticWorkload(int("images", values.images, 1), minEdge, maxEdge);
 note(
   `bench: ${quick ? "quick, " : ""}api ${api}, server ${serverMode}, ${threads} threads (limit ${limitThreads}, peer ${peerThreads}), max batch ${maxBatchSize}, ` +
     `concurrency ${concurrencies.join(",")}${rates.length ? `, rates ${rates.join(",")}/s` : ""}; load average ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`,
@@ -228,7 +245,7 @@ async function alone<T>(fn: () => Promise<T>): Promise<{ value: T; otherCores?: 
 // under the same conditions. The server idles meanwhile.
 const limitModel: LimitModel | undefined = values["no-limit"]
   ? undefined
-  : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads: limitThreads });
+  : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads: limitThreads, fixedLength });
 const limitPrompts = limitModel ? await limitModel.prepare(take(workload, Math.max(...concurrencies.map(phaseRequests)))) : [];
 const limitBatches: LimitBatch[] = [];
 const limitAgreement = { agree: 0, compared: 0 };
@@ -292,7 +309,7 @@ const server = await startServer({
   cpuProfDir,
   ...(values["server-cli"] && { cli: values["server-cli"] }),
 });
-const send = createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens });
+const send = createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens, fixedLength });
 async function measured(
   run: () => Promise<PhaseRun>,
 ): Promise<{ run: PhaseRun; probe: ProbeResult; clientCpuS: number; otherCores?: number }> {
@@ -346,7 +363,7 @@ try {
       limitBatches.push(await measureLimitBatch(b, Math.max(1, Math.round(summary.meanOutputTokens))));
     }
   }
-  if (api === "grpc" && concurrencies.includes(CONSTRAINED_CONCURRENCY)) {
+  if (api === "grpc" && concurrencies.includes(CONSTRAINED_CONCURRENCY) && workload.some((w) => w.kind === "json")) {
     // The JSON questions, whose greedy answers are the same with and without the schema, so the
     // two phases make the same tokens and differ only by the mask.
     const items = take(
@@ -428,7 +445,7 @@ let peer: BenchResult["peer"];
 if (peerRequests > 0) {
   const items = take(workload, peerRequests);
   const { value: run, otherCores } = await alone(() =>
-    runPeer(modelDir, items, { decoderDtype: dtype, threads: peerThreads, maxTokens, warmup: quick ? 1 : 3 }),
+    runPeer(modelDir, items, { decoderDtype: dtype, threads: peerThreads, maxTokens, fixedLength, warmup: quick ? 1 : 3 }),
   );
   const summary = summarize(run.records, run.durationS, goodput);
   let agree = 0;
@@ -449,7 +466,24 @@ if (peerRequests > 0) {
   );
 }
 
-// 4. Microbenchmarks of preprocessing, with nothing else running.
+// 4. The machine's bounds, with nothing else running: MatMul at the decoder's MLP shape and the limit's batch sizes.
+let bounds: BenchResult["bounds"];
+if (limitModel) {
+  const config = JSON.parse(readFileSync(path.join(modelDir, "config.json"), "utf8"));
+  const t = config.text_config;
+  const machine = await measureMachineBounds(limitThreads, {
+    k: t.hidden_size,
+    n: t.intermediate_size,
+    rows: [...new Set([1, ...limitBatches.map((b) => b.batch), 256])],
+  });
+  const decoderFile = loadModel(modelDir, { decoderDtype: dtype as Dtype }).folder.onnx.decoder;
+  bounds = { machine, decoder: decoderCost(config, decoderFile, limitModel.kvElementBytes) };
+  note(
+    `bounds: read ${machine.readGBs.toFixed(1)} GB/s, copy ${machine.copyGBs.toFixed(1)} GB/s, matmul ${machine.matmul.map((m) => `${m.rows}:${m.gflops.toFixed(0)}`).join(" ")} GFLOP/s`,
+  );
+}
+
+// 5. Microbenchmarks of preprocessing, with nothing else running.
 const jpeg = await makeTestJpeg();
 micro.preprocess1080pJpegMs = await timePreprocessing(modelDir, jpeg, quick ? 5 : 30);
 micro.preprocessWorkloadImageMs = await timePreprocessing(modelDir, workload[0]!.image, quick ? 20 : 200);
@@ -478,6 +512,7 @@ const result: BenchResult = {
     maxBatchSize,
     visionCacheMb,
     maxTokens,
+    fixedLength,
     requests,
     concurrencies,
     rates,
@@ -491,6 +526,7 @@ const result: BenchResult = {
   ...(constrainedPhase && { constrained: constrainedPhase }),
   poisson: poissonPhases,
   limit,
+  ...(bounds && { bounds }),
   peer,
   micro,
   ...(cpuProfDir && { cpuProfDir }),

@@ -32,6 +32,10 @@ const SETTINGS = {
   "max-batch-size": { default: "16", help: "sequences decoded together" },
   "max-queue": { default: "64", help: "requests waiting beyond the batch; more get RESOURCE_EXHAUSTED / 429" },
   "max-prefill-tokens": { default: "4096", help: "prompt positions prefilled in one step" },
+  "prefill-chunk-tokens": {
+    default: "256",
+    help: "while a batch decodes, prompt positions prefilled per step (chunked prefill; 0 = whole prompts)",
+  },
   "waiting-served-ratio": {
     default: "0",
     help: "while a batch runs, prefill new requests only once waiting >= this x running (TGI's; 0 = at once)",
@@ -64,6 +68,10 @@ const SETTINGS = {
     help: "key/value rows of prompts kept, so a prompt that begins as an earlier one (a follow-up about the same image) prefills only the rest (0 = off)",
   },
   "vision-cache-mb": { default: "64", help: "vision features kept for repeated images" },
+  "vision-thread": {
+    default: "true",
+    help: "run the vision encoder on a thread of its own, so running streams keep decoding while images are encoded",
+  },
   "max-restarts": { default: "3", help: "engine worker restarts within --restart-window-ms before liveness turns NOT_SERVING" },
   "restart-window-ms": { default: "300000", help: "the window --max-restarts counts restarts in" },
   "keepalive-time-ms": { default: "60000", help: "gRPC keepalive ping interval" },
@@ -228,6 +236,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       scheduler: {
         maxBatchSize: int("max-batch-size", 1),
         maxPrefillTokens: int("max-prefill-tokens", 1),
+        prefillChunkTokens: int("prefill-chunk-tokens"),
         waitingServedRatio: num("waiting-served-ratio"),
         maxWaitingSteps: int("max-waiting-steps"),
         kvCacheBytes: int("kv-cache-mb") * 1024 * 1024,
@@ -239,6 +248,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       allowIgnoreEos: bool("allow-ignore-eos"),
       visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
       prefixCacheBytes: int("prefix-cache-mb") * 1024 * 1024,
+      visionThread: bool("vision-thread"),
       imageFetch: imageFetchOptions(),
       responseCache: bool("response-cache")
         ? {

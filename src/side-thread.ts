@@ -122,13 +122,15 @@ export function createSideThread<In, Out>(
 }
 
 /** The thread's side: answers each message with `handle`'s result (and the buffers to transfer with it). */
-export function serveSideThread<In, Out>(handle: (input: In) => { out: Out; transfer?: TransferListItem[] }): void {
+export function serveSideThread<In, Out>(
+  handle: (input: In) => { out: Out; transfer?: TransferListItem[] } | Promise<{ out: Out; transfer?: TransferListItem[] }>,
+): void {
   const port = parentPort!;
-  port.on("message", (input: In) => {
+  port.on("message", async (input: In) => {
     let reply: Reply<Out>;
     let transfer: TransferListItem[] = [];
     try {
-      const result = handle(input);
+      const result = await handle(input);
       reply = { ok: result.out };
       transfer = result.transfer ?? [];
     } catch (e) {

@@ -4,10 +4,12 @@
  * Greedy batch invariance rests on this. Rows are addressed by sequence id: one that leaves the
  * batch takes nothing of the others with it.
  */
+
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { createModelRunner, type ModelRunner, type PrefillInput } from "../src/engine/model-runner.ts";
+import { createSessionEncoder } from "../src/engine/vision-encoder.ts";
 import { createChatTemplate } from "../src/model/chat-template.ts";
 import { loadModel } from "../src/model/loaded-model.ts";
 import { loadOnnxModel, type OnnxModel } from "../src/model/onnx-model.ts";
@@ -34,7 +36,7 @@ describe("model runner", () => {
       contextLength: 512,
     });
     model = await loadOnnxModel(folder, { intraOpThreads: 1, interOpThreads: 1, executionProviders: ["cpu"] });
-    runner = createModelRunner(model, arch, { prefixCacheBytes: 0 });
+    runner = createModelRunner(model, arch, createSessionEncoder(model.vision!, arch, model.spec.hiddenSize), { prefixCacheBytes: 0 });
     const q = loadHeldOut()[0]!;
     const ask = (text: string) =>
       prompts.build(

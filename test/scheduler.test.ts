@@ -96,7 +96,15 @@ async function schedule(
       tokenizer: { decode: () => "", tokenId: () => undefined },
       eosTokenIds: [EOS],
       contextLength: 1000,
-      options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20, kvCacheBytes: 0, ...options },
+      options: {
+        maxBatchSize: 16,
+        maxPrefillTokens: 4096,
+        prefillChunkTokens: 0,
+        waitingServedRatio: 0,
+        maxWaitingSteps: 20,
+        kvCacheBytes: 0,
+        ...options,
+      },
       kvBytesPerToken: KV_BYTES_PER_TOKEN,
       emit(events, stats) {
         run.events.push(...events);
@@ -255,7 +263,14 @@ describe("scheduler", () => {
         tokenizer: { decode: () => "", tokenId: () => undefined },
         eosTokenIds: [0],
         contextLength: 1000,
-        options: { maxBatchSize: 16, maxPrefillTokens: 4096, waitingServedRatio: 0, maxWaitingSteps: 20, kvCacheBytes: 0 },
+        options: {
+          maxBatchSize: 16,
+          maxPrefillTokens: 4096,
+          prefillChunkTokens: 0,
+          waitingServedRatio: 0,
+          maxWaitingSteps: 20,
+          kvCacheBytes: 0,
+        },
         kvBytesPerToken: KV_BYTES_PER_TOKEN,
         emit: (events, stats) => {
           if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();

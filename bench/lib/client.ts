@@ -26,6 +26,8 @@ export interface ClientOptions {
   grpcUrl: string;
   httpUrl: string;
   maxTokens: number;
+  /** Every reply exactly maxTokens long: min_tokens = max_tokens, so end-of-sequence is masked until then. */
+  fixedLength?: boolean;
   /** gRPC only: constrain every reply to this JSON Schema (JSON text). */
   jsonSchema?: string;
 }
@@ -70,7 +72,7 @@ function grpcSender(o: ClientOptions): SendRequest {
             ],
           },
         ],
-        sampling: { maxTokens: o.maxTokens, temperature: 0 },
+        sampling: { maxTokens: o.maxTokens, temperature: 0, ...(o.fixedLength && { minTokens: o.maxTokens }) },
         ...(o.jsonSchema && { responseFormat: { kind: { case: "jsonSchema", value: { schema: o.jsonSchema } } } }),
       });
       for await (const res of stream) {
@@ -132,6 +134,7 @@ function openAiSender(o: ClientOptions): SendRequest {
         },
       ],
       max_tokens: o.maxTokens,
+      ...(o.fixedLength && { min_tokens: o.maxTokens }),
       temperature: 0,
       stream: true,
       stream_options: { include_usage: true },

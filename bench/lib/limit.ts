@@ -38,10 +38,13 @@ export interface LimitModel {
   /** One vision-encoder run over one image's tiles, in ms. */
   encodeImage(prompt: PreparedPrompt): Promise<number>;
   readonly description: string;
+  /** Bytes of one key/value cache element (4 for float32, 2 for float16). */
+  readonly kvElementBytes: number;
   release(): Promise<void>;
 }
 
-function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab: number): Int32Array {
+/** Each row's last-position argmax, never one of `skip` (end-of-sequence ids, for fixed lengths). */
+function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab: number, skip: ReadonlySet<number>): Int32Array {
   const out = new Int32Array(rows);
   for (let r = 0; r < rows; r++) {
     const base = ((r + 1) * positions - 1) * vocab;
@@ -49,6 +52,7 @@ function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab
     let bestValue = -Infinity;
     for (let i = 0; i < vocab; i++) {
       const v = logits[base + i]!;
+      if (skip.has(i)) continue;
       if (v > bestValue) {
         bestValue = v;
         best = i;
@@ -59,8 +63,16 @@ function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab
   return out;
 }
 
-export async function loadLimitModel(modelDir: string, options: { decoderDtype: Dtype; threads: number }): Promise<LimitModel> {
-  const { folder, tokenizer, arch, contextLength } = loadModel(modelDir, { decoderDtype: options.decoderDtype });
+/**
+ * `fixedLength`: end-of-sequence ids are never chosen, as Glance's min_tokens masks them, so that
+ * rows of fixed length make the same tokens as Glance's replies.
+ */
+export async function loadLimitModel(
+  modelDir: string,
+  options: { decoderDtype: Dtype; threads: number; fixedLength: boolean },
+): Promise<LimitModel> {
+  const { folder, tokenizer, arch, contextLength, eosTokenIds } = loadModel(modelDir, { decoderDtype: options.decoderDtype });
+  const skip = new Set(options.fixedLength ? eosTokenIds : []);
   const defaults = loadConfig([], {}).engine;
   const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
     maxImages: defaults.maxImages,
@@ -71,7 +83,9 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
   // execution, all graph optimisations, pool threads that do not spin.
   const threads = options.threads || defaultIntraOpThreads();
   const model = await loadOnnxModel(folder, { intraOpThreads: threads, interOpThreads: 1, executionProviders: ["cpu"] });
-  const { spec, vision, embed, decoder } = model;
+  const { spec, embed, decoder } = model;
+  // Loaded with its vision session (loadOnnxModel's default): the limit encodes on its own thread.
+  const vision = model.vision!;
   const imageTokenId = arch.imageTokenId;
   const emptyKv = spec.kvType === "float16" ? new Uint16Array(0) : new Float32Array(0);
 
@@ -107,6 +121,7 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
   }
 
   return {
+    kvElementBytes: spec.kvType === "float16" ? 2 : 4,
     description: `onnxruntime-node ${ort.env.versions.common}, ${threads} intra-op threads, sequential`,
     prepare: (items) =>
       Promise.all(
@@ -169,7 +184,7 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
           past[`past_key_values.${l}.${kv}`] = new ort.Tensor(spec.kvType, emptyKv, [rows, spec.kvHeads, 0, spec.headDim]);
       }
       let out = await decoderRun(embeds, rows, width, maskFor(width), positions, past, true);
-      let next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize);
+      let next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize, skip);
       const tokens = Array.from(next, (t) => [t]);
       const t2 = performance.now();
 
@@ -187,7 +202,7 @@ export async function loadLimitModel(modelDir: string, options: { decoderDtype: 
         const mask = maskFor(length + 1);
         out = await decoderRun(stepEmbeds, rows, 1, mask, stepPositions, past, false);
         length++;
-        next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize);
+        next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize, skip);
         next.forEach((t, r) => {
           tokens[r]!.push(t);
         });

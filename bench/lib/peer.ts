@@ -37,7 +37,7 @@ export interface PeerRun {
 export async function runPeer(
   modelDir: string,
   items: readonly WorkItem[],
-  options: { decoderDtype: "fp32" | "q8"; threads: number; maxTokens: number; warmup: number },
+  options: { decoderDtype: "fp32" | "q8"; threads: number; maxTokens: number; fixedLength: boolean; warmup: number },
 ): Promise<PeerRun> {
   const loadStarted = performance.now();
   const { processor, model } = await loadTransformersModel(modelDir, { decoderDtype: options.decoderDtype, threads: options.threads });
@@ -50,7 +50,13 @@ export async function runPeer(
     const prompt = processor.apply_chat_template(messages as never, { add_generation_prompt: true }) as string;
     const raw = await RawImage.fromBlob(new Blob([item.image as Uint8Array<ArrayBuffer>]));
     const inputs = await processor(prompt, [raw]);
-    await model.generate({ ...inputs, max_new_tokens: options.maxTokens, do_sample: false, streamer });
+    await model.generate({
+      ...inputs,
+      max_new_tokens: options.maxTokens,
+      ...(options.fixedLength && { min_new_tokens: options.maxTokens }),
+      do_sample: false,
+      streamer,
+    });
     const e2eMs = performance.now() - started;
     const t = streamer.times;
     const special = new Set(processor.tokenizer!.all_special_ids);

@@ -6,6 +6,7 @@
 import { copyFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { GrammarMicro } from "./grammar-micro.ts";
+import type { DecoderCost, MachineBounds } from "./machine-bounds.ts";
 import type { ProbeResult } from "./probe.ts";
 import type { Dist, PhaseSummary, RequestRecord } from "./stats.ts";
 
@@ -57,6 +58,8 @@ export interface BenchResult {
     maxBatchSize: number;
     visionCacheMb: number;
     maxTokens: number;
+    /** Every reply exactly maxTokens long (min_tokens = max_tokens). */
+    fixedLength: boolean;
     requests: number;
     concurrencies: number[];
     rates: number[];
@@ -80,6 +83,8 @@ export interface BenchResult {
     /** CPU cores other processes of the machine used meanwhile (Linux). */
     otherCores?: number;
   };
+  /** The machine's own bounds and the decoder's cost per token, measured beside the limit. */
+  bounds?: { machine: MachineBounds; decoder: DecoderCost };
   peer?: {
     summary: PhaseSummary;
     loadS: number;
@@ -171,7 +176,79 @@ function computeTargets(r: BenchResult): Target[] {
           pass: null,
         },
   );
+  targets.push(...realSizeTargets(r));
   return targets;
+}
+
+/** Mean cached positions per row over a decode: prompt plus half the output. */
+const meanPositions = (r: BenchResult) => {
+  const s = r.concurrency[0]?.summary;
+  return (s?.meanPromptTokens ?? 0) + (s?.meanOutputTokens ?? 0) / 2;
+};
+
+/** Decode-step bounds at batch B: weights and cache read once over read bandwidth; multiply-adds over the MatMul rate. */
+export function stepBounds(r: BenchResult, batch: number): { memoryMs: number; arithmeticMs: number } | undefined {
+  if (!r.bounds) return undefined;
+  const { machine, decoder } = r.bounds;
+  const positions = meanPositions(r);
+  const bytes = decoder.weightBytes + batch * positions * decoder.kvBytesPerPosition;
+  const flops = batch * (decoder.matmulFlopsPerToken + positions * decoder.attentionFlopsPerPosition);
+  const rate = machine.matmul.find((m) => m.rows === batch)?.gflops;
+  if (rate === undefined) return undefined;
+  return { memoryMs: bytes / (machine.readGBs * 1e6), arithmeticMs: flops / (rate * 1e6) };
+}
+
+/** The bars of performance at real size (issue 18): per-step speed, ratios at 1 and 16, stalls while requests arrive. */
+function realSizeTargets(r: BenchResult): Target[] {
+  const c1 = r.concurrency.find((p) => p.concurrency === 1);
+  const c16 = r.concurrency.find((p) => p.concurrency === 16);
+  const l1 = limitFor(r, 1);
+  const l16 = limitFor(r, 16);
+  const peer = r.peer?.summary;
+  const t = (name: string, ok: boolean, measured: string | undefined): Target =>
+    measured === undefined ? { name, measured: "not run", pass: null } : { name, measured, pass: ok };
+  return [
+    t(
+      "the limit's decode step (B=1) ≤ the peer's ITL p50",
+      !!(l1 && peer && l1.decodeStepMs.p50 <= peer.itlMs.p50),
+      l1 && peer ? `${f(l1.decodeStepMs.p50, 2)} ms / ${f(peer.itlMs.p50, 2)} ms` : undefined,
+    ),
+    t(
+      "Glance ≥ 0.95 of the limit's output tok/s at concurrency 1",
+      !!(c1 && l1 && c1.summary.outputThroughput >= 0.95 * l1.outputThroughput),
+      c1 && l1
+        ? `${f0(c1.summary.outputThroughput)} / ${f0(l1.outputThroughput)} = ${f2(c1.summary.outputThroughput / l1.outputThroughput)}`
+        : undefined,
+    ),
+    t(
+      "Glance ≥ 0.95 of the limit's output tok/s at concurrency 16",
+      !!(c16 && l16 && c16.summary.outputThroughput >= 0.95 * l16.outputThroughput),
+      c16 && l16
+        ? `${f0(c16.summary.outputThroughput)} / ${f0(l16.outputThroughput)} = ${f2(c16.summary.outputThroughput / l16.outputThroughput)}`
+        : undefined,
+    ),
+    t(
+      "Glance ≥ the peer's output tok/s at concurrency 1",
+      !!(c1 && peer && c1.summary.outputThroughput >= peer.outputThroughput),
+      c1 && peer
+        ? `${f0(c1.summary.outputThroughput)} / ${f0(peer.outputThroughput)} = ${f2(c1.summary.outputThroughput / peer.outputThroughput)}`
+        : undefined,
+    ),
+    t(
+      "Glance ≥ 4× the peer's output tok/s at concurrency 16",
+      !!(c16 && peer && c16.summary.outputThroughput >= 4 * peer.outputThroughput),
+      c16 && peer
+        ? `${f0(c16.summary.outputThroughput)} / ${f0(peer.outputThroughput)} = ${f(c16.summary.outputThroughput / peer.outputThroughput)}×`
+        : undefined,
+    ),
+    t(
+      "while requests arrive (concurrency 16), ITL p99 ≤ 3× ITL p50",
+      !!(c16 && c16.summary.itlMs.p99 <= 3 * c16.summary.itlMs.p50),
+      c16
+        ? `${f(c16.summary.itlMs.p99, 2)} / ${f(c16.summary.itlMs.p50, 2)} ms = ${f2(c16.summary.itlMs.p99 / c16.summary.itlMs.p50)}×`
+        : undefined,
+    ),
+  ];
 }
 
 export function markdown(r: BenchResult): string {
@@ -275,6 +352,8 @@ export function markdown(r: BenchResult): string {
     out.push("", "Each batch size ran right after Glance's phase at that concurrency, the server idle.");
     out.push("");
   }
+
+  if (r.bounds) out.push(...boundsSection(r));
 
   if (r.peer) {
     const s = r.peer.summary;
@@ -390,6 +469,37 @@ export function markdown(r: BenchResult): string {
 }
 
 /** Output throughput (left) and p99 E2E latency, log scale (right), against concurrency. */
+function boundsSection(r: BenchResult): string[] {
+  const { machine: m, decoder: d } = r.bounds!;
+  const out = ["## The machine's bounds", ""];
+  out.push(
+    `Measured in this run through onnxruntime (${m.threads} intra-op thread(s)): read ${f(m.readGBs)} GB/s (ReduceSum over ${m.bufferMB} MB), ` +
+      `copy ${f(m.copyGBs)} GB/s moved (memcpy of ${m.bufferMB} MB between touched buffers), MatMul with a pre-packed weight ` +
+      `${m.matmul.map((x) => `[${x.rows}×${x.k}]·[${x.k}×${x.n}] ${f0(x.gflops)} GFLOP/s`).join(", ")}. ` +
+      `The decoder: ${f(d.weightBytes / 1e6)} MB of weights, ${f(d.matmulFlopsPerToken / 1e9, 3)} GFLOP of matrix products per token, ` +
+      `${f(d.kvBytesPerPosition / 1024)} KiB of cache per position; ${f0(meanPositions(r))} cached positions per row on average.`,
+    "",
+    "| B | bound: weights + cache read (ms) | bound: arithmetic (ms) | limit decode step p50 (ms) | limit / bound | Glance ITL p50 (ms) | Glance / bound |",
+    "|---:|---:|---:|---:|---:|---:|---:|",
+  );
+  for (const b of r.limit?.batches ?? []) {
+    const bound = stepBounds(r, b.batch);
+    if (!bound) continue;
+    const tight = Math.max(bound.memoryMs, bound.arithmeticMs);
+    const glance = r.concurrency.find((p) => Math.min(p.concurrency, r.options.maxBatchSize) === b.batch)?.summary.itlMs.p50;
+    out.push(
+      `| ${b.batch} | ${f(bound.memoryMs, 2)} | ${f(bound.arithmeticMs, 2)} | ${f(b.decodeStepMs.p50, 2)} | ${f(b.decodeStepMs.p50 / tight, 2)}× | ${f(glance, 2)} | ${glance ? `${f(glance / tight, 2)}×` : "–"} |`,
+    );
+  }
+  out.push(
+    "",
+    "A step at batch B reads every weight once and each row's cache once, so it takes at least the first bound; it does B tokens' " +
+      "multiply-adds, so at least the second (at the MatMul rate measured at B rows). The larger of the two is the one the ratios use.",
+    "",
+  );
+  return out;
+}
+
 export function svg(r: BenchResult): string {
   const cs = r.concurrency.map((p) => p.concurrency);
   if (cs.length === 0) return `<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>`;

@@ -53,6 +53,8 @@ export interface EngineOptions {
   visionCacheBytes: number;
   /** Key/value rows of prompts kept for prompts that begin the same way, in bytes; unset or 0: none. */
   prefixCacheBytes?: number;
+  /** The vision encoder on a thread of its own (default true), so decoding goes on while images are encoded. */
+  visionThread?: boolean;
   /** Answers kept for repeated greedy or seeded requests; undefined: none. */
   responseCache?: ResponseCacheOptions;
   /** Fetching images by http(s) URL; undefined: only bytes and data: URLs. */
@@ -126,6 +128,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       scheduler: options.scheduler,
       prefixCacheBytes: options.prefixCacheBytes ?? 0,
       faultInjection: deps.faultInjection ?? false,
+      visionThread: options.visionThread ?? true,
     },
     maxRestarts: options.maxRestarts,
     restartWindowMs: options.restartWindowMs,

@@ -1,41 +1,51 @@
 /**
  * The model's three steps as the scheduler uses them: encode images, prefill prompts (image
- * features merged at the image-token positions, several prompts left-padded into one batch),
- * and one decode step for the whole running batch. The runner owns the batch's key/value cache
+ * features merged at the image-token positions, several prompts left-padded into one batch, or
+ * a long prompt a chunk at a time on a row of its own), and one decode step for the whole
+ * running batch. The runner owns the batch's key/value cache
  * and addresses its rows by sequence id, as TGI filters a batch by request id: rows that leave
  * and rows that join are applied together, in one cache rebuild at the next step, and the
  * scheduler never sees a row index or a position.
  */
 import * as ort from "onnxruntime-node";
 import { GlanceError } from "../errors.ts";
-import type { Architecture, ImagePixels, PositionPlan, TensorData } from "../model/architecture.ts";
-import { asFloat32, floatInputs, floatTensor, type OnnxModel } from "../model/onnx-model.ts";
-import { concatFloat32 } from "./float32.ts";
+import type { Architecture, PositionPlan } from "../model/architecture.ts";
+import { asFloat32, floatTensor, type OnnxModel } from "../model/onnx-model.ts";
 import { type BatchCache, createBatchCache } from "./kv-cache.ts";
 import { createPrefixCache, type PrefixCacheStats, type PrefixMatch } from "./prefix-cache.ts";
+import type { ImageToEncode, VisionEncoder } from "./vision-encoder.ts";
 
 export interface PrefillInput {
   id: string;
   ids: Int32Array;
   positions: PositionPlan;
   /**
-   * Features for the image tokens the run prefills, in order: [imageTokens, hidden]: all of the
-   * prompt's, or with a prefix, those after it.
+   * Features for the prompt's image tokens after its prefix (all of them without one), in
+   * order: [imageTokens, hidden].
    */
   imageFeatures: Float32Array | null;
   /** The prompt's images' keys in order, which the prefix cache keeps with its rows. */
   imageKeys: readonly string[];
   /** A stored prefix of the prompt (matchPrefix): its rows are the cache, the rest is prefilled. */
   prefix?: PrefixMatch;
+  /**
+   * Chunked prefill: this run goes up to this prompt position (default: the whole prompt). A
+   * prompt run in chunks keeps a row of its own between runs, and joins the batch after its
+   * last chunk; later chunks are passed the same input with a larger `end`.
+   */
+  end?: number;
 }
 
 export interface ModelRunner {
   /** The longest stored prefix of a prompt (with the same images), whose rows its prefill can start from. */
   matchPrefix(ids: Int32Array, imageKeys: readonly string[]): PrefixMatch | undefined;
   readonly prefixStats: PrefixCacheStats & { bytes: number };
-  /** Each image's features [featureCount × hidden], from one vision-encoder run. */
-  encodeImages(images: readonly { pixels: ImagePixels; featureCount: number }[]): Promise<Float32Array[]>;
-  /** Each prompt's last-position logits; the prompts join the batch at the next decode step. */
+  /** Each image's features [featureCount × hidden], from the vision encoder (on its own thread by default). */
+  encodeImages(images: readonly ImageToEncode[]): Promise<Float32Array[]>;
+  /**
+   * Each finished prompt's last-position logits; those prompts join the batch at the next
+   * decode step. A prompt whose run ended before its last position (`end`) has no logits yet.
+   */
   prefill(inputs: readonly PrefillInput[]): Promise<Map<string, Float32Array>>;
   /** Feeds one token to every sequence of the batch; returns each one's logits. */
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
@@ -43,7 +53,7 @@ export interface ModelRunner {
   release(ids: Iterable<string>): void;
   /** Drops every sequence and the cache: after a failed run, none of it can be trusted. */
   reset(): void;
-  /** Memory the cache holds, the prefilled rows waiting to join included. */
+  /** Memory the cache holds, the prefilled rows waiting to join and the partly prefilled ones included. */
   readonly cacheBytes: number;
 }
 
@@ -58,15 +68,9 @@ export interface RunnerOptions {
   prefixCacheBytes: number;
 }
 
-export function createModelRunner(model: OnnxModel, arch: Architecture, options: RunnerOptions): ModelRunner {
+export function createModelRunner(model: OnnxModel, arch: Architecture, encoder: VisionEncoder, options: RunnerOptions): ModelRunner {
   const { spec } = model;
   const prefixes = createPrefixCache(options.prefixCacheBytes, arch.imageTokenId);
-  // Float inputs go in the type the graph declares (fp16 exports take float16).
-  const visionFloats = floatInputs(model.vision);
-  const visionFeed = (name: string, t: TensorData) => {
-    const type = visionFloats.get(name);
-    return type && t.type === "float32" ? floatTensor(type, t.data, t.dims) : new ort.Tensor(t.type, t.data, t.dims);
-  };
   const hidden = spec.hiddenSize;
   const positionDims = (rows: number, width: number) => (spec.positionRows === 1 ? [rows, width] : [3, rows, width]);
 
@@ -74,6 +78,8 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, options:
   let cache: BatchCache | null = null;
   /** Prefilled rows and their caches (one per prefill run), which join the batch at the next step. */
   let joining: { rows: Row[]; cache: BatchCache }[] = [];
+  /** Prompts prefilled in chunks, between their chunks: each one's row and how far it got. */
+  const partial = new Map<string, { cache: BatchCache; done: number }>();
   const released = new Set<string>();
 
   async function embed(ids: BigInt64Array, count: number, width: number): Promise<Float32Array> {
@@ -110,6 +116,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, options:
     rows = [];
     cache = null;
     joining = [];
+    partial.clear();
     released.clear();
   }
 
@@ -139,61 +146,61 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, options:
     released.clear();
   }
 
-  /** Merges features into the embeddings at the image-token positions of ids[from, ids.length), at `offset` rows in. */
-  function mergeFeatures(embeds: Float32Array, offset: number, ids: Int32Array, from: number, features: Float32Array | null): void {
+  /**
+   * Merges features into the embeddings at the image-token positions of ids[from, to), at
+   * `offset` rows in; `features` start at the image tokens after position `featuresFrom`.
+   */
+  function mergeFeatures(
+    embeds: Float32Array,
+    offset: number,
+    ids: Int32Array,
+    range: { from: number; to: number; featuresFrom: number },
+    features: Float32Array | null,
+  ): void {
     let feature = 0;
-    for (let i = from; i < ids.length; i++) {
+    for (let i = range.featuresFrom; i < range.from; i++) if (ids[i] === arch.imageTokenId) feature++;
+    const available = (features?.length ?? 0) / hidden;
+    for (let i = range.from; i < range.to; i++) {
       if (ids[i] !== arch.imageTokenId) continue;
-      if (!features) throw new GlanceError("internal", "the prompt has image tokens but no image features");
-      embeds.set(features.subarray(feature * hidden, (feature + 1) * hidden), (offset + i - from) * hidden);
+      if (feature >= available) {
+        throw new GlanceError("internal", `the prompt has more image tokens than the ${available} features of its images`);
+      }
+      embeds.set(features!.subarray(feature * hidden, (feature + 1) * hidden), (offset + i - range.from) * hidden);
       feature++;
     }
-    if (feature * hidden !== (features?.length ?? 0)) {
-      throw new GlanceError(
-        "internal",
-        `the prompt has ${feature} image tokens but the images gave ${(features?.length ?? 0) / hidden} features`,
-      );
+    if (range.to === ids.length && feature !== available) {
+      throw new GlanceError("internal", `the prompt has ${feature} image tokens but the images gave ${available} features`);
     }
   }
 
-  /** A prompt that starts with a stored prefix: one run of its remaining tokens on the prefix's rows. */
-  async function prefillFromPrefix(x: PrefillInput & { prefix: PrefixMatch }): Promise<{ logits: Float32Array; cache: BatchCache }> {
-    const from = x.prefix.length;
-    const width = x.ids.length - from;
-    const ids = BigInt64Array.from(x.ids.subarray(from), BigInt);
+  /**
+   * Positions [from, end) of one prompt on its own one-row cache: a prompt that starts from a
+   * stored prefix (its rows seed the cache), or one chunk of a prompt prefilled in chunks.
+   */
+  async function prefillOwnRow(x: PrefillInput, own: BatchCache, from: number, end: number): Promise<Float32Array> {
+    const width = end - from;
+    const ids = BigInt64Array.from(x.ids.subarray(from, end), BigInt);
     const positions = new BigInt64Array(spec.positionRows * width);
     for (let p = 0; p < spec.positionRows; p++) {
-      positions.set(x.positions.prompt.subarray(p * x.ids.length + from, (p + 1) * x.ids.length), p * width);
+      positions.set(x.positions.prompt.subarray(p * x.ids.length + from, p * x.ids.length + end), p * width);
     }
     const embeds = await embed(ids, 1, width);
-    mergeFeatures(embeds, 0, x.ids, from, x.imageFeatures);
-    const seeded = createBatchCache(spec, 1);
-    seeded.seed(x.prefix.arrays, from);
-    const [logits] = await runDecoder(embeds, 1, width, positions, seeded);
-    return { logits: logits!, cache: seeded };
+    mergeFeatures(embeds, 0, x.ids, { from, to: end, featuresFrom: x.prefix?.length ?? 0 }, x.imageFeatures);
+    const [logits] = await runDecoder(embeds, 1, width, positions, own);
+    return logits!;
+  }
+
+  /** The row a prompt prefilled on its own continues from: its earlier chunks, its stored prefix, or none. */
+  function ownRow(x: PrefillInput): { cache: BatchCache; done: number } {
+    const earlier = partial.get(x.id);
+    if (earlier) return earlier;
+    const own = createBatchCache(spec, 1);
+    if (x.prefix) own.seed(x.prefix.arrays, x.prefix.length);
+    return { cache: own, done: x.prefix?.length ?? 0 };
   }
 
   return {
-    async encodeImages(images) {
-      if (images.length === 0) return [];
-      const runs: Float32Array[] = [];
-      for (const feeds of arch.visionRuns(images.map((im) => im.pixels))) {
-        const out = await model.vision.run(Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, visionFeed(name, t)])));
-        runs.push(asFloat32(out["image_features"]!));
-      }
-      const features = runs.length === 1 ? runs[0]! : concatFloat32(runs);
-      const total = images.reduce((n, im) => n + im.featureCount, 0);
-      if (features.length !== total * hidden) {
-        throw new GlanceError("internal", `the vision encoder gave ${features.length / hidden} features for ${total} image tokens`);
-      }
-      let start = 0;
-      return images.map((im) => {
-        const end = start + im.featureCount * hidden;
-        const slice = features.slice(start, end);
-        start = end;
-        return slice;
-      });
-    },
+    encodeImages: (images) => encoder.encode(images),
 
     matchPrefix: (ids, imageKeys) => prefixes.match(ids, imageKeys),
     get prefixStats() {
@@ -210,14 +217,26 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, options:
           prefixes.store(x.ids.subarray(0, x.ids.length - 1), x.imageKeys, from.copyRow(row, x.ids.length - 1));
         }
       };
+      // Prompts on a row of their own: those with a stored prefix and those run in chunks.
+      const alone = (x: PrefillInput) => x.prefix !== undefined || partial.has(x.id) || (x.end ?? x.ids.length) < x.ids.length;
       for (const x of all) {
-        if (!x.prefix) continue;
-        const { logits, cache: own } = await prefillFromPrefix(x as PrefillInput & { prefix: PrefixMatch });
+        if (!alone(x)) continue;
+        const row = ownRow(x);
+        const end = x.end ?? x.ids.length;
+        if (end <= row.done || end > x.ids.length) {
+          throw new GlanceError("internal", `a prefill chunk must end after position ${row.done} and by ${x.ids.length}, not at ${end}`);
+        }
+        const logits = await prefillOwnRow(x, row.cache, row.done, end);
+        if (end < x.ids.length) {
+          partial.set(x.id, { cache: row.cache, done: end });
+          continue;
+        }
+        partial.delete(x.id);
         results.set(x.id, logits);
-        keep(x, own, 0);
-        joined.push({ rows: [{ id: x.id, next: x.positions.next }], cache: own });
+        keep(x, row.cache, 0);
+        joined.push({ rows: [{ id: x.id, next: x.positions.next }], cache: row.cache });
       }
-      const inputs = all.filter((x) => !x.prefix);
+      const inputs = all.filter((x) => !alone(x));
       if (inputs.length === 0) {
         joining = joined;
         return results;
@@ -241,7 +260,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, options:
       });
       const embeds = await embed(ids, count, width);
       inputs.forEach((x, r) => {
-        mergeFeatures(embeds, r * width + width - x.ids.length, x.ids, 0, x.imageFeatures);
+        mergeFeatures(embeds, r * width + width - x.ids.length, x.ids, { from: 0, to: x.ids.length, featuresFrom: 0 }, x.imageFeatures);
       });
       const prefilled = createBatchCache(spec, count);
       const logits = await runDecoder(
@@ -278,15 +297,20 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, options:
     },
 
     release(ids) {
-      for (const id of ids) released.add(id);
+      for (const id of ids) {
+        released.add(id);
+        partial.delete(id);
+      }
       const live = (r: Row) => !released.has(r.id);
-      if (!rows.some(live) && !joining.some((j) => j.rows.some(live))) reset();
+      if (!rows.some(live) && !joining.some((j) => j.rows.some(live)) && partial.size === 0) reset();
     },
 
     reset,
 
     get cacheBytes() {
-      return (cache?.bytes() ?? 0) + joining.reduce((n, j) => n + j.cache.bytes(), 0);
+      let bytes = (cache?.bytes() ?? 0) + joining.reduce((n, j) => n + j.cache.bytes(), 0);
+      for (const p of partial.values()) bytes += p.cache.bytes();
+      return bytes;
     },
   };
 }

@@ -17,6 +17,12 @@ export interface SchedulerOptions {
   /** Prompt positions (padding included) one prefill may run, which bounds a step's latency. */
   maxPrefillTokens: number;
   /**
+   * While a batch decodes, prompt positions prefilled per iteration (0: whole prompts): a long
+   * prompt is prefilled a chunk per decode step, so the running streams wait for one chunk at
+   * a time rather than the whole prompt. With no batch decoding, prompts run whole.
+   */
+  prefillChunkTokens: number;
+  /**
    * While a batch runs, waiting requests are prefilled only once there are at least this many
    * times the running ones (TGI's waiting_served_ratio), so that arrivals join in groups rather
    * than costing a prefill run each; 0 admits at once (the default: on the tiny model a ratio
@@ -43,6 +49,8 @@ export interface WorkerData {
   prefixCacheBytes: number;
   /** Whether `fault` messages are obeyed (tests only). */
   faultInjection: boolean;
+  /** The vision encoder runs on a thread of its own (vision-worker.ts), so decoding goes on meanwhile. */
+  visionThread: boolean;
 }
 
 /**

@@ -2,7 +2,9 @@
  * The worker's batching loop, in the manner of TGI's router and vLLM's v1 scheduler. It owns
  * the worker's queue and every sequence's status; the runner owns the cache. Each iteration
  * admits waiting requests within the batch and prefill budgets, prefills them together, then
- * runs one decode step for every running sequence. A sequence that finishes or is cancelled
+ * runs one decode step for every running sequence. While a batch is decoding, prompts are
+ * prefilled at most `prefillChunkTokens` positions per iteration (vLLM's chunked prefill), so
+ * that a long prompt costs the running streams one chunk per token rather than a stall. A sequence that finishes or is cancelled
  * leaves the batch at the next step. A model run that throws fails only the sequences of that
  * run, as TGI's "errors discard only the batch": the loop drops their cache and goes on.
  */
@@ -12,12 +14,15 @@ import { concatFloat32 } from "./float32.ts";
 import type { ModelRunner } from "./model-runner.ts";
 import { createOutputMarkup } from "./output-markup.ts";
 import { createOutputProcessor, type OutputProcessor } from "./output-processor.ts";
+import type { PrefixMatch } from "./prefix-cache.ts";
 import type { EngineRequest, SchedulerOptions, SequenceEvent, WorkerStats } from "./protocol.ts";
 import { createSampler, type LogitsProcessor, type Sampler } from "./sampler.ts";
 import type { VisionEntry } from "./vision-store.ts";
 
 /**
- * - waiting: queued; prefilling: in a prefill run; running: in the decode batch;
+ * - waiting: queued, its images encoded meanwhile (on the vision thread, while the batch decodes);
+ *   admitted once they are; prefilling: admitted, its prompt being prefilled (over several iterations
+ *   when chunked); running: in the decode batch;
  * - finished: ended by its output, or failed with its batch; cancelled: stopped by the client.
  */
 export type SequenceStatus = "waiting" | "prefilling" | "running" | "finished" | "cancelled";
@@ -30,6 +35,14 @@ interface Sequence {
   output: OutputProcessor;
   /** The last sampled token, fed to the next decode step. */
   lastToken: number;
+  /** Its images being encoded, started while it waits (at most maxBatchSize sequences ahead). */
+  encoding?: Promise<void>;
+  /** Set once its images are encoded: the stored prefix it starts from, and its images' features after it. */
+  prompt?: { prefix: PrefixMatch | undefined; features: Float32Array | null };
+  /** When its first prefill run started. */
+  prefillStartedAt?: number;
+  /** Prompt positions prefilled so far (a stored prefix's included). */
+  cursor: number;
 }
 
 export interface SchedulerDeps {
@@ -81,6 +94,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   let lastBatch = 0;
 
   const running = () => [...sequences.values()].filter((s) => s.status === "running");
+  const prefilling = () => [...sequences.values()].filter((s) => s.status === "prefilling");
 
   const stats = (): WorkerStats => ({
     running: running().length,
@@ -118,7 +132,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   /** The model failed: every sequence of the run gets INTERNAL; the cause goes to the log. */
   function fail(seqs: Sequence[], error: unknown): void {
-    const failed = seqs.filter((s) => s.status === "prefilling" || s.status === "running");
+    const failed = seqs.filter((s) => s.status !== "finished" && s.status !== "cancelled");
     for (const seq of failed) {
       events.push({ type: "error", id: seq.request.id, error: { code: "internal", message: MODEL_FAILED } });
       end(seq, "finished");
@@ -148,6 +162,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       if (seq.status === "running" || seq.status === "prefilling") longest = Math.max(longest, rowBound(seq));
     while (count < waiting.length && live + count < options.maxBatchSize) {
       const next = waiting[count]!;
+      // In order: one whose images are still being encoded holds back those behind it.
+      if (!next.prompt) break;
       const nextWidth = Math.max(width, next.request.ids.length);
       if (count > 0 && nextWidth * (count + 1) > options.maxPrefillTokens) break;
       const nextLongest = Math.max(longest, rowBound(next));
@@ -162,74 +178,119 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     return waiting.splice(0, count);
   }
 
+  /** Encodings in flight by image key: a second sequence showing the same image waits for the first's. */
+  const encodingImages = new Map<string, Promise<Float32Array>>();
+
   /**
-   * Vision features per sequence, concatenated in prompt order, of its images from `skip[i]` on
-   * (those before are inside a cached prefix). Encodes only images not yet encoded, each image
-   * once however many of the sequences show it.
+   * Finds the sequence's stored prefix and encodes its images after it, each image once however
+   * many sequences show it; the sequence can be admitted when this settles. A failure fails the
+   * sequence alone (its images are its own run) and is reported as a model failure.
    */
-  async function imageFeatures(seqs: Sequence[], skip: readonly number[]): Promise<{ features: (Float32Array | null)[]; ms: number }> {
-    const needed = seqs.map((s, i) => s.images.slice(skip[i]));
-    const pending = new Map<string, VisionEntry[]>();
-    for (const im of needed.flat()) {
-      if (!im.features) pending.set(im.key, [...(pending.get(im.key) ?? []), im]);
-    }
+  function encode(seq: Sequence): Promise<void> {
     const started = now();
-    const groups = [...pending.values()];
-    const encoded = await runner.encodeImages(groups.map(([im]) => ({ pixels: im!.pixels!, featureCount: im!.featureCount })));
-    groups.forEach((entries, i) => {
-      for (const im of entries) {
-        im.features = encoded[i]!;
-        im.pixels = undefined;
-      }
+    const prefix = runner.matchPrefix(
+      seq.request.ids,
+      seq.images.map((im) => im.key),
+    );
+    const needed = seq.images.slice(prefix?.images ?? 0);
+    const fresh = needed.filter((im, i) => !im.features && !encodingImages.has(im.key) && needed.findIndex((x) => x.key === im.key) === i);
+    const run =
+      fresh.length > 0 ? runner.encodeImages(fresh.map((im) => ({ pixels: im.pixels!, featureCount: im.featureCount }))) : undefined;
+    fresh.forEach((im, i) => {
+      const one = run!.then((all) => all[i]!);
+      encodingImages.set(im.key, one);
+      void one
+        .then(
+          (features) => {
+            im.features = features;
+            im.pixels = undefined;
+          },
+          () => undefined,
+        )
+        .finally(() => encodingImages.delete(im.key));
     });
-    const features = needed.map((images) => (images.length === 0 ? null : concatFloat32(images.map((im) => im.features!))));
-    return { features, ms: pending.size > 0 ? now() - started : 0 };
+    const ready = (features: Float32Array[]) => {
+      seq.prompt = { prefix, features: features.length === 0 ? null : concatFloat32(features) };
+      seq.cursor = prefix?.length ?? 0;
+      seq.output.times.visionEncodeMs = fresh.length > 0 ? now() - started : 0;
+    };
+    // Nothing to wait for (no images, or all encoded before): admissible in this iteration.
+    if (needed.every((im) => im.features)) {
+      ready(needed.map((im) => im.features!));
+      return Promise.resolve();
+    }
+    return (async () => {
+      try {
+        ready(await Promise.all(needed.map((im) => (im.features ? Promise.resolve(im.features) : encodingImages.get(im.key)!))));
+      } catch (e) {
+        if (seq.status !== "waiting") return;
+        waiting.splice(waiting.indexOf(seq) >>> 0, 1);
+        fail([seq], e);
+        flush();
+      }
+    })();
   }
 
-  /** Prefills the sequences and samples their first tokens. */
-  async function prefill(seqs: Sequence[]): Promise<void> {
-    const admittedAt = now();
+  /** Starts encoding the images of the sequences next in line. */
+  function encodeAhead(): void {
+    for (const seq of waiting.slice(0, options.maxBatchSize)) seq.encoding ??= encode(seq);
+  }
+
+  /**
+   * The next prefill run: each sequence's remaining prompt, in admission order, within
+   * `budget` positions (the last one taken may stop part-way: a chunk).
+   */
+  function plan(seqs: Sequence[], budget: number): { seq: Sequence; end: number }[] {
+    const runs: { seq: Sequence; end: number }[] = [];
     for (const seq of seqs) {
-      seq.status = "prefilling";
-      seq.output.times.admittedAt = admittedAt;
+      if (budget <= 0) break;
+      const take = Math.min(seq.request.ids.length - seq.cursor, budget);
+      budget -= take;
+      runs.push({ seq, end: seq.cursor + take });
     }
-    let logits: Map<string, Float32Array>;
-    let visionMs: number;
-    let started: number;
+    return runs;
+  }
+
+  /**
+   * One prefill run over the prefilling sequences (all of their prompts, or with `chunked` one
+   * budget of positions), and the first tokens of those whose prompts it finished. A sequence's
+   * first run finds its stored prefix and encodes its images.
+   */
+  async function prefill(seqs: Sequence[], chunked: boolean): Promise<void> {
+    const runs = plan(seqs, chunked && options.prefillChunkTokens > 0 ? options.prefillChunkTokens : Infinity);
+    const started = now();
+    for (const { seq } of runs) seq.prefillStartedAt ??= started;
     try {
-      const keys = seqs.map((s) => s.images.map((im) => im.key));
-      const prefixes = seqs.map((s, i) => runner.matchPrefix(s.request.ids, keys[i]!));
-      const encoded = await imageFeatures(
-        seqs,
-        prefixes.map((p) => p?.images ?? 0),
-      );
-      visionMs = encoded.ms;
-      started = now();
-      logits = await runner.prefill(
-        seqs.map((s, i) => ({
-          id: s.request.id,
-          ids: s.request.ids,
-          positions: s.request.positions,
-          imageFeatures: encoded.features[i]!,
-          imageKeys: keys[i]!,
-          prefix: prefixes[i],
+      const logits = await runner.prefill(
+        runs.map(({ seq, end }) => ({
+          id: seq.request.id,
+          ids: seq.request.ids,
+          positions: seq.request.positions,
+          imageFeatures: seq.prompt!.features,
+          imageKeys: seq.images.map((im) => im.key),
+          prefix: seq.prompt!.prefix,
+          end,
         })),
       );
-    } catch (e) {
-      fail(seqs, e);
-      return;
-    }
-    const at = now();
-    for (const seq of seqs) {
-      seq.output.times.visionEncodeMs = visionMs;
-      seq.output.times.prefillMs = at - started;
-      // Cancelled during the run, before the runner held its row: let the row go now.
-      if (seq.status !== "prefilling") {
-        runner.release([seq.request.id]);
-        continue;
+      const at = now();
+      for (const { seq, end } of runs) {
+        seq.cursor = end;
+        // Cancelled during the run, before the runner held its row: let the row go now.
+        if (seq.status !== "prefilling") {
+          runner.release([seq.request.id]);
+          continue;
+        }
+        const first = logits.get(seq.request.id);
+        if (!first) continue;
+        seq.output.times.prefillMs = at - seq.prefillStartedAt!;
+        seq.status = "running";
+        accept(seq, first, at);
       }
-      seq.status = "running";
-      accept(seq, logits.get(seq.request.id)!, at);
+    } catch (e) {
+      fail(
+        runs.map((r) => r.seq),
+        e,
+      );
     }
   }
 
@@ -258,16 +319,26 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   async function loop(): Promise<void> {
     looping = true;
     try {
-      for (let batch = running(); waiting.length > 0 || batch.length > 0; batch = running()) {
-        const admitted = admit(batch.length);
-        if (admitted.length > 0) {
-          await prefill(admitted);
+      for (let batch = running(); waiting.length > 0 || batch.length > 0 || prefilling().length > 0; batch = running()) {
+        encodeAhead();
+        const admittedAt = now();
+        for (const seq of admit(batch.length + prefilling().length)) {
+          seq.status = "prefilling";
+          seq.output.times.admittedAt = admittedAt;
+        }
+        const pending = prefilling();
+        if (pending.length > 0) {
+          await prefill(pending, batch.length > 0);
           // First tokens go out now, not after the decode step that follows.
           flush();
         }
         const decoding = running();
         if (decoding.length > 0) await decodeStep(decoding);
         flush();
+        if (pending.length === 0 && decoding.length === 0) {
+          // Nothing to run until the next in line has its images encoded.
+          await Promise.race(waiting.slice(0, options.maxBatchSize).map((seq) => seq.encoding));
+        }
         // Let submit and cancel messages in between iterations.
         await new Promise((resolve) => setImmediate(resolve));
       }
@@ -296,9 +367,11 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         sampler: createSampler(request.sampling, { promptIds: request.ids, processors: deps.logitsProcessors(request) }),
         output: createOutputProcessor(request, outputContext),
         lastToken: -1,
+        cursor: 0,
       };
       sequences.set(request.id, seq);
       waiting.push(seq);
+      encodeAhead();
       if (!looping) void loop();
     },
     cancel(id) {

@@ -13,6 +13,7 @@ import { createMinTokensProcessor } from "./sampler.ts";
 import { createScheduler } from "./scheduler.ts";
 import { createGrammars } from "./structured/grammars.ts";
 import type { EngineFault } from "./types.ts";
+import { createSessionEncoder, createThreadEncoder, type VisionEncoder } from "./vision-encoder.ts";
 import { createVisionStore } from "./vision-store.ts";
 
 const port = parentPort!;
@@ -61,9 +62,13 @@ function injectFault(fault: EngineFault, runner: ReturnType<typeof withFaults>):
 }
 
 let model: Awaited<ReturnType<typeof loadOnnxModel>>;
+let encoder: VisionEncoder;
 const loaded = fromFolder(data.folder);
 try {
-  model = await loadOnnxModel(data.folder, data.session);
+  model = await loadOnnxModel(data.folder, data.session, { vision: !data.visionThread });
+  encoder = data.visionThread
+    ? await createThreadEncoder({ folder: data.folder, session: data.session, hidden: model.spec.hiddenSize })
+    : createSessionEncoder(model.vision!, loaded.arch, model.spec.hiddenSize);
 } catch (e) {
   const error = e instanceof GlanceError ? e : new GlanceError("unavailable", `cannot load the model: ${(e as Error).message}`);
   post({ type: "load-failed", error: error.toJSON() });
@@ -71,9 +76,9 @@ try {
 }
 // Only a test's engine gets the wrapper: a served model's runs go straight to the runner.
 const faulty = data.faultInjection
-  ? withFaults(createModelRunner(model, loaded.arch, { prefixCacheBytes: data.prefixCacheBytes }))
+  ? withFaults(createModelRunner(model, loaded.arch, encoder, { prefixCacheBytes: data.prefixCacheBytes }))
   : undefined;
-const runner = faulty ?? createModelRunner(model, loaded.arch, { prefixCacheBytes: data.prefixCacheBytes });
+const runner = faulty ?? createModelRunner(model, loaded.arch, encoder, { prefixCacheBytes: data.prefixCacheBytes });
 const vision = createVisionStore();
 const grammars = createGrammars(data.folder.tokenizerJson, loaded.eosTokenIds);
 const scheduler = createScheduler({

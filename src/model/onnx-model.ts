@@ -75,7 +75,8 @@ export function floatInputs(session: ort.InferenceSession): Map<string, FloatTyp
 
 export interface OnnxModel {
   spec: DecoderSpec;
-  vision: ort.InferenceSession;
+  /** Absent when the vision encoder runs on a thread of its own. */
+  vision?: ort.InferenceSession;
   embed: ort.InferenceSession;
   decoder: ort.InferenceSession;
   release(): Promise<void>;
@@ -122,8 +123,9 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
   };
 }
 
-export async function loadOnnxModel(folder: ModelFolder, options: SessionOptions): Promise<OnnxModel> {
-  const sessionOptions: ort.InferenceSession.SessionOptions = {
+/** A session with the engine's options; every session of a model is opened by this. */
+export function openSession(file: string, options: SessionOptions): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(file, {
     intraOpNumThreads: options.intraOpThreads,
     interOpNumThreads: options.interOpThreads,
     executionMode: options.interOpThreads > 1 ? "parallel" : "sequential",
@@ -133,20 +135,24 @@ export async function loadOnnxModel(folder: ModelFolder, options: SessionOptions
     // step every few milliseconds they took the cores from the main thread and the worker's
     // hand-offs (measured with npm run bench: 1.6x the throughput at concurrency 16 without).
     extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
-  };
-  const open = (file: string) => ort.InferenceSession.create(file, sessionOptions);
-  const [vision, embed, decoder] = await Promise.all([
-    open(folder.onnx.visionEncoder),
+  });
+}
+
+/** The model's sessions; `vision: false` leaves the vision encoder to a thread of its own. */
+export async function loadOnnxModel(folder: ModelFolder, options: SessionOptions, { vision = true } = {}): Promise<OnnxModel> {
+  const open = (file: string) => openSession(file, options);
+  const [visionSession, embed, decoder] = await Promise.all([
+    vision ? open(folder.onnx.visionEncoder) : undefined,
     open(folder.onnx.embedTokens),
     open(folder.onnx.decoder),
   ]);
   return {
     spec: readSpec(decoder, folder),
-    vision,
+    vision: visionSession,
     embed,
     decoder,
     async release() {
-      await Promise.all([vision.release(), embed.release(), decoder.release()]);
+      await Promise.all([visionSession?.release(), embed.release(), decoder.release()]);
     },
   };
 }

@@ -1,0 +1,26 @@
+/**
+ * The vision encoder's thread (see vision-encoder.ts): its own session of the model's vision
+ * graph; each message is one call's images, their features transferred back.
+ */
+import { workerData } from "node:worker_threads";
+import { fromFolder } from "../model/loaded-model.ts";
+import type { ModelFolder } from "../model/model-folder.ts";
+import { openSession, type SessionOptions } from "../model/onnx-model.ts";
+import { serveSideThread } from "../side-thread.ts";
+import { createSessionEncoder, type ImageToEncode } from "./vision-encoder.ts";
+
+export interface VisionWorkerData {
+  folder: ModelFolder;
+  session: SessionOptions;
+  /** The decoder's hidden size, which each feature has. */
+  hidden: number;
+}
+
+const data = workerData as VisionWorkerData;
+const session = await openSession(data.folder.onnx.visionEncoder, data.session);
+const encoder = createSessionEncoder(session, fromFolder(data.folder).arch, data.hidden);
+
+serveSideThread(async (images: ImageToEncode[]) => {
+  const out = await encoder.encode(images);
+  return { out, transfer: out.map((f) => f.buffer as ArrayBuffer) };
+});
