@@ -390,7 +390,7 @@ export function markdown(r: BenchResult): string {
   if (withServer.length > 0) {
     out.push("Server timings from the Done messages (p50, ms) beside the client's:", "");
     out.push(
-      "| phase | image preprocessing | queue (hand-off → admission) | vision encode | prefill | server TTFT | client TTFT | decode (first → last token) | server total | client E2E |",
+      "| phase | image preprocessing | queue (hand-off → admission, less vision) | vision encode | prefill | server TTFT | client TTFT | decode (first → last token) | server total | client E2E |",
     );
     out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (const p of withServer) {

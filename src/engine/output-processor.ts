@@ -96,7 +96,8 @@ export function createOutputProcessor(request: EngineRequest, context: OutputCon
         finishReason: finish,
         usage: { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated, imageTokens: request.imageTokens },
         timings: {
-          queueMs: times.admittedAt - request.submittedAt,
+          // Its images were encoded while it waited: the queue is the rest of the wait.
+          queueMs: Math.max(0, times.admittedAt - request.submittedAt - times.visionEncodeMs),
           imagePreprocessMs: request.imagePreprocessMs,
           visionEncodeMs: times.visionEncodeMs,
           prefillMs: times.prefillMs,

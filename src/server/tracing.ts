@@ -1,7 +1,7 @@
 /**
  * OpenTelemetry traces, off unless `--otlp-traces-url` is set: one server span per request,
  * child of the caller's W3C `traceparent` (gRPC metadata or HTTP header), with a span for each
- * phase the engine timed (image fetch and preprocessing, queue, vision encoding, prefill,
+ * phase the engine timed (image fetch and preprocessing, vision encoding, queue, prefill,
  * decode), exported over OTLP/HTTP by the official SDK. The phases are measured in the engine's
  * worker and reported in the done event, so their spans are written from those timings when
  * the request ends, in the order a request goes through them; nothing is traced inside the
@@ -94,8 +94,9 @@ function writePhases(tracer: Tracer, parent: Span, startedAt: number, endedAt: n
     at = start + ms;
   };
   phase("image fetch and preprocessing", t.imagePreprocessMs);
-  phase("queue", t.queueMs);
+  // The images are encoded while the request waits, at the start of its wait.
   phase("vision encode", t.visionEncodeMs);
+  phase("queue", t.queueMs);
   phase("prefill", t.prefillMs);
   phase("decode", t.decodeMs, Math.max(at, endedAt - t.decodeMs));
 }

@@ -753,7 +753,8 @@ export declare const UsageSchema: GenMessage<Usage>;
 export declare type Timings = Message$1<"glance.v1.Timings"> & {
   /**
    * Waiting in the engine's queue, from the hand-off to the engine (after image
-   * preprocessing) until admission into the running batch.
+   * preprocessing) until admission into the running batch, less vision_encode: the images
+   * are encoded while the request waits.
    *
    * @generated from field: google.protobuf.Duration queue = 1;
    */
@@ -767,14 +768,16 @@ export declare type Timings = Message$1<"glance.v1.Timings"> & {
   imagePreprocess?: Duration | undefined;
 
   /**
-   * Running the vision encoder on all images of the request.
+   * Running the vision encoder on all images of the request (on the encoder's own thread, from
+   * the request for its features until they came back).
    *
    * @generated from field: google.protobuf.Duration vision_encode = 3;
    */
   visionEncode?: Duration | undefined;
 
   /**
-   * Processing the prompt, up to and including the first generated token.
+   * Processing the prompt, up to and including the first generated token. A prompt prefilled
+   * in chunks while other requests decode counts from its first chunk to its last.
    *
    * @generated from field: google.protobuf.Duration prefill = 4;
    */
