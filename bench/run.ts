@@ -13,6 +13,9 @@
  *    TPOT ((e2e − ttft)/(output tokens − 1) per request), E2E, each mean/p50/p90/p99; request and
  *    output-token throughput; goodput (requests meeting both the TTFT and TPOT targets, per s).
  *    The server's main thread is probed during each phase: event-loop delay, CPU time.
+ *    Then, on a server of its own with the prefix cache on: follow-up questions about images whose
+ *    first question was just answered (their prompt's rows stored) against follow-ups about
+ *    images never seen, one at a time: TTFT warm against cold.
  * 2. The limit: a bare onnxruntime-node loop (bench/lib/limit.ts) on its own sessions of the
  *    same model folder with the same thread count and session options as the engine, doing the
  *    same work at the same batch sizes: vision encode + embed + one left-padded batched prefill,
@@ -60,6 +63,9 @@
  *                               the limit's batch at concurrency c is min(c, this)
  *   --vision-cache-mb N         the server's vision cache (default 0: every image is encoded, as
  *                               the limit and the peer do; the workload repeats images)
+ *   --prefix-cache-mb N         the server's prefix cache in the load phases (default 0: every prompt
+ *                               is prefilled, as the limit and the peer do; the workload repeats prompts)
+ *   --prefix-requests N         follow-ups of the prefix-cache phase, warm and cold each (default 8; 0 skips it)
  *   --server-flag FLAG=VALUE    any other `glance serve` flag (repeatable), e.g. max-queue=128
  *   --cpu-prof                  V8 CPU profiles of the spawned server's threads into
  *                               bench-results/prof-<time>/ (summarise: node bench/profile-summary.ts DIR)
@@ -89,8 +95,8 @@ import type { ProbeResult } from "./lib/probe.ts";
 import { note, progress } from "./lib/progress.ts";
 import { type BenchResult, type ConcurrencyPhase, type LimitBatch, type PoissonPhase, writeReport } from "./lib/report.ts";
 import { type ServerMode, startServer } from "./lib/server.ts";
-import { dist, summarize } from "./lib/stats.ts";
-import { hasHeldOut, loadWorkload, syntheticWorkload, take } from "./lib/workload.ts";
+import { dist, type RequestRecord, summarize } from "./lib/stats.ts";
+import { followUp, hasHeldOut, loadWorkload, syntheticWorkload, take, type WorkItem } from "./lib/workload.ts";
 
 process.on("uncaughtException", (e) => {
   process.stderr.write(`\nbench: ${e instanceof Error ? e.message : String(e)}\n`);
@@ -137,6 +143,8 @@ const { values } = parseArgs({
     "peer-threads": { type: "string" },
     "max-batch-size": { type: "string", default: "16" },
     "vision-cache-mb": { type: "string", default: "0" },
+    "prefix-cache-mb": { type: "string", default: "0" },
+    "prefix-requests": { type: "string" },
     "server-flag": { type: "string", multiple: true, default: [] },
     "cpu-prof": { type: "boolean", default: false },
     "server-cli": { type: "string" },
@@ -189,6 +197,8 @@ const limitThreads = int("limit-threads", values["limit-threads"] ?? String(thre
 const peerThreads = int("peer-threads", values["peer-threads"] ?? String(threads), 1);
 const maxBatchSize = int("max-batch-size", values["max-batch-size"], 1);
 const visionCacheMb = int("vision-cache-mb", values["vision-cache-mb"], 0);
+const prefixCacheMb = int("prefix-cache-mb", values["prefix-cache-mb"], 0);
+const prefixRequests = int("prefix-requests", values["prefix-requests"] ?? (quick ? "2" : "8"), 0);
 const eldResolution = int("eld-resolution-ms", values["eld-resolution-ms"], 1);
 const modelDir = path.resolve(values.model);
 const outDir = path.resolve(values.out);
@@ -210,7 +220,11 @@ const loadAtStart = loadavg();
 const phaseRequests = (c: number) => Math.max(requests, 8 * c);
 const [minEdge, maxEdge] = list("image-edges", values["image-edges"], 1);
 if (minEdge === undefined || maxEdge === undefined || maxEdge < minEdge) throw new Error("--image-edges takes MIN,MAX");
-const workload = hasHeldOut(modelDir) ? loadWorkload(modelDir) : await syntheticWorkload(int("images", values.images, 1), minEdge, maxEdge);
+const heldOut = hasHeldOut(modelDir);
+const workload = heldOut ? loadWorkload(modelDir) : await syntheticWorkload(int("images", values.images, 1), minEdge, maxEdge);
+const workloadName = heldOut
+  ? "the held-out questions with their images"
+  : `${workload.length} synthetic JPEGs of ${minEdge} to ${maxEdge} px a side with a generic question each`;
 note(
   `bench: ${quick ? "quick, " : ""}api ${api}, server ${serverMode}, ${threads} threads (limit ${limitThreads}, peer ${peerThreads}), max batch ${maxBatchSize}, ` +
     `concurrency ${concurrencies.join(",")}${rates.length ? `, rates ${rates.join(",")}/s` : ""}; load average ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}`,
@@ -298,17 +312,19 @@ async function measureLimitBatch(b: number, outputTokens: number): Promise<Limit
 }
 
 // 1. Glance over the wire, each concurrency followed by the limit at that batch size.
-const server = await startServer({
+const serverOptions = {
   mode: serverMode,
   modelDir,
   decoderDtype: dtype,
   threads,
   maxBatchSize,
   visionCacheMb,
+  prefixCacheMb,
   extraFlags,
   cpuProfDir,
   ...(values["server-cli"] && { cli: values["server-cli"] }),
-});
+};
+const server = await startServer(serverOptions);
 const send = createSender({ api, grpcUrl: server.grpcUrl, httpUrl: server.httpUrl, maxTokens, fixedLength });
 async function measured(
   run: () => Promise<PhaseRun>,
@@ -405,6 +421,47 @@ try {
   }
 } finally {
   await server.close();
+}
+
+// 1b. The prefix cache, on a server of its own with it on (as served by default). Each pair of
+// distinct images gives a cold follow-up (an image never seen) and a warm one (asked right
+// after the image's first question), alternating, so both see the same machine.
+let prefixPhase: BenchResult["prefix"];
+if (prefixRequests > 0) {
+  const images = [...new Map(workload.map((w) => [w.imageName, w])).values()];
+  const pairs = Math.min(prefixRequests, Math.floor(images.length / 2));
+  const prefixServer = await startServer({ ...serverOptions, prefixCacheMb: 128, cpuProfDir: undefined });
+  const sendFollowUp = createSender({ api, grpcUrl: prefixServer.grpcUrl, httpUrl: prefixServer.httpUrl, maxTokens, fixedLength });
+  try {
+    const bar = progress("prefix cache", pairs);
+    const cold: RequestRecord[] = [];
+    const warm: RequestRecord[] = [];
+    const record = async (item: WorkItem, i: number) => {
+      const r = await sendFollowUp(item, i);
+      if (!r.ok) throw new Error(`a prefix-phase request failed: ${r.error}`);
+      return { ...r, sentAt: 0 };
+    };
+    for (let i = 0; i < pairs; i++) {
+      cold.push(await record(followUp(images[2 * i]!), i));
+      await record(images[2 * i + 1]!, i);
+      warm.push(await record(followUp(images[2 * i + 1]!), i));
+      bar.update(i + 1);
+    }
+    bar.end();
+    const mean = (rs: RequestRecord[], f: (r: RequestRecord) => number) => rs.reduce((a, r) => a + f(r), 0) / rs.length;
+    prefixPhase = {
+      pairs,
+      coldTtftMs: dist(cold.map((r) => r.ttftMs)),
+      warmTtftMs: dist(warm.map((r) => r.ttftMs)),
+      promptTokens: mean(warm, (r) => r.promptTokens),
+      warmVisionMs: mean(warm, (r) => r.server?.visionEncodeMs ?? NaN),
+    };
+    note(
+      `prefix cache: follow-up TTFT p50 warm ${prefixPhase.warmTtftMs.p50.toFixed(1)} ms, cold ${prefixPhase.coldTtftMs.p50.toFixed(1)} ms`,
+    );
+  } finally {
+    await prefixServer.close();
+  }
 }
 
 // 2. The limit's prefill at B=1 over the workload's own prompts (what TTFT at concurrency 1
@@ -511,6 +568,8 @@ const result: BenchResult = {
     peerThreads,
     maxBatchSize,
     visionCacheMb,
+    prefixCacheMb,
+    workload: workloadName,
     maxTokens,
     fixedLength,
     requests,
@@ -525,6 +584,7 @@ const result: BenchResult = {
   concurrency: concurrencyPhases,
   ...(constrainedPhase && { constrained: constrainedPhase }),
   poisson: poissonPhases,
+  ...(prefixPhase && { prefix: prefixPhase }),
   limit,
   ...(bounds && { bounds }),
   peer,

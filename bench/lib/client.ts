@@ -63,15 +63,27 @@ function grpcSender(o: ClientOptions): SendRequest {
     let server: ServerTimings | undefined;
     try {
       const stream = client.generate({
-        messages: [
-          {
-            role: Role.USER,
-            content: [
-              { kind: { case: "image", value: { source: { case: "data", value: item.image } } } },
-              { kind: { case: "text", value: item.question } },
+        messages: item.earlierTurn
+          ? [
+              {
+                role: Role.USER,
+                content: [
+                  { kind: { case: "image", value: { source: { case: "data", value: item.image } } } },
+                  { kind: { case: "text", value: item.earlierTurn.question } },
+                ],
+              },
+              { role: Role.ASSISTANT, content: [{ kind: { case: "text", value: item.earlierTurn.answer } }] },
+              { role: Role.USER, content: [{ kind: { case: "text", value: item.question } }] },
+            ]
+          : [
+              {
+                role: Role.USER,
+                content: [
+                  { kind: { case: "image", value: { source: { case: "data", value: item.image } } } },
+                  { kind: { case: "text", value: item.question } },
+                ],
+              },
             ],
-          },
-        ],
         sampling: { maxTokens: o.maxTokens, temperature: 0, ...(o.fixedLength && { minTokens: o.maxTokens }) },
         ...(o.jsonSchema && { responseFormat: { kind: { case: "jsonSchema", value: { schema: o.jsonSchema } } } }),
       });
@@ -124,15 +136,27 @@ function openAiSender(o: ClientOptions): SendRequest {
   const send: SendRequest = async (item, index) => {
     const body = JSON.stringify({
       model: "",
-      messages: [
-        {
-          role: "user",
-          content: [
-            { type: "image_url", image_url: { url: dataUrl(item.image) } },
-            { type: "text", text: item.question },
+      messages: item.earlierTurn
+        ? [
+            {
+              role: "user",
+              content: [
+                { type: "image_url", image_url: { url: dataUrl(item.image) } },
+                { type: "text", text: item.earlierTurn.question },
+              ],
+            },
+            { role: "assistant", content: item.earlierTurn.answer },
+            { role: "user", content: item.question },
+          ]
+        : [
+            {
+              role: "user",
+              content: [
+                { type: "image_url", image_url: { url: dataUrl(item.image) } },
+                { type: "text", text: item.question },
+              ],
+            },
           ],
-        },
-      ],
       max_tokens: o.maxTokens,
       ...(o.fixedLength && { min_tokens: o.maxTokens }),
       temperature: 0,

@@ -57,6 +57,9 @@ export interface BenchResult {
     peerThreads: number;
     maxBatchSize: number;
     visionCacheMb: number;
+    prefixCacheMb: number;
+    /** What each phase sends: the model's held-out questions, or synthetic images (how many, which edges). */
+    workload: string;
     maxTokens: number;
     /** Every reply exactly maxTokens long (min_tokens = max_tokens). */
     fixedLength: boolean;
@@ -73,6 +76,8 @@ export interface BenchResult {
   /** The JSON questions at one concurrency, free and with every request constrained to their answer's schema. */
   constrained?: { concurrency: number; unconstrained: PhaseSummary; constrained: PhaseSummary };
   poisson: PoissonPhase[];
+  /** Follow-up questions one at a time on a server with the prefix cache on: about images just asked about (warm) and never seen (cold). */
+  prefix?: { pairs: number; coldTtftMs: Dist; warmTtftMs: Dist; promptTokens: number; warmVisionMs: number };
   limit?: {
     description: string;
     prefillB1Ms: Dist;
@@ -242,6 +247,13 @@ function realSizeTargets(r: BenchResult): Target[] {
         : undefined,
     ),
     t(
+      "TTFT of a follow-up about the same image (stored prefix) ≤ 0.3× a cold one's",
+      !!(r.prefix && r.prefix.warmTtftMs.p50 <= 0.3 * r.prefix.coldTtftMs.p50),
+      r.prefix
+        ? `${f(r.prefix.warmTtftMs.p50, 2)} / ${f(r.prefix.coldTtftMs.p50, 2)} ms = ${f2(r.prefix.warmTtftMs.p50 / r.prefix.coldTtftMs.p50)}×`
+        : undefined,
+    ),
+    t(
       "while requests arrive (concurrency 16), ITL p99 ≤ 3× ITL p50",
       !!(c16 && c16.summary.itlMs.p99 <= 3 * c16.summary.itlMs.p50),
       c16
@@ -275,7 +287,7 @@ export function markdown(r: BenchResult): string {
   out.push(
     `Server: ${o.serverMode === "spawn" ? `its own process (${o.serverCli})` : "in the benchmark's process"}, \`glance serve ${o.serverFlags.filter((x, i, a) => !["--model", "--host"].includes(a[i - 1] ?? "") && !["--model", "--host"].includes(x)).join(" ")}\`; ` +
       `load over ${o.api === "grpc" ? "gRPC (Connect-ES createGrpcTransport, one HTTP/2 connection)" : "the OpenAI route (SSE over HTTP/1.1)"}. ` +
-      `Each phase: the first N held-out questions with their images, greedy, max_tokens ${o.maxTokens}. ` +
+      `Each phase: the first N of ${o.workload}, greedy, ${o.fixedLength ? `every reply ${o.maxTokens} tokens (min_tokens = max_tokens)` : `max_tokens ${o.maxTokens}`}. ` +
       `Goodput: requests with TTFT ≤ ${o.goodput.ttftMs} ms and TPOT ≤ ${o.goodput.tpotMs} ms, per second.`,
     "",
   );
@@ -351,6 +363,19 @@ export function markdown(r: BenchResult): string {
     }
     out.push("", "Each batch size ran right after Glance's phase at that concurrency, the server idle.");
     out.push("");
+  }
+
+  if (r.prefix) {
+    const p = r.prefix;
+    out.push(
+      "## The prefix cache",
+      "",
+      `${p.pairs} follow-up questions (${f0(p.promptTokens)} prompt tokens) one at a time on a server with --prefix-cache-mb 128, each about an image ` +
+        `whose first question was just answered (warm: TTFT p50 ${f(p.warmTtftMs.p50, 2)} ms, p90 ${f(p.warmTtftMs.p90, 2)}; vision encoding ${f(p.warmVisionMs, 2)} ms on average), ` +
+        `alternating with as many about images never seen (cold: p50 ${f(p.coldTtftMs.p50, 2)} ms, p90 ${f(p.coldTtftMs.p90, 2)}): ` +
+        `warm/cold ${f2(p.warmTtftMs.p50 / p.coldTtftMs.p50)}.`,
+      "",
+    );
   }
 
   if (r.bounds) out.push(...boundsSection(r));

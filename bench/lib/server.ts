@@ -24,6 +24,8 @@ export interface ServerOptions {
   threads: number;
   maxBatchSize: number;
   visionCacheMb: number;
+  /** The server's own default when unset. */
+  prefixCacheMb?: number;
   /** More `glance serve` flags, passed as they are. */
   extraFlags: string[];
   /** spawn only: write V8 CPU profiles of the server (main thread and engine worker) here. */
@@ -63,6 +65,7 @@ function serveFlags(o: ServerOptions): string[] {
     String(o.maxBatchSize),
     "--vision-cache-mb",
     String(o.visionCacheMb),
+    ...(o.prefixCacheMb === undefined ? [] : ["--prefix-cache-mb", String(o.prefixCacheMb)]),
     "--drain-grace-ms",
     "2000",
     "--log-level",

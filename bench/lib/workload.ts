@@ -19,6 +19,13 @@ export interface WorkItem {
   imageName: string;
   kind: string;
   lang: string;
+  /** A turn before the question: the image came with it, then this answer (a follow-up question). */
+  earlierTurn?: { question: string; answer: string };
+}
+
+/** The item's question as the second turn of a conversation about its image. */
+export function followUp(item: WorkItem): WorkItem {
+  return { ...item, earlierTurn: { question: item.question, answer: "Here is what I see." }, question: "What else is there?" };
 }
 
 export const hasHeldOut = (modelDir: string) => existsSync(path.join(modelDir, "heldout", "questions.jsonl"));
