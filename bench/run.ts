@@ -54,7 +54,7 @@
  *   --no-limit                  skip the limit
  *   --server spawn|inproc       server in its own process (default) or in this one
  *   --model DIR                 model folder (default models/tiny)
- *   --decoder-dtype fp32|q8     decoder variant for Glance, the limit and the peer (default fp32)
+ *   --decoder-dtype fp32|fp16|q8  decoder variant for Glance, the limit and the peer (default fp32)
  *   --threads N                 onnxruntime intra-op threads for all three (default: the server's, all cores but one)
  *   --limit-threads N           the limit's own thread count (default: --threads); at a batch of 16 the
  *                               limit is fastest on all cores, which makes it the stricter yardstick
@@ -186,7 +186,8 @@ if (api !== "grpc" && api !== "openai") throw new Error(`--api must be grpc or o
 const serverMode = values.server as ServerMode;
 if (serverMode !== "spawn" && serverMode !== "inproc") throw new Error(`--server must be spawn or inproc, not ${values.server}`);
 const dtype = values["decoder-dtype"];
-if (dtype !== "fp32" && dtype !== "q8") throw new Error(`--decoder-dtype must be fp32 or q8 (the peer reads those two), not ${dtype}`);
+if (dtype !== "fp32" && dtype !== "fp16" && dtype !== "q8")
+  throw new Error(`--decoder-dtype must be fp32, fp16 or q8 (the variants the peer reads too), not ${dtype}`);
 const fixedLength = values["output-tokens"] !== undefined;
 const maxTokens = int(fixedLength ? "output-tokens" : "max-tokens", values["output-tokens"] ?? values["max-tokens"], 1);
 const warmup = int("warmup", values.warmup ?? (quick ? "4" : "16"), 0);

@@ -13,10 +13,11 @@
 import * as ort from "onnxruntime-node";
 import { defaultIntraOpThreads, loadConfig } from "../../src/config.ts";
 import { concatFloat32 } from "../../src/engine/float32.ts";
+import { createSessionEncoder } from "../../src/engine/vision-encoder.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
 import { loadModel } from "../../src/model/loaded-model.ts";
 import type { Dtype } from "../../src/model/model-folder.ts";
-import { loadOnnxModel } from "../../src/model/onnx-model.ts";
+import { asFloat32, feedable, float16Tensor, floatTensor, loadOnnxModel } from "../../src/model/onnx-model.ts";
 import { createPromptBuilder, type PreparedPrompt } from "../../src/model/prompt-builder.ts";
 import type { WorkItem } from "./workload.ts";
 
@@ -87,17 +88,14 @@ export async function loadLimitModel(
   // Loaded with its vision session (loadOnnxModel's default): the limit encodes on its own thread.
   const vision = model.vision!;
   const imageTokenId = arch.imageTokenId;
-  const emptyKv = spec.kvType === "float16" ? new Uint16Array(0) : new Float32Array(0);
+  const emptyKv = (dims: number[]) =>
+    spec.kvType === "float16" ? float16Tensor(new Uint16Array(0), dims) : new ort.Tensor("float32", new Float32Array(0), dims);
+  // The engine's own encoder on this thread: the architecture's runs, float inputs in the graph's types.
+  const encoder = createSessionEncoder(vision, arch, spec.hiddenSize);
 
   async function encode(images: PreparedPrompt["images"]): Promise<Float32Array> {
-    const runs: Float32Array[] = [];
-    for (const feeds of arch.visionRuns(images.map((im) => im.pixels!))) {
-      const out = await vision.run(
-        Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, new ort.Tensor(t.type, t.data, t.dims)])),
-      );
-      runs.push(out["image_features"]!.data as Float32Array);
-    }
-    return runs.length === 1 ? runs[0]! : concatFloat32(runs);
+    const features = await encoder.encode(images.map((im) => ({ pixels: im.pixels!, featureCount: im.layout.featureCount })));
+    return features.length === 1 ? features[0]! : concatFloat32(features);
   }
 
   async function decoderRun(
@@ -110,7 +108,7 @@ export async function loadLimitModel(
     first: boolean,
   ) {
     const feeds: Record<string, ort.Tensor> = {
-      inputs_embeds: new ort.Tensor("float32", embeds, [rows, width, spec.hiddenSize]),
+      inputs_embeds: floatTensor(spec.embedsType, embeds, [rows, width, spec.hiddenSize]),
       attention_mask: new ort.Tensor("int64", mask, [rows, mask.length / rows]),
       position_ids: new ort.Tensor("int64", positions, spec.positionRows === 1 ? [rows, width] : [3, rows, width]),
       ...past,
@@ -159,7 +157,7 @@ export async function loadLimitModel(
           positions.set(p.positions.prompt.subarray(plane * p.ids.length, (plane + 1) * p.ids.length), (plane * rows + r) * width + pad);
         }
       });
-      const embeds = (await embed.run({ input_ids: new ort.Tensor("int64", ids, [rows, width]) }))["inputs_embeds"]!.data as Float32Array;
+      const embeds = asFloat32((await embed.run({ input_ids: new ort.Tensor("int64", ids, [rows, width]) }))["inputs_embeds"]!);
       let feature = 0;
       batch.forEach((p, r) => {
         const pad = width - p.ids.length;
@@ -180,20 +178,19 @@ export async function loadLimitModel(
       };
       const past: Record<string, ort.Tensor> = {};
       for (let l = 0; l < spec.layers; l++) {
-        for (const kv of ["key", "value"])
-          past[`past_key_values.${l}.${kv}`] = new ort.Tensor(spec.kvType, emptyKv, [rows, spec.kvHeads, 0, spec.headDim]);
+        for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = emptyKv([rows, spec.kvHeads, 0, spec.headDim]);
       }
       let out = await decoderRun(embeds, rows, width, maskFor(width), positions, past, true);
-      let next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize, skip);
+      let next = argmaxRows(asFloat32(out["logits"]!), rows, out["logits"]!.dims[1]!, spec.vocabSize, skip);
       const tokens = Array.from(next, (t) => [t]);
       const t2 = performance.now();
 
       for (let step = 1; step < outputTokens; step++) {
-        const stepEmbeds = (await embed.run({ input_ids: new ort.Tensor("int64", BigInt64Array.from(next, BigInt), [rows, 1]) }))[
-          "inputs_embeds"
-        ]!.data as Float32Array;
+        const stepEmbeds = asFloat32(
+          (await embed.run({ input_ids: new ort.Tensor("int64", BigInt64Array.from(next, BigInt), [rows, 1]) }))["inputs_embeds"]!,
+        );
         for (let l = 0; l < spec.layers; l++) {
-          for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = out[`present.${l}.${kv}`]!;
+          for (const kv of ["key", "value"]) past[`past_key_values.${l}.${kv}`] = feedable(out[`present.${l}.${kv}`]!);
         }
         const stepPositions = new BigInt64Array(planes * rows);
         batch.forEach((p, r) => {
@@ -202,7 +199,7 @@ export async function loadLimitModel(
         const mask = maskFor(length + 1);
         out = await decoderRun(stepEmbeds, rows, 1, mask, stepPositions, past, false);
         length++;
-        next = argmaxRows(out["logits"]!.data as Float32Array, rows, out["logits"]!.dims[1]!, spec.vocabSize, skip);
+        next = argmaxRows(asFloat32(out["logits"]!), rows, out["logits"]!.dims[1]!, spec.vocabSize, skip);
         next.forEach((t, r) => {
           tokens[r]!.push(t);
         });

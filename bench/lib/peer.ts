@@ -37,7 +37,7 @@ export interface PeerRun {
 export async function runPeer(
   modelDir: string,
   items: readonly WorkItem[],
-  options: { decoderDtype: "fp32" | "q8"; threads: number; maxTokens: number; fixedLength: boolean; warmup: number },
+  options: { decoderDtype: "fp32" | "fp16" | "q8"; threads: number; maxTokens: number; fixedLength: boolean; warmup: number },
 ): Promise<PeerRun> {
   const loadStarted = performance.now();
   const { processor, model } = await loadTransformersModel(modelDir, { decoderDtype: options.decoderDtype, threads: options.threads });

@@ -12,8 +12,8 @@ export interface PeerAnswer {
 }
 
 export interface PeerOptions {
-  /** transformers.js dtype of the decoder: 'fp32', or 'q8' for decoder_model_merged_quantized.onnx. */
-  decoderDtype?: "fp32" | "q8";
+  /** transformers.js dtype of the decoder: 'fp32', 'fp16' (decoder_model_merged_fp16.onnx) or 'q8' (_quantized). */
+  decoderDtype?: "fp32" | "fp16" | "q8";
 }
 
 export interface TransformersPeer {

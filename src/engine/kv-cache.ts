@@ -7,7 +7,7 @@
  * the cache keeps for the purpose, so that a changing batch does not churn the garbage collector.
  */
 import * as ort from "onnxruntime-node";
-import { type DecoderSpec, float16Tensor } from "../model/onnx-model.ts";
+import { type DecoderSpec, feedable, float16Tensor } from "../model/onnx-model.ts";
 
 /** float16 caches hold their values' bits, the form onnxruntime-node reads float16 inputs in. */
 export type KvArray = Float32Array | Uint16Array;
@@ -45,17 +45,6 @@ interface State {
   tensors: ort.Tensor[];
   rowLengths: number[];
   length: number;
-}
-
-/**
- * onnxruntime-node returns float16 outputs as Float16Array where the runtime has one (Node 24),
- * but reads a float16 input only from a Uint16Array of its bits (float16Tensor): a present.*
- * output becomes the next step's past_key_values through a view of the same memory, not a copy.
- */
-function asFeedable(t: ort.Tensor): ort.Tensor {
-  if (t.type !== "float16") return t;
-  const data = t.data as unknown as Float16Array | Uint16Array;
-  return float16Tensor(data instanceof Uint16Array ? data : new Uint16Array(data.buffer, data.byteOffset, data.length), t.dims);
 }
 
 export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
@@ -128,7 +117,7 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
     },
     advance(outputs, width, real) {
       state = {
-        tensors: names.map((n) => asFeedable(outputs[`present.${n}`]!)),
+        tensors: names.map((n) => feedable(outputs[`present.${n}`]!)),
         rowLengths: state.rowLengths.map((n, r) => n + (real ? real[r]! : width)),
         length: state.length + width,
       };

@@ -61,6 +61,17 @@ export function float16Tensor(bits: Uint16Array, dims: readonly number[]): ort.T
   return tensor;
 }
 
+/**
+ * An output as an input of the next run (a present.* as past_key_values). onnxruntime-node
+ * returns float16 outputs as Float16Array where the runtime has one (Node 24), but reads a
+ * float16 input only from a Uint16Array of its bits (float16Tensor): a view of the same memory.
+ */
+export function feedable(t: ort.Tensor): ort.Tensor {
+  if (t.type !== "float16") return t;
+  const data = t.data as unknown as Float16Array | Uint16Array;
+  return float16Tensor(data instanceof Uint16Array ? data : new Uint16Array(data.buffer, data.byteOffset, data.length), t.dims);
+}
+
 /** float32 data as a tensor of the float type a graph input declares. */
 export function floatTensor(type: FloatType, data: Float32Array, dims: readonly number[]): ort.Tensor {
   return type === "float32" ? new ort.Tensor("float32", data, dims) : float16Tensor(new Uint16Array(Float16Array.from(data).buffer), dims);
