@@ -68,6 +68,10 @@ const SETTINGS = {
     help: "key/value rows of prompts kept, so a prompt that begins as an earlier one (a follow-up about the same image) prefills only the rest (0 = off)",
   },
   "vision-cache-mb": { default: "64", help: "vision features kept for repeated images" },
+  "image-memory-mb": {
+    default: "256",
+    help: "pixels of images handed to the engine and not yet encoded; requests past it wait with their encoded images only",
+  },
   "vision-thread": {
     default: "true",
     help: "run the vision encoder on a thread of its own, so running streams keep decoding while images are encoded",
@@ -249,6 +253,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
       prefixCacheBytes: int("prefix-cache-mb") * 1024 * 1024,
       visionThread: bool("vision-thread"),
+      imageMemoryBytes: int("image-memory-mb", 1) * 1024 * 1024,
       imageFetch: imageFetchOptions(),
       responseCache: bool("response-cache")
         ? {

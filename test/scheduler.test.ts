@@ -197,8 +197,15 @@ describe("scheduler", () => {
 
   it("fails only the request whose sampling throws, and decodes the rest of its batch on", async () => {
     const { log, events, failures } = await schedule({}, { a: 5, b: 5 }, {}, undefined, "b");
-    const outcome = (id: string) => events.filter((e) => e.id === id && e.type !== "delta").map((e) => e.type);
+    const outcome = (id: string) => events.filter((e) => e.id === id && e.type !== "delta" && e.type !== "encoded").map((e) => e.type);
     assert.deepEqual(outcome("a"), ["done"]);
+    // Each request says once that its images are encoded (here none), before its first token.
+    for (const id of ["a", "b"])
+      assert.equal(
+        events.findIndex((e) => e.id === id)!,
+        events.findIndex((e) => e.id === id && e.type === "encoded"),
+      );
+    assert.equal(events.filter((e) => e.type === "encoded").length, 2);
     assert.deepEqual(outcome("b"), ["error"]);
     const error = events.find((e) => e.type === "error");
     assert.ok(error?.type === "error" && error.error.code === "internal" && !/scripted/.test(error.error.message));

@@ -40,6 +40,8 @@ export interface ServerHandle {
   httpUrl: string;
   /** `glance serve` flags the server runs with. */
   flags: string[];
+  /** spawn only: the server's process, whose memory a caller may read. */
+  pid?: number;
   probeStart(resolutionMs: number): void;
   probeStop(): Promise<ProbeResult>;
   close(): Promise<void>;
@@ -152,6 +154,7 @@ async function spawnServer(o: ServerOptions): Promise<ServerHandle> {
   });
   return {
     mode: "spawn",
+    pid: child.pid,
     grpcUrl: `http://127.0.0.1:${ports.grpc}`,
     httpUrl: `http://127.0.0.1:${ports.http}`,
     flags,

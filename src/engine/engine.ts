@@ -18,6 +18,7 @@ import type { SessionOptions } from "../model/onnx-model.ts";
 import { createPromptBuilder, type PreparedPrompt } from "../model/prompt-builder.ts";
 import { createPromptEncoder } from "../model/prompt-encoder.ts";
 import { now } from "./clock.ts";
+import { createHandOffWindow } from "./hand-off-window.ts";
 import type { SchedulerOptions } from "./protocol.ts";
 import { type ResolvedRequest, resolveRequest } from "./request-defaults.ts";
 import { createRequestStream, type RequestStream } from "./request-stream.ts";
@@ -51,6 +52,11 @@ export interface EngineOptions {
   maxTokens: number;
   /** Vision features kept for repeated images, in bytes. */
   visionCacheBytes: number;
+  /**
+   * Pixels handed to the worker and not yet encoded, in bytes: requests past it wait holding
+   * only their encoded images (hand-off-window.ts).
+   */
+  imageMemoryBytes: number;
   /** Key/value rows of prompts kept for prompts that begin the same way, in bytes; unset or 0: none. */
   prefixCacheBytes?: number;
   /** The vision encoder on a thread of its own (default true), so decoding goes on while images are encoded. */
@@ -78,6 +84,13 @@ export interface EngineDeps {
  * Reads the model folder and starts the worker; `info` is there at once, generation waits for
  * `ready` (calls before it get unavailable).
  */
+/** Bytes of the pixel tensors a prompt's images carry (none for images the worker's cache holds). */
+function pixelBytes(images: readonly PreparedPrompt["images"][number][]): number {
+  let n = 0;
+  for (const im of images) for (const t of Object.values(im.pixels ?? {})) n += t.data.byteLength;
+  return n;
+}
+
 export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const { folder, arch, tokenizer, contextLength } = loadModel(options.modelDir, { decoderDtype: options.decoderDtype });
   const info: ModelInfo = {
@@ -135,10 +148,15 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     log: deps.log,
     warmUp,
     onWorkerLost: () => visionCache.clear(),
+    onEncoded: (id) => handOff.release(id),
   });
   const maxActive = options.scheduler.maxBatchSize + options.maxQueue;
+  const handOff = createHandOffWindow(options.imageMemoryBytes);
 
-  /** Hands the prompt to the worker; no await between the cache claim and the post. */
+  /**
+   * Hands the prompt to the worker once its pixels fit in the hand-off window (they were let go
+   * if they did not at once, and are prepared again); no await between the cache claim and the post.
+   */
   async function submit(
     id: string,
     stream: RequestStream,
@@ -146,6 +164,9 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     request: ResolvedRequest,
     arrivedAt: number,
   ): Promise<void> {
+    const bytes = pixelBytes(prompt.images);
+    if (!handOff.fits(bytes)) for (const im of prompt.images) im.pixels = undefined;
+    await Promise.race([handOff.acquire(id, bytes), stream.failed]);
     for (let missing = visionCache.missing(prompt.images); missing.length > 0; missing = visionCache.missing(prompt.images)) {
       await Promise.race([Promise.all(missing.map((im) => prompts.preparePixels(im))), stream.failed]);
     }
@@ -194,6 +215,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       if (settled) return;
       settled = true;
       if (submitted) workers.release(id, finished);
+      handOff.release(id);
       stream.close();
       active.delete(id);
       owners.delete(id);

@@ -95,7 +95,12 @@ export type ToWorker =
 export type SequenceEvent =
   | { type: "delta"; id: string; text: string; reasoning?: string; tokenIds: number[] }
   | { type: "done"; id: string; finishReason: FinishReason; usage: Usage; timings: Timings }
-  | { type: "error"; id: string; error: { code: GlanceErrorCode; message: string } };
+  | { type: "error"; id: string; error: { code: GlanceErrorCode; message: string } }
+  /** Its images are encoded and their pixels let go (the main thread's hand-off window counts them until then). */
+  | { type: "encoded"; id: string };
+
+/** What a request's stream receives: its output. */
+export type StreamEvent = Exclude<SequenceEvent, { type: "encoded" }>;
 
 /** The worker's part of EngineStats. */
 export type WorkerStats = Pick<EngineStats, "running" | "waiting" | "batchSize" | "cacheBytes" | "steps" | "prefixCache">;

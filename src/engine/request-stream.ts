@@ -4,16 +4,16 @@
  * carries both the client's cancellation and the deadline, as connect-es models a deadline.
  */
 import { GlanceError } from "../errors.ts";
-import type { SequenceEvent } from "./protocol.ts";
+import type { StreamEvent } from "./protocol.ts";
 
 export interface RequestStream {
   /** Rejects when the request fails (cancelled, deadline, engine failure); never resolves. */
   readonly failed: Promise<never>;
   /** Aborts when the request fails, for work on its behalf (an image fetch). */
   readonly signal: AbortSignal;
-  push(event: SequenceEvent): void;
+  push(event: StreamEvent): void;
   fail(error: GlanceError): void;
-  next(): Promise<SequenceEvent>;
+  next(): Promise<StreamEvent>;
   /** Stops listening to the signal. */
   close(): void;
 }
@@ -28,7 +28,7 @@ function abortError(reason: unknown): GlanceError {
 }
 
 export function createRequestStream(signal?: AbortSignal): RequestStream {
-  const items: SequenceEvent[] = [];
+  const items: StreamEvent[] = [];
   let failure: GlanceError | null = null;
   let wake: (() => void) | null = null;
   const ended = new AbortController();

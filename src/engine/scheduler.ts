@@ -210,6 +210,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         .finally(() => encodingImages.delete(im.key));
     });
     const ready = (features: Float32Array[]) => {
+      events.push({ type: "encoded", id: seq.request.id });
       seq.prompt = { prefix, features: features.length === 0 ? null : concatFloat32(features) };
       seq.cursor = prefix?.length ?? 0;
       seq.output.times.visionEncodeMs = fresh.length > 0 ? now() - started : 0;

@@ -23,6 +23,8 @@ export interface WorkerClientOptions {
   warmUp(): Promise<void>;
   /** Called when a worker died: whatever mirrors its state is gone with it. */
   onWorkerLost(): void;
+  /** The worker has encoded a request's images (and let their pixels go). */
+  onEncoded(id: string): void;
 }
 
 export interface WorkerClient {
@@ -92,7 +94,10 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
   function onMessage(w: Worker, m: FromWorker): void {
     if (m.type === "events") {
       latest = m.stats;
-      for (const e of m.events) submitted.get(e.id)?.push(e);
+      for (const e of m.events) {
+        if (e.type === "encoded") options.onEncoded(e.id);
+        else submitted.get(e.id)?.push(e);
+      }
     } else if (m.type === "ready") {
       loaded = true;
       options.warmUp().then(
