@@ -59,6 +59,9 @@
  *   --limit-threads N           the limit's own thread count (default: --threads); at a batch of 16 the
  *                               limit is fastest on all cores, which makes it the stricter yardstick
  *   --peer-threads N            the peer's own thread count (default: --threads)
+ *   --spinning                  onnxruntime's threads spin for Glance (--allow-spinning) and the limit, as
+ *                               they do for the peer (onnxruntime's default); at real size with
+ *                               several threads a step is faster so
  *   --max-batch-size N          the server's --max-batch-size (default 16, the server's default);
  *                               the limit's batch at concurrency c is min(c, this)
  *   --vision-cache-mb N         the server's vision cache (default 0: every image is encoded, as
@@ -75,7 +78,7 @@
  *   --out DIR                   results folder (default bench-results)
  *   -h, --help                  this text
  */
-import { mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -141,6 +144,7 @@ const { values } = parseArgs({
     threads: { type: "string" },
     "limit-threads": { type: "string" },
     "peer-threads": { type: "string" },
+    spinning: { type: "boolean", default: false },
     "max-batch-size": { type: "string", default: "16" },
     "vision-cache-mb": { type: "string", default: "0" },
     "prefix-cache-mb": { type: "string", default: "0" },
@@ -260,7 +264,7 @@ async function alone<T>(fn: () => Promise<T>): Promise<{ value: T; otherCores?: 
 // under the same conditions. The server idles meanwhile.
 const limitModel: LimitModel | undefined = values["no-limit"]
   ? undefined
-  : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads: limitThreads, fixedLength });
+  : await loadLimitModel(modelDir, { decoderDtype: dtype as Dtype, threads: limitThreads, spinning: values.spinning, fixedLength });
 const limitPrompts = limitModel ? await limitModel.prepare(take(workload, Math.max(...concurrencies.map(phaseRequests)))) : [];
 const limitBatches: LimitBatch[] = [];
 const limitAgreement = { agree: 0, compared: 0 };
@@ -321,7 +325,7 @@ const serverOptions = {
   maxBatchSize,
   visionCacheMb,
   prefixCacheMb,
-  extraFlags,
+  extraFlags: values.spinning ? ["--allow-spinning", "true", ...extraFlags] : extraFlags,
   cpuProfDir,
   ...(values["server-cli"] && { cli: values["server-cli"] }),
 };
@@ -498,9 +502,12 @@ if (limitModel) {
   };
 }
 
-// 3. The peer.
+// 3. The peer. transformers.js feeds an fp16 decoder the embeddings as they come, so it needs
+// an fp16 embed_tokens beside it (scripts/make-model builds only the decoder's).
 let peer: BenchResult["peer"];
-if (peerRequests > 0) {
+const peerCanRun = dtype !== "fp16" || existsSync(path.join(modelDir, "onnx", "embed_tokens_fp16.onnx"));
+if (!peerCanRun) note("peer: skipped, transformers.js needs onnx/embed_tokens_fp16.onnx beside an fp16 decoder");
+if (peerRequests > 0 && peerCanRun) {
   const items = take(workload, peerRequests);
   const { value: run, otherCores } = await alone(() =>
     runPeer(modelDir, items, { decoderDtype: dtype, threads: peerThreads, maxTokens, fixedLength, warmup: quick ? 1 : 3 }),

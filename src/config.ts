@@ -25,6 +25,10 @@ const SETTINGS = {
   "http-port": { default: "8080", help: "HTTP port (Connect, gRPC-Web, OpenAI API, /metrics, /healthz, /readyz, the playground at /)" },
   threads: { default: "0", help: "onnxruntime intra-op threads; 0 = all cores but one (left to the network)" },
   "inter-op-threads": { default: "1", help: "onnxruntime inter-op threads (1 = sequential)" },
+  "allow-spinning": {
+    default: "false",
+    help: "onnxruntime's pool threads busy-wait between operators (its own default): faster steps with several threads at real model sizes, when the cores are not wanted elsewhere",
+  },
   "execution-provider": {
     default: "cpu",
     help: "onnxruntime execution providers, comma-separated; the default install loads cpu (cuda needs onnxruntime-node's CUDA libraries)",
@@ -232,6 +236,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       session: {
         intraOpThreads: int("threads") || defaultIntraOpThreads(),
         interOpThreads: int("inter-op-threads", 1),
+        allowSpinning: bool("allow-spinning"),
         executionProviders: get("execution-provider")
           .split(",")
           .map((s) => s.trim())

@@ -70,7 +70,7 @@ function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab
  */
 export async function loadLimitModel(
   modelDir: string,
-  options: { decoderDtype: Dtype; threads: number; fixedLength: boolean },
+  options: { decoderDtype: Dtype; threads: number; spinning: boolean; fixedLength: boolean },
 ): Promise<LimitModel> {
   const { folder, tokenizer, arch, contextLength, eosTokenIds } = loadModel(modelDir, { decoderDtype: options.decoderDtype });
   const skip = new Set(options.fixedLength ? eosTokenIds : []);
@@ -83,7 +83,12 @@ export async function loadLimitModel(
   // The engine's own loader, so the sessions have its options: intra-op threads, sequential
   // execution, all graph optimisations, pool threads that do not spin.
   const threads = options.threads || defaultIntraOpThreads();
-  const model = await loadOnnxModel(folder, { intraOpThreads: threads, interOpThreads: 1, executionProviders: ["cpu"] });
+  const model = await loadOnnxModel(folder, {
+    intraOpThreads: threads,
+    interOpThreads: 1,
+    executionProviders: ["cpu"],
+    allowSpinning: options.spinning,
+  });
   const { spec, embed, decoder } = model;
   // Loaded with its vision session (loadOnnxModel's default): the limit encodes on its own thread.
   const vision = model.vision!;
@@ -120,7 +125,7 @@ export async function loadLimitModel(
 
   return {
     kvElementBytes: spec.kvType === "float16" ? 2 : 4,
-    description: `onnxruntime-node ${ort.env.versions.common}, ${threads} intra-op threads, sequential`,
+    description: `onnxruntime-node ${ort.env.versions.common}, ${threads} intra-op threads${options.spinning ? " spinning" : ""}, sequential`,
     prepare: (items) =>
       Promise.all(
         items.map((it) =>

@@ -12,6 +12,8 @@ export interface SessionOptions {
   /** Threads for running independent operators at once (1 = sequential execution). */
   interOpThreads: number;
   executionProviders: string[];
+  /** Pool threads busy-wait between operators and after a run (onnxruntime's default); off unless set. */
+  allowSpinning?: boolean;
 }
 
 /** What the engine must know about the decoder, all read from the graph itself. */
@@ -145,7 +147,9 @@ export function openSession(file: string, options: SessionOptions): Promise<ort.
     // onnxruntime's pool threads busy-wait after each run by default; with three sessions and a
     // step every few milliseconds they took the cores from the main thread and the worker's
     // hand-offs (measured with npm run bench: 1.6x the throughput at concurrency 16 without).
-    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+    // At real size, with two threads, spinning made a decode step faster (SmolVLM-256M, batch
+    // 16: 109 against 125 ms), so it is a flag.
+    ...(!options.allowSpinning && { extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } } }),
   });
 }
 
