@@ -38,7 +38,7 @@ const SETTINGS = {
   "max-prefill-tokens": { default: "4096", help: "prompt positions prefilled in one step" },
   "prefill-chunk-tokens": {
     default: "256",
-    help: "while a batch decodes, prompt positions prefilled per step (chunked prefill; 0 = whole prompts)",
+    help: "while a batch decodes, the most prompt positions prefilled per step (chunked prefill: about a step's time of them; 0 = whole prompts)",
   },
   "waiting-served-ratio": {
     default: "0",

@@ -26,6 +26,8 @@ export interface BatchTiming {
   prefillMs: number;
   visionMs: number;
   decodeMs: number;
+  /** Each decode step's time (embedding, decoder run and argmax). */
+  stepMs: number[];
   totalMs: number;
   /** The rows' tokens, [row][token]: lets a caller check them against the engine's. */
   tokens: number[][];
@@ -190,7 +192,9 @@ export async function loadLimitModel(
       const tokens = Array.from(next, (t) => [t]);
       const t2 = performance.now();
 
+      const stepMs: number[] = [];
       for (let step = 1; step < outputTokens; step++) {
+        const stepStarted = performance.now();
         const stepEmbeds = asFloat32(
           (await embed.run({ input_ids: new ort.Tensor("int64", BigInt64Array.from(next, BigInt), [rows, 1]) }))["inputs_embeds"]!,
         );
@@ -208,9 +212,10 @@ export async function loadLimitModel(
         next.forEach((t, r) => {
           tokens[r]!.push(t);
         });
+        stepMs.push(performance.now() - stepStarted);
       }
       const t3 = performance.now();
-      return { visionMs: t1 - t0, prefillMs: t2 - t0, decodeMs: t3 - t2, totalMs: t3 - t0, tokens };
+      return { visionMs: t1 - t0, prefillMs: t2 - t0, decodeMs: t3 - t2, stepMs, totalMs: t3 - t0, tokens };
     },
 
     async encodeImage(prompt) {

@@ -504,22 +504,26 @@ function boundsSection(r: BenchResult): string[] {
       `The decoder: ${f(d.weightBytes / 1e6)} MB of weights, ${f(d.matmulFlopsPerToken / 1e9, 3)} GFLOP of matrix products per token, ` +
       `${f(d.kvBytesPerPosition / 1024)} KiB of cache per position; ${f0(meanPositions(r))} cached positions per row on average.`,
     "",
-    "| B | bound: weights + cache read (ms) | bound: arithmetic (ms) | limit decode step p50 (ms) | limit / bound | Glance ITL p50 (ms) | Glance / bound |",
-    "|---:|---:|---:|---:|---:|---:|---:|",
+    "| B | bound: weights + cache read (ms) | bound: arithmetic (ms) | limit decode step p50 (ms) | limit / bound | Glance ITL p50 (ms) | Glance's rows a step | Glance / bound |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
   );
   for (const b of r.limit?.batches ?? []) {
     const bound = stepBounds(r, b.batch);
     if (!bound) continue;
     const tight = Math.max(bound.memoryMs, bound.arithmeticMs);
-    const glance = r.concurrency.find((p) => Math.min(p.concurrency, r.options.maxBatchSize) === b.batch)?.summary.itlMs.p50;
+    const phase = r.concurrency.find((p) => Math.min(p.concurrency, r.options.maxBatchSize) === b.batch)?.summary;
+    const glance = phase?.itlMs.p50;
+    // Each running stream gets a token a step, so tokens/s × seconds a step is the rows a step held.
+    const rows = phase ? (phase.outputThroughput * phase.itlMs.mean) / 1000 : undefined;
     out.push(
-      `| ${b.batch} | ${f(bound.memoryMs, 2)} | ${f(bound.arithmeticMs, 2)} | ${f(b.decodeStepMs.p50, 2)} | ${f(b.decodeStepMs.p50 / tight, 2)}× | ${f(glance, 2)} | ${glance ? `${f(glance / tight, 2)}×` : "–"} |`,
+      `| ${b.batch} | ${f(bound.memoryMs, 2)} | ${f(bound.arithmeticMs, 2)} | ${f(b.decodeStepMs.p50, 2)} | ${f(b.decodeStepMs.p50 / tight, 2)}× | ${f(glance, 2)} | ${f(rows)} | ${glance ? `${f(glance / tight, 2)}×` : "–"} |`,
     );
   }
   out.push(
     "",
     "A step at batch B reads every weight once and each row's cache once, so it takes at least the first bound; it does B tokens' " +
-      "multiply-adds, so at least the second (at the MatMul rate measured at B rows). The larger of the two is the one the ratios use.",
+      "multiply-adds, so at least the second (at the MatMul rate measured at B rows). The larger of the two is the one the ratios use. " +
+      "Glance's rows a step (output tok/s × mean ITL) says how full its batch was: fewer rows than B make its steps shorter than the limit's.",
     "",
   );
   return out;

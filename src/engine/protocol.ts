@@ -17,9 +17,10 @@ export interface SchedulerOptions {
   /** Prompt positions (padding included) one prefill may run, which bounds a step's latency. */
   maxPrefillTokens: number;
   /**
-   * While a batch decodes, prompt positions prefilled per iteration (0: whole prompts): a long
-   * prompt is prefilled a chunk per decode step, so the running streams wait for one chunk at
-   * a time rather than the whole prompt. With no batch decoding, prompts run whole.
+   * While a batch decodes, the most prompt positions prefilled per iteration (0: whole prompts):
+   * a long prompt is prefilled a chunk per decode step (as many positions as take about one
+   * step), so the running streams wait for one chunk at a time rather than the whole prompt.
+   * With no batch decoding, prompts run whole.
    */
   prefillChunkTokens: number;
   /**

@@ -3,8 +3,9 @@
  * the worker's queue and every sequence's status; the runner owns the cache. Each iteration
  * admits waiting requests within the batch and prefill budgets, prefills them together, then
  * runs one decode step for every running sequence. While a batch is decoding, prompts are
- * prefilled at most `prefillChunkTokens` positions per iteration (vLLM's chunked prefill), so
- * that a long prompt costs the running streams one chunk per token rather than a stall. A sequence that finishes or is cancelled
+ * prefilled a chunk per iteration (vLLM's chunked prefill): as many positions as take about one
+ * decode step, at most `prefillChunkTokens`, so that a long prompt costs the running streams a
+ * chunk per token rather than a stall. A sequence that finishes or is cancelled
  * leaves the batch at the next step. A model run that throws fails only the sequences of that
  * run, as TGI's "errors discard only the batch": the loop drops their cache and goes on.
  */
@@ -92,6 +93,15 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   /** Decode steps since waiting requests were last admitted. */
   let stepsWithoutAdmission = 0;
   let lastBatch = 0;
+  /** Moving averages of a decode step's time and of a prefilled position's, which size the chunks. */
+  const pace = { stepMs: 0, positionMs: 0 };
+  const average = (old: number, sample: number) => (old === 0 ? sample : 0.8 * old + 0.2 * sample);
+  /** Positions a chunk may take: about one decode step's time, within [min(16, max), max]. */
+  const chunkTokens = () => {
+    const max = options.prefillChunkTokens;
+    if (pace.stepMs === 0 || pace.positionMs === 0) return max;
+    return Math.max(Math.min(16, max), Math.min(max, Math.round(pace.stepMs / pace.positionMs)));
+  };
 
   const running = () => [...sequences.values()].filter((s) => s.status === "running");
   const prefilling = () => [...sequences.values()].filter((s) => s.status === "prefilling");
@@ -254,11 +264,11 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   /**
    * One prefill run over the prefilling sequences (all of their prompts, or with `chunked` one
-   * budget of positions), and the first tokens of those whose prompts it finished. A sequence's
-   * first run finds its stored prefix and encodes its images.
+   * budget of positions), and the first tokens of those whose prompts it finished. Their images
+   * were encoded, and their stored prefixes found, while they waited (encode).
    */
   async function prefill(seqs: Sequence[], chunked: boolean): Promise<void> {
-    const runs = plan(seqs, chunked && options.prefillChunkTokens > 0 ? options.prefillChunkTokens : Infinity);
+    const runs = plan(seqs, chunked && options.prefillChunkTokens > 0 ? chunkTokens() : Infinity);
     const started = now();
     for (const { seq } of runs) seq.prefillStartedAt ??= started;
     try {
@@ -274,6 +284,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         })),
       );
       const at = now();
+      const positions = runs.reduce((n, { seq, end }) => n + end - seq.cursor, 0);
+      if (positions > 0) pace.positionMs = average(pace.positionMs, (at - started) / positions);
       for (const { seq, end } of runs) {
         seq.cursor = end;
         // Cancelled during the run, before the runner held its row: let the row go now.
@@ -298,6 +310,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   async function decodeStep(batch: Sequence[]): Promise<void> {
     lastBatch = batch.length;
     let logits: Map<string, Float32Array>;
+    const started = now();
     try {
       logits = await runner.decode(new Map(batch.map((s) => [s.request.id, s.lastToken])));
     } catch (e) {
@@ -306,6 +319,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       return;
     }
     const at = now();
+    pace.stepMs = average(pace.stepMs, at - started);
     steps++;
     stepsWithoutAdmission++;
     for (const seq of batch) if (seq.status === "running") accept(seq, logits.get(seq.request.id)!, at);
