@@ -37,7 +37,7 @@ const SETTINGS = {
   "max-queue": { default: "64", help: "requests waiting beyond the batch; more get RESOURCE_EXHAUSTED / 429" },
   "max-prefill-tokens": { default: "4096", help: "prompt positions prefilled in one step" },
   "prefill-chunk-tokens": {
-    default: "256",
+    default: "0",
     help: "while a batch decodes, the most prompt positions prefilled per step (chunked prefill: about a step's time of them; 0 = whole prompts)",
   },
   "waiting-served-ratio": {

@@ -2,8 +2,8 @@
  * The worker's batching loop, in the manner of TGI's router and vLLM's v1 scheduler. It owns
  * the worker's queue and every sequence's status; the runner owns the cache. Each iteration
  * admits waiting requests within the batch and prefill budgets, prefills them together, then
- * runs one decode step for every running sequence. While a batch is decoding, prompts are
- * prefilled a chunk per iteration (vLLM's chunked prefill): as many positions as take about one
+ * runs one decode step for every running sequence. With `prefillChunkTokens`, while a batch is
+ * decoding, prompts are prefilled a chunk per iteration (vLLM's chunked prefill): as many positions as take about one
  * decode step, at most `prefillChunkTokens`, so that a long prompt costs the running streams a
  * chunk per token rather than a stall. A sequence that finishes or is cancelled
  * leaves the batch at the next step. A model run that throws fails only the sequences of that
