@@ -123,9 +123,10 @@ const lines = [
   "",
   "| weights MB | --kv-cache-mb | idle MB | peak MB | growth MB | weights + kv-cache-mb | answered | sampled for s |",
   "|---:|---:|---:|---:|---:|---:|---:|---:|",
-  `| ${result.weightsMB.toFixed(0)} | ${kvCacheMb} | ${result.idleMB.toFixed(0)} | ${result.peakMB.toFixed(0)} | ${result.growthMB.toFixed(0)} | ${(result.weightsMB + kvCacheMb).toFixed(0)} | ${answered}/${requests}${failed ? ` (${failed} failed)` : ""} | ${elapsedS.toFixed(1)} |`,
+  `| ${result.weightsMB.toFixed(0)} | ${kvCacheMb} | ${result.idleMB.toFixed(0)} | ${result.peakMB.toFixed(0)} | ${result.growthMB.toFixed(0)} | ${(result.weightsMB + kvCacheMb).toFixed(0)} | ${answered}/${requests} | ${elapsedS.toFixed(1)} |`,
   "",
-  "Resident memory of the server's process (VmRSS, every thread), sampled every 100 ms; idle: after one warm-up request.",
+  "Resident memory of the server's process (VmRSS, every thread), sampled every 100 ms; idle: after one warm-up request. " +
+    "Requests not answered when the sampling ends are cut off by stopping the server.",
 ];
 console.log(lines.join("\n"));
 const stamp = new Date().toISOString().replace(/[:.]/g, "-");

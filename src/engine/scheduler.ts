@@ -192,18 +192,24 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const encodingImages = new Map<string, Promise<Float32Array>>();
 
   /**
-   * Finds the sequence's stored prefix and encodes its images after it, each image once however
-   * many sequences show it; the sequence can be admitted when this settles. A failure fails the
-   * sequence alone (its images are its own run) and is reported as a model failure.
+   * Finds each sequence's stored prefix and encodes the images after it, all of the group's in
+   * one encoder call (one batched run on the tiny model), each image once however many
+   * sequences show it; a sequence can be admitted when its promise settles. A failure fails the
+   * sequences of that call alone and is reported as a model failure.
    */
-  function encode(seq: Sequence): Promise<void> {
+  function encode(seqs: Sequence[]): void {
     const started = now();
-    const prefix = runner.matchPrefix(
-      seq.request.ids,
-      seq.images.map((im) => im.key),
-    );
-    const needed = seq.images.slice(prefix?.images ?? 0);
-    const fresh = needed.filter((im, i) => !im.features && !encodingImages.has(im.key) && needed.findIndex((x) => x.key === im.key) === i);
+    const plans = seqs.map((seq) => {
+      const prefix = runner.matchPrefix(
+        seq.request.ids,
+        seq.images.map((im) => im.key),
+      );
+      return { seq, prefix, needed: seq.images.slice(prefix?.images ?? 0) };
+    });
+    const fresh: VisionEntry[] = [];
+    for (const { needed } of plans) {
+      for (const im of needed) if (!im.features && !encodingImages.has(im.key) && !fresh.some((x) => x.key === im.key)) fresh.push(im);
+    }
     const run =
       fresh.length > 0 ? runner.encodeImages(fresh.map((im) => ({ pixels: im.pixels!, featureCount: im.featureCount }))) : undefined;
     fresh.forEach((im, i) => {
@@ -219,32 +225,48 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
         )
         .finally(() => encodingImages.delete(im.key));
     });
-    const ready = (features: Float32Array[]) => {
-      events.push({ type: "encoded", id: seq.request.id });
-      seq.prompt = { prefix, features: features.length === 0 ? null : concatFloat32(features) };
-      seq.cursor = prefix?.length ?? 0;
-      seq.output.times.visionEncodeMs = fresh.length > 0 ? now() - started : 0;
-    };
-    // Nothing to wait for (no images, or all encoded before): admissible in this iteration.
-    if (needed.every((im) => im.features)) {
-      ready(needed.map((im) => im.features!));
-      return Promise.resolve();
-    }
-    return (async () => {
-      try {
-        ready(await Promise.all(needed.map((im) => (im.features ? Promise.resolve(im.features) : encodingImages.get(im.key)!))));
-      } catch (e) {
+    for (const { seq, prefix, needed } of plans) {
+      const ownFresh = needed.some((im) => fresh.includes(im));
+      const ready = (features: Float32Array[]) => {
+        events.push({ type: "encoded", id: seq.request.id });
+        seq.prompt = { prefix, features: features.length === 0 ? null : concatFloat32(features) };
+        seq.cursor = prefix?.length ?? 0;
+        seq.output.times.visionEncodeMs = ownFresh ? now() - started : 0;
+      };
+      // Nothing to wait for (no images, or all encoded before): admissible in this iteration.
+      if (needed.every((im) => im.features)) {
+        ready(needed.map((im) => im.features!));
+        seq.encoding = Promise.resolve();
+        continue;
+      }
+      const features = needed.map((im) => (im.features ? Promise.resolve(im.features) : encodingImages.get(im.key)!));
+      seq.encoding = Promise.all(features).then(ready, (e) => {
         if (seq.status !== "waiting") return;
         waiting.splice(waiting.indexOf(seq) >>> 0, 1);
         fail([seq], e);
         flush();
-      }
-    })();
+      });
+    }
   }
 
-  /** Starts encoding the images of the sequences next in line. */
+  /** Starts encoding the images of the sequences next in line that are not yet being encoded. */
   function encodeAhead(): void {
-    for (const seq of waiting.slice(0, options.maxBatchSize)) seq.encoding ??= encode(seq);
+    const next = waiting.slice(0, options.maxBatchSize).filter((seq) => !seq.encoding);
+    if (next.length > 0) encode(next);
+  }
+
+  let encodeSoon = false;
+  /**
+   * encodeAhead once the messages that came in together are all submitted, so that a burst's
+   * images go to the encoder in one call.
+   */
+  function scheduleEncode(): void {
+    if (encodeSoon) return;
+    encodeSoon = true;
+    setImmediate(() => {
+      encodeSoon = false;
+      encodeAhead();
+    });
   }
 
   /**
@@ -386,8 +408,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       };
       sequences.set(request.id, seq);
       waiting.push(seq);
-      encodeAhead();
-      if (!looping) void loop();
+      if (looping) scheduleEncode();
+      else void loop();
     },
     cancel(id) {
       const seq = sequences.get(id);
