@@ -77,8 +77,8 @@ const SETTINGS = {
     help: "pixels of images handed to the engine and not yet encoded; requests past it wait with their encoded images only",
   },
   "vision-thread": {
-    default: "true",
-    help: "run the vision encoder on a thread of its own, so running streams keep decoding while images are encoded",
+    default: "auto",
+    help: "run the vision encoder on a thread of its own, so running streams keep decoding while images are encoded (auto: when its graph is 32 MB or more)",
   },
   "max-restarts": { default: "3", help: "engine worker restarts within --restart-window-ms before liveness turns NOT_SERVING" },
   "restart-window-ms": { default: "300000", help: "the window --max-restarts counts restarts in" },
@@ -257,7 +257,11 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       allowIgnoreEos: bool("allow-ignore-eos"),
       visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
       prefixCacheBytes: int("prefix-cache-mb") * 1024 * 1024,
-      visionThread: bool("vision-thread"),
+      visionThread: ((v) => {
+        if (v !== "auto" && v !== "true" && v !== "false")
+          throw new Error(`--vision-thread (${envName("vision-thread")}) must be auto, true or false, got ${v}`);
+        return v === "auto" ? undefined : v === "true";
+      })(get("vision-thread")),
       imageMemoryBytes: int("image-memory-mb", 1) * 1024 * 1024,
       imageFetch: imageFetchOptions(),
       responseCache: bool("response-cache")

@@ -2,7 +2,8 @@
  * Chunked prefill: while a batch decodes, new prompts are prefilled a few positions per step.
  * The running stream keeps getting tokens between the chunks, and every prompt prefilled in
  * chunks (image tokens split across chunks, a stored prefix continued) answers token for token
- * as when prefilled whole, on both model families.
+ * as when prefilled whole, on both model families; the chunked engine's images are encoded on
+ * the vision thread, while it decodes.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -30,7 +31,11 @@ for (const modelDir of [TINY_MODEL_DIR, TINY_GLM_MODEL_DIR]) {
     const open = (flags: string[]) =>
       createEngine(loadConfig(["--model", modelDir, "--vision-cache-mb", "0", ...flags], {}).engine, { log: pino({ level: "silent" }) });
     before(async () => {
-      [chunked, whole] = [open(["--prefill-chunk-tokens", String(CHUNK)]), open(["--prefill-chunk-tokens", "0"])];
+      // The chunked engine encodes on a vision thread, the other on the engine's: the same tokens either way.
+      [chunked, whole] = [
+        open(["--prefill-chunk-tokens", String(CHUNK), "--vision-thread", "true"]),
+        open(["--prefill-chunk-tokens", "0", "--vision-thread", "false"]),
+      ];
       await Promise.all([chunked.ready, whole.ready]);
     });
     after(() => Promise.all([chunked.close(), whole.close()]));

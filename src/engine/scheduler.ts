@@ -255,20 +255,6 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     if (next.length > 0) encode(next);
   }
 
-  let encodeSoon = false;
-  /**
-   * encodeAhead once the messages that came in together are all submitted, so that a burst's
-   * images go to the encoder in one call.
-   */
-  function scheduleEncode(): void {
-    if (encodeSoon) return;
-    encodeSoon = true;
-    setImmediate(() => {
-      encodeSoon = false;
-      encodeAhead();
-    });
-  }
-
   /**
    * The next prefill run: each sequence's remaining prompt, in admission order, within
    * `budget` positions (the last one taken may stop part-way: a chunk).
@@ -408,8 +394,9 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
       };
       sequences.set(request.id, seq);
       waiting.push(seq);
-      if (looping) scheduleEncode();
-      else void loop();
+      // At once: its images are encoded while the running batch takes its next step.
+      encodeAhead();
+      if (!looping) void loop();
     },
     cancel(id) {
       const seq = sequences.get(id);
