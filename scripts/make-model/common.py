@@ -83,3 +83,17 @@ def export_graph(module, args, path, inputs, outputs, axes, opset=17):
     onnx.checker.check_model(path)  # by path: a model over 2 GB cannot be checked in memory
     data = f" + {os.path.getsize(path + '_data') / 1e6:.2f} MB of _data" if os.path.exists(path + "_data") else ""
     print(f"wrote onnx/{os.path.basename(path)} {os.path.getsize(path) / 1e6:.2f} MB{data}")
+
+
+def cache_io(layers, kv_heads, head_dim, batch, past):
+    """Example past_key_values for a decoder's export, their names, the present outputs' names,
+    and the dynamic axes of both (batch, and past or total sequence length)."""
+    flat_past, past_names, present_names, axes = [], [], [], {}
+    for i in range(layers):
+        for kind in ("key", "value"):
+            flat_past.append(torch.randn(batch, kv_heads, past, head_dim))
+            past_names.append(f"past_key_values.{i}.{kind}")
+            present_names.append(f"present.{i}.{kind}")
+            axes[past_names[-1]] = {0: "batch_size", 2: "past_sequence_length"}
+            axes[present_names[-1]] = {0: "batch_size", 2: "total_sequence_length"}
+    return flat_past, past_names, present_names, axes

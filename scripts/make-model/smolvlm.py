@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from common import REPO, init_weights, tiny_scripts, write_json
+from common import REPO, cache_io, init_weights, tiny_scripts, write_json
 from float16 import write_float16
 from tokenizer_pad import pad_tokenizer
 
@@ -203,18 +203,11 @@ def export_onnx(tiny_export, c, vision, text, onnx_dir):
         print(f"  ({time.time() - t:.0f} s)")
         t = time.time()
         b, past, new = 2, 3, 2
-        flat_past, past_names, present_names = [], [], []
+        flat_past, past_names, present_names, cache_axes = cache_io(c.layers, c.kv_heads, c.head_dim, b, past)
         axes = {"inputs_embeds": {0: "batch_size", 1: "sequence_length"},
                 "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
                 "position_ids": {0: "batch_size", 1: "sequence_length"},
-                "logits": {0: "batch_size", 1: "sequence_length"}}
-        for i in range(c.layers):
-            for kind in ("key", "value"):
-                flat_past.append(torch.randn(b, c.kv_heads, past, c.head_dim))
-                past_names.append(f"past_key_values.{i}.{kind}")
-                present_names.append(f"present.{i}.{kind}")
-                axes[past_names[-1]] = {0: "batch_size", 2: "past_sequence_length"}
-                axes[present_names[-1]] = {0: "batch_size", 2: "total_sequence_length"}
+                "logits": {0: "batch_size", 1: "sequence_length"}, **cache_axes}
         tiny_export.export(
             tiny_export.DecoderExport(text),
             (torch.randn(b, new, c.dim), torch.ones(b, past + new, dtype=torch.long), torch.arange(past, past + new).repeat(b, 1), *flat_past),
