@@ -23,7 +23,8 @@ import { type Answer, postWithoutBody } from "./support/unsent-body.ts";
 const ROOT = path.resolve(import.meta.dirname, "..");
 const GRACE_MS = 20_000;
 const STREAMS = 8;
-const MAX_TOKENS = 48;
+/** Every stream runs this long (min_tokens too), so that the drain is still going when the new call comes. */
+const MAX_TOKENS = 160;
 
 interface LogLine {
   msg: string;
@@ -82,7 +83,7 @@ function request(q: HeldOutQuestion) {
         ],
       },
     ],
-    sampling: { maxTokens: MAX_TOKENS, temperature: 0 },
+    sampling: { maxTokens: MAX_TOKENS, minTokens: MAX_TOKENS, temperature: 0 },
   };
 }
 

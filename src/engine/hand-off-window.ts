@@ -1,9 +1,10 @@
 /**
  * How many bytes of image pixels the engine's worker holds before it has encoded them. A
  * SmolVLM image is up to 17 tiles of 3×512×512 float32, 53 MB, while its features are 2.5 MB
- * and its JPEG a few hundred KB: a burst of large images queued as pixels would take gigabytes
+ * and its JPEG a few hundred KB: a queue of large images held as pixels would take gigabytes
  * beyond the key/value cache. Requests past the window wait on the main thread with their
- * encoded bytes only, and are handed over in arrival order as the worker reports images encoded.
+ * encoded bytes only (the engine lets go of the pixels it prepared on arrival), and are handed
+ * over in arrival order as the worker reports images encoded.
  */
 export interface HandOffWindow {
   /**

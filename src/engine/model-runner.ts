@@ -2,10 +2,10 @@
  * The model's three steps as the scheduler uses them: encode images, prefill prompts (image
  * features merged at the image-token positions, several prompts left-padded into one batch, or
  * a long prompt a chunk at a time on a row of its own), and one decode step for the whole
- * running batch. The runner owns the batch's key/value cache
- * and addresses its rows by sequence id, as TGI filters a batch by request id: rows that leave
- * and rows that join are applied together, in one cache rebuild at the next step, and the
- * scheduler never sees a row index or a position.
+ * running batch. The runner owns the batch's key/value cache and addresses its rows by
+ * sequence id, as TGI filters a batch by request id: rows that leave and rows that join are
+ * applied together, in one cache rebuild at the next step, and the scheduler never sees a row
+ * index or a position.
  */
 import * as ort from "onnxruntime-node";
 import { GlanceError } from "../errors.ts";
@@ -40,7 +40,7 @@ export interface ModelRunner {
   /** The longest stored prefix of a prompt (with the same images), whose rows its prefill can start from. */
   matchPrefix(ids: Int32Array, imageKeys: readonly string[]): PrefixMatch | undefined;
   readonly prefixStats: PrefixCacheStats & { bytes: number };
-  /** Each image's features [featureCount × hidden], from the vision encoder (on its own thread by default). */
+  /** Each image's features [featureCount × hidden], from the vision encoder (on a thread of its own, for a large one). */
   encodeImages(images: readonly ImageToEncode[]): Promise<Float32Array[]>;
   /**
    * Each finished prompt's last-position logits; those prompts join the batch at the next

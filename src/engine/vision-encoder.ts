@@ -1,7 +1,7 @@
 /**
  * Image features from the vision encoder. The engine's worker runs the decoder, and a vision
  * run (a 512-pixel tile through a SigLIP-sized encoder takes longer than many decode steps)
- * would stop every running stream while it lasts; so by default the encoder has a thread and a
+ * would stop every running stream while it lasts; so a large encoder gets a thread and a
  * session of its own (vision-worker.ts), and the scheduler decodes while images are encoded.
  */
 import * as ort from "onnxruntime-node";
