@@ -38,8 +38,8 @@ describe("model runner", () => {
     model = await loadOnnxModel(folder, { intraOpThreads: 1, interOpThreads: 1, executionProviders: ["cpu"] });
     runner = createModelRunner(model, arch, createSessionEncoder(model.vision!, arch, model.spec.hiddenSize), { prefixCacheBytes: 0 });
     const q = loadHeldOut()[0]!;
-    const ask = (text: string) =>
-      prompts.build(
+    const ask = async (text: string) => {
+      const prompt = await prompts.build(
         [
           {
             role: "user",
@@ -51,6 +51,9 @@ describe("model runner", () => {
         ],
         () => undefined,
       );
+      for (const im of prompt.images) await prompts.preparePixels(im);
+      return prompt;
+    };
     short = await ask("How many shapes are there?");
     long = await ask("Return every shape and its color as JSON, and describe the image in one sentence too.");
     assert.ok(long.ids.length > short.ids.length + 10);

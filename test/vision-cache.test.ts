@@ -15,7 +15,13 @@ const BYTES_PER_FEATURE = 4;
 /** An image as the prompt builder gives it: prepared, or (`cached`) built from the index alone. */
 function image(key: string, prepared = true): PreparedImage {
   const pixels: ImagePixels = { pixel_values: { type: "float32", data: new Float32Array(3), dims: [3] } };
-  return { key, index: 1, bytes: new Uint8Array(), layout: { featureCount: 1, prompt: `<${key}>` }, ...(prepared && { pixels }) };
+  return {
+    key,
+    index: 1,
+    bytes: new Uint8Array(),
+    layout: { featureCount: 1, prompt: `<${key}>`, pixelBytes: 12 },
+    ...(prepared && { pixels }),
+  };
 }
 
 describe("vision cache", () => {
@@ -27,7 +33,7 @@ describe("vision cache", () => {
     const [entry] = store.resolve(first.images, first.evict);
     entry!.features = Float32Array.of(1);
 
-    assert.deepEqual(index.peek("a"), { featureCount: 1, prompt: "<a>" });
+    assert.deepEqual(index.peek("a"), { featureCount: 1, prompt: "<a>", pixelBytes: 12 });
     const again = index.claim([image("a", false)]);
     assert.equal(again.images[0]!.pixels, undefined, "a cached image travels without its pixels");
     assert.equal(store.resolve(again.images, again.evict)[0], entry);

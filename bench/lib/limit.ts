@@ -12,9 +12,9 @@
  */
 import * as ort from "onnxruntime-node";
 import { defaultIntraOpThreads, loadConfig } from "../../src/config.ts";
-import { concatFloat32 } from "../../src/engine/float32.ts";
 import { createSessionEncoder } from "../../src/engine/vision-encoder.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
+import { concatFloat32 } from "../../src/model/float32.ts";
 import { loadModel } from "../../src/model/loaded-model.ts";
 import type { Dtype } from "../../src/model/model-folder.ts";
 import { asFloat32, feedable, float16Tensor, floatTensor, loadOnnxModel } from "../../src/model/onnx-model.ts";
@@ -34,7 +34,7 @@ export interface BatchTiming {
 }
 
 export interface LimitModel {
-  /** The engine's prompts for these items (decode, process, template, tokenize). */
+  /** The engine's prompts for these items (decode, process, template, tokenize), pixels prepared. */
   prepare(items: readonly WorkItem[]): Promise<PreparedPrompt[]>;
   /** One batch, every row to `outputTokens` tokens (the first from the prefill). */
   runBatch(prompts: readonly PreparedPrompt[], outputTokens: number): Promise<BatchTiming>;
@@ -130,8 +130,8 @@ export async function loadLimitModel(
     description: `onnxruntime-node ${ort.env.versions.common}, ${threads} intra-op threads${options.spinning ? " spinning" : ""}, sequential`,
     prepare: (items) =>
       Promise.all(
-        items.map((it) =>
-          prompts.build(
+        items.map(async (it) => {
+          const prompt = await prompts.build(
             [
               {
                 role: "user",
@@ -142,8 +142,10 @@ export async function loadLimitModel(
               },
             ],
             () => undefined,
-          ),
-        ),
+          );
+          for (const im of prompt.images) await prompts.preparePixels(im);
+          return prompt;
+        }),
       ),
 
     async runBatch(batch, outputTokens) {

@@ -97,13 +97,6 @@ export interface EngineDeps {
  */
 const AUTO_VISION_THREAD_BYTES = 32 * 2 ** 20;
 
-/** Bytes of the pixel tensors a prompt's images carry (none for images the worker's cache holds). */
-function pixelBytes(images: readonly PreparedPrompt["images"][number][]): number {
-  let n = 0;
-  for (const im of images) for (const t of Object.values(im.pixels ?? {})) n += t.data.byteLength;
-  return n;
-}
-
 export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const { folder, arch, tokenizer, contextLength } = loadModel(options.modelDir, { decoderDtype: options.decoderDtype });
   const info: ModelInfo = {
@@ -167,8 +160,9 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const handOff = createHandOffWindow(options.imageMemoryBytes);
 
   /**
-   * Hands the prompt to the worker once its pixels fit in the hand-off window (they were let go
-   * if they did not at once, and are prepared again); no await between the cache claim and the post.
+   * Hands the prompt to the worker once its images' pixels fit in the hand-off window, and
+   * prepares them then (the prompt was built from their sizes); no await between the cache
+   * claim and the post.
    */
   async function submit(
     id: string,
@@ -177,11 +171,13 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     request: ResolvedRequest,
     arrivedAt: number,
   ): Promise<void> {
-    const bytes = pixelBytes(prompt.images);
-    if (!handOff.fits(bytes)) for (const im of prompt.images) im.pixels = undefined;
+    const bytes = visionCache.missing(prompt.images).reduce((n, im) => n + im.layout.pixelBytes, 0);
     await Promise.race([handOff.acquire(id, bytes), stream.failed]);
+    // Again until none is missing: an image the cache held when it was counted may have left it.
     for (let missing = visionCache.missing(prompt.images); missing.length > 0; missing = visionCache.missing(prompt.images)) {
+      const started = performance.now();
       await Promise.race([Promise.all(missing.map((im) => prompts.preparePixels(im))), stream.failed]);
+      prompt.imagePreprocessMs += performance.now() - started;
     }
     const { images, evict } = visionCache.claim(prompt.images);
     workers.submit(

@@ -3,8 +3,8 @@
  * SmolVLM image is up to 17 tiles of 3×512×512 float32, 53 MB, while its features are 2.5 MB
  * and its JPEG a few hundred KB: a queue of large images held as pixels would take gigabytes
  * beyond the key/value cache. Requests past the window wait on the main thread with their
- * encoded bytes only (the engine lets go of the pixels it prepared on arrival), and are handed
- * over in arrival order as the worker reports images encoded.
+ * encoded bytes only (pixels are prepared at the hand-off), and are handed over in arrival
+ * order as the worker reports images encoded.
  */
 export interface HandOffWindow {
   /**

@@ -7,10 +7,10 @@
 import * as ort from "onnxruntime-node";
 import { GlanceError } from "../errors.ts";
 import type { Architecture, ImagePixels, TensorData } from "../model/architecture.ts";
+import { concatFloat32 } from "../model/float32.ts";
 import { asFloat32, floatInputs, floatTensor } from "../model/onnx-model.ts";
 import { siblingModule } from "../module-url.ts";
 import { createSideThread } from "../side-thread.ts";
-import { concatFloat32 } from "./float32.ts";
 import type { VisionWorkerData } from "./vision-worker.ts";
 
 export interface ImageToEncode {

@@ -5,7 +5,7 @@
 import { workerData } from "node:worker_threads";
 import { fromFolder } from "../model/loaded-model.ts";
 import type { ModelFolder } from "../model/model-folder.ts";
-import { openSession, type SessionOptions } from "../model/onnx-model.ts";
+import { openVisionSession, type SessionOptions } from "../model/onnx-model.ts";
 import { serveSideThread } from "../side-thread.ts";
 import { createSessionEncoder, type ImageToEncode } from "./vision-encoder.ts";
 
@@ -17,7 +17,7 @@ export interface VisionWorkerData {
 }
 
 const data = workerData as VisionWorkerData;
-const session = await openSession(data.folder.onnx.visionEncoder, data.session);
+const session = await openVisionSession(data.folder, data.session);
 const encoder = createSessionEncoder(session, fromFolder(data.folder).arch, data.hidden);
 
 serveSideThread(async (images: ImageToEncode[]) => {

@@ -89,6 +89,8 @@ export interface GlmImageProcessor {
   readonly mergeSize: number;
   readonly temporalPatchSize: number;
   process(image: DecodedImage): Promise<PatchedImage>;
+  /** The patch grid `process` makes of an image of this size. */
+  plan(width: number, height: number): PatchedImage["grid"];
 }
 
 export function createGlmImageProcessor(config: GlmPreprocessorConfig, options: { temporalInBounds: boolean }): GlmImageProcessor {
@@ -111,14 +113,17 @@ export function createGlmImageProcessor(config: GlmPreprocessorConfig, options: 
   const bounds = { factor, minPixels, maxPixels, temporal: options.temporalInBounds ? temporalPatch : 1 };
   const rowLength = CHANNELS * temporalPatch * patch * patch;
 
-  async function resize(image: DecodedImage): Promise<DecodedImage> {
-    if (!doResize) {
-      if (image.width % factor !== 0 || image.height % factor !== 0) {
-        throw invalidArgument(`image is ${image.width}×${image.height}; this model takes sides that are multiples of ${factor}`);
-      }
-      return image;
+  /** The size an image is resized to. */
+  function target(width: number, height: number): { width: number; height: number } {
+    if (doResize) return smartResize(height, width, bounds);
+    if (width % factor !== 0 || height % factor !== 0) {
+      throw invalidArgument(`image is ${width}×${height}; this model takes sides that are multiples of ${factor}`);
     }
-    const { width, height } = smartResize(image.height, image.width, bounds);
+    return { width, height };
+  }
+
+  async function resize(image: DecodedImage): Promise<DecodedImage> {
+    const { width, height } = target(image.width, image.height);
     if (width === image.width && height === image.height) return image;
     // PIL's bicubic, as Hugging Face resizes; libvips' cubic reduce is the same kernel family
     // (Catmull-Rom, widened when shrinking), not bit-identical.
@@ -133,6 +138,10 @@ export function createGlmImageProcessor(config: GlmPreprocessorConfig, options: 
     patchSize: patch,
     mergeSize: merge,
     temporalPatchSize: temporalPatch,
+    plan(width, height) {
+      const size = target(width, height);
+      return { t: 1, h: size.height / patch, w: size.width / patch };
+    },
     async process(decoded) {
       const image = await resize(decoded);
       const gh = image.height / patch;

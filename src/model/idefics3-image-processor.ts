@@ -39,8 +39,13 @@ export interface ProcessedImage {
   size: number;
 }
 
+/** What processing an image of a given size gives, without its pixels: ProcessedImage less pixelValues. */
+export type TilePlan = Omit<ProcessedImage, "pixelValues">;
+
 export interface Idefics3ImageProcessor {
   process(image: DecodedImage): Promise<ProcessedImage>;
+  /** The tiles `process` makes of an image of this size. */
+  plan(width: number, height: number): TilePlan;
   /** The text that one `<image>` placeholder of the prompt becomes for an image of rows × cols tiles. */
   imagePrompt(rows: number, cols: number): string;
   /** Image tokens per tile, which the vision encoder's output has per tile too. */
@@ -296,14 +301,20 @@ export function createIdefics3ImageProcessor(
         }
       }
       const planes = toPlanes(scaled, table);
-
-      if (splitting) {
-        const size = tileGridSize(planes.width, planes.height, tile);
-        const grid = resized(planes, size.width, size.height);
-        if (grid.width > tile || grid.height > tile) return splitIntoTiles(grid, tile);
-        return { pixelValues: grid.data, tiles: 1, rows: 0, cols: 0, size: tile };
-      }
+      const grid = splitting ? tileGridSize(planes.width, planes.height, tile) : undefined;
+      if (grid && (grid.width > tile || grid.height > tile)) return splitIntoTiles(resized(planes, grid.width, grid.height), tile);
       return { pixelValues: resized(planes, tile, tile).data, tiles: 1, rows: 0, cols: 0, size: tile };
+    },
+
+    plan(width, height) {
+      const [w, h] = doResize ? longestEdgeSize(width, height, longestEdge!) : [width, height];
+      const grid = splitting ? tileGridSize(w, h, tile) : undefined;
+      if (grid && (grid.width > tile || grid.height > tile)) {
+        const rows = grid.height / tile;
+        const cols = grid.width / tile;
+        return { tiles: rows * cols + 1, rows, cols, size: tile };
+      }
+      return { tiles: 1, rows: 0, cols: 0, size: tile };
     },
 
     imagePrompt(rows, cols) {

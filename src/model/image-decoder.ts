@@ -57,7 +57,26 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Pr
       // Read the header below, for a message that names the problem.
     }
   }
+  const header = await readHeader(bytes, options);
+  try {
+    return await decodePixels(bytes, options);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw invalidArgument(`image could not be decoded (damaged or truncated ${header.format.toUpperCase()} file?): ${reason}`);
+  }
+}
 
+/**
+ * The width and height decodeImage would give (EXIF orientation applied), from the header
+ * alone, with its checks of format and size: what an image's layout needs before its pixels.
+ */
+export async function readImageSize(bytes: Uint8Array, options: DecodeOptions): Promise<{ width: number; height: number }> {
+  if (bytes.length === 0) throw invalidArgument("image is empty (0 bytes)");
+  const { width, height } = await readHeader(bytes, options);
+  return { width, height };
+}
+
+async function readHeader(bytes: Uint8Array, options: DecodeOptions): Promise<{ width: number; height: number; format: string }> {
   let header: Metadata;
   try {
     // Reading the header decodes no pixels, so it runs without a limit and the check below can
@@ -69,20 +88,12 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Pr
   if (header.format === undefined || !ACCEPTED_FORMATS.has(header.format)) {
     throw invalidArgument(`image is in ${header.format ?? "an unknown"} format; send PNG, JPEG, WebP or GIF`);
   }
-
   const { width, height } = header.autoOrient;
   const pixels = width * height;
   if (pixels > options.maxPixels) {
     throw invalidArgument(`image is ${width}×${height} = ${pixels} pixels, over the limit of ${options.maxPixels}`);
   }
-
-  try {
-    return await decodePixels(bytes, options);
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    const format = header.format.toUpperCase();
-    throw invalidArgument(`image could not be decoded (damaged or truncated ${format} file?): ${reason}`);
-  }
+  return { width, height, format: header.format };
 }
 
 async function decodePixels(bytes: Uint8Array, options: DecodeOptions): Promise<DecodedImage> {

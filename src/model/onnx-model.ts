@@ -136,9 +136,14 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
   };
 }
 
-/** A session with the engine's options; every session of a model is opened by this. */
-export function openSession(file: string, options: SessionOptions): Promise<ort.InferenceSession> {
+/**
+ * A session with the engine's options; every session of a model is opened by this. `arena`
+ * off: onnxruntime allocates each run's buffers and frees them after, instead of keeping the
+ * peak of the largest run for the process's life.
+ */
+function openSession(file: string, options: SessionOptions, { arena = true } = {}): Promise<ort.InferenceSession> {
   return ort.InferenceSession.create(file, {
+    enableCpuMemArena: arena,
     intraOpNumThreads: options.intraOpThreads,
     interOpNumThreads: options.interOpThreads,
     executionMode: options.interOpThreads > 1 ? "parallel" : "sequential",
@@ -153,11 +158,20 @@ export function openSession(file: string, options: SessionOptions): Promise<ort.
   });
 }
 
+/**
+ * The vision encoder's session. Without its arena: a vision run is seconds long at real size,
+ * so allocating per run costs nothing measurable (SmolVLM-256M size, nine tiles in runs of
+ * three: 23.4 s against 23.3 s), and the session holds 0.6 GB between runs instead of 1.4 GB.
+ */
+export function openVisionSession(folder: ModelFolder, options: SessionOptions): Promise<ort.InferenceSession> {
+  return openSession(folder.onnx.visionEncoder, options, { arena: false });
+}
+
 /** The model's sessions; `vision: false` leaves the vision encoder to a thread of its own. */
 export async function loadOnnxModel(folder: ModelFolder, options: SessionOptions, { vision = true } = {}): Promise<OnnxModel> {
   const open = (file: string) => openSession(file, options);
   const [visionSession, embed, decoder] = await Promise.all([
-    vision ? open(folder.onnx.visionEncoder) : undefined,
+    vision ? openVisionSession(folder, options) : undefined,
     open(folder.onnx.embedTokens),
     open(folder.onnx.decoder),
   ]);

@@ -2,14 +2,17 @@
  * Turns a request's conversation (text and image bytes) into what the worker runs: the
  * prompt's token ids and positions, and each image's tensors. It runs on the main thread:
  * image decoding happens in sharp's own threads and the rest is light, so the worker only
- * runs models. An image whose features the worker already holds is not decoded at all: its
- * layout (image tokens and prompt text) comes from `cached`.
+ * runs models. The prompt needs only each image's layout, which its size gives (the header
+ * alone is read); its pixels, up to 53 MB for a large SmolVLM image against a JPEG of a few
+ * hundred KB, are prepared at the hand-off to the worker (`preparePixels`), so that a queue
+ * of large images waits as their encoded bytes. An image whose features the worker already
+ * holds is not read at all: its layout comes from `cached`.
  */
 import { createHash } from "node:crypto";
 import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
 import type { Architecture, ImageLayout, ImagePixels, PositionPlan } from "./architecture.ts";
 import type { ChatMessage, ChatRole, ChatTemplate, TemplateOptions } from "./chat-template.ts";
-import { decodeImage } from "./image-decoder.ts";
+import { decodeImage, readImageSize } from "./image-decoder.ts";
 import type { PromptEncoder } from "./prompt-encoder.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
 
@@ -32,7 +35,7 @@ export interface PreparedImage {
   index: number;
   bytes: Uint8Array;
   layout: ImageLayout;
-  /** Absent while the worker's cache holds the image's features. */
+  /** Absent until `preparePixels`, and while the worker's cache holds the image's features. */
   pixels?: ImagePixels;
 }
 
@@ -50,8 +53,8 @@ export interface PromptBuilder {
     cached: (key: string) => ImageLayout | undefined,
     options?: TemplateOptions,
   ): Promise<PreparedPrompt>;
-  /** Decodes and prepares an image built from the cache whose features left it before the hand-off. */
-  preparePixels(image: PreparedImage): Promise<void>;
+  /** Decodes the image and prepares its pixels for the encoder, in the layout it was given; returns the ms it took. */
+  preparePixels(image: PreparedImage): Promise<number>;
 }
 
 export function createPromptBuilder(
@@ -62,14 +65,16 @@ export function createPromptBuilder(
   /** Tokenises the prompt; by default in place (the engine's tokenises long prompts on a thread). */
   encoder: Pick<PromptEncoder, "encode"> = { encode: async (text) => Int32Array.from(tokenizer.encode(text)) },
 ): PromptBuilder {
-  async function prepare(bytes: Uint8Array, index: number): Promise<{ pixels: ImagePixels; layout: ImageLayout }> {
+  /** Errors about an image name it by its place in the request. */
+  async function about<T>(index: number, work: () => Promise<T>): Promise<T> {
     try {
-      return await arch.prepareImage(await decodeImage(bytes, { maxPixels: limits.maxImagePixels }));
+      return await work();
     } catch (e) {
       if (e instanceof GlanceError) throw new GlanceError(e.code, `image ${index}: ${e.message}`, { cause: e });
       throw e;
     }
   }
+  const decodeOptions = { maxPixels: limits.maxImagePixels };
 
   const controls = controlTokenPattern(tokenizer.controlTokens);
   /** Beyond this many bytes, text cannot fit in the context, however it tokenises. */
@@ -117,7 +122,8 @@ export function createPromptBuilder(
           const key = createHash("sha256").update(bytes).digest("hex");
           const layout = cached(key);
           if (layout) return { key, index: i + 1, bytes, layout };
-          return { key, index: i + 1, bytes, ...(await prepare(bytes, i + 1)) };
+          const size = await about(i + 1, () => readImageSize(bytes, decodeOptions));
+          return { key, index: i + 1, bytes, layout: await about(i + 1, async () => arch.imageLayout(size.width, size.height)) };
         }),
       );
       const imagePreprocessMs = performance.now() - started;
@@ -155,7 +161,16 @@ export function createPromptBuilder(
     },
 
     async preparePixels(image) {
-      image.pixels = (await prepare(image.bytes, image.index)).pixels;
+      const started = performance.now();
+      const { pixels, layout } = await about(image.index, async () => arch.prepareImage(await decodeImage(image.bytes, decodeOptions)));
+      if (layout.featureCount !== image.layout.featureCount || layout.prompt !== image.layout.prompt) {
+        throw new GlanceError(
+          "internal",
+          `image ${image.index}: its pixels make ${layout.featureCount} image tokens, its size ${image.layout.featureCount}`,
+        );
+      }
+      image.pixels = pixels;
+      return performance.now() - started;
     },
   };
 }

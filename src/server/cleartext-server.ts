@@ -163,9 +163,9 @@ const GOAWAY_ACK_MS = 1000;
  * The first half of HTTP/2's graceful shutdown (RFC 9113, 6.8; grpc-go and grpc-js's connection
  * age do the same): a GOAWAY whose last stream id is the largest there is, so that clients open
  * no new stream here but no stream already on its way is refused; then a ping, whose reply
- * means the client has read the GOAWAY. The close that follows sends the real last stream id.
- * Without it, a call a client sent as the close came was refused (REFUSED_STREAM), which some
- * clients report as INTERNAL.
+ * means the client has read the GOAWAY. The close that follows, once the calls in flight have
+ * finished (glance-server.ts), sends the real last stream id. Without it, a call a client sent
+ * as the close came was refused (REFUSED_STREAM), which some clients report as INTERNAL.
  */
 export async function announceGoaway(sessions: Iterable<http2.Http2Session>): Promise<void> {
   await Promise.all(

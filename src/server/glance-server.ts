@@ -92,12 +92,18 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       log.info({ graceMs: config.drainGraceMs }, "draining");
       // Readiness turns NOT_SERVING, and the ports stop taking connections and send GOAWAY at
       // once, so that clients and proxies open their next calls elsewhere (nginx retries on a
-      // refused connection, never on a gRPC status); the calls in flight finish.
-      const drained = lifecycle.drain(config.drainGraceMs);
-      await Promise.all([grpc.announceDrain(), http.announceDrain()]);
-      const closed = Promise.all([grpc.close(config.drainGraceMs), http.close(config.drainGraceMs)]);
-      const { unfinished } = await drained;
+      // refused connection, never on a gRPC status); the calls in flight finish. The sessions
+      // close (the GOAWAY that refuses streams) only then: a call a client sent before it read
+      // the first GOAWAY gets the gate's UNAVAILABLE, not REFUSED_STREAM, which connect-es
+      // reports as INTERNAL. Waiting for the reply to a ping after the first GOAWAY was not
+      // enough: clean-clone runs of test/drain.test.ts saw a call sent just after it refused.
+      const { unfinished } = await Promise.all([
+        lifecycle.drain(config.drainGraceMs),
+        grpc.announceDrain(),
+        http.announceDrain(),
+      ]).then(([drained]) => drained);
       if (unfinished > 0) log.warn({ unfinished }, "grace period over; closing streams still running");
+      const closed = Promise.all([grpc.close(config.drainGraceMs), http.close(config.drainGraceMs)]);
       // The last answers still have to reach their clients; then what is left (health watches,
       // idle connections) is closed, not held open for the rest of the grace.
       let timer: NodeJS.Timeout | undefined;
