@@ -17,7 +17,7 @@
  *   --server-flag F=V     any other `glance serve` flag (repeatable)
  *   --out DIR             results folder (default bench-results)
  */
-import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { createSender } from "./lib/client.ts";
@@ -130,5 +130,6 @@ const lines = [
 ];
 console.log(lines.join("\n"));
 const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+mkdirSync(path.resolve(values.out), { recursive: true });
 writeFileSync(path.join(path.resolve(values.out), `burst-${stamp}.json`), `${JSON.stringify(result, null, 2)}\n`);
 writeFileSync(path.join(path.resolve(values.out), `burst-${stamp}.md`), `${lines.join("\n")}\n`);

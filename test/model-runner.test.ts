@@ -10,6 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { createModelRunner, type ModelRunner, type PrefillInput } from "../src/engine/model-runner.ts";
 import { createSessionEncoder } from "../src/engine/vision-encoder.ts";
+import type { Architecture } from "../src/model/architecture.ts";
 import { createChatTemplate } from "../src/model/chat-template.ts";
 import { loadModel } from "../src/model/loaded-model.ts";
 import { loadOnnxModel, type OnnxModel } from "../src/model/onnx-model.ts";
@@ -24,12 +25,15 @@ function maxDifference(a: Float32Array, b: Float32Array): number {
 
 describe("model runner", () => {
   let model: OnnxModel;
+  let arch: Architecture;
   let runner: ModelRunner;
   let short: PreparedPrompt;
   let long: PreparedPrompt;
 
   before(async () => {
-    const { folder, tokenizer, arch } = loadModel(TINY_MODEL_DIR, { decoderDtype: "fp32" });
+    const loaded = loadModel(TINY_MODEL_DIR, { decoderDtype: "fp32" });
+    const { folder, tokenizer } = loaded;
+    arch = loaded.arch;
     const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
       maxImages: 4,
       maxImagePixels: 1 << 24,
@@ -116,5 +120,50 @@ describe("model runner", () => {
     await assert.rejects(runner.decode(new Map()), /no token for sequence solo/);
     runner.release(["solo"]);
     assert.equal(runner.cacheBytes, 0);
+  });
+
+  it("cuts prefill runs to their logits budget (batches and chunks) with the logits of one run", async () => {
+    const whole = await runner.prefill([await input("short", short), await input("long", long)]);
+    const wholeStep = await runner.decode(
+      new Map([
+        ["short", 7],
+        ["long", 9],
+      ]),
+    );
+    runner.reset();
+    // Room for fewer positions than the long prompt has: it goes in chunks, the short one alone.
+    const positions = long.ids.length - 5;
+    // The positions of each decoder run, padding included.
+    const fed: number[] = [];
+    const decoder = new Proxy(model.decoder, {
+      get(target, key) {
+        if (key === "run") {
+          return (feeds: Record<string, { dims: readonly number[] }>) => {
+            const [rows = 0, width = 0] = feeds["inputs_embeds"]!.dims;
+            fed.push(rows * width);
+            return target.run(feeds as never);
+          };
+        }
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const capped = createModelRunner({ ...model, decoder }, arch, createSessionEncoder(model.vision!, arch, model.spec.hiddenSize), {
+      prefixCacheBytes: 0,
+      logitsRunBytes: positions * model.spec.vocabSize * 4,
+    });
+    const cut = await capped.prefill([await input("short", short), await input("long", long)]);
+    assert.deepEqual(fed, [positions, 5, short.ids.length], "the long prompt in two chunks on its own row, then the short one");
+    const cutStep = await capped.decode(
+      new Map([
+        ["short", 7],
+        ["long", 9],
+      ]),
+    );
+    for (const id of ["short", "long"]) {
+      assert.ok(maxDifference(whole.get(id)!, cut.get(id)!) < 1e-3, `${id}: prefill logits differ`);
+      assert.ok(maxDifference(wholeStep.get(id)!, cutStep.get(id)!) < 1e-3, `${id}: decode logits differ`);
+    }
+    capped.reset();
   });
 });
