@@ -46,16 +46,19 @@ export interface LimitModel {
   release(): Promise<void>;
 }
 
-/** Each row's last-position argmax, never one of `skip` (end-of-sequence ids, for fixed lengths). */
-function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab: number, skip: ReadonlySet<number>): Int32Array {
+/**
+ * Each row's last-position argmax, never one of `skip` (end-of-sequence ids, for fixed lengths):
+ * those are set to -Infinity in `logits` (the run's own output) first, so the scan is bare.
+ */
+function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab: number, skip: readonly number[]): Int32Array {
   const out = new Int32Array(rows);
   for (let r = 0; r < rows; r++) {
     const base = ((r + 1) * positions - 1) * vocab;
+    for (const id of skip) logits[base + id] = Number.NEGATIVE_INFINITY;
     let best = 0;
-    let bestValue = -Infinity;
+    let bestValue = Number.NEGATIVE_INFINITY;
     for (let i = 0; i < vocab; i++) {
       const v = logits[base + i]!;
-      if (skip.has(i)) continue;
       if (v > bestValue) {
         bestValue = v;
         best = i;
@@ -75,7 +78,7 @@ export async function loadLimitModel(
   options: { decoderDtype: Dtype; threads: number; spinning: boolean; fixedLength: boolean },
 ): Promise<LimitModel> {
   const { folder, tokenizer, arch, contextLength, eosTokenIds } = loadModel(modelDir, { decoderDtype: options.decoderDtype });
-  const skip = new Set(options.fixedLength ? eosTokenIds : []);
+  const skip = options.fixedLength ? eosTokenIds : [];
   const defaults = loadConfig([], {}).engine;
   const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
     maxImages: defaults.maxImages,
