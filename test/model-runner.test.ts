@@ -74,6 +74,51 @@ describe("model runner", () => {
     imageKeys: p.images.map((im) => im.key),
   });
 
+  /** A runner whose decoder runs are recorded: [rows, width] of each. */
+  function recording(options: { logitsRunBytes?: number } = {}) {
+    const fed: [number, number][] = [];
+    const decoder = new Proxy(model.decoder, {
+      get(target, key) {
+        if (key === "run") {
+          return (feeds: Record<string, { dims: readonly number[] }>) => {
+            const [rows = 0, width = 0] = feeds["inputs_embeds"]!.dims;
+            fed.push([rows, width]);
+            return target.run(feeds as never);
+          };
+        }
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const encoder = createSessionEncoder(model.vision!, arch, model.spec.hiddenSize);
+    return { runner: createModelRunner({ ...model, decoder }, arch, encoder, { prefixCacheBytes: 0, ...options }), fed };
+  }
+
+  it("joins a prompt once when its last chunk runs with the next prompt's first", async () => {
+    const { runner: chunked, fed } = recording();
+    await chunked.prefill([await input("a", short)]);
+    await chunked.decode(new Map([["a", 7]]));
+    const b = await input("b", long);
+    const c = await input("c", long);
+    await chunked.prefill([{ ...b, end: 10 }]);
+    await chunked.decode(new Map([["a", 7]]));
+    fed.length = 0;
+    const done = await chunked.prefill([b, { ...c, end: 10 }]);
+    assert.deepEqual([...done.keys()], ["b"]);
+    await chunked.decode(
+      new Map([
+        ["a", 7],
+        ["b", 7],
+      ]),
+    );
+    assert.deepEqual(fed, [
+      [1, long.ids.length - 10],
+      [1, 10],
+      [2, 1],
+    ]);
+    chunked.reset();
+  });
+
   it("gives a left-padded prompt the logits it gets alone, in prefill and in the next decode step", async () => {
     const alone = await runner.prefill([await input("alone", short)]);
     const [stepAlone] = (await runner.decode(new Map([["alone", 7]]))).values();
@@ -133,27 +178,13 @@ describe("model runner", () => {
     runner.reset();
     // Room for fewer positions than the long prompt has: it goes in chunks, the short one alone.
     const positions = long.ids.length - 5;
-    // The positions of each decoder run, padding included.
-    const fed: number[] = [];
-    const decoder = new Proxy(model.decoder, {
-      get(target, key) {
-        if (key === "run") {
-          return (feeds: Record<string, { dims: readonly number[] }>) => {
-            const [rows = 0, width = 0] = feeds["inputs_embeds"]!.dims;
-            fed.push(rows * width);
-            return target.run(feeds as never);
-          };
-        }
-        const value = Reflect.get(target, key, target);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    });
-    const capped = createModelRunner({ ...model, decoder }, arch, createSessionEncoder(model.vision!, arch, model.spec.hiddenSize), {
-      prefixCacheBytes: 0,
-      logitsRunBytes: positions * model.spec.vocabSize * 4,
-    });
+    const { runner: capped, fed } = recording({ logitsRunBytes: positions * model.spec.vocabSize * 4 });
     const cut = await capped.prefill([await input("short", short), await input("long", long)]);
-    assert.deepEqual(fed, [positions, 5, short.ids.length], "the long prompt in two chunks on its own row, then the short one");
+    assert.deepEqual(
+      fed.map(([rows, width]) => rows * width),
+      [positions, 5, short.ids.length],
+      "the long prompt in two chunks on its own row, then the short one",
+    );
     const cutStep = await capped.decode(
       new Map([
         ["short", 7],

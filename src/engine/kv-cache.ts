@@ -47,6 +47,9 @@ interface State {
   length: number;
 }
 
+/** Positions per row a rebuild buffer is grown by beyond what the rebuild needs. */
+const GROWTH_POSITIONS = 32;
+
 export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
   const names: string[] = [];
   for (let i = 0; i < spec.layers; i++) names.push(`${i}.key`, `${i}.value`);
@@ -66,7 +69,9 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
   /**
    * Two sets of buffers that rebuilds alternate between, grown as needed: a rebuild's sources
    * (the decoder's outputs, or the previous rebuild) are never the buffers it writes. They go
-   * with the cache when the batch empties.
+   * with the cache when the batch empties. A batch's rectangle grows by a position a step, so a
+   * buffer that has to grow gets room for GROWTH_POSITIONS more per row: allocated at the exact
+   * size, one was allocated again at nearly every rebuild.
    */
   const spare: KvArray[][] = [[], []];
   let turn = 0;
@@ -77,7 +82,7 @@ export function createBatchCache(spec: DecoderSpec, rows: number): BatchCache {
     turn = 1 - turn;
     const size = sources.length * block * length;
     const tensors = names.map((_, t) => {
-      if ((buffers[t]?.length ?? 0) < size) buffers[t] = alloc(size);
+      if ((buffers[t]?.length ?? 0) < size) buffers[t] = alloc(sources.length * block * (length + GROWTH_POSITIONS));
       const out = buffers[t]!.subarray(0, size);
       sources.forEach(({ from, row }, r) => {
         const src = from.tensors[t]!.data as KvArray;

@@ -278,11 +278,14 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
         }
       };
       // Prompts on a row of their own: those with a stored prefix, those run in chunks, and
-      // those longer than one run.
-      const alone = (x: PrefillInput) =>
-        x.prefix !== undefined || partial.has(x.id) || (x.end ?? x.ids.length) < x.ids.length || x.ids.length > runPositions;
-      for (const x of all) {
-        if (!alone(x)) continue;
+      // those longer than one run. Decided before any runs: a prompt's last chunk takes it out
+      // of `partial`, and it must not then be prefilled again with the others.
+      const alone = new Set(
+        all.filter(
+          (x) => x.prefix !== undefined || partial.has(x.id) || (x.end ?? x.ids.length) < x.ids.length || x.ids.length > runPositions,
+        ),
+      );
+      for (const x of alone) {
         const row = ownRow(x);
         const end = x.end ?? x.ids.length;
         if (end <= row.done || end > x.ids.length) {
@@ -303,7 +306,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
       }
       // The others left-padded together, in batches of at most runPositions positions.
       const batches: PrefillInput[][] = [];
-      for (const x of all.filter((x) => !alone(x))) {
+      for (const x of all.filter((x) => !alone.has(x))) {
         const last = batches.at(-1);
         const width = Math.max(x.ids.length, ...(last ?? []).map((y) => y.ids.length));
         if (last && width * (last.length + 1) <= runPositions) last.push(x);
