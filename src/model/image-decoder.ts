@@ -5,6 +5,7 @@
  * say exactly why (over the limit, a format not accepted, a damaged file).
  */
 
+import { imageSize } from "image-size";
 import type { Metadata } from "sharp";
 import sharp from "sharp";
 import { invalidArgument } from "../errors.ts";
@@ -72,8 +73,37 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions): Pr
  */
 export async function readImageSize(bytes: Uint8Array, options: DecodeOptions): Promise<{ width: number; height: number }> {
   if (bytes.length === 0) throw invalidArgument("image is empty (0 bytes)");
-  const { width, height } = await readHeader(bytes, options);
-  return { width, height };
+  const read = hasAcceptedSignature(bytes) ? sizeFromHeaderBytes(bytes) : undefined;
+  if (!read) {
+    const { width, height } = await readHeader(bytes, options);
+    return { width, height };
+  }
+  checkPixels(read.width, read.height, options);
+  return read;
+}
+
+/**
+ * The size from the header's bytes, on this thread: sharp's metadata is a round trip through
+ * libuv's pool, which at 16 clients on models/tiny added 7 ms to each request's image
+ * preprocessing. image-size reads PNG, JPEG (with its EXIF orientation), GIF and WebP headers;
+ * what it cannot read goes to sharp, whose decoding the layout is checked against later.
+ */
+function sizeFromHeaderBytes(bytes: Uint8Array): { width: number; height: number } | undefined {
+  try {
+    const size = imageSize(bytes);
+    if (!["png", "jpg", "gif", "webp"].includes(size.type ?? "") || !(size.width > 0 && size.height > 0)) return undefined;
+    // EXIF orientations 5 to 8 turn the image a quarter.
+    return (size.orientation ?? 1) >= 5 ? { width: size.height, height: size.width } : { width: size.width, height: size.height };
+  } catch {
+    return undefined;
+  }
+}
+
+function checkPixels(width: number, height: number, options: DecodeOptions): void {
+  const pixels = width * height;
+  if (pixels > options.maxPixels) {
+    throw invalidArgument(`image is ${width}×${height} = ${pixels} pixels, over the limit of ${options.maxPixels}`);
+  }
 }
 
 async function readHeader(bytes: Uint8Array, options: DecodeOptions): Promise<{ width: number; height: number; format: string }> {
@@ -89,10 +119,7 @@ async function readHeader(bytes: Uint8Array, options: DecodeOptions): Promise<{ 
     throw invalidArgument(`image is in ${header.format ?? "an unknown"} format; send PNG, JPEG, WebP or GIF`);
   }
   const { width, height } = header.autoOrient;
-  const pixels = width * height;
-  if (pixels > options.maxPixels) {
-    throw invalidArgument(`image is ${width}×${height} = ${pixels} pixels, over the limit of ${options.maxPixels}`);
-  }
+  checkPixels(width, height, options);
   return { width, height, format: header.format };
 }
 
