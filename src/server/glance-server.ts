@@ -97,11 +97,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       // the first GOAWAY gets the gate's UNAVAILABLE, not REFUSED_STREAM, which connect-es
       // reports as INTERNAL. Waiting for the reply to a ping after the first GOAWAY was not
       // enough: clean-clone runs of test/drain.test.ts saw a call sent just after it refused.
-      const { unfinished } = await Promise.all([
-        lifecycle.drain(config.drainGraceMs),
-        grpc.announceDrain(),
-        http.announceDrain(),
-      ]).then(([drained]) => drained);
+      const [{ unfinished }] = await Promise.all([lifecycle.drain(config.drainGraceMs), grpc.announceDrain(), http.announceDrain()]);
       if (unfinished > 0) log.warn({ unfinished }, "grace period over; closing streams still running");
       const closed = Promise.all([grpc.close(config.drainGraceMs), http.close(config.drainGraceMs)]);
       // The last answers still have to reach their clients; then what is left (health watches,
