@@ -37,8 +37,8 @@ const SETTINGS = {
   "max-queue": { default: "64", help: "requests waiting beyond the batch; more get RESOURCE_EXHAUSTED / 429" },
   "max-prefill-tokens": { default: "4096", help: "prompt positions prefilled in one step" },
   "prefill-chunk-tokens": {
-    default: "0",
-    help: "while a batch decodes, the most prompt positions prefilled per step (chunked prefill: about a step's time of them; 0 = whole prompts)",
+    default: "auto",
+    help: "while a batch decodes, the most prompt positions prefilled per step (chunked prefill: about a step's time of them; 0 = whole prompts; auto: 256 for a decoder graph of 32 MB or more, else 0)",
   },
   "waiting-served-ratio": {
     default: "0",
@@ -245,7 +245,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       scheduler: {
         maxBatchSize: int("max-batch-size", 1),
         maxPrefillTokens: int("max-prefill-tokens", 1),
-        prefillChunkTokens: int("prefill-chunk-tokens"),
+        ...(get("prefill-chunk-tokens") !== "auto" && { prefillChunkTokens: int("prefill-chunk-tokens") }),
         waitingServedRatio: num("waiting-served-ratio"),
         maxWaitingSteps: int("max-waiting-steps"),
         kvCacheBytes: int("kv-cache-mb") * 1024 * 1024,

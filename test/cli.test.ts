@@ -52,6 +52,9 @@ describe("configuration", () => {
     assert.equal(loadConfig(["--max-batch-size", "4"], { GLANCE_MAX_BATCH_SIZE: "8" }).engine.scheduler.maxBatchSize, 4);
     assert.equal(loadConfig(["--max-message-mb", "2"], {}).grpc.maxReceiveMessageBytes, 2 * 1024 * 1024);
     assert.ok(loadConfig([], {}).engine.session.intraOpThreads >= 1, "0 threads means all cores but one, at least one");
+    // auto leaves chunked prefill to the engine, which turns it on for a large decoder.
+    assert.equal(loadConfig([], {}).engine.scheduler.prefillChunkTokens, undefined);
+    assert.equal(loadConfig(["--prefill-chunk-tokens", "0"], {}).engine.scheduler.prefillChunkTokens, 0);
   });
 
   it("refuses a bad value or an unknown flag, naming it", () => {
@@ -62,5 +65,6 @@ describe("configuration", () => {
     assert.throws(() => loadConfig([], { GLANCE_MAX_RESTARTS: "many" }), /--max-restarts .* got many/);
     assert.throws(() => loadConfig(["--decoder-dtype", "bf16"], {}), /unknown or unsupported variant bf16/);
     assert.throws(() => loadConfig(["--no-such-flag", "1"], {}), /no-such-flag/);
+    assert.throws(() => loadConfig(["--prefill-chunk-tokens", "some"], {}), /--prefill-chunk-tokens .* got some/);
   });
 });

@@ -45,7 +45,8 @@ export interface EngineOptions {
   modelDir: string;
   decoderDtype: Dtype;
   session: SessionOptions;
-  scheduler: SchedulerOptions;
+  /** prefillChunkTokens unset: AUTO_CHUNK_TOKENS for a decoder graph of LARGE_GRAPH_BYTES or more, else whole prompts. */
+  scheduler: Omit<SchedulerOptions, "prefillChunkTokens"> & { prefillChunkTokens?: number };
   /** Requests waiting beyond the running batch; more are refused with resource_exhausted. */
   maxQueue: number;
   maxImages: number;
@@ -63,7 +64,7 @@ export interface EngineOptions {
   prefixCacheBytes?: number;
   /**
    * The vision encoder on a thread of its own, so decoding goes on while images are encoded;
-   * unset: when its graph is at least AUTO_VISION_THREAD_BYTES.
+   * unset: when its graph is at least LARGE_GRAPH_BYTES.
    */
   visionThread?: boolean;
   /** Answers kept for repeated greedy or seeded requests; undefined: none. */
@@ -86,17 +87,27 @@ export interface EngineDeps {
 }
 
 /**
+ * A graph this large runs for longer than the hand-offs around it cost, and its runs stall the
+ * streams. An encoder (SmolVLM-256M's, 374 MB: 2.3 s a tile on a core) gets a thread of its
+ * own; a small one (the tiny models', 5 MB: 3.5 ms) runs faster on the engine's thread than the
+ * hand-offs to another cost (npm run bench on models/tiny: 368 against 310 tok/s at
+ * concurrency 1). A decoder (SmolVLM-256M's, 539 MB) gets chunked prefill: at 16 clients its
+ * ITL p99/p50 went from 5.6x to 2.4x, at 45 tok/s against 44 (npm run bench at real size); the
+ * tiny ones' (7 MB) prefill runs take a few milliseconds.
+ */
+const LARGE_GRAPH_BYTES = 32 * 2 ** 20;
+/** The chunk bound when chunked prefill is on by size; chunks adapt below it to about a decode step's time. */
+const AUTO_CHUNK_TOKENS = 256;
+
+/** Bytes of an ONNX graph, its external data (FILE.onnx_data) included. */
+function graphBytes(file: string): number {
+  return statSync(file).size + (statSync(`${file}_data`, { throwIfNoEntry: false })?.size ?? 0);
+}
+
+/**
  * Reads the model folder and starts the worker; `info` is there at once, generation waits for
  * `ready` (calls before it get unavailable).
  */
-/**
- * An encoder this large runs longer than a decode step (SmolVLM-256M's, 374 MB: 2.3 s a tile on
- * a core), so it gets a thread of its own; a small one (the tiny models', 5 MB: 3.5 ms) runs
- * faster on the engine's thread than the hand-offs to another cost (npm run bench on models/tiny:
- * 368 against 310 tok/s at concurrency 1).
- */
-const AUTO_VISION_THREAD_BYTES = 32 * 2 ** 20;
-
 export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const { folder, arch, tokenizer, contextLength } = loadModel(options.modelDir, { decoderDtype: options.decoderDtype });
   const info: ModelInfo = {
@@ -144,10 +155,14 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     workerData: {
       folder,
       session: options.session,
-      scheduler: options.scheduler,
+      scheduler: {
+        ...options.scheduler,
+        prefillChunkTokens:
+          options.scheduler.prefillChunkTokens ?? (graphBytes(folder.onnx.decoder) >= LARGE_GRAPH_BYTES ? AUTO_CHUNK_TOKENS : 0),
+      },
       prefixCacheBytes: options.prefixCacheBytes ?? 0,
       faultInjection: deps.faultInjection ?? false,
-      visionThread: options.visionThread ?? statSync(folder.onnx.visionEncoder).size >= AUTO_VISION_THREAD_BYTES,
+      visionThread: options.visionThread ?? graphBytes(folder.onnx.visionEncoder) >= LARGE_GRAPH_BYTES,
     },
     maxRestarts: options.maxRestarts,
     restartWindowMs: options.restartWindowMs,
