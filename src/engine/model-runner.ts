@@ -216,12 +216,15 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
     return { cache: own, done: x.prefix?.length ?? 0 };
   }
 
+  /** A prefilled prompt's rows, less its last position, go to the prefix cache for prompts that begin the same way. */
+  function storePrefix(x: PrefillInput, from: BatchCache, row: number): void {
+    if (options.prefixCacheBytes > 0 && x.ids.length > 1) {
+      prefixes.store(x.ids.subarray(0, x.ids.length - 1), x.imageKeys, from.copyRow(row, x.ids.length - 1));
+    }
+  }
+
   /** Prompts left-padded into one run on a new cache; their last logits go into `results`. */
-  async function prefillBatch(
-    inputs: PrefillInput[],
-    results: Map<string, Float32Array>,
-    keep: (x: PrefillInput, from: BatchCache, row: number) => void,
-  ): Promise<{ rows: Row[]; cache: BatchCache }> {
+  async function prefillBatch(inputs: PrefillInput[], results: Map<string, Float32Array>): Promise<{ rows: Row[]; cache: BatchCache }> {
     const count = inputs.length;
     const width = inputs.reduce((m, x) => Math.max(m, x.ids.length), 0);
     const ids = new BigInt64Array(count * width);
@@ -254,7 +257,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
     );
     inputs.forEach((x, r) => {
       results.set(x.id, logits[r]!);
-      keep(x, prefilled, r);
+      storePrefix(x, prefilled, r);
     });
     return { rows: inputs.map((x) => ({ id: x.id, next: x.positions.next })), cache: prefilled };
   }
@@ -271,12 +274,6 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
       if (joining.length > 0) commit();
       const results = new Map<string, Float32Array>();
       const joined: { rows: Row[]; cache: BatchCache }[] = [];
-      /** Each prompt's rows, less its last position, go to the prefix cache for prompts that begin the same way. */
-      const keep = (x: PrefillInput, from: BatchCache, row: number) => {
-        if (options.prefixCacheBytes > 0 && x.ids.length > 1) {
-          prefixes.store(x.ids.subarray(0, x.ids.length - 1), x.imageKeys, from.copyRow(row, x.ids.length - 1));
-        }
-      };
       // Prompts on a row of their own: those with a stored prefix, those run in chunks, and
       // those longer than one run. Decided before any runs: a prompt's last chunk takes it out
       // of `partial`, and it must not then be prefilled again with the others.
@@ -301,7 +298,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
         }
         partial.delete(x.id);
         results.set(x.id, logits);
-        keep(x, row.cache, 0);
+        storePrefix(x, row.cache, 0);
         joined.push({ rows: [{ id: x.id, next: x.positions.next }], cache: row.cache });
       }
       // The others left-padded together, in batches of at most runPositions positions.
@@ -312,7 +309,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
         if (last && width * (last.length + 1) <= runPositions) last.push(x);
         else batches.push([x]);
       }
-      for (const batch of batches) joined.push(await prefillBatch(batch, results, keep));
+      for (const batch of batches) joined.push(await prefillBatch(batch, results));
       joining = joined;
       return results;
     },

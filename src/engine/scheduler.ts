@@ -9,7 +9,6 @@
  * leaves the batch at the next step. A model run that throws fails only the sequences of that
  * run, as TGI's "errors discard only the batch": the loop drops their cache and goes on.
  */
-
 import { concatFloat32 } from "../model/float32.ts";
 import type { TextTokenizer } from "../model/text-tokenizer.ts";
 import { now } from "./clock.ts";

@@ -6,7 +6,6 @@
  * resolution, 3-row positions) differ only here. Everything here is plain data (no onnxruntime types), because images
  * are prepared on the main thread and cross to the worker by structured clone.
  */
-
 import { GlanceError } from "../errors.ts";
 import { concatFloat32 } from "./float32.ts";
 import { createGlmImageProcessor, type GlmPreprocessorConfig, type PatchedImage } from "./glm-image-processor.ts";

@@ -288,8 +288,21 @@ export function createIdefics3ImageProcessor(
   const splitting = preprocessorConfig.do_image_splitting ?? true;
   const table = createNormalisationTable(preprocessorConfig);
 
+  /** The tiles of an image of this size: `process` cuts its pixels by it. */
+  const plan = (width: number, height: number): TilePlan => {
+    const [w, h] = doResize ? longestEdgeSize(width, height, longestEdge!) : [width, height];
+    const grid = splitting ? tileGridSize(w, h, tile) : undefined;
+    if (grid && (grid.width > tile || grid.height > tile)) {
+      const rows = grid.height / tile;
+      const cols = grid.width / tile;
+      return { tiles: rows * cols + 1, rows, cols, size: tile };
+    }
+    return { tiles: 1, rows: 0, cols: 0, size: tile };
+  };
+
   return {
     imageSeqLen,
+    plan,
 
     async process(image) {
       let scaled = image;
@@ -301,20 +314,9 @@ export function createIdefics3ImageProcessor(
         }
       }
       const planes = toPlanes(scaled, table);
-      const grid = splitting ? tileGridSize(planes.width, planes.height, tile) : undefined;
-      if (grid && (grid.width > tile || grid.height > tile)) return splitIntoTiles(resized(planes, grid.width, grid.height), tile);
-      return { pixelValues: resized(planes, tile, tile).data, tiles: 1, rows: 0, cols: 0, size: tile };
-    },
-
-    plan(width, height) {
-      const [w, h] = doResize ? longestEdgeSize(width, height, longestEdge!) : [width, height];
-      const grid = splitting ? tileGridSize(w, h, tile) : undefined;
-      if (grid && (grid.width > tile || grid.height > tile)) {
-        const rows = grid.height / tile;
-        const cols = grid.width / tile;
-        return { tiles: rows * cols + 1, rows, cols, size: tile };
-      }
-      return { tiles: 1, rows: 0, cols: 0, size: tile };
+      const tiles = plan(image.width, image.height);
+      if (tiles.tiles > 1) return splitIntoTiles(resized(planes, tiles.cols * tile, tiles.rows * tile), tile);
+      return { pixelValues: resized(planes, tile, tile).data, ...tiles };
     },
 
     imagePrompt(rows, cols) {
