@@ -39,6 +39,8 @@ interface Run {
   log: string[];
   events: SequenceEvent[];
   failures: string[];
+  /** Times the scheduler reported itself idle. */
+  idle: number;
 }
 
 /**
@@ -53,7 +55,7 @@ async function schedule(
   failAtStep?: number,
   brokenRequest?: string,
 ): Promise<Run> {
-  const run: Run = { log: [], events: [], failures: [] };
+  const run: Run = { log: [], events: [], failures: [], idle: 0 };
   const remaining = new Map<string, number>();
   let steps = 0;
   const logits = (id: string) => {
@@ -114,6 +116,7 @@ async function schedule(
       },
       onModelFailure: (error, requests) => run.failures.push(`${error.message} (${requests})`),
       onRequestFailure: (error) => run.failures.push(error.message),
+      onIdle: () => run.idle++,
       logitsProcessors: (r) => {
         if (r.id !== brokenRequest) return [];
         let calls = 0;
@@ -161,7 +164,8 @@ describe("scheduler", () => {
   });
 
   it("releases each sequence's row the step it finishes, and decodes the rest with the newcomers", async () => {
-    const { log, events } = await schedule({}, { a: 2, b: 3 }, { 1: { c: 2 } });
+    const run = await schedule({}, { a: 2, b: 3 }, { 1: { c: 2 } });
+    const { log, events } = run;
     assert.deepEqual(log, [
       "prefill a",
       "decode a", // a finishes; c arrives
@@ -176,6 +180,9 @@ describe("scheduler", () => {
       events.filter((e) => e.type === "done").map((e) => e.id),
       ["a", "c", "b"],
     );
+    // The loop reports idle once it has let messages in after the last event.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(run.idle, 1, "idle once: when the last request has ended, not between requests");
   });
 
   it("admits arrivals at the next iteration when the ratio is 0", async () => {

@@ -62,6 +62,8 @@ export interface SchedulerDeps {
   onRequestFailure(error: Error): void;
   /** The request's own logits processors (its response format's mask); throws invalid_argument when it has none it can run. */
   logitsProcessors(request: EngineRequest): LogitsProcessor[];
+  /** Nothing is left to run: every request has finished, failed or been cancelled. */
+  onIdle?(): void;
 }
 
 export interface Scheduler {
@@ -369,6 +371,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
     } finally {
       looping = false;
     }
+    deps.onIdle?.();
   }
 
   return {

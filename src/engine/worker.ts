@@ -7,6 +7,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { GlanceError } from "../errors.ts";
 import { fromFolder } from "../model/loaded-model.ts";
 import { loadOnnxModel } from "../model/onnx-model.ts";
+import { trimNativeHeap } from "../native-heap.ts";
 import { createModelRunner, type ModelRunner } from "./model-runner.ts";
 import type { FromWorker, ToWorker, WorkerData } from "./protocol.ts";
 import { createMinTokensProcessor } from "./sampler.ts";
@@ -79,6 +80,9 @@ const faulty = data.faultInjection
   ? withFaults(createModelRunner(model, loaded.arch, encoder, { prefixCacheBytes: data.prefixCacheBytes }))
   : undefined;
 const runner = faulty ?? createModelRunner(model, loaded.arch, encoder, { prefixCacheBytes: data.prefixCacheBytes });
+/** Quiet for this long, the worker gives the process's free heap pages back (see native-heap.ts). */
+const TRIM_AFTER_IDLE_MS = 1000;
+let trimTimer: NodeJS.Timeout | undefined;
 const vision = createVisionStore();
 const grammars = createGrammars(data.folder.tokenizerJson, loaded.eosTokenIds);
 const scheduler = createScheduler({
@@ -96,9 +100,14 @@ const scheduler = createScheduler({
   ],
   onModelFailure: (error, requests) => post({ type: "model-failure", requests, error: { message: error.message, stack: error.stack } }),
   onRequestFailure: (error) => post({ type: "request-failure", error: { message: error.message, stack: error.stack } }),
+  onIdle: () => {
+    clearTimeout(trimTimer);
+    trimTimer = setTimeout(trimNativeHeap, TRIM_AFTER_IDLE_MS);
+  },
 });
 port.on("message", (m: ToWorker) => {
   if (m.type === "submit") {
+    clearTimeout(trimTimer);
     try {
       scheduler.submit(m.request, vision.resolve(m.request.images, m.evict));
     } catch (e) {
@@ -108,4 +117,6 @@ port.on("message", (m: ToWorker) => {
   } else if (m.type === "cancel") scheduler.cancel(m.id);
   else if (faulty) injectFault(m.fault, faulty);
 });
+// The model files' reads are freed now that the sessions hold their weights.
+trimNativeHeap();
 post({ type: "ready" });
