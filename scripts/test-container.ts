@@ -10,7 +10,7 @@
  *    a chroot build here; the Dockerfile takes a context that holds them as it is.
  * 3. `podman build --isolation=chroot` with that base (BASE_IMAGE), Docker format (to keep the
  *    health check), then checks of the image: a non-root user, the ports, the health check, no
- *    development dependencies.
+ *    development dependencies, koffi's native binding (the heap trim's).
  * 4. `buildah run --isolation chroot` starts the image's own entrypoint on loopback (`podman run`
  *    cannot set its rlimits on this VM), and `glance ask` gets a correct answer from it over gRPC.
  *
@@ -140,6 +140,21 @@ async function main(): Promise<void> {
       } catch {
         problems.push(`the development dependency ${dev} is in the image`);
       }
+    }
+    // Its binary comes in an optional package; without it the heap trim is a silent no-op.
+    try {
+      run("buildah", [
+        "run",
+        "--isolation",
+        "chroot",
+        container,
+        "--",
+        "node",
+        "-e",
+        "require('koffi').load('libc.so.6').func('int malloc_trim(size_t)')",
+      ]);
+    } catch {
+      problems.push("koffi cannot load glibc's malloc_trim in the image (src/native-heap.ts)");
     }
     const [grpc, http] = [50000 + Math.floor(Math.random() * 5000), 55000 + Math.floor(Math.random() * 5000)];
     step(`running the image's entrypoint on 127.0.0.1:${grpc} (gRPC) and :${http} (HTTP)`);
