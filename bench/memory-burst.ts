@@ -1,11 +1,12 @@
 /**
  * npm run bench:burst [-- options]: the server's memory under a burst of requests with large
  * images. A server of its own (`glance serve` with --kv-cache-mb) answers one warm-up request
- * and is left quiet for 2 s (idle); then N requests arrive at once, each with its own synthetic JPEG, and the server's resident
- * memory (VmRSS of its process, every thread) is sampled until they are answered or the time is
- * up, then once more when the server has been quiet for 3 s (it gives free heap pages back after
- * 1 s idle, see src/native-heap.ts). The report sets the growth over the idle server against
- * --kv-cache-mb, and the peak against the model's weights (its .onnx files) plus --kv-cache-mb.
+ * and is left quiet for 2 s (idle); then N requests arrive at once, each with its own synthetic
+ * JPEG, and the server's resident memory (VmRSS of its process, every thread) is sampled until
+ * they are answered or the time is up, then once more when the server has been quiet for 3 s
+ * (it gives free heap pages back after 1 s idle, see src/native-heap.ts). The report sets the
+ * growth over the idle server against --kv-cache-mb, and the peak against the model's weights
+ * (its .onnx files) plus --kv-cache-mb.
  *
  * Options:
  *   --model DIR           model folder (default models/tiny)
@@ -20,6 +21,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { createSender } from "./lib/client.ts";
 import { note } from "./lib/progress.ts";
@@ -81,7 +83,7 @@ const send = createSender({ api: "grpc", grpcUrl: server.grpcUrl, httpUrl: serve
 const warm = await send(items[0]!, 0);
 if (!warm.ok) throw new Error(`the warm-up request failed: ${warm.error}`);
 // Past the server's trim after 1 s quiet.
-await new Promise((resolve) => setTimeout(resolve, 2000));
+await sleep(2000);
 const idle = rss(pid);
 note(`burst: idle server ${(idle / MB).toFixed(0)} MB resident; the model's weights ${(weights / MB).toFixed(0)} MB; ${requests} requests`);
 
@@ -99,11 +101,11 @@ const all = Promise.all(
     else failed++;
   }),
 );
-await Promise.race([all, new Promise((resolve) => setTimeout(resolve, seconds * 1000))]);
+await Promise.race([all, sleep(seconds * 1000)]);
 clearInterval(sampler);
 peak = Math.max(peak, rss(pid));
 const elapsedS = (performance.now() - started) / 1000;
-await new Promise((resolve) => setTimeout(resolve, 3000));
+await sleep(3000);
 const settled = rss(pid);
 await server.close();
 
