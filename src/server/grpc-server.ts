@@ -5,6 +5,7 @@
  * without proto files.
  */
 import type http2 from "node:http2";
+import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { type DescFile, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type DescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
@@ -164,10 +165,15 @@ export async function startGrpcServer(
       healthOnly?.forceShutdown();
     },
     async announceDrain() {
-      // No new connections; then the first GOAWAY on the open ones. grpc-js keeps its sessions to
-      // itself, and sends only the final GOAWAY when it shuts down.
-      server.unbind(`${options.host}:${port}`);
-      await announceGoaway((server as unknown as { sessions: Map<http2.ServerHttp2Session, unknown> }).sessions.keys());
+      // No new connections; then the first GOAWAY on the open ones. Not grpc-js's unbind: it
+      // closes the port's sessions at once, and so does Node's Http2Server.close, sending the
+      // final GOAWAY that refuses a call already on its way (REFUSED_STREAM, which connect-es
+      // reports as INTERNAL). The listeners close as the net.Servers they are; grpc-js's shutdown
+      // (close) closes the sessions when the calls in flight are done. grpc-js keeps both its
+      // listeners and its sessions to itself.
+      const internals = server as unknown as { http2Servers: Map<net.Server, unknown>; sessions: Map<http2.ServerHttp2Session, unknown> };
+      for (const listener of internals.http2Servers.keys()) net.Server.prototype.close.call(listener);
+      await announceGoaway(internals.sessions.keys());
     },
   };
 }
