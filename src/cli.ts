@@ -15,7 +15,7 @@ import { pino } from "pino";
 import { InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
 import { batchCommand } from "./batch/batch-command.ts";
 import { configHelp, loadConfig } from "./config.ts";
-import { startGlanceServer } from "./server/glance-server.ts";
+import { startGlanceServer } from "./glance-server.ts";
 
 const USAGE = `usage:
   glance serve [options]                       serve a model on the gRPC and HTTP ports

@@ -83,7 +83,7 @@ export async function startServer(o: ServerOptions): Promise<ServerHandle> {
 async function inprocServer(o: ServerOptions): Promise<ServerHandle> {
   const { pino } = await import("pino");
   const { loadConfig } = await import("../../src/config.ts");
-  const { startGlanceServer } = await import("../../src/server/glance-server.ts");
+  const { startGlanceServer } = await import("../../src/glance-server.ts");
   const flags = serveFlags(o);
   // Logs at info, as a deployment runs, but into /dev/null so that stdout stays the report.
   const log = pino({ level: "info" }, pino.destination({ dest: "/dev/null", sync: false }));

@@ -3,7 +3,7 @@
  */
 import { type Logger, pino } from "pino";
 import { type Config, loadConfig } from "../../src/config.ts";
-import { type GlanceServer, type GlanceServerOptions, startGlanceServer } from "../../src/server/glance-server.ts";
+import { type GlanceServer, type GlanceServerOptions, startGlanceServer } from "../../src/glance-server.ts";
 
 export interface TestServer {
   server: GlanceServer;

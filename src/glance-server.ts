@@ -5,20 +5,20 @@
  * SIGTERM and SIGINT run.
  */
 import type { Logger } from "pino";
-import type { Config } from "../config.ts";
-import { createEngine } from "../engine/engine.ts";
-import type { Engine } from "../engine/types.ts";
-import { createApiKeys } from "./api-keys.ts";
-import { createMemoryStore, createRedisStore } from "./bucket-store.ts";
-import { createGate } from "./gate.ts";
-import { startGrpcServer } from "./grpc-server.ts";
-import { startHttpServer } from "./http-server.ts";
-import { createInferenceService } from "./inference-service.ts";
-import { createLifecycle, type Lifecycle } from "./lifecycle.ts";
-import { createMetrics } from "./metrics.ts";
-import { createRateLimiter } from "./rate-limits.ts";
-import { createRequestObserver } from "./request-observer.ts";
-import { createTracing } from "./tracing.ts";
+import type { Config } from "./config.ts";
+import { createEngine } from "./engine/engine.ts";
+import type { Engine } from "./engine/types.ts";
+import { createApiKeys } from "./server/api-keys.ts";
+import { createMemoryStore, createRedisStore } from "./server/bucket-store.ts";
+import { createGate } from "./server/gate.ts";
+import { startGrpcServer } from "./server/grpc-server.ts";
+import { startHttpServer } from "./server/http-server.ts";
+import { createInferenceService } from "./server/inference-service.ts";
+import { createLifecycle, type Lifecycle } from "./server/lifecycle.ts";
+import { createMetrics } from "./server/metrics.ts";
+import { createRateLimiter } from "./server/rate-limits.ts";
+import { createRequestObserver } from "./server/request-observer.ts";
+import { createTracing } from "./server/tracing.ts";
 
 export interface GlanceServer {
   engine: Engine;
