@@ -6,9 +6,10 @@
 import { cors, createContextKey, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
-import { type HttpListener, listenCleartext, type RequestHandler } from "./cleartext-server.ts";
+import { listenCleartext } from "./cleartext-server.ts";
 import { GATED_RPCS, type Gate, TICKET, type Ticket } from "./gate.ts";
 import type { HttpRequest, HttpResponse } from "./http-json.ts";
+import type { HttpListener, RequestHandler } from "./http2-drain.ts";
 import { createBodyBudget } from "./request-body.ts";
 import { createRoutes, type RoutesDeps } from "./routes.ts";
 import { listenSecure } from "./secure-server.ts";

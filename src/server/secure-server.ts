@@ -7,7 +7,7 @@
 import http2 from "node:http2";
 import type net from "node:net";
 import type { Logger } from "pino";
-import { announceGoaway, closeGracefully, type HttpListener, type RequestHandler } from "./cleartext-server.ts";
+import { announceGoaway, closeGracefully, type HttpListener, type RequestHandler } from "./http2-drain.ts";
 import { STREAM_RESET_LIMITS } from "./stream-resets.ts";
 import { readTlsFiles, type TlsOptions, watchTlsFiles } from "./tls.ts";
 
