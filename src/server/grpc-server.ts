@@ -171,9 +171,29 @@ export async function startGrpcServer(
       // reports as INTERNAL). The listeners close as the net.Servers they are; grpc-js's shutdown
       // (close) closes the sessions when the calls in flight are done. grpc-js keeps both its
       // listeners and its sessions to itself.
-      const internals = server as unknown as { http2Servers: Map<net.Server, unknown>; sessions: Map<http2.ServerHttp2Session, unknown> };
-      for (const listener of internals.http2Servers.keys()) net.Server.prototype.close.call(listener);
-      await announceGoaway(internals.sessions.keys());
+      const { listeners, sessions } = grpcListenersAndSessions(server);
+      for (const listener of listeners) net.Server.prototype.close.call(listener);
+      await announceGoaway(sessions);
     },
+  };
+}
+
+/**
+ * A grpc-js server's listeners and their open sessions, read from its private `http2Servers`
+ * (grpc-js 1.14: `Map<Http2Server, { sessions: Set<ServerHttp2Session> }>`), which no type
+ * checks: test/grpc-js-internals.test.ts fails when an upgrade changes it. Its `sessions` map is
+ * not used: grpc-js fills it only while channelz is on.
+ */
+export function grpcListenersAndSessions(server: grpc.Server): { listeners: net.Server[]; sessions: http2.ServerHttp2Session[] } {
+  const http2Servers: unknown = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  const entries = http2Servers instanceof Map ? [...http2Servers.entries()] : undefined;
+  if (!entries?.every(([listener, info]) => listener instanceof net.Server && info?.sessions instanceof Set)) {
+    throw new Error(
+      "grpc-js's Server no longer has the private http2Servers map (listener → { sessions }) that the drain reads; see grpcListenersAndSessions",
+    );
+  }
+  return {
+    listeners: entries.map(([listener]) => listener as net.Server),
+    sessions: entries.flatMap(([, info]) => [...(info.sessions as Set<http2.ServerHttp2Session>)]),
   };
 }
