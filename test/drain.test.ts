@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import http2 from "node:http2";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
@@ -18,6 +19,8 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { FinishReason, InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
 import { type HeldOutQuestion, loadHeldOut, readHeldOutImage } from "../scripts/lib/heldout.ts";
+import { makeCertificates } from "./support/certificates.ts";
+import { startTestServer } from "./support/test-server.ts";
 import { type Answer, postWithoutBody } from "./support/unsent-body.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -258,4 +261,42 @@ describe("drain on SIGTERM (the glance serve process)", () => {
     assert.ok(messages.includes("stopped"), `no "stopped" log line: ${JSON.stringify(messages)}`);
     assert.ok(!messages.some((m) => m.startsWith("grace period over")), "streams were still running when the grace period ended");
   });
+});
+
+/**
+ * The GOAWAY a drain sends first tells clients to open no new stream, and its last stream id is
+ * the largest there is, so that a call already on its way is still read (and refused by the
+ * gate, UNAVAILABLE) rather than refused unread. A listener closed the way Node's HTTP/2 servers
+ * close closes every session at once instead, with a GOAWAY whose last stream id is the last one
+ * read.
+ */
+describe("the drain's first GOAWAY", () => {
+  for (const tls of [false, true]) {
+    it(`refuses no stream, on the gRPC port and the HTTP port${tls ? ", over TLS" : ""}`, async () => {
+      const certs = tls ? makeCertificates() : undefined;
+      const ts = await startTestServer(certs ? ["--tls-cert", certs.servers[0]!.certFile, "--tls-key", certs.servers[0]!.keyFile] : []);
+      const ports = { grpc: ts.server.grpcPort, http: ts.server.httpPort };
+      const sessions = Object.values(ports).map((port) =>
+        http2.connect(`${tls ? "https" : "http"}://127.0.0.1:${port}`, { ca: certs?.ca }),
+      );
+      let drained: Promise<void> | undefined;
+      try {
+        for (const session of sessions) session.on("error", () => {});
+        // A server's SETTINGS come from its session: once they are here, the drain will see it.
+        await Promise.all(sessions.map((s) => once(s, "remoteSettings")));
+        const goaways = sessions.map(async (s) => (await once(s, "goaway")).slice(0, 2));
+        drained = ts.server.drain();
+        const first = await Promise.all(goaways);
+        assert.deepEqual(
+          Object.fromEntries(Object.keys(ports).map((port, i) => [port, first[i]])),
+          { grpc: [http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1], http: [http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1] },
+          "[error code, last stream id] of each port's first GOAWAY",
+        );
+      } finally {
+        for (const session of sessions) session.destroy();
+        await (drained ?? ts.close());
+        certs?.remove();
+      }
+    });
+  }
 });

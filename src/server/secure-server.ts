@@ -4,8 +4,9 @@
  * context follows the certificate files (tls.ts); a TLS handshake that has not finished within
  * the headers timeout is dropped.
  */
+import type http from "node:http";
 import http2 from "node:http2";
-import type net from "node:net";
+import net from "node:net";
 import type { Logger } from "pino";
 import { announceGoaway, closeGracefully, type HttpListener, type RequestHandler } from "./http2-drain.ts";
 import { STREAM_RESET_LIMITS } from "./stream-resets.ts";
@@ -50,8 +51,16 @@ export async function listenSecure(handler: RequestHandler, options: SecureOptio
     server.listen(options.port, options.host, () => resolve());
   });
   let closed: Promise<void> | undefined;
-  /** Stops taking connections; resolves once the last one has closed. */
-  const stopAccepting = () => (closed ??= new Promise<void>((resolve) => server.close(() => resolve())));
+  /**
+   * Stops taking connections and closes idle HTTP/1.1 ones; resolves once the last connection has
+   * closed. Not server.close(): Http2SecureServer's closes every session at once, with the final
+   * GOAWAY (see announceGoaway).
+   */
+  const stopAccepting = () => {
+    closed ??= new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()));
+    (server as unknown as http.Server).closeIdleConnections();
+    return closed;
+  };
   return {
     port: (server.address() as net.AddressInfo).port,
     close(graceMs) {
