@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { createIncrementalDetokenizer } from "../src/engine/detokenizer.ts";
+import { createIncrementalDetokenizer } from "../src/engine/core/detokenizer.ts";
 
 const MODEL_DIR = path.join(import.meta.dirname, "..", "models", "tiny");
 const readJson = (name: string) => JSON.parse(readFileSync(path.join(MODEL_DIR, name), "utf8"));

@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { loadHeldOut, readHeldOutImage, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
-import { createModelRunner, type ModelRunner, type PrefillInput } from "../src/engine/model-runner.ts";
-import { createSessionEncoder } from "../src/engine/vision-encoder.ts";
+import { createModelRunner, type ModelRunner, type PrefillInput } from "../src/engine/core/model-runner.ts";
+import { createSessionEncoder } from "../src/engine/core/vision-encoder.ts";
 import type { Architecture } from "../src/model/architecture.ts";
 import { createChatTemplate } from "../src/model/chat-template.ts";
 import { loadModel } from "../src/model/loaded-model.ts";
@@ -164,6 +164,37 @@ describe("model runner", () => {
     assert.ok(first.has("b"));
     await assert.rejects(runner.decode(new Map()), /no token for sequence solo/);
     runner.release(["solo"]);
+    assert.equal(runner.cacheBytes, 0);
+  });
+
+  it("finishes a decode step whose every row was released while it ran, then holds nothing", async () => {
+    await runner.prefill([await input("a", short), await input("b", long)]);
+    await runner.decode(
+      new Map([
+        ["a", 7],
+        ["b", 7],
+      ]),
+    );
+    // The scheduler cancels during a step: the release comes while the step awaits its runs.
+    const step = runner.decode(
+      new Map([
+        ["a", 9],
+        ["b", 9],
+      ]),
+    );
+    runner.release(["a", "b"]);
+    const logits = await step;
+    assert.deepEqual([...logits.keys()].sort(), ["a", "b"]);
+    assert.equal(runner.cacheBytes, 0);
+
+    // The same while a prefill runs: the released prompt never joins the next batch.
+    const prefill = runner.prefill([await input("c", short)]);
+    runner.release(["c"]);
+    await prefill;
+    assert.equal(runner.cacheBytes, 0);
+    await runner.prefill([await input("d", short)]);
+    assert.deepEqual([...(await runner.decode(new Map([["d", 7]]))).keys()], ["d"]);
+    runner.release(["d"]);
     assert.equal(runner.cacheBytes, 0);
   });
 

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { createGlmImageProcessor, smartResize } from "../src/model/glm-image-processor.ts";
-import { mropePositions } from "../src/model/mrope-positions.ts";
+import { mropePositions } from "../src/model/positions.ts";
 
 const IMG = 9;
 const rows = (plan: ReturnType<typeof mropePositions>) => {

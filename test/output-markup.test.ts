@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { createOutputMarkup } from "../src/engine/output-markup.ts";
-import { createOutputProcessor } from "../src/engine/output-processor.ts";
+import { createOutputMarkup } from "../src/engine/core/output-markup.ts";
+import { createOutputProcessor } from "../src/engine/core/output-processor.ts";
 import type { EngineRequest, SequenceEvent } from "../src/engine/protocol.ts";
 
 // A vocabulary of single characters (ids 10+) and the specials below.

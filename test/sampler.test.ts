@@ -4,7 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { createSampler, type LogitsProcessor, type SamplingParams, validateSamplingParams } from "../src/engine/sampler.ts";
+import { createSampler } from "../src/engine/core/sampler.ts";
+import type { LogitsProcessor } from "../src/engine/logits-processor.ts";
+import { type SamplingParams, validateSamplingParams } from "../src/engine/sampling-params.ts";
 import { GlanceError } from "../src/errors.ts";
 
 const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0n };

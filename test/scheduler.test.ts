@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { ModelRunner } from "../src/engine/model-runner.ts";
+import type { ModelRunner } from "../src/engine/core/model-runner.ts";
+import { createScheduler } from "../src/engine/core/scheduler.ts";
+import type { LogitsProcessor } from "../src/engine/logits-processor.ts";
 import type { EngineRequest, SchedulerOptions, SequenceEvent } from "../src/engine/protocol.ts";
-import type { LogitsProcessor } from "../src/engine/sampler.ts";
-import { createScheduler } from "../src/engine/scheduler.ts";
 
 const VOCAB = 8;
 const TOKEN = 1;

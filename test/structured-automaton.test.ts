@@ -9,7 +9,8 @@ import { describe, it } from "node:test";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { seededRandom as prng } from "../scripts/lib/seeded-random.ts";
-import { type ByteAutomaton, compileResponseFormat, type ResponseFormat } from "../src/engine/structured/response-format.ts";
+import type { ByteAutomaton } from "../src/engine/structured/automaton.ts";
+import { compileResponseFormat, type ResponseFormat } from "../src/engine/structured/response-format.ts";
 import { accepts } from "./support/automaton-checks.ts";
 import { SCHEMAS } from "./support/schema-corpus.ts";
 

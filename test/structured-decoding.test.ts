@@ -13,8 +13,9 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { seededRandom } from "../scripts/lib/seeded-random.ts";
+import { type ByteAutomaton, tokensNeeded } from "../src/engine/structured/automaton.ts";
 import { createGrammarProcessor, createGrammarVocabulary, createMaskCache } from "../src/engine/structured/grammar-processor.ts";
-import { type ByteAutomaton, compileResponseFormat, tokensNeeded } from "../src/engine/structured/response-format.ts";
+import { compileResponseFormat } from "../src/engine/structured/response-format.ts";
 import { tokenBytes } from "../src/engine/structured/token-bytes.ts";
 import { SCHEMAS } from "./support/schema-corpus.ts";
 

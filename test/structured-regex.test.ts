@@ -9,7 +9,8 @@ import { describe, it } from "node:test";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { seededRandom } from "../scripts/lib/seeded-random.ts";
-import { type ByteAutomaton, compileResponseFormat } from "../src/engine/structured/response-format.ts";
+import type { ByteAutomaton } from "../src/engine/structured/automaton.ts";
+import { compileResponseFormat } from "../src/engine/structured/response-format.ts";
 import { accepts, refused } from "./support/automaton-checks.ts";
 
 const ajv = new Ajv2020({ strict: false });

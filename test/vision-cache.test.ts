@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { createVisionStore } from "../src/engine/core/vision-store.ts";
 import { createVisionCache } from "../src/engine/vision-cache.ts";
-import { createVisionStore } from "../src/engine/vision-store.ts";
 import type { ImagePixels } from "../src/model/architecture.ts";
 import type { PreparedImage } from "../src/model/prompt-builder.ts";
 

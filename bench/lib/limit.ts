@@ -12,7 +12,7 @@
  */
 import * as ort from "onnxruntime-node";
 import { defaultIntraOpThreads, loadConfig } from "../../src/config.ts";
-import { createSessionEncoder } from "../../src/engine/vision-encoder.ts";
+import { createSessionEncoder } from "../../src/engine/core/vision-encoder.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
 import { concatFloat32 } from "../../src/model/float32.ts";
 import { loadModel } from "../../src/model/loaded-model.ts";

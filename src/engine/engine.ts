@@ -11,18 +11,14 @@ import { statSync } from "node:fs";
 import type { Logger } from "pino";
 import sharp from "sharp";
 import { GlanceError, invalidArgument } from "../errors.ts";
-import { createChatTemplate } from "../model/chat-template.ts";
-import { createImageFetcher, type FetchOutcome, type ImageFetchOptions } from "../model/image-fetcher.ts";
-import { createImageSources } from "../model/image-source.ts";
+import type { FetchOutcome, ImageFetchOptions } from "../model/image-fetcher.ts";
 import { loadModel } from "../model/loaded-model.ts";
 import type { Dtype } from "../model/model-folder.ts";
 import type { SessionOptions } from "../model/onnx-model.ts";
-import { createPromptBuilder, type PreparedPrompt } from "../model/prompt-builder.ts";
-import { createPromptEncoder } from "../model/prompt-encoder.ts";
 import { now } from "./clock.ts";
 import { createHandOffWindow } from "./hand-off-window.ts";
+import { createInputProcessor, type ProcessedInput } from "./input-processor.ts";
 import type { SchedulerOptions } from "./protocol.ts";
-import { type ResolvedRequest, resolveRequest } from "./request-defaults.ts";
 import { createRequestStream, type RequestStream } from "./request-stream.ts";
 import {
   type AnswerInputs,
@@ -32,8 +28,7 @@ import {
   modelDigest,
   type ResponseCacheOptions,
 } from "./response-cache.ts";
-import { createFormatCompiler } from "./structured/format-compiler.ts";
-import type { Engine, EngineEvent, GenerateInput, GenerateOptions, ModelInfo } from "./types.ts";
+import type { Engine, EngineEvent, GenerateInput, GenerateOptions, ModelInfo, PreparedRequest } from "./types.ts";
 import { createVisionCache } from "./vision-cache.ts";
 import { createWorkerClient, REFUSALS } from "./worker-client.ts";
 
@@ -109,7 +104,8 @@ function graphBytes(file: string): number {
  * `ready` (calls before it get unavailable).
  */
 export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
-  const { folder, arch, tokenizer, contextLength } = loadModel(options.modelDir, { decoderDtype: options.decoderDtype });
+  const model = loadModel(options.modelDir, { decoderDtype: options.decoderDtype });
+  const { folder, contextLength } = model;
   const info: ModelInfo = {
     id: folder.id,
     modelType: folder.config.model_type,
@@ -118,22 +114,15 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     maxImagePixels: options.maxImagePixels,
     maxTokens: Math.min(options.maxTokens, contextLength - 1),
   };
-  const encoder = createPromptEncoder(tokenizer, folder);
-  const prompts = createPromptBuilder(
-    arch,
-    createChatTemplate(folder.tokenizerConfig),
-    tokenizer,
-    { maxImages: info.maxImages, maxImagePixels: info.maxImagePixels, contextLength },
-    encoder,
-  );
-  const fetcher = options.imageFetch && createImageFetcher(options.imageFetch, deps.onImageFetch);
-  const sources = createImageSources(fetcher);
-  const formats = createFormatCompiler();
-  const policy = { allowIgnoreEos: options.allowIgnoreEos ?? false };
+  const inputs = createInputProcessor(model, info, {
+    imageFetch: options.imageFetch,
+    allowIgnoreEos: options.allowIgnoreEos ?? false,
+    onImageFetch: deps.onImageFetch,
+  });
   const answers = options.responseCache && createResponseCache(options.responseCache, deps.log);
   const digest = answers ? modelDigest(folder) : "";
   const cacheStats = { hits: 0, misses: 0 };
-  const answerInputs = (input: GenerateInput, request: ResolvedRequest, prompt: PreparedPrompt): AnswerInputs => ({
+  const answerInputs = (input: GenerateInput, { request, prompt }: ProcessedInput): AnswerInputs => ({
     model: digest,
     ids: prompt.ids,
     imageKeys: prompt.images.map((im) => im.key),
@@ -179,19 +168,13 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
    * prepares them then (the prompt was built from their sizes); no await between the cache
    * claim and the post.
    */
-  async function submit(
-    id: string,
-    stream: RequestStream,
-    prompt: PreparedPrompt,
-    request: ResolvedRequest,
-    arrivedAt: number,
-  ): Promise<void> {
+  async function submit(id: string, stream: RequestStream, { request, prompt }: ProcessedInput, arrivedAt: number): Promise<void> {
     const bytes = visionCache.missing(prompt.images).reduce((n, im) => n + im.layout.pixelBytes, 0);
     await Promise.race([handOff.acquire(id, bytes), stream.failed]);
     // Again until none is missing: an image the cache held when it was counted may have left it.
     for (let missing = visionCache.missing(prompt.images); missing.length > 0; missing = visionCache.missing(prompt.images)) {
       const started = performance.now();
-      await Promise.race([Promise.all(missing.map((im) => prompts.preparePixels(im))), stream.failed]);
+      await Promise.race([Promise.all(missing.map((im) => inputs.preparePixels(im))), stream.failed]);
       prompt.imagePreprocessMs += performance.now() - started;
     }
     const { images, evict } = visionCache.claim(prompt.images);
@@ -217,7 +200,9 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     );
   }
 
-  async function* run(id: string, input: GenerateInput, opts: GenerateOptions, warmingUp: boolean): AsyncGenerator<EngineEvent> {
+  /** Takes the request's place in the queue bound, then processes its input; the place is held until it ends. */
+  async function prepare(input: GenerateInput, opts: GenerateOptions, warmingUp: boolean): Promise<PreparedRequest> {
+    const id = input.requestId || randomUUID();
     const arrivedAt = now();
     if (workers.health !== "serving" && !warmingUp) throw new GlanceError("unavailable", REFUSALS[workers.health]);
     if (active.has(id)) throw invalidArgument(`request id ${id} is already in use by a running request`);
@@ -227,6 +212,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     const stream = createRequestStream(opts.signal);
     active.set(id, stream);
     if (opts.owner !== undefined) owners.set(id, opts.owner);
+    let started = false;
     let submitted = false;
     let finished = false;
     let settled = false;
@@ -244,49 +230,57 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       active.delete(id);
       owners.delete(id);
     };
+    let processed: ProcessedInput;
     try {
-      const request = await Promise.race([resolveRequest(input, info, folder.generationConfig, formats, policy), stream.failed]);
-      const started = performance.now();
-      const messages = await Promise.race([sources.resolve(input.messages, stream.signal), stream.failed]);
-      const resolveMs = performance.now() - started;
-      const prompt = await Promise.race([prompts.build(messages, visionCache.peek, input.chat), stream.failed]);
-      prompt.imagePreprocessMs += resolveMs;
-      const room = contextLength - prompt.ids.length;
-      if (request.format && room < request.format.minTokens) {
-        throw invalidArgument(
-          `the prompt leaves ${room} tokens of the context length ${contextLength}; the response format's shortest value takes up to ${request.format.minTokens}`,
-        );
-      }
-      await Promise.race([opts.reserve?.(prompt.ids.length + request.maxTokens), stream.failed]);
-      const key = answers && !warmingUp ? answerKey(answerInputs(input, request, prompt)) : undefined;
-      const hit = key ? await Promise.race([answers!.get(key), stream.failed]) : undefined;
-      if (key) cacheStats[hit ? "hits" : "misses"]++;
-      if (hit) {
-        settle();
-        yield* replay(hit, arrivedAt, prompt.imagePreprocessMs);
-        return;
-      }
-      await submit(id, stream, prompt, request, arrivedAt);
-      submitted = true;
-      const deltas: CachedAnswer["deltas"] = [];
-      for (;;) {
-        const e = await stream.next();
-        if (e.type === "error") throw GlanceError.fromJSON(e.error);
-        if (e.type === "delta") {
-          const delta = { text: e.text, tokenIds: e.tokenIds, ...(e.reasoning ? { reasoning: e.reasoning } : {}) };
-          if (key) deltas.push(delta);
-          yield { type: "delta", ...delta };
-        } else {
-          finished = true;
-          if (key) answers!.set(key, { deltas, finishReason: e.finishReason, usage: e.usage });
+      processed = await inputs.process({ ...input, requestId: id }, stream, visionCache.peek);
+    } catch (e) {
+      settle();
+      throw e;
+    }
+
+    async function* events(): AsyncGenerator<EngineEvent> {
+      if (started || settled) throw new Error(`request ${id} has already run or been released`);
+      started = true;
+      try {
+        const key = answers && !warmingUp ? answerKey(answerInputs(input, processed)) : undefined;
+        const hit = key ? await Promise.race([answers!.get(key), stream.failed]) : undefined;
+        if (key) cacheStats[hit ? "hits" : "misses"]++;
+        if (hit) {
           settle();
-          yield { type: "done", finishReason: e.finishReason, usage: e.usage, timings: e.timings };
+          yield* replay(hit, arrivedAt, processed.prompt.imagePreprocessMs);
           return;
         }
+        await submit(id, stream, processed, arrivedAt);
+        submitted = true;
+        const deltas: CachedAnswer["deltas"] = [];
+        for (;;) {
+          const e = await stream.next();
+          if (e.type === "error") throw GlanceError.fromJSON(e.error);
+          if (e.type === "delta") {
+            const delta = { text: e.text, tokenIds: e.tokenIds, ...(e.reasoning ? { reasoning: e.reasoning } : {}) };
+            if (key) deltas.push(delta);
+            yield { type: "delta", ...delta };
+          } else {
+            finished = true;
+            if (key) answers!.set(key, { deltas, finishReason: e.finishReason, usage: e.usage });
+            settle();
+            yield { type: "done", finishReason: e.finishReason, usage: e.usage, timings: e.timings };
+            return;
+          }
+        }
+      } finally {
+        settle();
       }
-    } finally {
-      settle();
     }
+
+    return {
+      requestId: id,
+      tokens: processed.prompt.ids.length + processed.request.maxTokens,
+      events,
+      release() {
+        if (!started) settle();
+      },
+    };
   }
 
   /** A cached answer's events, marked cached; its timings are this request's own, with no model time. */
@@ -311,9 +305,13 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     };
   }
 
+  /** Prepares and runs a request, for callers with nothing to do between the two. */
   function generate(input: GenerateInput, opts: GenerateOptions = {}, warmingUp = false) {
     const requestId = input.requestId || randomUUID();
-    return { requestId, events: run(requestId, input, opts, warmingUp) };
+    async function* events(): AsyncGenerator<EngineEvent> {
+      yield* (await prepare({ ...input, requestId }, opts, warmingUp)).events();
+    }
+    return { requestId, events: events() };
   }
 
   /** One short request through the whole path, so the first client does not pay for lazy set-up. */
@@ -348,6 +346,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       return workers.health;
     },
     onHealthChange: (listener) => workers.onHealthChange(listener),
+    prepare: (input, opts = {}) => prepare(input, opts, false),
     generate: (input, opts) => generate(input, opts),
     abort(requestId, owner) {
       const stream = active.get(requestId);
@@ -362,7 +361,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     },
     async close() {
       for (const s of active.values()) s.fail(new GlanceError("unavailable", "the engine is shutting down"));
-      await Promise.all([workers.close(), formats.close(), encoder.close(), fetcher?.close(), answers?.close()]);
+      await Promise.all([workers.close(), inputs.close(), answers?.close()]);
     },
   };
 }

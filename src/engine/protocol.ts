@@ -4,10 +4,11 @@
  * typed arrays are transferred, not copied.
  */
 import type { GlanceErrorCode } from "../errors.ts";
-import type { ImagePixels, PositionPlan } from "../model/architecture.ts";
+import type { ImagePixels } from "../model/architecture.ts";
 import type { ModelFolder } from "../model/model-folder.ts";
 import type { SessionOptions } from "../model/onnx-model.ts";
-import type { SamplingParams } from "./sampler.ts";
+import type { PositionPlan } from "../model/positions.ts";
+import type { SamplingParams } from "./sampling-params.ts";
 import type { RequestGrammar } from "./structured/grammars.ts";
 import type { EngineFault, EngineStats, FinishReason, Timings, Usage } from "./types.ts";
 

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { describeValue, invalidArgument } from "../errors.ts";
 import type { GenerationConfig } from "../model/model-folder.ts";
-import { type SamplingParams, validateSamplingParams } from "./sampler.ts";
+import { type SamplingParams, validateSamplingParams } from "./sampling-params.ts";
 import { validateStopStrings } from "./stop-strings.ts";
 import type { FormatCompiler, KeyedFormat } from "./structured/format-compiler.ts";
 import type { GenerateInput, ModelInfo } from "./types.ts";

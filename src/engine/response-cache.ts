@@ -15,7 +15,7 @@ import { Redis } from "ioredis";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
 import type { ModelFolder } from "../model/model-folder.ts";
-import type { SamplingParams } from "./sampler.ts";
+import type { SamplingParams } from "./sampling-params.ts";
 import type { FinishReason, Usage } from "./types.ts";
 
 /** A finished answer as it is replayed. */

@@ -4,7 +4,7 @@
  * messages between the engine and its worker stay private in `protocol.ts`.
  */
 import type { ChatRole } from "../model/chat-template.ts";
-import type { SamplingParams } from "./sampler.ts";
+import type { SamplingParams } from "./sampling-params.ts";
 import type { ResponseFormat } from "./structured/response-format.ts";
 
 export type { ChatRole, ResponseFormat };
@@ -47,13 +47,22 @@ export interface GenerateOptions {
    * else with cancelled. The one signal carries both the client's cancellation and its deadline.
    */
   signal?: AbortSignal;
-  /**
-   * Called once the prompt is known, with its tokens plus max_tokens, before the request is
-   * queued: a rate limit reserves them here, and a throw ends the request with that error.
-   */
-  reserve?(tokens: number): void | Promise<void>;
   /** Who started the request (an API key's id): an Abort naming another owner does not stop it. */
   owner?: string;
+}
+
+/** A request whose input is processed and whose place in the queue bound is held. */
+export interface PreparedRequest {
+  readonly requestId: string;
+  /** Prompt tokens plus max_tokens: the most the request can use, what a token rate limit reserves. */
+  readonly tokens: number;
+  /**
+   * Runs the request, once: from the response cache or the model. The events end with done, or
+   * the iteration throws the request's error; ending the iteration early cancels the request.
+   */
+  events(): AsyncGenerator<EngineEvent>;
+  /** Frees the place of a request that will not run; does nothing once `events` has started. */
+  release(): void;
 }
 
 export type FinishReason = "stop" | "length";
@@ -136,9 +145,17 @@ export interface Engine {
   readonly health: EngineHealth;
   /** Called with every change of health. */
   onHealthChange(listener: (health: EngineHealth) => void): void;
-  /** The request's id (given or assigned) is known before the first event: see `requestId`. */
+  /**
+   * Takes a place in the queue bound (or rejects: unavailable, the server full, a request id in
+   * use) and processes the input (rejects with invalid_argument naming what is wrong). The place
+   * is held until the request ends: run it with `events`, or `release` it.
+   */
+  prepare(input: GenerateInput, options?: GenerateOptions): Promise<PreparedRequest>;
+  /**
+   * `prepare`, then `events`, for callers with nothing to do between the two. The request's id
+   * (given or assigned) is known before the first event.
+   */
   generate(input: GenerateInput, options?: GenerateOptions): { requestId: string; events: AsyncIterable<EngineEvent> };
-  /** Stops a queued or running request; false when none has that id. */
   /**
    * Stops a queued or running request; false when none has that id, or when `owner` is given
    * and the request was started by another (see GenerateOptions.owner).

@@ -159,7 +159,7 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
 
   function start(): void {
     let error: Error | undefined;
-    const w = new Worker(siblingModule("./worker", import.meta.url), { workerData: options.workerData });
+    const w = new Worker(siblingModule("./core/worker", import.meta.url), { workerData: options.workerData });
     worker = w;
     w.on("message", (m: FromWorker) => onMessage(w, m));
     w.on("error", (e) => {

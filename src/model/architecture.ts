@@ -12,7 +12,7 @@ import { createGlmImageProcessor, type GlmPreprocessorConfig, type PatchedImage 
 import { createIdefics3ImageProcessor, type TilePlan } from "./idefics3-image-processor.ts";
 import type { DecodedImage } from "./image-decoder.ts";
 import type { ModelFolder } from "./model-folder.ts";
-import { mropePositions, type TokenGrid } from "./mrope-positions.ts";
+import { linearPositions, mropePositions, type PositionPlan, type TokenGrid } from "./positions.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
 
 export type TensorData =
@@ -33,16 +33,6 @@ export interface ImageLayout {
   grid?: TokenGrid;
   /** Bytes of the image's pixels as prepared for the encoder. */
   pixelBytes: number;
-}
-
-/** Position ids of a prompt, and where decoding continues. */
-export interface PositionPlan {
-  /** 1 for plain rotary positions, 3 for M-RoPE (temporal, height, width). */
-  rows: 1 | 3;
-  /** rows × prompt length, row-major. */
-  prompt: BigInt64Array;
-  /** The position of the first generated token; each later one adds 1. */
-  next: bigint;
 }
 
 export interface Architecture {
@@ -90,11 +80,7 @@ function createIdefics3(folder: ModelFolder, tokenizer: TextTokenizer): Architec
       };
     },
     imageLayout: (width, height) => layout(processor.plan(width, height)),
-    positions(ids) {
-      const prompt = new BigInt64Array(ids.length);
-      for (let i = 0; i < ids.length; i++) prompt[i] = BigInt(i);
-      return { rows: 1, prompt, next: BigInt(ids.length) };
-    },
+    positions: (ids) => linearPositions(ids.length),
     visionRuns(images) {
       // The tiles of all images in order, as batches of one ([1, tiles, 3, size, size], every
       // pixel real) of at most RUN_PIXELS each: the encoder treats tiles independently, so a
@@ -125,8 +111,8 @@ function createIdefics3(folder: ModelFolder, tokenizer: TextTokenizer): Architec
 /**
  * The M-RoPE family. GLM-OCR and GLM-4.6V write `<|begin_of_image|><|image|><|end_of_image|>`
  * and expand `<|image|>`; Qwen2-VL and Qwen2.5-VL write `<|vision_start|><|image_pad|><|vision_end|>`
- * and expand `<|image_pad|>`. Their positions are the same for images (research: glm-family
- * §4.1). Each image is its own vision run: the exports attend over all patches of a run, with
+ * and expand `<|image_pad|>`. Their positions are the same for images (Hugging Face's
+ * get_rope_index). Each image is its own vision run: the exports attend over all patches of a run, with
  * no boundary between images.
  */
 function createMrope(folder: ModelFolder, tokenizer: TextTokenizer): Architecture {

@@ -10,9 +10,10 @@
  */
 import { createHash } from "node:crypto";
 import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
-import type { Architecture, ImageLayout, ImagePixels, PositionPlan } from "./architecture.ts";
+import type { Architecture, ImageLayout, ImagePixels } from "./architecture.ts";
 import type { ChatMessage, ChatRole, ChatTemplate, TemplateOptions } from "./chat-template.ts";
 import { decodeImage, readImageSize } from "./image-decoder.ts";
+import type { PositionPlan } from "./positions.ts";
 import type { PromptEncoder } from "./prompt-encoder.ts";
 import type { TextTokenizer } from "./text-tokenizer.ts";
 

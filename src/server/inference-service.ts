@@ -3,6 +3,7 @@
  * port (Connect, gRPC-Web). It only translates between the wire messages and the engine:
  * admission happens ahead of both ports, in the gate.
  */
+import { randomUUID } from "node:crypto";
 import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
@@ -26,6 +27,7 @@ import type {
   Timings,
 } from "../engine/types.ts";
 import { GlanceError, invalidArgument } from "../errors.ts";
+import { runAdmitted } from "./admitted-run.ts";
 import { ANONYMOUS, TICKET } from "./gate.ts";
 import { readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
@@ -180,10 +182,13 @@ function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape
 /** The key id of the call's caller, from the ticket the gate put in its context. */
 const callerOf = (ctx: HandlerContext) => (ctx.values.get(TICKET)?.caller ?? ANONYMOUS).keyId;
 
-/** The engine's options for a call: its signal, and its ticket's token reservation. */
-function engineOptions(ctx: HandlerContext): GenerateOptions {
-  const ticket = ctx.values.get(TICKET);
-  return { signal: engineSignal(ctx.signal), reserve: ticket && ((tokens) => ticket.reserve(tokens)), owner: callerOf(ctx) };
+/** The engine's options for a call: its signal, and its caller as the request's owner. */
+const engineOptions = (ctx: HandlerContext): GenerateOptions => ({ signal: engineSignal(ctx.signal), owner: callerOf(ctx) });
+
+/** The call's request run with its ticket (admitted-run.ts); the request's id is the client's, or a new one. */
+function run(engine: Engine, input: GenerateInput, ctx: HandlerContext) {
+  const requestId = input.requestId || randomUUID();
+  return { requestId, events: runAdmitted(engine, { ...input, requestId }, engineOptions(ctx), ctx.values.get(TICKET)) };
 }
 
 export interface InferenceServiceDeps {
@@ -197,9 +202,8 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
     async *generate(req, ctx) {
       const record = observe(`Generate/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader);
       try {
-        const { requestId, events } = engine.generate(fromGenerateRequest(req), engineOptions(ctx));
+        const { requestId, events } = run(engine, fromGenerateRequest(req), ctx);
         for await (const e of record.events(requestId, events)) {
-          if (e.type === "done") ctx.values.get(TICKET)?.used(e.usage.totalTokens);
           yield toGenerateResponse(requestId, e);
         }
       } catch (e) {
@@ -213,14 +217,13 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
     async extract(req, ctx) {
       const record = observe(`Extract/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader);
       try {
-        const { requestId, events } = engine.generate(fromExtractRequest(req), engineOptions(ctx));
+        const { requestId, events } = run(engine, fromExtractRequest(req), ctx);
         let json = "";
         for await (const e of record.events(requestId, events)) {
           if (e.type === "delta") {
             json += e.text;
             continue;
           }
-          ctx.values.get(TICKET)?.used(e.usage.totalTokens);
           // The one space a model may put before the value is not part of it.
           const value = json.trimStart();
           return {

@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import type { ChatOptions, ChatRole, Engine, GenerateInput, InputPart, ResponseFormat } from "../engine/types.ts";
 import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
+import { runAdmitted } from "./admitted-run.ts";
 import type { Gate, Ticket } from "./gate.ts";
 import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
 import { type BodyBudget, readBody, sendRefusedBody } from "./request-body.ts";
@@ -227,16 +228,18 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
     const includeUsage = (body["stream_options"] as { include_usage?: unknown } | undefined)?.include_usage === true;
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
-    const { requestId, events } = engine.generate(
+    const events = runAdmitted(
+      engine,
       { ...fromChatCompletion(body), requestId: id },
-      { signal: client.signal, reserve: (tokens) => ticket.reserve(tokens), owner: ticket.caller.keyId },
+      { signal: client.signal, owner: ticket.caller.keyId },
+      ticket,
     );
     const chunk = (choices: unknown[], usage?: unknown) =>
       `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model: engine.info.id, choices, ...(usage ? { usage } : {}) })}\n\n`;
 
     let text = "";
     let reasoning = "";
-    for await (const e of record.events(requestId, events)) {
+    for await (const e of record.events(id, events)) {
       if (e.type === "delta") {
         if (!stream) {
           text += e.text;
@@ -260,7 +263,6 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
         if (e.text !== "") await write(res, chunk([{ index: 0, delta: { content: e.text }, logprobs: null, finish_reason: null }]));
         continue;
       }
-      ticket.used(e.usage.totalTokens);
       const usage = {
         prompt_tokens: e.usage.promptTokens,
         completion_tokens: e.usage.completionTokens,

@@ -2,7 +2,7 @@
  * What the hostile corpus shares: a server, a client of the inference service on each protocol
  * (the gRPC port, and gRPC, Connect and gRPC-Web on the HTTP port), the OpenAI route over raw
  * HTTP, and `healthy()`, which each group ends with: a correct question is answered correctly
- * on both ports and health says SERVING.
+ * on both ports, health says SERVING, and no model run has failed.
  */
 import assert from "node:assert/strict";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -32,7 +32,10 @@ export interface Hostile {
   services: Array<[string, Service]>;
   /** POSTs `body` (an object is sent as JSON) to /v1/chat/completions, or to `path`. */
   openai(body: unknown, init?: { path?: string; method?: string; headers?: Record<string, string> }): Promise<OpenAiReply>;
-  /** Throws unless a correct question (with `key`, if given) gets the correct answer on both ports and health says SERVING. */
+  /**
+   * Throws unless a correct question (with `key`, if given) gets the correct answer on both
+   * ports, health says SERVING, nothing is left running and no model run has failed.
+   */
   healthy(key?: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -84,6 +87,8 @@ export async function startHostile(flags: string[] = [], options: TestServerOpti
       assert.ok(isCorrect(QUESTION, reply.body.choices![0]!.message.content), "the OpenAI route answers correctly");
       const stats = ts.server.engine.stats();
       assert.deepEqual([stats.running, stats.waiting], [0, 0], "nothing is left running");
+      // Cancellations, deadlines and bad input are the clients' doing: none of them is a model failure.
+      assert.equal(stats.modelFailures, 0, "no model run failed");
     },
     async close() {
       health.close();

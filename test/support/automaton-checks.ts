@@ -1,6 +1,6 @@
 /** What the structured-output suites ask of an automaton, and how they expect a refusal. */
 import assert from "node:assert/strict";
-import type { ByteAutomaton } from "../../src/engine/structured/response-format.ts";
+import type { ByteAutomaton } from "../../src/engine/structured/automaton.ts";
 import { GlanceError } from "../../src/errors.ts";
 
 /** Whether the automaton takes exactly `text` to an accepting state. */

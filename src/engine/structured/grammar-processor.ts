@@ -11,8 +11,8 @@
  * value, in tokens it chose.
  */
 import { GlanceError } from "../../errors.ts";
-import type { LogitsProcessor } from "../sampler.ts";
-import { type ByteAutomaton, tokensNeeded } from "./response-format.ts";
+import type { LogitsProcessor } from "../logits-processor.ts";
+import { type ByteAutomaton, tokensNeeded } from "./automaton.ts";
 import { tokenBytes } from "./token-bytes.ts";
 import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
 

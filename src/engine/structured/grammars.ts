@@ -4,7 +4,7 @@
  * masks are shared by every request that uses it, in a bounded least-recently-used cache keyed
  * by the format's text (property order is part of a schema's output, so the text is the key).
  */
-import type { LogitsProcessor } from "../sampler.ts";
+import type { LogitsProcessor } from "../logits-processor.ts";
 import type { NfaData } from "./byte-nfa.ts";
 import { createGrammarProcessor, createGrammarVocabulary, createMaskCache, type GrammarVocabulary } from "./grammar-processor.ts";
 import { LazyDfa } from "./lazy-dfa.ts";

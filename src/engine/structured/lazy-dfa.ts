@@ -8,8 +8,9 @@
  * lead to a dead end is not allowed at all: every reachable state can still complete, and its
  * distance is finite.
  */
+
+import type { ByteAutomaton } from "./automaton.ts";
 import type { NfaData } from "./byte-nfa.ts";
-import type { ByteAutomaton } from "./response-format.ts";
 
 /** A transition not computed yet. */
 const UNKNOWN = -2;

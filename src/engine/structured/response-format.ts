@@ -1,10 +1,11 @@
 /**
  * The entry point of structured output: a response format compiled into a byte automaton that
  * says, byte by byte, what may come next and how far the shortest way to a complete value is.
- * Pipeline: schema gate → typed nodes → byte NFA (frozen into shared arrays) → lazy DFA (see
- * the research notes, §3).
+ * Pipeline: schema gate → typed nodes → byte NFA (frozen into shared arrays) → lazy DFA, a
+ * ByteAutomaton (automaton.ts).
  */
 import { describeValue, invalidArgument } from "../../errors.ts";
+import { type ByteAutomaton, tokensNeeded } from "./automaton.ts";
 import { ByteNfa, codePoints, type Fragment, literal, type NfaData, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
 import { LazyDfa } from "./lazy-dfa.ts";
 import { parseRegex, regexFragment } from "./regex.ts";
@@ -16,18 +17,6 @@ export type ResponseFormat =
   | { type: "json_object" } // any JSON object, nesting unrolled to JSON_OBJECT_DEPTH
   | { type: "choice"; choices: string[] } // exactly one of these strings, as raw text (not JSON-quoted)
   | { type: "regex"; pattern: string }; // the whole raw reply matches the pattern (see regex.ts for the subset)
-
-export interface ByteAutomaton {
-  readonly start: number;
-  /** The state after `byte` (0-255), or -1 when the byte is not allowed. Computed lazily, cached. */
-  next(state: number, byte: number): number;
-  /** The bytes so far form a complete valid value. */
-  accepting(state: number): boolean;
-  /** Length in bytes of the shortest completion from `state` to an accepting state (0 when accepting); Infinity when none. */
-  distance(state: number): number;
-  /** Whether any byte leads on from `state` (false: the value is complete and nothing may follow). */
-  hasNext(state: number): boolean;
-}
 
 /**
  * The compile time bound. Formats compile on a thread of their own (format-compiler.ts), so a
@@ -51,14 +40,8 @@ const leadingSpace = (value: Fragment): Fragment => sequence(repeat(literal(" ")
 /** A format compiled and checked: its NFA (plain data, shared across threads) and the fewest tokens it needs. */
 export interface CompiledFormat {
   nfa: NfaData;
-  /** Tokens the shortest valid output takes, end of sequence included (see `tokensNeeded`). */
+  /** Tokens the shortest valid output takes, end of sequence included (see automaton.ts `tokensNeeded`). */
   minTokens: number;
-}
-
-/** Tokens a state still needs: its shortest completion in bytes, and end of sequence after it. */
-export function tokensNeeded(automaton: ByteAutomaton, state: number): number {
-  if (automaton.accepting(state) && !automaton.hasNext(state)) return 0;
-  return automaton.distance(state) + 1;
 }
 
 /** Throws invalid_argument naming the problem; `deadlineMs` bounds compile time. */

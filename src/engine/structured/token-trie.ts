@@ -3,7 +3,7 @@
  * along an automaton visits each shared prefix once, and a byte the automaton refuses skips the
  * whole subtree below it in one jump. Built once per model.
  */
-import type { ByteAutomaton } from "./response-format.ts";
+import type { ByteAutomaton } from "./automaton.ts";
 
 export interface TokenTrie {
   /** Calls `visit` with every token the automaton takes whole from `state`, and the state after it. */

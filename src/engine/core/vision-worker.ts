@@ -3,18 +3,10 @@
  * graph; each message is one call's images, their features transferred back.
  */
 import { workerData } from "node:worker_threads";
-import { fromFolder } from "../model/loaded-model.ts";
-import type { ModelFolder } from "../model/model-folder.ts";
-import { openVisionSession, type SessionOptions } from "../model/onnx-model.ts";
-import { serveSideThread } from "../side-thread.ts";
-import { createSessionEncoder, type ImageToEncode } from "./vision-encoder.ts";
-
-export interface VisionWorkerData {
-  folder: ModelFolder;
-  session: SessionOptions;
-  /** The decoder's hidden size, which each feature has. */
-  hidden: number;
-}
+import { fromFolder } from "../../model/loaded-model.ts";
+import { openVisionSession } from "../../model/onnx-model.ts";
+import { serveSideThread } from "../../side-thread.ts";
+import { createSessionEncoder, type ImageToEncode, type VisionWorkerData } from "./vision-encoder.ts";
 
 const data = workerData as VisionWorkerData;
 const session = await openVisionSession(data.folder, data.session);

@@ -7,7 +7,7 @@
  * the cache keeps for the purpose, so that a changing batch does not churn the garbage collector.
  */
 import * as ort from "onnxruntime-node";
-import { type DecoderSpec, feedable, float16Tensor } from "../model/onnx-model.ts";
+import { type DecoderSpec, feedable, float16Tensor } from "../../model/onnx-model.ts";
 
 /** float16 caches hold their values' bits, the form onnxruntime-node reads float16 inputs in. */
 export type KvArray = Float32Array | Uint16Array;

@@ -4,16 +4,16 @@
  * network, health checks and cancellation responsive, and replaces this thread if it dies.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { GlanceError } from "../errors.ts";
-import { fromFolder } from "../model/loaded-model.ts";
-import { loadOnnxModel } from "../model/onnx-model.ts";
-import { trimNativeHeap } from "../native-heap.ts";
+import { GlanceError } from "../../errors.ts";
+import { fromFolder } from "../../model/loaded-model.ts";
+import { loadOnnxModel } from "../../model/onnx-model.ts";
+import { trimNativeHeap } from "../../native-heap.ts";
+import { createMinTokensProcessor } from "../logits-processor.ts";
+import type { FromWorker, ToWorker, WorkerData } from "../protocol.ts";
+import { createGrammars } from "../structured/grammars.ts";
+import type { EngineFault } from "../types.ts";
 import { createModelRunner, type ModelRunner } from "./model-runner.ts";
-import type { FromWorker, ToWorker, WorkerData } from "./protocol.ts";
-import { createMinTokensProcessor } from "./sampler.ts";
 import { createScheduler } from "./scheduler.ts";
-import { createGrammars } from "./structured/grammars.ts";
-import type { EngineFault } from "./types.ts";
 import { createSessionEncoder, createThreadEncoder, type VisionEncoder } from "./vision-encoder.ts";
 import { createVisionStore } from "./vision-store.ts";
 

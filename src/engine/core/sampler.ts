@@ -6,32 +6,9 @@
  * of every sequence in the worker, so it allocates nothing per step and never sorts the whole
  * vocabulary.
  */
-import { invalidArgument } from "../errors.ts";
-
-export interface SamplingParams {
-  /** 0 picks the most likely token (greedy); otherwise logits are divided by it. */
-  temperature: number;
-  /** Nucleus mass in (0, 1]; 1 disables it. */
-  topP: number;
-  /** How many of the most likely tokens stay candidates; 0 disables it. */
-  topK: number;
-  /** HF/CTRL penalty on every token already seen; 1 disables it. */
-  repetitionPenalty: number;
-  /** Seeds the sequence's own generator; taken modulo 2^64, so any bigint is accepted. */
-  seed: bigint;
-}
-
-/**
- * A per-request step before sampling: a grammar mask for structured output, or the repetition
- * penalty. It may change any logit (a mask sets disallowed ids to -Infinity) and hears every
- * token the sequence accepts.
- */
-export interface LogitsProcessor {
-  apply(logits: Float32Array): void;
-  accept(token: number): void;
-  /** True once the constraint admits nothing more: the request is finished. */
-  readonly complete?: boolean;
-}
+import { createRepetitionPenalty, type LogitsProcessor } from "../logits-processor.ts";
+import type { SamplingParams } from "../sampling-params.ts";
+import { createRandom } from "./random.ts";
 
 export interface Sampler {
   /**
@@ -44,23 +21,6 @@ export interface Sampler {
   accept(token: number): void;
   /** Whether a processor is complete. */
   readonly complete: boolean;
-}
-
-/** Throws invalid_argument naming the first field that is out of range. */
-export function validateSamplingParams(params: SamplingParams): void {
-  const { temperature, topP, topK, repetitionPenalty } = params;
-  if (!Number.isFinite(temperature) || temperature < 0) {
-    throw invalidArgument(`temperature must be a finite number >= 0 (0 means greedy), got ${temperature}`);
-  }
-  if (!(topP > 0 && topP <= 1)) {
-    throw invalidArgument(`top_p must be in (0, 1] (1 disables it), got ${topP}`);
-  }
-  if (!Number.isInteger(topK) || topK < 0) {
-    throw invalidArgument(`top_k must be an integer >= 0 (0 disables it), got ${topK}`);
-  }
-  if (!Number.isFinite(repetitionPenalty) || repetitionPenalty <= 0) {
-    throw invalidArgument(`repetition_penalty must be a finite number > 0 (1 disables it), got ${repetitionPenalty}`);
-  }
 }
 
 /**
@@ -93,44 +53,6 @@ export function createSampler(
     },
     get complete() {
       return processors.some((p) => p.complete);
-    },
-  };
-}
-
-/**
- * transformers' RepetitionPenaltyLogitsProcessor: shrink positive logits, grow negative ones, of
- * every token seen. A Set keeps its cost proportional to the distinct tokens of the sequence,
- * not to the vocabulary.
- */
-function createRepetitionPenalty(penalty: number, promptIds: ArrayLike<number>): LogitsProcessor {
-  const seen = new Set(Array.from(promptIds));
-  return {
-    apply(logits) {
-      for (const id of seen) {
-        const value = logits[id];
-        if (value === undefined) continue;
-        logits[id] = value < 0 ? value * penalty : value / penalty;
-      }
-    },
-    accept(token) {
-      seen.add(token);
-    },
-  };
-}
-
-/**
- * vLLM's min_tokens: the end-of-sequence ids are masked until the sequence has `minTokens`
- * tokens, so the reply cannot end before then.
- */
-export function createMinTokensProcessor(eosTokenIds: readonly number[], minTokens: number): LogitsProcessor {
-  let generated = 0;
-  return {
-    apply(logits) {
-      if (generated >= minTokens) return;
-      for (const id of eosTokenIds) if (id < logits.length) logits[id] = Number.NEGATIVE_INFINITY;
-    },
-    accept() {
-      generated++;
     },
   };
 }
@@ -334,45 +256,4 @@ function draw(weights: Float32Array, candidates: Int32Array, count: number, u: n
   }
   // Rounding kept `remaining` at or above zero: the last token with any weight absorbs it.
   return last;
-}
-
-const MASK_64 = (1n << 64n) - 1n;
-
-/**
- * xoshiro128** seeded through SplitMix64, as its authors recommend: small, fast on 32-bit
- * integer arithmetic, and well studied. SplitMix64 is a bijection of its counter, so two
- * consecutive outputs are never both zero and the state is never the forbidden all-zero one.
- * Returns uniform doubles in [0, 1) with 53 random bits.
- */
-function createRandom(seed: bigint): () => number {
-  let counter = BigInt.asUintN(64, seed);
-  const splitMix64 = (): bigint => {
-    counter = (counter + 0x9e3779b97f4a7c15n) & MASK_64;
-    let z = counter;
-    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK_64;
-    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK_64;
-    return z ^ (z >> 31n);
-  };
-  const a = splitMix64();
-  const b = splitMix64();
-  let s0 = Number(a & 0xffffffffn) | 0;
-  let s1 = Number(a >> 32n) | 0;
-  let s2 = Number(b & 0xffffffffn) | 0;
-  let s3 = Number(b >> 32n) | 0;
-  const next32 = (): number => {
-    const result = Math.imul(rotl(Math.imul(s1, 5), 7), 9) >>> 0;
-    const t = s1 << 9;
-    s2 ^= s0;
-    s3 ^= s1;
-    s1 ^= s2;
-    s0 ^= s3;
-    s2 ^= t;
-    s3 = rotl(s3, 11);
-    return result;
-  };
-  return () => ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992;
-}
-
-function rotl(x: number, k: number): number {
-  return (x << k) | (x >>> (32 - k));
 }

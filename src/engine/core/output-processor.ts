@@ -4,13 +4,13 @@
  * the context length) and the closing event with usage and timings. vLLM splits the same
  * work between check_stop and its output processor; here one object per sequence owns it.
  */
-import type { TextTokenizer } from "../model/text-tokenizer.ts";
-import { now } from "./clock.ts";
+import type { TextTokenizer } from "../../model/text-tokenizer.ts";
+import { now } from "../clock.ts";
+import type { EngineRequest, SequenceEvent } from "../protocol.ts";
+import { createStopMatcher } from "../stop-strings.ts";
+import type { FinishReason } from "../types.ts";
 import { createIncrementalDetokenizer } from "./detokenizer.ts";
 import type { OutputMarkup } from "./output-markup.ts";
-import type { EngineRequest, SequenceEvent } from "./protocol.ts";
-import { createStopMatcher } from "./stop-strings.ts";
-import type { FinishReason } from "./types.ts";
 
 export interface OutputContext {
   tokenizer: Pick<TextTokenizer, "decode">;

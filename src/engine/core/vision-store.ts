@@ -3,9 +3,9 @@
  * the main thread's index (vision-cache.ts) says. A request holds its images' entries from the
  * moment it arrives, so an eviction never takes features from a request that still needs them.
  */
-import { GlanceError } from "../errors.ts";
-import type { ImagePixels } from "../model/architecture.ts";
-import type { WorkerImage } from "./protocol.ts";
+import { GlanceError } from "../../errors.ts";
+import type { ImagePixels } from "../../model/architecture.ts";
+import type { WorkerImage } from "../protocol.ts";
 
 /** An image's pixels until it is encoded, then its features. */
 export interface VisionEntry {

@@ -5,7 +5,7 @@
  * which are part of the answer's text. Found by id in the model's own vocabulary, so a model
  * without them has no markup.
  */
-import type { TextTokenizer } from "../model/text-tokenizer.ts";
+import type { TextTokenizer } from "../../model/text-tokenizer.ts";
 
 export interface OutputMarkup {
   thinkStart?: number;

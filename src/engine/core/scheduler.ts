@@ -9,15 +9,16 @@
  * leaves the batch at the next step. A model run that throws fails only the sequences of that
  * run, as TGI's "errors discard only the batch": the loop drops their cache and goes on.
  */
-import { concatFloat32 } from "../model/float32.ts";
-import type { TextTokenizer } from "../model/text-tokenizer.ts";
-import { now } from "./clock.ts";
+import { concatFloat32 } from "../../model/float32.ts";
+import type { TextTokenizer } from "../../model/text-tokenizer.ts";
+import { now } from "../clock.ts";
+import type { LogitsProcessor } from "../logits-processor.ts";
+import type { EngineRequest, SchedulerOptions, SequenceEvent, WorkerStats } from "../protocol.ts";
 import type { ModelRunner } from "./model-runner.ts";
 import { createOutputMarkup } from "./output-markup.ts";
 import { createOutputProcessor, type OutputProcessor } from "./output-processor.ts";
 import type { PrefixMatch } from "./prefix-cache.ts";
-import type { EngineRequest, SchedulerOptions, SequenceEvent, WorkerStats } from "./protocol.ts";
-import { createSampler, type LogitsProcessor, type Sampler } from "./sampler.ts";
+import { createSampler, type Sampler } from "./sampler.ts";
 import type { VisionEntry } from "./vision-store.ts";
 
 /**

@@ -5,13 +5,13 @@
  * session of its own (vision-worker.ts), and the scheduler decodes while images are encoded.
  */
 import * as ort from "onnxruntime-node";
-import { GlanceError } from "../errors.ts";
-import type { Architecture, ImagePixels, TensorData } from "../model/architecture.ts";
-import { concatFloat32 } from "../model/float32.ts";
-import { asFloat32, floatInputs, floatTensor } from "../model/onnx-model.ts";
-import { siblingModule } from "../module-url.ts";
-import { createSideThread } from "../side-thread.ts";
-import type { VisionWorkerData } from "./vision-worker.ts";
+import { GlanceError } from "../../errors.ts";
+import type { Architecture, ImagePixels, TensorData } from "../../model/architecture.ts";
+import { concatFloat32 } from "../../model/float32.ts";
+import type { ModelFolder } from "../../model/model-folder.ts";
+import { asFloat32, floatInputs, floatTensor, type SessionOptions } from "../../model/onnx-model.ts";
+import { siblingModule } from "../../module-url.ts";
+import { createSideThread } from "../../side-thread.ts";
 
 export interface ImageToEncode {
   pixels: ImagePixels;
@@ -55,6 +55,14 @@ export function createSessionEncoder(session: ort.InferenceSession, arch: Archit
     },
     close: () => session.release(),
   };
+}
+
+/** What the vision encoder's thread (vision-worker.ts) is started with. */
+export interface VisionWorkerData {
+  folder: ModelFolder;
+  session: SessionOptions;
+  /** The decoder's hidden size, which each feature has. */
+  hidden: number;
 }
 
 /**

@@ -1,13 +1,29 @@
 /**
- * Three-row rotary positions (temporal, height, width) for the M-RoPE family, computed per
- * request from its own unpadded tokens (Hugging Face's get_rope_index). Text advances all three
- * rows together; an image's tokens share one temporal position and spread over its merged grid,
- * and the image then advances the position by its longer side, not by its token count. So the
- * next decode position is below the prompt's length once there is an image, and is kept per
- * request rather than read off the cache.
+ * A prompt's position ids. Idefics3 numbers its tokens 0, 1, 2... in one row. The M-RoPE family
+ * has three rows (temporal, height, width), computed per request from its own unpadded tokens
+ * (Hugging Face's get_rope_index): text advances all three rows together; an image's tokens
+ * share one temporal position and spread over its merged grid, and the image then advances the
+ * position by its longer side, not by its token count. So the next decode position is below the
+ * prompt's length once there is an image, and is kept per request rather than read off the cache.
  */
 import { GlanceError } from "../errors.ts";
-import type { PositionPlan } from "./architecture.ts";
+
+/** Position ids of a prompt, and where decoding continues. */
+export interface PositionPlan {
+  /** 1 for plain rotary positions, 3 for M-RoPE (temporal, height, width). */
+  rows: 1 | 3;
+  /** rows × prompt length, row-major. */
+  prompt: BigInt64Array;
+  /** The position of the first generated token; each later one adds 1. */
+  next: bigint;
+}
+
+/** Positions 0, 1, 2... in one row. */
+export function linearPositions(length: number): PositionPlan {
+  const prompt = new BigInt64Array(length);
+  for (let i = 0; i < length; i++) prompt[i] = BigInt(i);
+  return { rows: 1, prompt, next: BigInt(length) };
+}
 
 /** An image's grid of merged tokens: rows × columns (frames are 1 for images). */
 export interface TokenGrid {

@@ -8,9 +8,10 @@
  * index or a position.
  */
 import * as ort from "onnxruntime-node";
-import { GlanceError } from "../errors.ts";
-import type { Architecture, PositionPlan } from "../model/architecture.ts";
-import { asFloat32, floatTensor, type OnnxModel } from "../model/onnx-model.ts";
+import { GlanceError } from "../../errors.ts";
+import type { Architecture } from "../../model/architecture.ts";
+import { asFloat32, floatTensor, type OnnxModel } from "../../model/onnx-model.ts";
+import type { PositionPlan } from "../../model/positions.ts";
 import { type BatchCache, createBatchCache } from "./kv-cache.ts";
 import { createPrefixCache, type PrefixCacheStats, type PrefixMatch } from "./prefix-cache.ts";
 import type { ImageToEncode, VisionEncoder } from "./vision-encoder.ts";
@@ -98,6 +99,29 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
   /** Prompts prefilled in chunks, between their chunks: each one's row and how far it got. */
   const partial = new Map<string, { cache: BatchCache; done: number }>();
   const released = new Set<string>();
+  /**
+   * Whether a prefill or decode call is between its awaits. A release then (the scheduler
+   * cancels while a step runs) must not reset the state the call is using: the reset waits for
+   * the call's end.
+   */
+  let busy = false;
+  /** Nothing left that a step would run: every row released, no prompt part-way. */
+  const idle = () => {
+    const live = (r: Row) => !released.has(r.id);
+    return !rows.some(live) && !joining.some((j) => j.rows.some(live)) && partial.size === 0;
+  };
+
+  /** Runs one prefill or decode call; frees the state at its end if every row was released meanwhile. */
+  async function exclusive<T>(call: () => Promise<T>): Promise<T> {
+    if (busy) throw new GlanceError("internal", "a prefill or decode call started while another ran");
+    busy = true;
+    try {
+      return await call();
+    } finally {
+      busy = false;
+      if (idle()) reset();
+    }
+  }
 
   async function embed(ids: BigInt64Array, count: number, width: number): Promise<Float32Array> {
     const out = await model.embed.run({ input_ids: new ort.Tensor("int64", ids, [count, width]) });
@@ -270,74 +294,75 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
       return { ...prefixes.stats, bytes: prefixes.bytes };
     },
 
-    async prefill(all) {
-      if (joining.length > 0) commit();
-      const results = new Map<string, Float32Array>();
-      const joined: { rows: Row[]; cache: BatchCache }[] = [];
-      // Prompts on a row of their own: those with a stored prefix, those run in chunks, and
-      // those longer than one run. Decided before any runs: a prompt's last chunk takes it out
-      // of `partial`, and it must not then be prefilled again with the others.
-      const alone = new Set(
-        all.filter(
-          (x) => x.prefix !== undefined || partial.has(x.id) || (x.end ?? x.ids.length) < x.ids.length || x.ids.length > runPositions,
-        ),
-      );
-      for (const x of alone) {
-        const row = ownRow(x);
-        const end = x.end ?? x.ids.length;
-        if (end <= row.done || end > x.ids.length) {
-          throw new GlanceError("internal", `a prefill chunk must end after position ${row.done} and by ${x.ids.length}, not at ${end}`);
+    prefill: (all) =>
+      exclusive(async () => {
+        if (joining.length > 0) commit();
+        const results = new Map<string, Float32Array>();
+        const joined: { rows: Row[]; cache: BatchCache }[] = [];
+        // Prompts on a row of their own: those with a stored prefix, those run in chunks, and
+        // those longer than one run. Decided before any runs: a prompt's last chunk takes it out
+        // of `partial`, and it must not then be prefilled again with the others.
+        const alone = new Set(
+          all.filter(
+            (x) => x.prefix !== undefined || partial.has(x.id) || (x.end ?? x.ids.length) < x.ids.length || x.ids.length > runPositions,
+          ),
+        );
+        for (const x of alone) {
+          const row = ownRow(x);
+          const end = x.end ?? x.ids.length;
+          if (end <= row.done || end > x.ids.length) {
+            throw new GlanceError("internal", `a prefill chunk must end after position ${row.done} and by ${x.ids.length}, not at ${end}`);
+          }
+          let logits!: Float32Array;
+          for (let from = row.done; from < end; from += runPositions) {
+            logits = await prefillOwnRow(x, row.cache, from, Math.min(from + runPositions, end));
+          }
+          if (end < x.ids.length) {
+            partial.set(x.id, { cache: row.cache, done: end });
+            continue;
+          }
+          partial.delete(x.id);
+          results.set(x.id, logits);
+          storePrefix(x, row.cache, 0);
+          joined.push({ rows: [{ id: x.id, next: x.positions.next }], cache: row.cache });
         }
-        let logits!: Float32Array;
-        for (let from = row.done; from < end; from += runPositions) {
-          logits = await prefillOwnRow(x, row.cache, from, Math.min(from + runPositions, end));
+        // The others left-padded together, in batches of at most runPositions positions.
+        const batches: PrefillInput[][] = [];
+        for (const x of all.filter((x) => !alone.has(x))) {
+          const last = batches.at(-1);
+          const width = Math.max(x.ids.length, ...(last ?? []).map((y) => y.ids.length));
+          if (last && width * (last.length + 1) <= runPositions) last.push(x);
+          else batches.push([x]);
         }
-        if (end < x.ids.length) {
-          partial.set(x.id, { cache: row.cache, done: end });
-          continue;
-        }
-        partial.delete(x.id);
-        results.set(x.id, logits);
-        storePrefix(x, row.cache, 0);
-        joined.push({ rows: [{ id: x.id, next: x.positions.next }], cache: row.cache });
-      }
-      // The others left-padded together, in batches of at most runPositions positions.
-      const batches: PrefillInput[][] = [];
-      for (const x of all.filter((x) => !alone.has(x))) {
-        const last = batches.at(-1);
-        const width = Math.max(x.ids.length, ...(last ?? []).map((y) => y.ids.length));
-        if (last && width * (last.length + 1) <= runPositions) last.push(x);
-        else batches.push([x]);
-      }
-      for (const batch of batches) joined.push(await prefillBatch(batch, results));
-      joining = joined;
-      return results;
-    },
+        for (const batch of batches) joined.push(await prefillBatch(batch, results));
+        joining = joined;
+        return results;
+      }),
 
-    async decode(tokens) {
-      commit();
-      if (!cache) throw new GlanceError("internal", "decode with an empty batch");
-      const count = rows.length;
-      const ids = new BigInt64Array(count);
-      const positions = new BigInt64Array(spec.positionRows * count);
-      rows.forEach((row, r) => {
-        const token = tokens.get(row.id);
-        if (token === undefined) throw new GlanceError("internal", `no token for sequence ${row.id}`);
-        ids[r] = BigInt(token);
-        for (let p = 0; p < spec.positionRows; p++) positions[p * count + r] = row.next;
-      });
-      const logits = await runDecoder(await embed(ids, count, 1), count, 1, positions, cache);
-      for (const row of rows) row.next++;
-      return new Map(rows.map((row, r) => [row.id, logits[r]!]));
-    },
+    decode: (tokens) =>
+      exclusive(async () => {
+        commit();
+        if (!cache) throw new GlanceError("internal", "decode with an empty batch");
+        const count = rows.length;
+        const ids = new BigInt64Array(count);
+        const positions = new BigInt64Array(spec.positionRows * count);
+        rows.forEach((row, r) => {
+          const token = tokens.get(row.id);
+          if (token === undefined) throw new GlanceError("internal", `no token for sequence ${row.id}`);
+          ids[r] = BigInt(token);
+          for (let p = 0; p < spec.positionRows; p++) positions[p * count + r] = row.next;
+        });
+        const logits = await runDecoder(await embed(ids, count, 1), count, 1, positions, cache);
+        for (const row of rows) row.next++;
+        return new Map(rows.map((row, r) => [row.id, logits[r]!]));
+      }),
 
     release(ids) {
       for (const id of ids) {
         released.add(id);
         partial.delete(id);
       }
-      const live = (r: Row) => !released.has(r.id);
-      if (!rows.some(live) && !joining.some((j) => j.rows.some(live)) && partial.size === 0) reset();
+      if (!busy && idle()) reset();
     },
 
     reset,
