@@ -1,0 +1,62 @@
+/**
+ * The layering `npm test` holds the sources to (dependency-cruiser, `npm run lint:layers`).
+ * The engine has two sides: a front end on the main thread (src/engine/*.ts) and a core on the
+ * worker thread (src/engine/core/); they meet in the modules both sides need, named in SHARED.
+ */
+/** Engine modules both threads import: the messages between them, what callers see, and leaf helpers. */
+const SHARED = "^src/engine/(protocol|types|clock|stop-strings|sampling-params|logits-processor)\\.ts$";
+
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: "no-cycles",
+      comment: "A cycle, even of type imports only, puts a type in the wrong home.",
+      severity: "error",
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: "servers-see-the-engines-face",
+      comment: "The servers use the engine through engine.ts and types.ts only.",
+      severity: "error",
+      from: { path: "^src/server/" },
+      to: { path: "^src/engine/", pathNot: "^src/engine/(engine|types)\\.ts$" },
+    },
+    {
+      name: "model-below-engine",
+      comment: "src/model/ reads model folders and prepares inputs; it knows nothing of the engine.",
+      severity: "error",
+      from: { path: "^src/model/" },
+      to: { path: "^src/engine/" },
+    },
+    {
+      name: "front-end-not-into-core",
+      comment: "The main thread starts the core's worker by URL and talks to it in protocol.ts messages.",
+      severity: "error",
+      from: { path: "^src/engine/", pathNot: "^src/engine/core/" },
+      to: { path: "^src/engine/core/" },
+    },
+    {
+      name: "core-not-into-front-end",
+      comment: "The worker thread's modules import no main-thread module of the engine.",
+      severity: "error",
+      from: { path: "^src/engine/(core|structured)/" },
+      to: { path: "^src/engine/[^/]+\\.ts$", pathNot: SHARED },
+    },
+    {
+      name: "nothing-imports-upward",
+      comment: "The servers, the engine and the model never import what composes them (the process, the CLI, the settings).",
+      severity: "error",
+      from: { path: "^src/(server|engine|model)/" },
+      to: { path: "^src/(cli|glance-server|config)\\.ts$" },
+    },
+  ],
+  options: {
+    doNotFollow: { path: "node_modules" },
+    exclude: { path: "^gen/" },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: "tsconfig.json" },
+    enhancedResolveOptions: { extensions: [".ts", ".js"] },
+  },
+};
