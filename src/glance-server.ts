@@ -89,7 +89,6 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
     healthPort: grpc.healthPort,
     ready,
     async drain() {
-      log.info({ graceMs: config.drainGraceMs }, "draining");
       // Readiness turns NOT_SERVING, and the ports stop taking connections and send GOAWAY at
       // once, so that clients and proxies open their next calls elsewhere (nginx retries on a
       // refused connection, never on a gRPC status); the calls in flight finish. The sessions
@@ -97,7 +96,13 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       // the first GOAWAY gets the gate's UNAVAILABLE, not REFUSED_STREAM, which connect-es
       // reports as INTERNAL. Waiting for the reply to a ping after the first GOAWAY was not
       // enough: clean-clone runs of test/drain.test.ts saw a call sent just after it refused.
-      const [{ unfinished }] = await Promise.all([lifecycle.drain(config.drainGraceMs), grpc.announceDrain(), http.announceDrain()]);
+      // One that a client had queued but not yet sent when the first GOAWAY reached it is refused
+      // by the client's own HTTP/2 stack (REFUSED_STREAM, which gRPC maps to UNAVAILABLE and
+      // grpc-js retries); no server can prevent that.
+      const announced = Promise.all([lifecycle.drain(config.drainGraceMs), grpc.announceDrain(), http.announceDrain()]);
+      // Logged once the ports are closed: a connection made after this line is refused, not reset.
+      log.info({ graceMs: config.drainGraceMs }, "draining");
+      const [{ unfinished }] = await announced;
       if (unfinished > 0) log.warn({ unfinished }, "grace period over; closing streams still running");
       const closed = Promise.all([grpc.close(config.drainGraceMs), http.close(config.drainGraceMs)]);
       // The last answers still have to reach their clients; then what is left (health watches,
