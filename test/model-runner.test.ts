@@ -198,6 +198,32 @@ describe("model runner", () => {
     assert.equal(runner.cacheBytes, 0);
   });
 
+  it("runs a decoder opened to keep its caches on the device: the CPU provider returns them on the CPU, the same logits", async () => {
+    const names = Array.from({ length: model.spec.layers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
+    const loaded = loadModel(TINY_MODEL_DIR, { decoderDtype: "fp32" });
+    const device = await loadOnnxModel(
+      loaded.folder,
+      { intraOpThreads: 1, interOpThreads: 1, executionProviders: ["cpu"] },
+      { vision: false, deviceOutputs: names },
+    );
+    try {
+      const onDevice = createModelRunner(device, arch, createSessionEncoder(model.vision!, arch, model.spec.hiddenSize), {
+        prefixCacheBytes: 0,
+      });
+      const x = await input("a", short);
+      const expected = await runner.prefill([x]);
+      const expectedStep = await runner.decode(new Map([["a", 7]]));
+      runner.reset();
+      const got = await onDevice.prefill([x]);
+      const step = await onDevice.decode(new Map([["a", 7]]));
+      assert.ok(maxDifference(expected.get("a")!, got.get("a")!) < 1e-5);
+      assert.ok(maxDifference(expectedStep.get("a")!, step.get("a")!) < 1e-5);
+      onDevice.reset();
+    } finally {
+      await device.release();
+    }
+  });
+
   it("cuts prefill runs to their logits budget (batches and chunks) with the logits of one run", async () => {
     const whole = await runner.prefill([await input("short", short), await input("long", long)]);
     const wholeStep = await runner.decode(

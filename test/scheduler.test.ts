@@ -13,7 +13,10 @@ import type { EngineRequest, SchedulerOptions, SequenceEvent } from "../src/engi
 const VOCAB = 8;
 const TOKEN = 1;
 const EOS = 0;
-/** Each request's row may reach 2 prompt + 100 max_tokens positions: 102,000 bytes at this size. */
+/**
+ * The scripted runner's cache costs this much a position of a row; each request's row may reach
+ * 2 prompt + 100 max_tokens positions: 102,000 bytes at this size.
+ */
 const KV_BYTES_PER_TOKEN = 1000;
 
 /** A two-token prompt, greedy, that may generate up to 100 tokens. */
@@ -89,6 +92,7 @@ async function schedule(
     release: (ids) => run.log.push(`release ${[...ids].join(",")}`),
     reset: () => run.log.push("reset"),
     cacheBytes: 0,
+    kvBytes: (rows, longest) => rows * longest * KV_BYTES_PER_TOKEN,
     matchPrefix: () => undefined,
     prefixStats: { queries: 0, hits: 0, bytes: 0 },
   };
@@ -107,7 +111,6 @@ async function schedule(
         kvCacheBytes: 0,
         ...options,
       },
-      kvBytesPerToken: KV_BYTES_PER_TOKEN,
       emit(events, stats) {
         run.events.push(...events);
         // Idle, with every request ended (a refused one ends at its submission).
@@ -146,20 +149,20 @@ function prefills(log: string[]): string[] {
 // next iteration, as messages reaching the worker one by one do.
 describe("scheduler", () => {
   it("queues what would take the cache past --kv-cache-mb, and refuses a request that could never fit", async () => {
-    // Room for two rows of 102 positions (three copies each), not three.
-    const { log, events } = await schedule({ kvCacheBytes: 750_000 }, { a: 5, b: 5, c: 2 });
+    // Room for two rows of 102 positions as the runner counts them, not three.
+    const { log, events } = await schedule({ kvCacheBytes: 250_000 }, { a: 5, b: 5, c: 2 });
     const widest = Math.max(...log.filter((l) => l.startsWith("decode")).map((l) => l.split(",").length));
     assert.equal(widest, 2, log.join("; "));
     assert.ok(log.indexOf("prefill c") > log.indexOf("release a"), `c waits for a's row: ${log.join("; ")}`);
     assert.equal(events.filter((e) => e.type === "done").length, 3);
-    const refused = await schedule({ kvCacheBytes: 200_000 }, { a: 2 });
+    const refused = await schedule({ kvCacheBytes: 90_000 }, { a: 2 });
     assert.deepEqual(
       refused.events.map((e) => (e.type === "error" ? e.error.code : e.type)),
       ["invalid_argument"],
     );
     assert.match(
       (refused.events[0] as { error: { message: string } }).error.message,
-      /need up to 0\.29 MB .* --kv-cache-mb is 0\.19: lower max_tokens/,
+      /need up to 0\.10 MB .* --kv-cache-mb is 0\.09: lower max_tokens/,
     );
   });
 
@@ -267,6 +270,7 @@ describe("scheduler", () => {
       release: () => {},
       reset: () => {},
       cacheBytes: 0,
+      kvBytes: (rows, longest) => rows * longest * KV_BYTES_PER_TOKEN,
       matchPrefix: () => undefined,
       prefixStats: { queries: 0, hits: 0, bytes: 0 },
     };
@@ -285,7 +289,6 @@ describe("scheduler", () => {
           maxWaitingSteps: 20,
           kvCacheBytes: 0,
         },
-        kvBytesPerToken: KV_BYTES_PER_TOKEN,
         emit: (events, stats) => {
           if (events.length === 0 && stats.running === 0 && stats.waiting === 0) resolve();
         },

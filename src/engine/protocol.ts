@@ -35,9 +35,10 @@ export interface SchedulerOptions {
   maxWaitingSteps: number;
   /**
    * Bytes the running batch's key/value cache may reach at its largest (`--kv-cache-mb`; 0: no
-   * bound): three copies (its tensors and the two rebuild buffers) of rows × the longest row a
-   * request may grow to (prompt plus max_tokens), since rows are left-padded to the longest. A
-   * request that would take it past waits in the queue; one that could never fit is refused.
+   * bound), as the runner's cache factory counts them for its rows and the longest row a request
+   * may grow to (prompt plus max_tokens), since rows are left-padded to the longest: on the CPU,
+   * three copies (its tensors and the two rebuild buffers). A request that would take it past
+   * waits in the queue; one that could never fit is refused.
    */
   kvCacheBytes: number;
 }

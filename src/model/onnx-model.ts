@@ -1,6 +1,7 @@
 /**
  * The three onnxruntime sessions of a model folder and the shapes read from their metadata.
- * Runs only in the engine's worker: session.run blocks the thread it is called on.
+ * Runs only on the engine's worker thread and the vision encoder's: session.run blocks the
+ * thread it is called on.
  */
 import * as ort from "onnxruntime-node";
 import { GlanceError } from "../errors.ts";
@@ -141,8 +142,18 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
  * off: onnxruntime allocates each run's buffers and frees them after, instead of keeping the
  * peak of the largest run for the process's life.
  */
-function openSession(file: string, options: SessionOptions, { arena = true } = {}): Promise<ort.InferenceSession> {
+function openSession(
+  file: string,
+  options: SessionOptions,
+  { arena = true, deviceOutputs = [] as readonly string[] } = {},
+): Promise<ort.InferenceSession> {
   return ort.InferenceSession.create(file, {
+    // Outputs a device cache keeps where the provider computed them. onnxruntime-node 1.30 keeps
+    // "gpu-buffer" outputs on the device for the WebGPU provider only; the CPU provider returns
+    // them on the CPU as usual.
+    ...(deviceOutputs.length > 0 && {
+      preferredOutputLocation: Object.fromEntries(deviceOutputs.map((name) => [name, "gpu-buffer" as const])),
+    }),
     enableCpuMemArena: arena,
     intraOpNumThreads: options.intraOpThreads,
     interOpNumThreads: options.interOpThreads,
@@ -167,13 +178,20 @@ export function openVisionSession(folder: ModelFolder, options: SessionOptions):
   return openSession(folder.onnx.visionEncoder, options, { arena: false });
 }
 
-/** The model's sessions; `vision: false` leaves the vision encoder to a thread of its own. */
-export async function loadOnnxModel(folder: ModelFolder, options: SessionOptions, { vision = true } = {}): Promise<OnnxModel> {
-  const open = (file: string) => openSession(file, options);
+/**
+ * The model's sessions; `vision: false` leaves the vision encoder to a thread of its own.
+ * `deviceOutputs` names the decoder outputs (its present.* caches) that a device-resident cache
+ * keeps on the device.
+ */
+export async function loadOnnxModel(
+  folder: ModelFolder,
+  options: SessionOptions,
+  { vision = true, deviceOutputs = [] as readonly string[] } = {},
+): Promise<OnnxModel> {
   const [visionSession, embed, decoder] = await Promise.all([
     vision ? openVisionSession(folder, options) : undefined,
-    open(folder.onnx.embedTokens),
-    open(folder.onnx.decoder),
+    openSession(folder.onnx.embedTokens, options),
+    openSession(folder.onnx.decoder, options, { deviceOutputs }),
   ]);
   return {
     spec: readSpec(decoder, folder),

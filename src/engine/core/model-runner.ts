@@ -12,7 +12,7 @@ import { GlanceError } from "../../errors.ts";
 import type { Architecture } from "../../model/architecture.ts";
 import { asFloat32, floatTensor, type OnnxModel } from "../../model/onnx-model.ts";
 import type { PositionPlan } from "../../model/positions.ts";
-import { type BatchCache, createBatchCache } from "./kv-cache.ts";
+import { type BatchCache, type CacheFactory, createCpuCacheFactory } from "./kv-cache.ts";
 import { createPrefixCache, type PrefixCacheStats, type PrefixMatch } from "./prefix-cache.ts";
 import type { ImageToEncode, VisionEncoder } from "./vision-encoder.ts";
 
@@ -56,6 +56,8 @@ export interface ModelRunner {
   reset(): void;
   /** Memory the cache holds, the prefilled rows waiting to join and the partly prefilled ones included. */
   readonly cacheBytes: number;
+  /** The most memory the batch's cache can take with `rows` rows of up to `longest` positions: the scheduler's budget. */
+  kvBytes(rows: number, longest: number): number;
 }
 
 interface Row {
@@ -69,6 +71,8 @@ export interface RunnerOptions {
   prefixCacheBytes: number;
   /** Logits one prefill run may return, for a decoder that returns them at every position; default LOGITS_RUN_BYTES. */
   logitsRunBytes?: number;
+  /** Where the key/value caches live; default the CPU's typed arrays. */
+  cacheFactory?: CacheFactory;
 }
 
 /**
@@ -85,6 +89,7 @@ const LOGITS_RUN_BYTES = 64 * 2 ** 20;
 export function createModelRunner(model: OnnxModel, arch: Architecture, encoder: VisionEncoder, options: RunnerOptions): ModelRunner {
   const { spec } = model;
   const prefixes = createPrefixCache(options.prefixCacheBytes, arch.imageTokenId);
+  const caches = options.cacheFactory ?? createCpuCacheFactory(spec);
   const hidden = spec.hiddenSize;
   const positionDims = (rows: number, width: number) => (spec.positionRows === 1 ? [rows, width] : [3, rows, width]);
   /** Positions (padding included) one prefill run may feed. */
@@ -235,8 +240,8 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
   function ownRow(x: PrefillInput): { cache: BatchCache; done: number } {
     const earlier = partial.get(x.id);
     if (earlier) return earlier;
-    const own = createBatchCache(spec, 1);
-    if (x.prefix) own.seed(x.prefix.arrays, x.prefix.length);
+    const own = caches.create(1);
+    if (x.prefix) own.seed(x.prefix.rows);
     return { cache: own, done: x.prefix?.length ?? 0 };
   }
 
@@ -270,7 +275,7 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
     inputs.forEach((x, r) => {
       mergeFeatures(embeds, r * width + width - x.ids.length, x.ids, { from: 0, to: x.ids.length, featuresFrom: 0 }, x.imageFeatures);
     });
-    const prefilled = createBatchCache(spec, count);
+    const prefilled = caches.create(count);
     const logits = await runDecoder(
       embeds,
       count,
@@ -366,6 +371,8 @@ export function createModelRunner(model: OnnxModel, arch: Architecture, encoder:
     },
 
     reset,
+
+    kvBytes: (rows, longest) => caches.bytes(rows, longest),
 
     get cacheBytes() {
       let bytes = (cache?.bytes() ?? 0) + joining.reduce((n, j) => n + j.cache.bytes(), 0);

@@ -11,15 +11,15 @@
  * prompts with the same tokens and other pictures do not match.
  */
 
-import type { KvArray } from "./kv-cache.ts";
+import type { CacheRows } from "./kv-cache.ts";
 
 export interface PrefixMatch {
   /** Prompt positions the match covers; the prompt's tokens from here on are prefilled. */
   length: number;
   /** Images wholly inside those positions, which need no vision encoding. */
   images: number;
-  /** past_key_values rows, one per cache tensor, each [kvHeads, length, headDim]. */
-  arrays: readonly KvArray[];
+  /** The prefix's key/value rows, which seed the prompt's cache. */
+  rows: CacheRows;
 }
 
 /** In tokens, as vLLM counts them: prompt tokens looked up, and those found (not prefilled). */
@@ -32,7 +32,7 @@ export interface PrefixCache {
   /** The longest stored prefix of `ids` (leaving at least one token), or undefined. */
   match(ids: Int32Array, imageKeys: readonly string[]): PrefixMatch | undefined;
   /** Keeps the rows of a prompt's first `ids.length` positions. */
-  store(ids: Int32Array, imageKeys: readonly string[], arrays: readonly KvArray[]): void;
+  store(ids: Int32Array, imageKeys: readonly string[], rows: CacheRows): void;
   readonly stats: PrefixCacheStats;
   readonly bytes: number;
 }
@@ -40,8 +40,7 @@ export interface PrefixCache {
 interface Entry {
   ids: Int32Array;
   imageKeys: readonly string[];
-  arrays: readonly KvArray[];
-  bytes: number;
+  rows: CacheRows;
 }
 
 /** How many image-token runs lie wholly in ids[0, length); -1 when one crosses `length`. */
@@ -81,11 +80,11 @@ export function createPrefixCache(maxBytes: number, imageTokenId: number): Prefi
       entries.delete(best.key);
       entries.set(best.key, best.entry);
       stats.hits += best.entry.ids.length;
-      return { length: best.entry.ids.length, images: best.images, arrays: best.entry.arrays };
+      return { length: best.entry.ids.length, images: best.images, rows: best.entry.rows };
     },
 
-    store(ids, imageKeys, arrays) {
-      const size = arrays.reduce((n, a) => n + a.byteLength, 0);
+    store(ids, imageKeys, rows) {
+      const size = rows.bytes;
       if (maxBytes === 0 || size > maxBytes || ids.length === 0) return;
       const images = imagesBefore(ids, ids.length, imageTokenId);
       if (images < 0) return;
@@ -99,9 +98,9 @@ export function createPrefixCache(maxBytes: number, imageTokenId: number): Prefi
       for (const [k, e] of entries) {
         if (bytes + size <= maxBytes) break;
         entries.delete(k);
-        bytes -= e.bytes;
+        bytes -= e.rows.bytes;
       }
-      entries.set(key, { ids: ids.slice(), imageKeys: imageKeys.slice(0, images), arrays, bytes: size });
+      entries.set(key, { ids: ids.slice(), imageKeys: imageKeys.slice(0, images), rows });
       bytes += size;
     },
 

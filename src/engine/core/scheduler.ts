@@ -53,8 +53,6 @@ export interface SchedulerDeps {
   eosTokenIds: readonly number[];
   contextLength: number;
   options: SchedulerOptions;
-  /** Key/value cache bytes per position of a row (layers × 2 × KV heads × head size × element size). */
-  kvBytesPerToken: number;
   /** Receives each iteration's events in one batch, with the stats after it. */
   emit(events: SequenceEvent[], stats: WorkerStats): void;
   /** A model run threw; its `requests` already got an error event. */
@@ -72,9 +70,6 @@ export interface Scheduler {
   cancel(id: string): void;
   stats(): WorkerStats;
 }
-
-/** Copies of the batch's cache rectangle in memory at once: its tensors and two rebuild buffers. */
-const KV_COPIES = 3;
 
 const MODEL_FAILED = "the model failed while running this request; retry it";
 const REQUEST_FAILED = "the server failed while generating this request's output; the server logged the cause";
@@ -155,11 +150,8 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   /** Positions a sequence's cache row may reach: its prompt and all its max_tokens, within the context. */
   const rowBound = (seq: Sequence) => Math.min(seq.request.ids.length + seq.request.maxTokens, deps.contextLength);
-  /**
-   * The cache's memory is up to three copies of its rectangle: its tensors and the runner's two
-   * rebuild buffers (see kv-cache.ts), so the budget holds three.
-   */
-  const fits = (rows: number, longest: number) => KV_COPIES * rows * longest * deps.kvBytesPerToken <= options.kvCacheBytes;
+  /** Whether the cache's memory at `rows` rows of up to `longest` positions, as the runner counts it, is within the budget. */
+  const fits = (rows: number, longest: number) => runner.kvBytes(rows, longest) <= options.kvCacheBytes;
 
   /**
    * FIFO admission while the batch has rows and the prefill stays within its token budget. With
@@ -377,7 +369,7 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
 
   return {
     submit(request, images) {
-      const bound = KV_COPIES * Math.min(request.ids.length + request.maxTokens, deps.contextLength) * deps.kvBytesPerToken;
+      const bound = runner.kvBytes(1, Math.min(request.ids.length + request.maxTokens, deps.contextLength));
       if (options.kvCacheBytes > 0 && bound > options.kvCacheBytes) {
         // It would never fit, so it is refused rather than queued for good.
         const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(2);

@@ -91,7 +91,6 @@ const scheduler = createScheduler({
   eosTokenIds: loaded.eosTokenIds,
   contextLength: loaded.contextLength,
   options: data.scheduler,
-  kvBytesPerToken: model.spec.layers * 2 * model.spec.kvHeads * model.spec.headDim * (model.spec.kvType === "float16" ? 2 : 4),
   emit: (events, stats) => post({ type: "events", events, stats }),
   // The budget is max_tokens, or what the context leaves; the engine checked the format fits in it.
   logitsProcessors: (r) => [
