@@ -261,11 +261,17 @@ describe("drain on SIGTERM (the glance serve process)", () => {
     assert.match(bodyless.body, /shutting down; retry on another replica/);
   });
 
+  const serverErrors = () =>
+    logs.lines
+      .filter((l) => l.level >= 50)
+      .map((l) => JSON.stringify(l))
+      .join("\n");
+
   it("lets every running stream finish with its full text and a Done message", (t) => {
     t.diagnostic(`deltas after SIGTERM: ${results.map((r) => r.deltasAfterSigterm).join(", ")}`);
     assert.equal(results.length, STREAMS);
     results.forEach((r, i) => {
-      assert.equal(r.error, undefined, `stream ${i} failed: ${String(r.error)}`);
+      assert.equal(r.error, undefined, `stream ${i} failed: ${String(r.error)}\nthe server's errors:\n${serverErrors()}`);
       assert.ok(r.done, `stream ${i} ended without a Done message`);
       assert.ok(
         r.done.finishReason === FinishReason.STOP || r.done.finishReason === FinishReason.LENGTH,
