@@ -46,6 +46,19 @@ export class GlanceError extends Error {
   }
 }
 
+/**
+ * The error a request ends with when its abort signal fires, from the signal's reason, in one
+ * place as connect-es's ConnectError.from: a GlanceError as it is; a passed deadline
+ * (AbortSignal.timeout's TimeoutError, or what the caller says is one) deadline_exceeded;
+ * anything else cancelled.
+ */
+export function abortReason(reason: unknown, deadline = reason instanceof Error && reason.name === "TimeoutError"): GlanceError {
+  if (reason instanceof GlanceError) return reason;
+  return deadline
+    ? new GlanceError("deadline_exceeded", "the request's deadline passed before generation finished")
+    : new GlanceError("cancelled", "the request was cancelled");
+}
+
 export function invalidArgument(message: string, options?: ErrorOptions): GlanceError {
   return new GlanceError("invalid_argument", message, options);
 }

@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EngineHealth } from "../src/engine/types.ts";
 import { createMemoryStore } from "../src/server/bucket-store.ts";
-import { createGate } from "../src/server/gate.ts";
+import { createGate, rpcPolicy } from "../src/server/gate.ts";
 import { createLifecycle, type LifecycleState } from "../src/server/lifecycle.ts";
 import { createRateLimiter } from "../src/server/rate-limits.ts";
 import { startTestServer, type TestServer } from "./support/test-server.ts";
@@ -31,11 +31,7 @@ const NO_LIMITS = createRateLimiter({ perIpRequestsPerMinute: 0, store: createMe
 describe("the gate", () => {
   it("admits while the lifecycle and the engine both serve, and a drain waits for the ticket", async () => {
     const lifecycle = lifecycleIn("serving");
-    const ticket = await createGate({ lifecycle, engine: { health: "serving" }, limits: NO_LIMITS }).admit(
-      GENERATE,
-      new Headers(),
-      "127.0.0.1",
-    );
+    const ticket = await createGate({ lifecycle, engine: { health: "serving" }, limits: NO_LIMITS }).admit(new Headers(), "127.0.0.1");
     let drained = false;
     const drain = lifecycle.drain(10_000).then((r) => {
       drained = true;
@@ -46,6 +42,16 @@ describe("the gate", () => {
     ticket.done();
     ticket.done();
     assert.deepEqual(await drain, { unfinished: 0 });
+  });
+
+  it("admits every method of the inference service but ListModels, so a new one is gated by default", () => {
+    const service = "/glance.v1.InferenceService";
+    for (const method of ["Generate", "Extract", "Abort", "SomeFutureRpc"])
+      assert.equal(rpcPolicy(`${service}/${method}`), "admit", method);
+    assert.equal(rpcPolicy(`${service}/ListModels`), "key");
+    assert.equal(rpcPolicy("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), "key");
+    assert.equal(rpcPolicy("/grpc.health.v1.Health/Check"), "open");
+    assert.equal(rpcPolicy("/grpc.health.v1.Health/Watch"), "open");
   });
 
   it("refuses with UNAVAILABLE and a message saying what to do, without counting the call", async () => {
@@ -61,7 +67,7 @@ describe("the gate", () => {
     for (const [state, health, message] of cases) {
       const lifecycle = lifecycleIn(state);
       const gate = createGate({ lifecycle, engine: { health }, limits: NO_LIMITS });
-      await assert.rejects(gate.admit(GENERATE, new Headers(), "127.0.0.1"), (e: unknown) => {
+      await assert.rejects(gate.admit(new Headers(), "127.0.0.1"), (e: unknown) => {
         const err = e as { code?: string; message?: string };
         assert.equal(err.code, "unavailable", `${state}/${health}`);
         assert.match(err.message ?? "", message, `${state}/${health}`);

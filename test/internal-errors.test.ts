@@ -1,7 +1,7 @@
 /**
  * A failure that is not a GlanceError (a bug) reaches clients only as INTERNAL with a generic
  * message, on every front door, while the server logs it whole: message and stack, at error
- * level. The bug is planted by replacing the engine's `generate` in this process's server, once
+ * level. The bug is planted by replacing the engine's `prepare` in this process's server, once
  * throwing at the call and once failing the stream after its first delta.
  */
 import assert from "node:assert/strict";
@@ -23,17 +23,19 @@ interface LogLine {
   err?: { message: string; stack: string };
 }
 
-/** `generate` replacements: a bug at the call, and one in the stream after a first delta. */
-const BUGS: Record<string, Engine["generate"]> = {
+/** `prepare` replacements: a bug at the call, and one in the stream after a first delta. */
+const BUGS: Record<string, Engine["prepare"]> = {
   "at the call": () => {
     throw new TypeError(SECRET);
   },
-  "mid-stream": () => ({
+  "mid-stream": async () => ({
     requestId: "bug",
-    events: (async function* () {
+    tokens: 1,
+    release() {},
+    async *events() {
       yield { type: "delta" as const, text: "A", tokenIds: [1] };
       throw new TypeError(SECRET);
-    })(),
+    },
   }),
 };
 
@@ -41,28 +43,28 @@ describe("internal errors", () => {
   let ts: TestServer;
   let session: Http2SessionManager;
   const lines: LogLine[] = [];
-  let generate: Engine["generate"];
+  let prepare: Engine["prepare"];
 
   before(async () => {
     const log = pino({ level: "info" }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
     ts = await startTestServer([], { log });
-    generate = ts.server.engine.generate;
+    prepare = ts.server.engine.prepare;
     session = new Http2SessionManager(`http://${ts.grpcAddress}`);
   });
   after(async () => {
-    if (ts) ts.server.engine.generate = generate;
+    if (ts) ts.server.engine.prepare = prepare;
     session?.abort();
     await ts?.close();
   });
 
-  /** Runs `call` with the engine's `generate` replaced by `bug`; returns the error-level request lines it logged. */
-  async function withBug(bug: Engine["generate"], call: () => Promise<void>): Promise<LogLine[]> {
+  /** Runs `call` with the engine's `prepare` replaced by `bug`; returns the error-level request lines it logged. */
+  async function withBug(bug: Engine["prepare"], call: () => Promise<void>): Promise<LogLine[]> {
     const from = lines.length;
-    ts.server.engine.generate = bug;
+    ts.server.engine.prepare = bug;
     try {
       await call();
     } finally {
-      ts.server.engine.generate = generate;
+      ts.server.engine.prepare = prepare;
     }
     return lines.slice(from).filter((l) => l.msg === "request" && l.status === "internal");
   }

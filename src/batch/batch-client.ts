@@ -12,7 +12,7 @@ import { loadConfig } from "../config.ts";
 import { createEngine } from "../engine/engine.ts";
 import { createInferenceService } from "../server/inference-service.ts";
 import { createLifecycle } from "../server/lifecycle.ts";
-import type { ObserveRequest } from "../server/request-observer.ts";
+import { UNOBSERVED } from "../server/request-observer.ts";
 
 export type InferenceClient = Client<typeof InferenceService>;
 
@@ -74,14 +74,6 @@ export async function connectToServer(address: string, apiKey: string | undefine
   return { client, defaultConcurrency: SERVER_DEFAULT_BATCH_SIZE, description: `server ${address}`, close: async () => {} };
 }
 
-/** Nothing to record: the batch's own results file and summary are the record of each request. */
-const unobserved: ObserveRequest = () => ({
-  events: async function* (_requestId, events) {
-    yield* events;
-  },
-  end() {},
-});
-
 /**
  * The engine in this process, behind the service implementation on an in-memory transport. The
  * engine's settings are `glance serve`'s: --model here, the rest from GLANCE_* variables
@@ -98,7 +90,7 @@ export async function startInProcess(modelDir: string | undefined): Promise<Batc
   );
   const engine = createEngine(config.engine, { log });
   const lifecycle = createLifecycle();
-  const impl = createInferenceService({ engine, lifecycle, observe: unobserved });
+  const impl = createInferenceService({ engine, lifecycle, observe: UNOBSERVED });
   const transport = createRouterTransport((router) => router.service(InferenceService, impl));
   try {
     await engine.ready;

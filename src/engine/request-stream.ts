@@ -3,7 +3,7 @@
  * events are pushed into, ended early by a failure or by the request's abort signal. The signal
  * carries both the client's cancellation and the deadline, as connect-es models a deadline.
  */
-import { GlanceError } from "../errors.ts";
+import { abortReason, type GlanceError } from "../errors.ts";
 import type { StreamEvent } from "./protocol.ts";
 
 export interface RequestStream {
@@ -16,15 +16,6 @@ export interface RequestStream {
   next(): Promise<StreamEvent>;
   /** Stops listening to the signal. */
   close(): void;
-}
-
-/** The error a request ends with when its signal aborts. */
-function abortError(reason: unknown): GlanceError {
-  if (reason instanceof GlanceError) return reason;
-  if (reason instanceof Error && reason.name === "TimeoutError") {
-    return new GlanceError("deadline_exceeded", "the request's deadline passed before generation finished");
-  }
-  return new GlanceError("cancelled", "the request was cancelled");
 }
 
 export function createRequestStream(signal?: AbortSignal): RequestStream {
@@ -67,7 +58,7 @@ export function createRequestStream(signal?: AbortSignal): RequestStream {
       signal?.removeEventListener("abort", onAbort);
     },
   };
-  const onAbort = () => stream.fail(abortError(signal?.reason));
+  const onAbort = () => stream.fail(abortReason(signal?.reason));
   if (signal?.aborted) onAbort();
   else signal?.addEventListener("abort", onAbort, { once: true });
   return stream;

@@ -7,8 +7,9 @@
  * - Open to anyone: gRPC health, /healthz, /readyz and CORS preflights (and /metrics unless
  *   `--metrics-require-key`).
  * - `authenticate` only: ListModels, reflection, /v1/models, and /metrics with the flag.
- * - `admit` (authenticate, readiness, then the caller's rate limits): the calls that run the
- *   model, and Abort.
+ * - `admit` (authenticate, readiness, then the caller's rate limits, tracked by the drain):
+ *   every other method of the inference service, so a new one that runs the model is gated
+ *   unless it is named an exception (`rpcPolicy`), and the OpenAI chat route.
  */
 import { createContextKey } from "@connectrpc/connect";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
@@ -40,10 +41,10 @@ export interface Gate {
   /** The caller the headers name; throws unauthenticated when the server has keys and they name none. */
   authenticate(headers: Headers): Caller;
   /**
-   * Authenticates a call to `route` (its path) from `peer` (the client's address, which names
-   * callers without keys) and admits it, or rejects with what the client can do.
+   * Authenticates a call from `peer` (the client's address, which names callers without keys)
+   * and admits it, or rejects with what the client can do.
    */
-  admit(route: string, headers: Headers, peer: string): Promise<Ticket>;
+  admit(headers: Headers, peer: string): Promise<Ticket>;
 }
 
 /** The caller of a server without keys. */
@@ -52,15 +53,22 @@ export const ANONYMOUS: Caller = { keyId: "anonymous", limits: {} };
 /** A gated call's ticket, in its handler's context values (both ports put it there). */
 export const TICKET = createContextKey<Ticket | undefined>(undefined, { description: "the call's admission ticket" });
 
-/** The RPCs behind the gate, by path. */
-export const GATED_RPCS: ReadonlySet<string> = new Set(
-  [InferenceService.method.generate, InferenceService.method.extract, InferenceService.method.abort].map(
-    (m) => `/${InferenceService.typeName}/${m.name}`,
-  ),
-);
+/** How the gate takes a call: open to anyone, authenticated only, or admitted (see `Gate.admit`). */
+export type CallPolicy = "open" | "key" | "admit";
 
-/** Whether an RPC is open to callers without a key: health, which Kubernetes probes call without metadata. */
-export const isOpenRpc = (path: string) => path.startsWith("/grpc.health.v1.Health/");
+/** The inference service's methods that run nothing and only describe: authenticated, not admitted. */
+const DESCRIBING_RPCS: ReadonlySet<string> = new Set([`/${InferenceService.typeName}/${InferenceService.method.listModels.name}`]);
+
+/**
+ * An RPC's policy, by path: health is open (Kubernetes probes call it without metadata); the
+ * inference service's methods are admitted unless they only describe; anything else
+ * (reflection) is authenticated.
+ */
+export function rpcPolicy(path: string): CallPolicy {
+  if (path.startsWith("/grpc.health.v1.Health/")) return "open";
+  if (path.startsWith(`/${InferenceService.typeName}/`) && !DESCRIBING_RPCS.has(path)) return "admit";
+  return "key";
+}
 
 const REFUSALS: Record<Exclude<Readiness, "ready">, string> = {
   ...ENGINE_REFUSALS,
@@ -88,7 +96,7 @@ export function createGate({ lifecycle, engine, keys, limits, onRefused }: GateD
   };
   return {
     authenticate,
-    async admit(_route, headers, peer) {
+    async admit(headers, peer) {
       // The key first: a caller without one learns nothing of the server's state.
       const caller = authenticate(headers);
       const state = readiness(lifecycle, engine);

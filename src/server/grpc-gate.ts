@@ -2,12 +2,12 @@
  * The gate on the gRPC port, as a grpc-js server interceptor. It runs when the call's metadata
  * arrives; grpc-js keeps the HTTP/2 stream paused until the handler's first read, which comes
  * only after the interceptor passes the metadata on, so a refused call's message is never read
- * or deserialised. Every RPC but health is authenticated here, reflection included; a gated
- * call's ticket reaches its handler through the metadata object, which grpc-js hands on as it
+ * or deserialised. Every RPC but health is authenticated here, reflection included, and the
+ * inference service's are admitted by `rpcPolicy`; an admitted call's ticket reaches its handler through the metadata object, which grpc-js hands on as it
  * is, and ends with the call's status or its cancellation.
  */
 import * as grpc from "@grpc/grpc-js";
-import { GATED_RPCS, type Gate, isOpenRpc, type Ticket } from "./gate.ts";
+import { type Gate, rpcPolicy, type Ticket } from "./gate.ts";
 import { metadataToHeaders, toServiceError } from "./grpc-adapter.ts";
 
 const tickets = new WeakMap<grpc.Metadata, Ticket>();
@@ -20,8 +20,9 @@ export const ticketOf = (metadata: grpc.Metadata): Ticket | undefined => tickets
 
 export function createGateInterceptor(gate: Gate): grpc.ServerInterceptor {
   return (method, call) => {
-    if (isOpenRpc(method.path)) return new grpc.ServerInterceptingCall(call);
-    const gated = GATED_RPCS.has(method.path);
+    const policy = rpcPolicy(method.path);
+    if (policy === "open") return new grpc.ServerInterceptingCall(call);
+    const gated = policy === "admit";
     let ticket: Ticket | undefined;
     let cancelled = false;
     return new grpc.ServerInterceptingCall(call, {
@@ -29,8 +30,7 @@ export function createGateInterceptor(gate: Gate): grpc.ServerInterceptor {
         next({
           onReceiveMetadata(metadata, pass) {
             const headers = metadataToHeaders(metadata);
-            const admitted = (async () =>
-              gated ? gate.admit(method.path, headers, peerAddress(call.getPeer())) : gate.authenticate(headers))();
+            const admitted = (async () => (gated ? gate.admit(headers, peerAddress(call.getPeer())) : gate.authenticate(headers)))();
             admitted.then(
               (admission) => {
                 if (gated) {

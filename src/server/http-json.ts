@@ -18,6 +18,8 @@ export interface HttpRequest extends NodeJS.EventEmitter {
 export interface HttpResponse extends NodeJS.EventEmitter {
   writeHead(status: number, headers?: Record<string, string | number>): unknown;
   readonly writableEnded: boolean;
+  /** Whether the status and headers are written: an error after them goes into the body. */
+  readonly headersSent: boolean;
   setHeader(name: string, value: string): unknown;
   write(chunk: string): boolean;
   end(chunk: string | Uint8Array): unknown;

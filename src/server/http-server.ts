@@ -7,7 +7,7 @@ import { cors, createContextKey, createContextValues, type HandlerContext, type 
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { listenCleartext } from "./cleartext-server.ts";
-import { GATED_RPCS, type Gate, TICKET, type Ticket } from "./gate.ts";
+import { type Gate, rpcPolicy, TICKET, type Ticket } from "./gate.ts";
 import type { HttpRequest, HttpResponse } from "./http-json.ts";
 import type { HttpListener, RequestHandler } from "./http2-drain.ts";
 import { createBodyBudget } from "./request-body.ts";
@@ -57,8 +57,7 @@ const PEER = createContextKey("unknown", { description: "the client's address" }
 
 /**
  * The gate for the service's calls on this port (Connect, gRPC-Web, gRPC): connect-node runs it
- * before it reads the request message. ListModels is authenticated; the gated calls are
- * admitted, their ticket put in the context for the handler, and ended once the call ends
+ * before it reads the request message. Calls are authenticated, or admitted by `rpcPolicy`, their ticket put in the context for the handler, and ended once the call ends
  * (its signal aborts then, however it ends).
  */
 function requestGate(gate: Gate): (ctx: HandlerContext) => Promise<void> {
@@ -66,11 +65,11 @@ function requestGate(gate: Gate): (ctx: HandlerContext) => Promise<void> {
     const route = `/${ctx.service.typeName}/${ctx.method.name}`;
     let ticket: Ticket;
     try {
-      if (!GATED_RPCS.has(route)) {
+      if (rpcPolicy(route) !== "admit") {
         gate.authenticate(ctx.requestHeader);
         return;
       }
-      ticket = await gate.admit(route, ctx.requestHeader, ctx.values.get(PEER));
+      ticket = await gate.admit(ctx.requestHeader, ctx.values.get(PEER));
     } catch (e) {
       throw toConnectError(e);
     }

@@ -26,12 +26,12 @@ import type {
   ResponseFormat,
   Timings,
 } from "../engine/types.ts";
-import { GlanceError, invalidArgument } from "../errors.ts";
+import { abortReason, GlanceError, invalidArgument } from "../errors.ts";
 import { runAdmitted } from "./admitted-run.ts";
 import { ANONYMOUS, TICKET } from "./gate.ts";
 import { readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
-import type { ObserveRequest } from "./request-observer.ts";
+import type { RequestObserver } from "./request-observer.ts";
 import { toConnectError } from "./status.ts";
 
 const ROLES: Partial<Record<Role, ChatRole>> = {
@@ -128,11 +128,7 @@ function engineSignal(signal: AbortSignal): AbortSignal {
   const controller = new AbortController();
   const abort = () => {
     const deadline = signal.reason instanceof ConnectError && signal.reason.code === Code.DeadlineExceeded;
-    controller.abort(
-      deadline
-        ? new GlanceError("deadline_exceeded", "the request's deadline passed before generation finished")
-        : new GlanceError("cancelled", "the request was cancelled"),
-    );
+    controller.abort(abortReason(signal.reason, deadline));
   };
   if (signal.aborted) abort();
   else signal.addEventListener("abort", abort, { once: true });
@@ -194,53 +190,47 @@ function run(engine: Engine, input: GenerateInput, ctx: HandlerContext) {
 export interface InferenceServiceDeps {
   engine: Engine;
   lifecycle: Lifecycle;
-  observe: ObserveRequest;
+  observe: RequestObserver;
 }
 
 export function createInferenceService({ engine, lifecycle, observe }: InferenceServiceDeps): ServiceImpl<typeof InferenceService> {
   return {
     async *generate(req, ctx) {
-      const record = observe(`Generate/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader);
       try {
-        const { requestId, events } = run(engine, fromGenerateRequest(req), ctx);
-        for await (const e of record.events(requestId, events)) {
-          yield toGenerateResponse(requestId, e);
-        }
+        yield* observe.stream(`Generate/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader, async function* (record) {
+          const { requestId, events } = run(engine, fromGenerateRequest(req), ctx);
+          for await (const e of record.events(requestId, events)) yield toGenerateResponse(requestId, e);
+        });
       } catch (e) {
-        record.end(e);
         throw toConnectError(e);
-      } finally {
-        record.end();
       }
     },
 
     async extract(req, ctx) {
-      const record = observe(`Extract/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader);
       try {
-        const { requestId, events } = run(engine, fromExtractRequest(req), ctx);
-        let json = "";
-        for await (const e of record.events(requestId, events)) {
-          if (e.type === "delta") {
-            json += e.text;
-            continue;
+        return await observe.run(`Extract/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader, async (record) => {
+          const { requestId, events } = run(engine, fromExtractRequest(req), ctx);
+          let json = "";
+          for await (const e of record.events(requestId, events)) {
+            if (e.type === "delta") {
+              json += e.text;
+              continue;
+            }
+            // The one space a model may put before the value is not part of it.
+            const value = json.trimStart();
+            return {
+              requestId,
+              json: value,
+              value: JSON.parse(value) as JsonObject,
+              finishReason: toFinishReason(e.finishReason),
+              usage: e.usage,
+              timings: toTimings(e.timings),
+            };
           }
-          // The one space a model may put before the value is not part of it.
-          const value = json.trimStart();
-          return {
-            requestId,
-            json: value,
-            value: JSON.parse(value) as JsonObject,
-            finishReason: toFinishReason(e.finishReason),
-            usage: e.usage,
-            timings: toTimings(e.timings),
-          };
-        }
-        throw new GlanceError("internal", "the engine ended the request without a result");
+          throw new GlanceError("internal", "the engine ended the request without a result");
+        });
       } catch (e) {
-        record.end(e);
         throw toConnectError(e);
-      } finally {
-        record.end();
       }
     },
 

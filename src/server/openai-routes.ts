@@ -1,23 +1,24 @@
 /**
  * The OpenAI-compatible routes: POST /v1/chat/completions (streaming SSE or not) and
- * GET /v1/models, so OpenAI SDKs and tools work against Glance by changing the base URL.
- * vLLM's extensions top_k and repetition_penalty are accepted too.
+ * GET /v1/models, so OpenAI SDKs and tools work against Glance by changing the base URL. The
+ * body's fields, vLLM's extensions among them, are read in openai-request.ts.
  */
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import type { ChatOptions, ChatRole, Engine, GenerateInput, InputPart, ResponseFormat } from "../engine/types.ts";
-import { describeValue, GlanceError, invalidArgument } from "../errors.ts";
+import type { Engine, EngineEvent, Usage } from "../engine/types.ts";
+import { GlanceError } from "../errors.ts";
 import { runAdmitted } from "./admitted-run.ts";
 import type { Gate, Ticket } from "./gate.ts";
 import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
+import { parseChatCompletion } from "./openai-request.ts";
 import { type BodyBudget, readBody, sendRefusedBody } from "./request-body.ts";
-import type { ObserveRequest } from "./request-observer.ts";
+import type { RequestObserver } from "./request-observer.ts";
 import { httpStatus, toGlanceError } from "./status.ts";
 
 export interface ChatCompletionsDeps {
   engine: Engine;
   gate: Gate;
-  observe: ObserveRequest;
+  observe: RequestObserver;
   maxBodyBytes: number;
   bodyBudget: BodyBudget;
 }
@@ -50,150 +51,6 @@ export function sendError(res: HttpResponse, e: unknown): void {
   sendJson(res, status, body);
 }
 
-function parseJson(raw: Buffer): Record<string, unknown> {
-  let body: unknown;
-  try {
-    body = JSON.parse(raw.toString("utf8"));
-  } catch (e) {
-    throw invalidArgument(`the request body is not JSON: ${(e as Error).message}`, { cause: e });
-  }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw invalidArgument("the request body must be a JSON object");
-  if (depthOf(body, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) {
-    throw invalidArgument(`the request body nests arrays and objects more than ${MAX_BODY_DEPTH} deep`);
-  }
-  return body as Record<string, unknown>;
-}
-
-/**
- * How deep a request body may nest: far past any real request (a JSON Schema included), and
- * well short of the stack depth that recursive code further on (schema serialising) would need.
- */
-const MAX_BODY_DEPTH = 64;
-
-/** The nesting depth of a parsed JSON value, counted without recursion and up to `limit` + 1. */
-function depthOf(value: unknown, limit: number): number {
-  let deepest = 0;
-  const stack: Array<[unknown, number]> = [[value, 1]];
-  for (let top = stack.pop(); top; top = stack.pop()) {
-    const [v, depth] = top;
-    if (typeof v !== "object" || v === null) continue;
-    deepest = Math.max(deepest, depth);
-    if (deepest > limit) return deepest;
-    for (const child of Object.values(v)) stack.push([child, depth + 1]);
-  }
-  return deepest;
-}
-
-function optionalNumber(body: Record<string, unknown>, name: string): number | undefined {
-  const v = body[name];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number") throw invalidArgument(`${name} must be a number, got ${describeValue(v)}`);
-  return v;
-}
-
-function optionalBoolean(body: Record<string, unknown>, name: string): boolean | undefined {
-  const v = body[name];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== "boolean") throw invalidArgument(`${name} must be true or false, got ${describeValue(v)}`);
-  return v;
-}
-
-const ROLES: Record<string, ChatRole> = { system: "system", developer: "system", user: "user", assistant: "assistant" };
-
-function toParts(content: unknown, where: string): InputPart[] {
-  if (typeof content === "string") return [{ type: "text", text: content }];
-  if (!Array.isArray(content)) throw invalidArgument(`${where}.content must be a string or an array of parts`);
-  return content.map((part: unknown, j): InputPart => {
-    const p = part as { type?: unknown; text?: unknown; image_url?: unknown };
-    const at = `${where}.content[${j}]`;
-    if (p?.type === "text" && typeof p.text === "string") return { type: "text", text: p.text };
-    if (p?.type === "image_url") {
-      const url = typeof p.image_url === "string" ? p.image_url : (p.image_url as { url?: unknown } | undefined)?.url;
-      if (typeof url !== "string") throw invalidArgument(`${at}.image_url.url must be a string`);
-      return { type: "image", url };
-    }
-    throw invalidArgument(`${at} must be {type: "text", text} or {type: "image_url", image_url: {url}}`);
-  });
-}
-
-/**
- * vLLM's chat_template_kwargs. Only the switches Glance knows are taken: a template sees the
- * request's own variables (messages, tools), and an unknown key is more likely a typo than a
- * switch of this model's template.
- */
-function toChatOptions(value: unknown): ChatOptions | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== "object" || Array.isArray(value)) throw invalidArgument("chat_template_kwargs must be an object");
-  const { enable_thinking: enableThinking, ...rest } = value as Record<string, unknown>;
-  const unknown = Object.keys(rest);
-  if (unknown.length > 0) throw invalidArgument(`chat_template_kwargs.${unknown[0]} is not supported (supported: enable_thinking)`);
-  if (enableThinking === undefined) return undefined;
-  if (typeof enableThinking !== "boolean") throw invalidArgument("chat_template_kwargs.enable_thinking must be true or false");
-  return { enableThinking };
-}
-
-/**
- * OpenAI's response_format: `text` (none), `json_object`, or `json_schema` with the schema as an
- * object, which travels on as JSON text in the order the client wrote it.
- */
-function toResponseFormat(value: unknown): ResponseFormat | undefined {
-  if (value === undefined || value === null) return undefined;
-  const format = value as { type?: unknown; json_schema?: { schema?: unknown } };
-  if (format.type === "text") return undefined;
-  if (format.type === "json_object") return { type: "json_object" };
-  if (format.type === "json_schema") {
-    const schema = format.json_schema?.schema;
-    if (typeof schema !== "object" || schema === null || Array.isArray(schema)) {
-      throw invalidArgument("response_format.json_schema.schema must be a JSON Schema object");
-    }
-    return { type: "json_schema", schema: JSON.stringify(schema) };
-  }
-  throw invalidArgument(`response_format.type must be text, json_object or json_schema, got ${describeValue(format.type)}`);
-}
-
-/** The engine's view of a chat-completions body; throws invalid_argument on anything malformed. */
-export function fromChatCompletion(body: Record<string, unknown>): GenerateInput {
-  if (!Array.isArray(body["messages"]) || body["messages"].length === 0) {
-    throw invalidArgument("messages must be a non-empty array");
-  }
-  const messages = body["messages"].map((m: unknown, i) => {
-    const msg = m as { role?: unknown; content?: unknown };
-    const role = typeof msg?.role === "string" && Object.hasOwn(ROLES, msg.role) ? ROLES[msg.role] : undefined;
-    if (!role) throw invalidArgument(`messages[${i}].role must be system, user or assistant`);
-    return { role, content: toParts(msg.content, `messages[${i}]`) };
-  });
-  const n = optionalNumber(body, "n");
-  if (n !== undefined && n !== 1) throw invalidArgument("n must be 1: Glance returns one choice");
-  const stop = body["stop"];
-  if (
-    stop !== undefined &&
-    stop !== null &&
-    typeof stop !== "string" &&
-    !(Array.isArray(stop) && stop.every((s) => typeof s === "string"))
-  ) {
-    throw invalidArgument("stop must be a string or an array of strings");
-  }
-  const seed = optionalNumber(body, "seed");
-  if (seed !== undefined && !Number.isSafeInteger(seed)) throw invalidArgument("seed must be an integer");
-  return {
-    model: typeof body["model"] === "string" ? body["model"] : undefined,
-    messages,
-    chat: toChatOptions(body["chat_template_kwargs"]),
-    responseFormat: toResponseFormat(body["response_format"]),
-    sampling: {
-      maxTokens: optionalNumber(body, "max_completion_tokens") ?? optionalNumber(body, "max_tokens"),
-      temperature: optionalNumber(body, "temperature"),
-      topP: optionalNumber(body, "top_p"),
-      topK: optionalNumber(body, "top_k"),
-      repetitionPenalty: optionalNumber(body, "repetition_penalty"),
-      seed: seed === undefined ? undefined : BigInt.asUintN(64, BigInt(seed)),
-      stop: typeof stop === "string" ? [stop] : ((stop as string[] | undefined | null) ?? undefined),
-      minTokens: optionalNumber(body, "min_tokens"),
-      ignoreEos: optionalBoolean(body, "ignore_eos"),
-    },
-  };
-}
-
 async function write(res: HttpResponse, data: string): Promise<void> {
   // Wait for the socket (or HTTP/2 flow control) instead of buffering a slow client's stream.
   if (!res.write(data)) await once(res, "drain");
@@ -204,103 +61,101 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   const { engine, gate, observe } = deps;
   let ticket: Ticket;
   try {
-    ticket = await gate.admit("/v1/chat/completions", requestHeaders(req), req.socket?.remoteAddress ?? "unknown");
+    ticket = await gate.admit(requestHeaders(req), req.socket?.remoteAddress ?? "unknown");
   } catch (e) {
     return sendError(res, e);
   }
-  const record = observe("chat.completions", ticket.caller.keyId, requestHeaders(req));
-  let streaming = false;
   const client = new AbortController();
   res.on("close", () => client.abort());
   try {
-    const read = await readBody(req, deps.maxBodyBytes, deps.bodyBudget);
-    if ("refused" in read) {
-      record.end(
-        new GlanceError(read.refused === "too-large" ? "invalid_argument" : "unavailable", `request body refused: ${read.refused}`),
-      );
-      return sendRefusedBody(req, res, read.refused, deps.maxBodyBytes);
-    }
-    const body = parseJson(read.body);
-    if (body["stream"] !== undefined && body["stream"] !== null && typeof body["stream"] !== "boolean") {
-      throw invalidArgument(`stream must be true or false, got ${describeValue(body["stream"])}`);
-    }
-    const stream = body["stream"] === true;
-    const includeUsage = (body["stream_options"] as { include_usage?: unknown } | undefined)?.include_usage === true;
-    const id = `chatcmpl-${randomUUID()}`;
-    const created = Math.floor(Date.now() / 1000);
-    const events = runAdmitted(
-      engine,
-      { ...fromChatCompletion(body), requestId: id },
-      { signal: client.signal, owner: ticket.caller.keyId },
-      ticket,
-    );
-    const chunk = (choices: unknown[], usage?: unknown) =>
-      `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model: engine.info.id, choices, ...(usage ? { usage } : {}) })}\n\n`;
-
-    let text = "";
-    let reasoning = "";
-    for await (const e of record.events(id, events)) {
-      if (e.type === "delta") {
-        if (!stream) {
-          text += e.text;
-          reasoning += e.reasoning ?? "";
-          continue;
-        }
-        if (!streaming) {
-          streaming = true;
-          res.writeHead(200, {
-            "content-type": "text/event-stream",
-            "cache-control": "no-cache",
-            ...ticket.headers(),
-            ...(e.cached && { "x-glance-cache": "hit" }),
-          });
-          await write(res, chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]));
-        }
-        // vLLM's field for a reasoning parser's output; clients that do not know it read content only.
-        if (e.reasoning) {
-          await write(res, chunk([{ index: 0, delta: { reasoning_content: e.reasoning }, logprobs: null, finish_reason: null }]));
-        }
-        if (e.text !== "") await write(res, chunk([{ index: 0, delta: { content: e.text }, logprobs: null, finish_reason: null }]));
-        continue;
+    await observe.run("chat.completions", ticket.caller.keyId, requestHeaders(req), async (record) => {
+      const read = await readBody(req, deps.maxBodyBytes, deps.bodyBudget);
+      if ("refused" in read) {
+        sendRefusedBody(req, res, read.refused, deps.maxBodyBytes);
+        throw new GlanceError(read.refused === "too-large" ? "invalid_argument" : "unavailable", `request body refused: ${read.refused}`);
       }
-      const usage = {
-        prompt_tokens: e.usage.promptTokens,
-        completion_tokens: e.usage.completionTokens,
-        total_tokens: e.usage.totalTokens,
-      };
-      if (!stream) {
-        for (const [name, value] of Object.entries(ticket.headers())) res.setHeader(name, value);
-        if (e.cached) res.setHeader("x-glance-cache", "hit");
-        sendJson(res, 200, {
-          id,
-          object: "chat.completion",
-          created,
-          model: engine.info.id,
-          choices: [
-            {
-              index: 0,
-              message: { role: "assistant", content: text, ...(reasoning ? { reasoning_content: reasoning } : {}), refusal: null },
-              logprobs: null,
-              finish_reason: e.finishReason,
-            },
-          ],
-          usage,
-        });
-        return;
-      }
-      await write(res, chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: e.finishReason }]));
-      if (includeUsage) await write(res, chunk([], usage));
-      res.end("data: [DONE]\n\n");
-    }
+      const { input, stream, includeUsage } = parseChatCompletion(read.body);
+      const id = `chatcmpl-${randomUUID()}`;
+      const events = runAdmitted(engine, { ...input, requestId: id }, { signal: client.signal, owner: ticket.caller.keyId }, ticket);
+      const answer = { id, created: Math.floor(Date.now() / 1000), model: engine.info.id, rateLimits: ticket.headers };
+      await (stream ? streamAnswer : sendAnswer)(res, record.events(id, events), answer, includeUsage);
+    });
   } catch (e) {
-    record.end(e);
-    if (client.signal.aborted) return;
-    if (!streaming) sendError(res, e);
+    if (client.signal.aborted || res.writableEnded) return;
+    if (!res.headersSent) sendError(res, e);
     // Headers are gone: report the failure in the stream, as vLLM does, then end it.
     else res.end(`data: ${JSON.stringify(toOpenAiError(e).body)}\n\n`);
   } finally {
-    record.end();
     ticket.done();
+  }
+}
+
+/** What every chunk or answer of one completion repeats, and the caller's rate-limit headers. */
+interface Answer {
+  id: string;
+  created: number;
+  model: string;
+  rateLimits(): Record<string, string>;
+}
+
+const toUsage = (u: Usage) => ({ prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.totalTokens });
+
+/** Server-sent events: a chunk per delta, the finish reason, the usage if asked for, then [DONE]. */
+async function streamAnswer(res: HttpResponse, events: AsyncIterable<EngineEvent>, answer: Answer, includeUsage: boolean) {
+  const { id, created, model } = answer;
+  const chunk = (choices: unknown[], usage?: unknown) =>
+    `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices, ...(usage ? { usage } : {}) })}\n\n`;
+  for await (const e of events) {
+    if (e.type === "delta") {
+      if (!res.headersSent) {
+        res.writeHead(200, {
+          "content-type": "text/event-stream",
+          "cache-control": "no-cache",
+          ...answer.rateLimits(),
+          ...(e.cached && { "x-glance-cache": "hit" }),
+        });
+        await write(res, chunk([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]));
+      }
+      // vLLM's field for a reasoning parser's output; clients that do not know it read content only.
+      if (e.reasoning) {
+        await write(res, chunk([{ index: 0, delta: { reasoning_content: e.reasoning }, logprobs: null, finish_reason: null }]));
+      }
+      if (e.text !== "") await write(res, chunk([{ index: 0, delta: { content: e.text }, logprobs: null, finish_reason: null }]));
+      continue;
+    }
+    await write(res, chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: e.finishReason }]));
+    if (includeUsage) await write(res, chunk([], toUsage(e.usage)));
+    res.end("data: [DONE]\n\n");
+  }
+}
+
+/** One chat.completion object, once the reply is whole. */
+async function sendAnswer(res: HttpResponse, events: AsyncIterable<EngineEvent>, answer: Answer) {
+  let text = "";
+  let reasoning = "";
+  for await (const e of events) {
+    if (e.type === "delta") {
+      text += e.text;
+      reasoning += e.reasoning ?? "";
+      continue;
+    }
+    for (const [name, value] of Object.entries(answer.rateLimits())) res.setHeader(name, value);
+    if (e.cached) res.setHeader("x-glance-cache", "hit");
+    sendJson(res, 200, {
+      id: answer.id,
+      object: "chat.completion",
+      created: answer.created,
+      model: answer.model,
+      choices: [
+        {
+          index: 0,
+          message: { role: "assistant", content: text, ...(reasoning ? { reasoning_content: reasoning } : {}), refusal: null },
+          logprobs: null,
+          finish_reason: e.finishReason,
+        },
+      ],
+      usage: toUsage(e.usage),
+    });
   }
 }
 

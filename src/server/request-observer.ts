@@ -14,30 +14,37 @@ import type { Tracing } from "./tracing.ts";
 export interface RequestRecord {
   /** Passes the engine's events through, recording their metrics; `requestId` names the log line. */
   events(requestId: string, events: AsyncIterable<EngineEvent>): AsyncGenerator<EngineEvent>;
-  /**
-   * Writes the log line, with the error that ended the request if one did; a request that ends
-   * without an error and without its done event was cancelled. Only the first call counts, so a
-   * front door calls it from its catch with the error and from its finally without.
-   */
-  end(error?: unknown): void;
 }
 
 /**
- * Starts the record of a request to `route` from the key `keyId` (its id, never the key);
- * `headers` carry the caller's trace context.
+ * What a front door runs each request under: the record starts with the call, for `route` from
+ * the key `keyId` (its id, never the key; `headers` carry the caller's trace context), and ends
+ * when the call does, with the error it threw if it threw one. A request that ends without an
+ * error and without its done event was cancelled.
  */
-export type ObserveRequest = (route: string, keyId: string, headers?: Headers) => RequestRecord;
+export interface RequestObserver {
+  run<T>(route: string, keyId: string, headers: Headers | undefined, call: (record: RequestRecord) => Promise<T>): Promise<T>;
+  /** A streaming call: it ends when its stream ends, throws, or is left by its reader (cancelled). */
+  stream<T>(
+    route: string,
+    keyId: string,
+    headers: Headers | undefined,
+    call: (record: RequestRecord) => AsyncIterable<T>,
+  ): AsyncGenerator<T>;
+}
 
-export function createRequestObserver(log: Logger, metrics: Metrics, tracing?: Tracing): ObserveRequest {
-  return (route, keyId, headers) => {
+/** A call's outcome as a record's end takes it: `{ error }` when it threw. */
+type Outcome = { error: unknown } | undefined;
+
+export function createRequestObserver(log: Logger, metrics: Metrics, tracing?: Tracing): RequestObserver {
+  function start(route: string, keyId: string, headers: Headers | undefined) {
     const started = performance.now();
     const span = tracing?.startRequest(route, headers, { "glance.route": route, "glance.key": keyId });
     let requestId: string | undefined;
     let last = 0;
     let tokens = 0;
     let done: Extract<EngineEvent, { type: "done" }> | undefined;
-    let ended = false;
-    return {
+    const record: RequestRecord = {
       async *events(id, events) {
         requestId = id;
         for await (const e of events) {
@@ -53,29 +60,65 @@ export function createRequestObserver(log: Logger, metrics: Metrics, tracing?: T
           yield e;
         }
       },
-      end(error) {
-        if (ended) return;
-        ended = true;
-        const failure = error === undefined ? undefined : toGlanceError(error);
-        const status = failure ? failure.code : done ? "ok" : "cancelled";
-        metrics.observeRequest(keyId, status);
-        if (span) {
-          if (requestId) span.setRequestId(requestId);
-          span.end(done, status === "ok" ? undefined : { code: status, message: failure?.message ?? "the client cancelled the request" });
-        }
-        const line = {
-          requestId,
-          route,
-          key: keyId,
-          status,
-          tokens,
-          ms: Math.round(performance.now() - started),
-          ...(done && { finish: done.finishReason, usage: done.usage, timings: done.timings }),
-        };
-        if (status === "internal") log.error({ ...line, err: error }, "request");
-        else if (status === "ok" || status === "cancelled" || status === "invalid_argument") log.info(line, "request");
-        else log.warn(line, "request");
-      },
     };
+    const end = (outcome: Outcome) => {
+      const failure = outcome && toGlanceError(outcome.error);
+      const status = failure ? failure.code : done ? "ok" : "cancelled";
+      metrics.observeRequest(keyId, status);
+      if (span) {
+        if (requestId) span.setRequestId(requestId);
+        span.end(done, status === "ok" ? undefined : { code: status, message: failure?.message ?? "the client cancelled the request" });
+      }
+      const line = {
+        requestId,
+        route,
+        key: keyId,
+        status,
+        tokens,
+        ms: Math.round(performance.now() - started),
+        ...(done && { finish: done.finishReason, usage: done.usage, timings: done.timings }),
+      };
+      if (status === "internal") log.error({ ...line, err: outcome?.error }, "request");
+      else if (status === "ok" || status === "cancelled" || status === "invalid_argument") log.info(line, "request");
+      else log.warn(line, "request");
+    };
+    return { record, end };
+  }
+
+  return {
+    async run(route, keyId, headers, call) {
+      const { record, end } = start(route, keyId, headers);
+      let outcome: Outcome;
+      try {
+        return await call(record);
+      } catch (error) {
+        outcome = { error };
+        throw error;
+      } finally {
+        end(outcome);
+      }
+    },
+    async *stream(route, keyId, headers, call) {
+      const { record, end } = start(route, keyId, headers);
+      let outcome: Outcome;
+      try {
+        yield* call(record);
+      } catch (error) {
+        outcome = { error };
+        throw error;
+      } finally {
+        end(outcome);
+      }
+    },
   };
+}
+
+/** Records nothing: for a caller whose own output is the record of each request (glance batch). */
+export const UNOBSERVED: RequestObserver = {
+  run: (_route, _keyId, _headers, call) => call({ events: (_id, events) => passThrough(events) }),
+  stream: (_route, _keyId, _headers, call) => passThrough(call({ events: (_id, events) => passThrough(events) })),
+};
+
+async function* passThrough<T>(items: AsyncIterable<T>): AsyncGenerator<T> {
+  yield* items;
 }
