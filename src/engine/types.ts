@@ -10,8 +10,9 @@ import type { ResponseFormat } from "./structured/response-format.ts";
 export type { ChatRole, ResponseFormat };
 
 /**
- * An image comes as the bytes of an encoded file or as a URL (`data:` today); the engine
- * resolves every source to bytes before the prompt is built.
+ * An image comes as the bytes of an encoded file or as a URL (`data:`, or http(s) where the
+ * server allows image fetching); the engine resolves every source to bytes before the prompt is
+ * built.
  */
 export type InputPart = { type: "text"; text: string } | { type: "image"; data: Uint8Array } | { type: "image"; url: string };
 

@@ -82,9 +82,10 @@ function decodeRequest(method: DescMethod, bytes: Buffer): unknown {
   }
 }
 
-/** `contextValues` gives each call's handler context its values, from the call's metadata (what interceptors left there). */
 /**
- * With `eagerHeaders`, each call's response headers go out as soon as its handler starts,
+ * Binds a Connect service implementation to a grpc-js server. `contextValues` gives each call's
+ * handler context its values, from the call's metadata (what interceptors left there). With
+ * `eagerHeaders`, each call's response headers go out as soon as its handler starts,
  * before its first message: a proxy waiting for them (nginx) fails the call if a GOAWAY (a
  * draining server's) comes first. Without, headers go with the first message, and a call whose
  * server dies before then has received nothing: a gRPC client's retry policy may send it to
