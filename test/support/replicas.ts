@@ -40,7 +40,7 @@ export async function startReplica(flags: string[] = [], ports?: { grpc: number;
       out += d.toString();
       if (out.includes('"msg":"ready"')) resolve();
     });
-    child.once("exit", (code) => reject(new Error(`a replica exited (${code}) before it was ready`)));
+    child.once("exit", (code) => reject(new Error(`a replica exited (${code}) before it was ready: ${out.trim().split("\n").at(-1)}`)));
   });
   child.stdout!.resume();
   return { grpc, http, child };
@@ -55,3 +55,9 @@ export async function requestsOf(r: Replica, status = "ok"): Promise<number> {
 /** Resolves with the exit code once the replica's process has exited. */
 export const exited = (r: Replica) =>
   r.child.exitCode !== null ? Promise.resolve(r.child.exitCode) : new Promise<number | null>((resolve) => r.child.once("exit", resolve));
+
+/** The requests running on a replica now, from its metrics. */
+export async function runningOn(r: Replica): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${r.http}/metrics`)).text();
+  return Number(/^glance:num_requests_running (\d+)$/m.exec(text)?.[1] ?? 0);
+}
