@@ -1,7 +1,8 @@
 /**
  * Glance's configuration: every setting is a flag (--max-batch-size 8) and an environment
  * variable (GLANCE_MAX_BATCH_SIZE=8); a flag wins over the variable, which wins over the default.
- * The table below is the single list of settings; `glance serve --help` prints it.
+ * The table below is the single list of settings; `glance serve --help` prints it, and the
+ * README's table says the same (test/config.test.ts).
  */
 import { availableParallelism } from "node:os";
 import path from "node:path";
@@ -13,6 +14,13 @@ import type { HttpServerOptions } from "./server/http-server.ts";
 import type { TlsOptions } from "./server/tls.ts";
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, "../models/tiny");
+
+interface Setting {
+  default: string;
+  help: string;
+  /** On or off: the flag alone means true, --no-NAME false (vision-thread also takes auto). */
+  boolean?: true;
+}
 
 const SETTINGS = {
   model: { default: DEFAULT_MODEL, help: "model folder (Hugging Face ONNX layout)" },
@@ -27,6 +35,7 @@ const SETTINGS = {
   "inter-op-threads": { default: "1", help: "onnxruntime inter-op threads (1 = sequential)" },
   "allow-spinning": {
     default: "false",
+    boolean: true,
     help: "onnxruntime's pool threads busy-wait between operators (its own default): faster steps with several threads at real model sizes, when the cores are not wanted elsewhere",
   },
   "execution-provider": {
@@ -52,7 +61,11 @@ const SETTINGS = {
   "max-images": { default: "4", help: "images per request" },
   "max-image-pixels": { default: "16777216", help: "pixels per image (width x height)" },
   "max-tokens": { default: "1024", help: "largest max_tokens a request may ask for" },
-  "allow-ignore-eos": { default: "false", help: "true: requests may set ignore_eos, generating up to max_tokens (benchmarks)" },
+  "allow-ignore-eos": {
+    default: "false",
+    boolean: true,
+    help: "true: requests may set ignore_eos, generating up to max_tokens (benchmarks)",
+  },
   "allowed-image-hosts": {
     default: "",
     help: "hosts image URLs may be fetched from, comma-separated (*.example.com for sub-domains, * for any); unset: none",
@@ -63,6 +76,7 @@ const SETTINGS = {
   "image-fetch-cache-mb": { default: "64", help: "fetched images kept by URL, for 5 minutes" },
   "response-cache": {
     default: "false",
+    boolean: true,
     help: "true: answer repeated greedy or seeded requests from a cache (shared in --redis-url when set)",
   },
   "response-cache-mb": { default: "64", help: "answers the response cache keeps in the process" },
@@ -78,6 +92,7 @@ const SETTINGS = {
   },
   "vision-thread": {
     default: "auto",
+    boolean: true,
     help: "run the vision encoder on a thread of its own, so running streams keep decoding while images are encoded (auto: when its graph is 32 MB or more)",
   },
   "max-restarts": { default: "3", help: "engine worker restarts within --restart-window-ms before liveness turns NOT_SERVING" },
@@ -88,13 +103,17 @@ const SETTINGS = {
   "max-connection-age-grace-ms": { default: "30000", help: "gRPC grace period after max connection age" },
   "grpc-eager-headers": {
     default: "true",
+    boolean: true,
     help: "gRPC response headers as a call starts, which nginx needs to drain cleanly; false: with the first message, so clients that balance themselves retry calls a dead replica never answered",
   },
-  "max-message-mb": { default: "32", help: "largest gRPC message received or sent" },
+  "max-message-mb": {
+    default: "32",
+    help: "largest message: received or sent on the gRPC port; received on the HTTP port (Connect, gRPC-Web and gRPC messages, OpenAI request bodies: 413 past it)",
+  },
   "drain-grace-ms": { default: "30000", help: "on SIGTERM/SIGINT, how long running streams may finish" },
   "max-buffered-body-mb": {
     default: "256",
-    help: "HTTP port: request bodies being read at once may hold this much; past it, 503 with retry-after",
+    help: "HTTP port: OpenAI request bodies being read at once may hold this much; past it, 503 with retry-after",
   },
   "http-headers-timeout-ms": {
     default: "10000",
@@ -112,17 +131,22 @@ const SETTINGS = {
     help: "Redis shared by replicas for rate-limit buckets and the response cache (redis://host:6379); unset: each process its own",
   },
   "rate-limit-per-ip": { default: "0", help: "without API keys: requests per minute each client address may send (0 = unlimited)" },
-  "metrics-require-key": { default: "false", help: "true: /metrics asks for an API key too" },
-  playground: { default: "true", help: "true: serve the playground page at / on the HTTP port" },
+  "metrics-require-key": { default: "false", boolean: true, help: "true: /metrics asks for an API key too" },
+  playground: { default: "true", boolean: true, help: "true: serve the playground page at / on the HTTP port" },
   "cors-origin": { default: "*", help: "allowed browser origin for Connect, gRPC-Web and the OpenAI API" },
   "otlp-traces-url": {
     default: "",
     help: "OTLP/HTTP endpoint to export OpenTelemetry traces to (http://collector:4318/v1/traces); unset: no tracing",
   },
   "log-level": { default: "info", help: "pino log level (fatal, error, warn, info, debug, trace, silent)" },
-} as const;
+} as const satisfies Record<string, Setting>;
 
 export type SettingName = keyof typeof SETTINGS;
+
+const setting = (name: string): Setting | undefined => (SETTINGS as Record<string, Setting>)[name];
+
+/** The settings that are on or off. */
+export const BOOLEAN_SETTINGS = (Object.keys(SETTINGS) as SettingName[]).filter((name) => setting(name)?.boolean);
 
 /** The settings, in one section per part of the process that reads them. */
 export interface Config {
@@ -158,21 +182,47 @@ export function defaultIntraOpThreads(): number {
   return Math.max(1, availableParallelism() - 1);
 }
 
-const envName = (name: SettingName) => `GLANCE_${name.toUpperCase().replaceAll("-", "_")}`;
+export const envName = (name: SettingName) => `GLANCE_${name.toUpperCase().replaceAll("-", "_")}`;
 
+const TRUE_WORDS = ["true", "1", "yes", "on"];
+const FALSE_WORDS = ["false", "0", "no", "off"];
+
+/** One line per setting: its flag, variable, help and default (where it has one), then how booleans read. */
 export function configHelp(): string {
-  return Object.entries(SETTINGS)
-    .map(
-      ([name, s]) =>
-        `  --${name.padEnd(28)} ${envName(name as SettingName).padEnd(34)} ${s.help} (default ${name === "model" ? "models/tiny" : s.default})`,
-    )
-    .join("\n");
+  const lines = (Object.entries(SETTINGS) as [SettingName, Setting][]).map(([name, s]) => {
+    const flag = s.boolean ? `--[no-]${name}` : `--${name}`;
+    const value = name === "model" ? "models/tiny" : s.default;
+    return `  ${flag.padEnd(30)} ${envName(name).padEnd(34)} ${s.help}${value ? ` (default ${value})` : ""}`;
+  });
+  return [
+    ...lines,
+    `  A --[no-]FLAG is on or off: --FLAG alone means true, --no-FLAG false; its value, or its variable, may be ${TRUE_WORDS.join("/")} or ${FALSE_WORDS.join("/")}, in any case.`,
+  ].join("\n");
 }
 
-/** Parses flags (args) over environment variables over defaults; throws on unknown flags or bad numbers. */
+/**
+ * parseArgs reads every setting as a string: a boolean setting's flag with no value after it
+ * (the last argument, or before another flag) gets true, and its --no- form false.
+ * `--FLAG VALUE` and `--FLAG=VALUE` pass as they are.
+ */
+function withBooleanValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") return [...out, ...args.slice(i)];
+    const name = arg.startsWith("--") ? arg.slice(2) : "";
+    const next = args[i + 1];
+    if (name.startsWith("no-") && setting(name.slice(3))?.boolean) out.push(`--${name.slice(3)}`, "false");
+    else if (setting(name)?.boolean && (next === undefined || next.startsWith("-"))) out.push(arg, "true");
+    else out.push(arg);
+  }
+  return out;
+}
+
+/** Parses flags (args) over environment variables over defaults; throws on unknown flags or bad values. */
 export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env): Config {
   const { values } = parseArgs({
-    args,
+    args: withBooleanValues(args),
     options: Object.fromEntries(Object.keys(SETTINGS).map((k) => [k, { type: "string" as const }])),
     strict: true,
   });
@@ -183,9 +233,11 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     return v;
   };
   const bool = (name: SettingName): boolean => {
-    const v = get(name);
-    if (v !== "true" && v !== "false") throw new Error(`--${name} (${envName(name)}) must be true or false, got ${v}`);
-    return v === "true";
+    const v = get(name).toLowerCase();
+    if (TRUE_WORDS.includes(v)) return true;
+    if (FALSE_WORDS.includes(v)) return false;
+    const auto = SETTINGS[name].default === "auto" ? "auto, " : "";
+    throw new Error(`--${name} (${envName(name)}) must be ${auto}${TRUE_WORDS.join("/")} or ${FALSE_WORDS.join("/")}, got ${get(name)}`);
   };
   const list = (name: SettingName): string[] =>
     get(name)
@@ -257,11 +309,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       allowIgnoreEos: bool("allow-ignore-eos"),
       visionCacheBytes: int("vision-cache-mb") * 1024 * 1024,
       prefixCacheBytes: int("prefix-cache-mb") * 1024 * 1024,
-      visionThread: ((v) => {
-        if (v !== "auto" && v !== "true" && v !== "false")
-          throw new Error(`--vision-thread (${envName("vision-thread")}) must be auto, true or false, got ${v}`);
-        return v === "auto" ? undefined : v === "true";
-      })(get("vision-thread")),
+      visionThread: get("vision-thread").toLowerCase() === "auto" ? undefined : bool("vision-thread"),
       imageMemoryBytes: int("image-memory-mb", 1) * 1024 * 1024,
       imageFetch: imageFetchOptions(),
       responseCache: bool("response-cache")
