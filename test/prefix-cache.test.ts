@@ -2,7 +2,7 @@
  * The prefix cache: a follow-up question about the same image starts from the key/value rows
  * of the conversation's earlier prompt and prefills only the new tokens, with the same greedy
  * tokens as without the cache, on both model families (1-row and M-RoPE positions). Another
- * picture behind the same tokens does not match.
+ * picture behind the same tokens does not match. The store alone: its bound in bytes.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -10,6 +10,7 @@ import { pino } from "pino";
 import sharp from "sharp";
 import { loadHeldOut, readHeldOutImage, TINY_GLM_MODEL_DIR, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { loadConfig } from "../src/config.ts";
+import { createPrefixCache } from "../src/engine/core/prefix-cache.ts";
 import { createEngine, type Engine, type GenerateInput } from "../src/engine/engine.ts";
 import { collect } from "./support/held-out-requests.ts";
 
@@ -85,3 +86,47 @@ for (const modelDir of [TINY_MODEL_DIR, TINY_GLM_MODEL_DIR]) {
     });
   });
 }
+
+describe("the prefix cache's store", () => {
+  const IMAGE = 9;
+  const prompt = (...ids: number[]) => Int32Array.from(ids);
+  const rows = (bytes: number) => ({ length: 0, bytes });
+
+  it("makes room by bytes, least recently used first; a match or a second store is a use", () => {
+    const cache = createPrefixCache(10, IMAGE);
+    cache.store(prompt(1), [], rows(3));
+    cache.store(prompt(2), [], rows(3));
+    cache.store(prompt(3), [], rows(3));
+    assert.equal(cache.match(prompt(1, 5), [])?.length, 1);
+    cache.store(prompt(2), [], rows(3)); // kept already: used, not copied again
+    assert.equal(cache.bytes, 9);
+    cache.store(prompt(4), [], rows(4)); // 3 is the least recent
+    assert.equal(cache.match(prompt(3, 5), []), undefined);
+    assert.equal(cache.bytes, 10);
+    cache.store(prompt(5), [], rows(6)); // then 1 and 2
+    assert.deepEqual(
+      [1, 2, 4, 5].map((t) => cache.match(prompt(t, 5), [])?.length),
+      [undefined, undefined, 1, 1],
+    );
+    assert.equal(cache.bytes, 10);
+    assert.deepEqual(cache.stats, { queries: 12, hits: 3 });
+  });
+
+  it("keeps no rows larger than its bound, and evicts nothing for them", () => {
+    const cache = createPrefixCache(10, IMAGE);
+    cache.store(prompt(1), [], rows(4));
+    cache.store(prompt(2), [], rows(11));
+    assert.equal(cache.bytes, 4);
+    assert.equal(cache.match(prompt(2, 5), []), undefined);
+    assert.equal(cache.match(prompt(1, 5), [])?.length, 1);
+  });
+
+  it("matches the longest stored prefix whose images are the prompt's", () => {
+    const cache = createPrefixCache(100, IMAGE);
+    cache.store(prompt(1, IMAGE, IMAGE), ["a"], rows(1));
+    cache.store(prompt(1, IMAGE, IMAGE, 2), ["b"], rows(1));
+    cache.store(prompt(1), [], rows(1));
+    assert.deepEqual(cache.match(prompt(1, IMAGE, IMAGE, 2, 3), ["a"]), { length: 3, images: 1, rows: rows(1) });
+    assert.equal(cache.match(prompt(1, IMAGE, IMAGE, 2, 3), ["b"])?.length, 4);
+  });
+});

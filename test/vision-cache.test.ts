@@ -1,7 +1,8 @@
 /**
  * The vision cache is split across the threads: the main thread's index decides which images
  * the worker keeps, and the worker's store follows it message by message. These tests run the
- * two halves together, as the engine's hand-offs do, on images of one feature each.
+ * two halves together, as the engine's hand-offs do, on images of one feature each unless a
+ * test says otherwise.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -13,13 +14,13 @@ import type { PreparedImage } from "../src/model/prompt-builder.ts";
 const BYTES_PER_FEATURE = 4;
 
 /** An image as the prompt builder gives it: prepared, or (`cached`) built from the index alone. */
-function image(key: string, prepared = true): PreparedImage {
+function image(key: string, prepared = true, featureCount = 1): PreparedImage {
   const pixels: ImagePixels = { pixel_values: { type: "float32", data: new Float32Array(3), dims: [3] } };
   return {
     key,
     index: 1,
     bytes: new Uint8Array(),
-    layout: { featureCount: 1, prompt: `<${key}>`, pixelBytes: 12 },
+    layout: { featureCount, prompt: `<${key}>`, pixelBytes: 12 },
     ...(prepared && { pixels }),
   };
 }
@@ -60,6 +61,21 @@ describe("vision cache", () => {
     // A request whose own images do not fit keeps them all: the cache overfills until the next one.
     assert.deepEqual(hand(image("e"), image("f"), image("g")).evict, ["d", "a"]);
     assert.deepEqual(index.stats, { hits: 2, misses: 7, entries: 3, bytes: 3 * BYTES_PER_FEATURE });
+  });
+
+  it("makes room by bytes, least recently used first; a peek is not a use", () => {
+    const index = createVisionCache(4 * BYTES_PER_FEATURE, BYTES_PER_FEATURE);
+    for (const key of ["a", "b", "c", "d"]) index.claim([image(key)]);
+    index.claim([image("a", false)]);
+    assert.ok(index.peek("b"));
+    // Three features: b, c and d go, oldest first, although b was just peeked at.
+    assert.deepEqual(index.claim([image("e", true, 3)]).evict, ["b", "c", "d"]);
+    assert.deepEqual(index.stats, { hits: 1, misses: 5, entries: 2, bytes: 4 * BYTES_PER_FEATURE });
+    // Exactly full: nothing goes.
+    assert.deepEqual(index.claim([image("a", false)]).evict, []);
+    index.clear();
+    assert.deepEqual(index.stats, { hits: 2, misses: 5, entries: 0, bytes: 0 });
+    assert.equal(index.peek("a"), undefined);
   });
 
   it("tells which images built from the index lost their entry before the hand-off", () => {

@@ -5,6 +5,7 @@
  * which new images to store and which keys to evict, and messages arrive in order, so the two
  * never disagree. Least recently used first out, bounded in feature bytes.
  */
+import { LRUCache } from "lru-cache";
 import type { ImageLayout } from "../model/architecture.ts";
 import type { PreparedImage } from "../model/prompt-builder.ts";
 import type { WorkerImage } from "./protocol.ts";
@@ -26,51 +27,60 @@ export interface VisionCache {
 }
 
 export function createVisionCache(maxBytes: number, bytesPerFeature: number): VisionCache {
-  // A Map iterates in insertion order; re-inserting on use keeps the least recent first.
-  const entries = new Map<string, { layout: ImageLayout; bytes: number }>();
-  const stats = { hits: 0, misses: 0, bytes: 0, entries: 0 };
+  // The claim evicts, not the LRU (whose maxSize only turns on its byte count): a request's own
+  // images stay even when they alone overfill the cache.
+  const entries = new LRUCache<string, ImageLayout>({
+    maxSize: Number.MAX_SAFE_INTEGER,
+    sizeCalculation: (layout) => layout.featureCount * bytesPerFeature,
+  });
+  let hits = 0;
+  let misses = 0;
 
   return {
-    stats,
-    peek: (key) => entries.get(key)?.layout,
+    stats: {
+      get hits() {
+        return hits;
+      },
+      get misses() {
+        return misses;
+      },
+      get bytes() {
+        return entries.calculatedSize;
+      },
+      get entries() {
+        return entries.size;
+      },
+    },
+    peek: (key) => entries.peek(key),
     missing: (images) => images.filter((im) => !im.pixels && !entries.has(im.key)),
     claim(images) {
       const claimed = new Set(images.map((im) => im.key));
+      // The request's cached images become the most recent first, so the least recent entry is
+      // one of them only when no other is left.
+      for (const im of images) entries.get(im.key);
       const evict: string[] = [];
       const out = images.map((im): WorkerImage => {
         const { key, layout } = im;
-        const hit = entries.get(key);
-        if (hit) {
-          stats.hits++;
-          entries.delete(key);
-          entries.set(key, hit);
+        if (entries.get(key)) {
+          hits++;
           return { key, featureCount: layout.featureCount, store: false };
         }
         if (!im.pixels) throw new Error(`image ${key} is neither cached nor prepared`);
-        stats.misses++;
-        const bytes = layout.featureCount * bytesPerFeature;
-        const store = bytes <= maxBytes;
+        misses++;
+        const store = layout.featureCount * bytesPerFeature <= maxBytes;
         if (store) {
-          entries.set(key, { layout, bytes });
-          stats.bytes += bytes;
-          // This request's own images stay, even when they alone overfill the cache.
-          for (const [oldest, entry] of entries) {
-            if (stats.bytes <= maxBytes) break;
-            if (claimed.has(oldest)) continue;
+          entries.set(key, layout);
+          while (entries.calculatedSize > maxBytes) {
+            const [oldest] = entries.rkeys();
+            if (oldest === undefined || claimed.has(oldest)) break;
             entries.delete(oldest);
-            stats.bytes -= entry.bytes;
             evict.push(oldest);
           }
         }
         return { key, featureCount: layout.featureCount, pixels: im.pixels, store };
       });
-      stats.entries = entries.size;
       return { images: out, evict };
     },
-    clear() {
-      entries.clear();
-      stats.bytes = 0;
-      stats.entries = 0;
-    },
+    clear: () => entries.clear(),
   };
 }

@@ -11,6 +11,7 @@
  * prompts with the same tokens and other pictures do not match.
  */
 
+import { LRUCache } from "lru-cache";
 import type { CacheRows } from "./kv-cache.ts";
 
 export interface PrefixMatch {
@@ -58,10 +59,8 @@ function startsWith(ids: Int32Array, prefix: Int32Array): boolean {
 }
 
 export function createPrefixCache(maxBytes: number, imageTokenId: number): PrefixCache {
-  /** Least recently used first: a Map keeps insertion order, and a use re-inserts. */
-  const entries = new Map<string, Entry>();
+  const entries = new LRUCache<string, Entry>({ maxSize: Math.max(1, maxBytes), sizeCalculation: (entry) => entry.rows.bytes });
   const stats: PrefixCacheStats = { queries: 0, hits: 0 };
-  let bytes = 0;
   const keyOf = (ids: Int32Array, imageKeys: readonly string[]) => `${ids.join(",")}|${imageKeys.join(",")}`;
 
   return {
@@ -69,7 +68,7 @@ export function createPrefixCache(maxBytes: number, imageTokenId: number): Prefi
       if (maxBytes === 0) return undefined;
       stats.queries += ids.length;
       let best: { key: string; entry: Entry; images: number } | undefined;
-      for (const [key, entry] of entries) {
+      for (const [key, entry] of entries.entries()) {
         const length = entry.ids.length;
         if (length >= ids.length || (best && length <= best.entry.ids.length) || !startsWith(ids, entry.ids)) continue;
         const images = imagesBefore(ids, length, imageTokenId);
@@ -77,36 +76,23 @@ export function createPrefixCache(maxBytes: number, imageTokenId: number): Prefi
         best = { key, entry, images };
       }
       if (!best) return undefined;
-      entries.delete(best.key);
-      entries.set(best.key, best.entry);
+      entries.get(best.key); // a use: the most recent now
       stats.hits += best.entry.ids.length;
       return { length: best.entry.ids.length, images: best.images, rows: best.entry.rows };
     },
 
     store(ids, imageKeys, rows) {
-      const size = rows.bytes;
-      if (maxBytes === 0 || size > maxBytes || ids.length === 0) return;
+      if (maxBytes === 0 || rows.bytes > maxBytes || ids.length === 0) return;
       const images = imagesBefore(ids, ids.length, imageTokenId);
       if (images < 0) return;
       const key = keyOf(ids, imageKeys.slice(0, images));
-      const old = entries.get(key);
-      if (old) {
-        entries.delete(key);
-        entries.set(key, old);
-        return;
-      }
-      for (const [k, e] of entries) {
-        if (bytes + size <= maxBytes) break;
-        entries.delete(k);
-        bytes -= e.rows.bytes;
-      }
-      entries.set(key, { ids: ids.slice(), imageKeys: imageKeys.slice(0, images), rows });
-      bytes += size;
+      // A prompt stored already is only used again; a new one evicts the least recent until it fits.
+      if (!entries.get(key)) entries.set(key, { ids: ids.slice(), imageKeys: imageKeys.slice(0, images), rows });
     },
 
     stats,
     get bytes() {
-      return bytes;
+      return entries.calculatedSize;
     },
   };
 }

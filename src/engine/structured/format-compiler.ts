@@ -5,10 +5,10 @@
  * overruns it anyway is replaced. Results are kept in a bounded LRU by the format's text; their
  * NFAs live in shared memory, so the engine worker gets them without a copy.
  */
+import { LRUCache } from "lru-cache";
 import { GlanceError, invalidArgument } from "../../errors.ts";
 import { siblingModule } from "../../module-url.ts";
 import { createSideThread } from "../../side-thread.ts";
-import { createLru } from "./lru.ts";
 import { type CompiledFormat, DEFAULT_COMPILE_DEADLINE_MS, type ResponseFormat } from "./response-format.ts";
 
 /** A compiled format with the key the engine worker caches its automaton under. */
@@ -46,7 +46,7 @@ export function createFormatCompiler(options: { deadlineMs?: number } = {}): For
     deathError: (outOfMemory) =>
       outOfMemory ? invalidArgument("response_format is too large to compile") : new Error("the response format compiler thread died"),
   });
-  const compiled = createLru<KeyedFormat>(MAX_FORMATS, { of: nfaBytes, max: MAX_FORMAT_BYTES });
+  const compiled = new LRUCache<string, KeyedFormat>({ max: MAX_FORMATS, maxSize: MAX_FORMAT_BYTES, sizeCalculation: nfaBytes });
   /** Compiles asked for and not answered yet, by key: a format asked for twice compiles once. */
   const pending = new Map<string, Promise<KeyedFormat>>();
 

@@ -4,11 +4,11 @@
  * masks are shared by every request that uses it, in a bounded least-recently-used cache keyed
  * by the format's text (property order is part of a schema's output, so the text is the key).
  */
+import { LRUCache } from "lru-cache";
 import type { LogitsProcessor } from "../logits-processor.ts";
 import type { NfaData } from "./byte-nfa.ts";
 import { createGrammarProcessor, createGrammarVocabulary, createMaskCache, type GrammarVocabulary } from "./grammar-processor.ts";
 import { LazyDfa } from "./lazy-dfa.ts";
-import { createLru } from "./lru.ts";
 
 /** Formats kept per worker. */
 const MAX_GRAMMARS = 64;
@@ -27,7 +27,7 @@ export interface Grammars {
 export function createGrammars(tokenizerJson: object, eosTokenIds: readonly number[]): Grammars {
   // Built on the first constrained request: a worker that never sees one never walks its vocabulary.
   let vocabulary: GrammarVocabulary | undefined;
-  const automata = createLru<{ automaton: LazyDfa; masks: ReturnType<typeof createMaskCache> }>(MAX_GRAMMARS);
+  const automata = new LRUCache<string, { automaton: LazyDfa; masks: ReturnType<typeof createMaskCache> }>({ max: MAX_GRAMMARS });
   return {
     processor({ key, nfa }, budget) {
       vocabulary ??= createGrammarVocabulary(tokenizerJson, eosTokenIds);
