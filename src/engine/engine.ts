@@ -15,19 +15,13 @@ import type { FetchOutcome, ImageFetchOptions } from "../model/image-fetcher.ts"
 import { loadModel } from "../model/loaded-model.ts";
 import type { Dtype } from "../model/model-folder.ts";
 import type { SessionOptions } from "../model/onnx-model.ts";
+import { createCachedAnswers } from "./cached-answers.ts";
 import { now } from "./clock.ts";
 import { createHandOffWindow } from "./hand-off-window.ts";
 import { createInputProcessor, type ProcessedInput } from "./input-processor.ts";
 import type { SchedulerOptions } from "./protocol.ts";
 import { createRequestStream, type RequestStream } from "./request-stream.ts";
-import {
-  type AnswerInputs,
-  answerKey,
-  type CachedAnswer,
-  createResponseCache,
-  modelDigest,
-  type ResponseCacheOptions,
-} from "./response-cache.ts";
+import type { ResponseCacheOptions } from "./response-cache.ts";
 import type { Engine, EngineEvent, GenerateInput, GenerateOptions, ModelInfo, PreparedRequest } from "./types.ts";
 import { createVisionCache } from "./vision-cache.ts";
 import { createWorkerClient, REFUSALS } from "./worker-client.ts";
@@ -119,21 +113,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     allowIgnoreEos: options.allowIgnoreEos ?? false,
     onImageFetch: deps.onImageFetch,
   });
-  const answers = options.responseCache && createResponseCache(options.responseCache, deps.log);
-  const digest = answers ? modelDigest(folder) : "";
-  const cacheStats = { hits: 0, misses: 0 };
-  const answerInputs = (input: GenerateInput, { request, prompt }: ProcessedInput): AnswerInputs => ({
-    model: digest,
-    ids: prompt.ids,
-    imageKeys: prompt.images.map((im) => im.key),
-    sampling: request.sampling,
-    seeded: input.sampling?.seed !== undefined,
-    maxTokens: request.maxTokens,
-    minTokens: request.minTokens,
-    ignoreEos: request.ignoreEos,
-    stop: request.stop,
-    format: request.format?.key,
-  });
+  const answers = createCachedAnswers(options.responseCache, folder, deps.log);
   // Features are float32 vectors of the decoder's hidden size.
   const visionCache = createVisionCache(options.visionCacheBytes, folder.config.text_config.hidden_size * 4);
   /** Every request from its arrival to its end: the queue bound counts these, as TGI's permits do. */
@@ -238,36 +218,29 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       throw e;
     }
 
+    /** The model's answer: the worker's events until done, the request settled before done is passed on. */
+    async function* run(): AsyncGenerator<EngineEvent> {
+      await submit(id, stream, processed, arrivedAt);
+      submitted = true;
+      for (;;) {
+        const e = await stream.next();
+        if (e.type === "error") throw GlanceError.fromJSON(e.error);
+        if (e.type === "delta") {
+          yield { type: "delta", text: e.text, tokenIds: e.tokenIds, ...(e.reasoning ? { reasoning: e.reasoning } : {}) };
+        } else {
+          finished = true;
+          settle();
+          yield { type: "done", finishReason: e.finishReason, usage: e.usage, timings: e.timings };
+          return;
+        }
+      }
+    }
+
     async function* events(): AsyncGenerator<EngineEvent> {
       if (started || settled) throw new Error(`request ${id} has already run or been released`);
       started = true;
       try {
-        const key = answers && !warmingUp ? answerKey(answerInputs(input, processed)) : undefined;
-        const hit = key ? await Promise.race([answers!.get(key), stream.failed]) : undefined;
-        if (key) cacheStats[hit ? "hits" : "misses"]++;
-        if (hit) {
-          settle();
-          yield* replay(hit, arrivedAt, processed.prompt.imagePreprocessMs);
-          return;
-        }
-        await submit(id, stream, processed, arrivedAt);
-        submitted = true;
-        const deltas: CachedAnswer["deltas"] = [];
-        for (;;) {
-          const e = await stream.next();
-          if (e.type === "error") throw GlanceError.fromJSON(e.error);
-          if (e.type === "delta") {
-            const delta = { text: e.text, tokenIds: e.tokenIds, ...(e.reasoning ? { reasoning: e.reasoning } : {}) };
-            if (key) deltas.push(delta);
-            yield { type: "delta", ...delta };
-          } else {
-            finished = true;
-            if (key) answers!.set(key, { deltas, finishReason: e.finishReason, usage: e.usage });
-            settle();
-            yield { type: "done", finishReason: e.finishReason, usage: e.usage, timings: e.timings };
-            return;
-          }
-        }
+        yield* answers.events({ input, processed, arrivedAt, cacheable: !warmingUp }, { failed: stream.failed, onHit: settle }, run);
       } finally {
         settle();
       }
@@ -279,28 +252,6 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       events,
       release() {
         if (!started) settle();
-      },
-    };
-  }
-
-  /** A cached answer's events, marked cached; its timings are this request's own, with no model time. */
-  async function* replay(answer: CachedAnswer, arrivedAt: number, imagePreprocessMs: number): AsyncGenerator<EngineEvent> {
-    const firstAt = now();
-    for (const d of answer.deltas) yield { type: "delta", ...d, cached: true };
-    const end = now();
-    yield {
-      type: "done",
-      finishReason: answer.finishReason,
-      usage: answer.usage,
-      cached: true,
-      timings: {
-        queueMs: 0,
-        imagePreprocessMs,
-        visionEncodeMs: 0,
-        prefillMs: 0,
-        decodeMs: end - firstAt,
-        timeToFirstTokenMs: firstAt - arrivedAt,
-        totalMs: end - arrivedAt,
       },
     };
   }
@@ -354,14 +305,14 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
       stream.fail(new GlanceError("cancelled", "the request was aborted"));
       return true;
     },
-    stats: () => ({ ...workers.stats(), visionCache: { ...visionCache.stats }, responseCache: { ...cacheStats } }),
+    stats: () => ({ ...workers.stats(), visionCache: { ...visionCache.stats }, responseCache: { ...answers.stats } }),
     injectFault(fault) {
       if (!deps.faultInjection) throw new Error("this engine was created without faultInjection");
       workers.inject(fault);
     },
     async close() {
       for (const s of active.values()) s.fail(new GlanceError("unavailable", "the engine is shutting down"));
-      await Promise.all([workers.close(), inputs.close(), answers?.close()]);
+      await Promise.all([workers.close(), inputs.close(), answers.close()]);
     },
   };
 }
