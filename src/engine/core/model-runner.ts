@@ -50,7 +50,10 @@ export interface ModelRunner {
   prefill(inputs: readonly PrefillInput[]): Promise<Map<string, Float32Array>>;
   /** Feeds one token to every sequence of the batch; returns each one's logits. */
   decode(tokens: ReadonlyMap<string, number>): Promise<Map<string, Float32Array>>;
-  /** These sequences leave the batch at the next step; the cache goes at once when none is left. */
+  /**
+   * These sequences leave the batch at the next step; the cache goes when none is left: at once,
+   * or at the end of the prefill or decode call in progress.
+   */
   release(ids: Iterable<string>): void;
   /** Drops every sequence and the cache: after a failed run, none of it can be trusted. */
   reset(): void;
