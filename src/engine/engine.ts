@@ -166,7 +166,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
         images,
         imageTokens: prompt.imageTokens,
         sampling: request.sampling,
-        grammar: request.format && { key: request.format.key, nfa: request.format.nfa },
+        grammar: request.format && { key: request.format.key, nfa: request.format.nfa, uniqueNames: request.format.uniqueNames },
         maxTokens: request.maxTokens,
         minTokens: request.minTokens,
         ignoreEos: request.ignoreEos,

@@ -8,17 +8,20 @@
  * of sequence emitted, within the tokens left. Every byte exists as a token of its own, so the
  * bytes of the shortest completion, plus one for end of sequence, bound the tokens it needs;
  * keeping that bound within the budget at every step means the model always finishes a valid
- * value, in tokens it chose.
+ * value, in tokens it chose. A format that keeps names unique adds to the bound what a new name
+ * still takes (unique-names.ts).
  */
 import { GlanceError } from "../../errors.ts";
 import type { LogitsProcessor } from "../logits-processor.ts";
 import { type ByteAutomaton, tokensNeeded } from "./automaton.ts";
 import { tokenBytes } from "./token-bytes.ts";
 import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
+import { createNameGuard } from "./unique-names.ts";
 
-/** What a model gives every constrained request: its token trie, its size and its end-of-sequence ids. */
+/** What a model gives every constrained request: its token trie, each token's bytes, its size and its end-of-sequence ids. */
 export interface GrammarVocabulary {
   trie: TokenTrie;
+  bytes: readonly (Uint8Array | null)[];
   size: number;
   eosTokenIds: readonly number[];
 }
@@ -33,7 +36,7 @@ export function createGrammarVocabulary(tokenizerJson: object, eosTokenIds: read
       `structured output needs a token for every byte; this model's vocabulary has ${single.size} of the 256`,
     );
   }
-  return { trie: createTokenTrie(bytes), size: vocabSize, eosTokenIds };
+  return { trie: createTokenTrie(bytes), bytes, size: vocabSize, eosTokenIds };
 }
 
 interface StateMask {
@@ -48,6 +51,8 @@ interface StateMask {
   refused?: Int32Array;
   /** The most tokens any allowed token's end state still needs; below the budget no filter is needed. */
   maxNeed: number;
+  /** The allowed tokens with a `"`, most `"` first, found on the first visit of a request that keeps names unique. */
+  quoted?: Int32Array;
 }
 
 /** The ids below `size` that are not in the ascending `ids`. */
@@ -103,14 +108,18 @@ export function createMaskCache(automaton: ByteAutomaton, vocabulary: GrammarVoc
 
 /**
  * One request's processor. `budget` is the most tokens it may generate (max_tokens, or less
- * where the context ends first); the caller has checked that the start state fits in it.
+ * where the context ends first); the caller has checked that the start state fits in it. With
+ * `uniqueNames`, no object gets a name twice, and a state's need counts what a new name takes
+ * (unique-names.ts).
  */
 export function createGrammarProcessor(
   automaton: ByteAutomaton,
   masks: (state: number) => StateMask,
   vocabulary: GrammarVocabulary,
   budget: number,
+  options: { uniqueNames?: boolean } = {},
 ): LogitsProcessor {
+  const names = options.uniqueNames ? createNameGuard(automaton, vocabulary.bytes, vocabulary.trie) : undefined;
   let state = automaton.start;
   let generated = 0;
   const eos = new Set(vocabulary.eosTokenIds);
@@ -124,7 +133,7 @@ export function createGrammarProcessor(
       const mask = masks(state);
       // After this token, `left` tokens remain for the rest of the value and end of sequence.
       const left = budget - generated - 1;
-      const filter = mask.maxNeed > left;
+      const filter = mask.maxNeed + (names?.maxExtra ?? 0) > left;
       if (mask.refused && !filter) {
         // End of sequence is never among the allowed tokens (it has no bytes): keep its logits
         // across the refusal when the value may end here.
@@ -132,6 +141,10 @@ export function createGrammarProcessor(
         if (ending) for (const [i, id] of eosIds.entries()) eosKept[i] = logits[id]!;
         for (const id of mask.refused) logits[id] = Number.NEGATIVE_INFINITY;
         if (ending) for (const [i, id] of eosIds.entries()) logits[id] = eosKept[i]!;
+        if (names) {
+          mask.quoted ??= names.withQuotes(mask.tokens);
+          names.refuseRepeats(mask.quoted, logits);
+        }
         return;
       }
       if (ids.length < mask.tokens.length + eos.size) {
@@ -139,11 +152,16 @@ export function createGrammarProcessor(
         kept = new Float32Array(ids.length);
       }
       let n = 0;
-      for (let i = 0; i < mask.tokens.length; i++) {
-        if (filter && tokensNeeded(automaton, mask.ends[i]!) > left) continue;
-        ids[n++] = mask.tokens[i]!;
+      if (names) n = names.allowed(mask.tokens, mask.ends, filter ? left : undefined, ids);
+      else {
+        for (let i = 0; i < mask.tokens.length; i++) {
+          if (filter && tokensNeeded(automaton, mask.ends[i]!) > left) continue;
+          ids[n++] = mask.tokens[i]!;
+        }
       }
       if (automaton.accepting(state)) for (const id of eos) ids[n++] = id;
+      // The closing guarantee leaves some token at every step; none would mean it is broken.
+      if (n === 0) throw new Error("the response format allows no token: its closing guarantee failed");
       let finite = false;
       for (let i = 0; i < n; i++) {
         kept[i] = logits[ids[i]!]!;
@@ -161,6 +179,7 @@ export function createGrammarProcessor(
       const i = indexOf(mask.tokens, token);
       // Only allowed tokens are ever sampled; -1 would mean the sampler ignored the mask.
       if (i < 0) throw new Error(`token ${token} is not allowed by the response format`);
+      names?.accept(token);
       state = mask.ends[i]!;
     },
     get complete() {

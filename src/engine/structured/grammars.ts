@@ -17,6 +17,8 @@ const MAX_GRAMMARS = 64;
 export interface RequestGrammar {
   key: string;
   nfa: NfaData;
+  /** No object may get a name twice (see response-format.ts `CompiledFormat`). */
+  uniqueNames: boolean;
 }
 
 export interface Grammars {
@@ -29,7 +31,7 @@ export function createGrammars(tokenizerJson: object, eosTokenIds: readonly numb
   let vocabulary: GrammarVocabulary | undefined;
   const automata = new LRUCache<string, { automaton: LazyDfa; masks: ReturnType<typeof createMaskCache> }>({ max: MAX_GRAMMARS });
   return {
-    processor({ key, nfa }, budget) {
+    processor({ key, nfa, uniqueNames }, budget) {
       vocabulary ??= createGrammarVocabulary(tokenizerJson, eosTokenIds);
       let entry = automata.get(key);
       if (!entry) {
@@ -37,7 +39,7 @@ export function createGrammars(tokenizerJson: object, eosTokenIds: readonly numb
         entry = { automaton, masks: createMaskCache(automaton, vocabulary) };
         automata.set(key, entry);
       }
-      return createGrammarProcessor(entry.automaton, entry.masks, vocabulary, budget);
+      return createGrammarProcessor(entry.automaton, entry.masks, vocabulary, budget, { uniqueNames });
     },
   };
 }

@@ -9,7 +9,7 @@ import { type ByteAutomaton, tokensNeeded } from "./automaton.ts";
 import { ByteNfa, codePoints, type Fragment, literal, type NfaData, oneOfBytes, repeat, sequence } from "./byte-nfa.ts";
 import { LazyDfa } from "./lazy-dfa.ts";
 import { parseRegex, regexFragment } from "./regex.ts";
-import { anyJson, jsonMap, schemaFragment } from "./schema-compiler.ts";
+import { anyJson, hasFreeNames, jsonMap, schemaFragment } from "./schema-compiler.ts";
 import { gateSchema } from "./schema-gate.ts";
 
 export type ResponseFormat =
@@ -42,6 +42,8 @@ export interface CompiledFormat {
   nfa: NfaData;
   /** Tokens the shortest valid output takes, end of sequence included (see automaton.ts `tokensNeeded`). */
   minTokens: number;
+  /** It has objects with free names, which the grammar processor keeps from repeating a name. */
+  uniqueNames: boolean;
 }
 
 /** Throws invalid_argument naming the problem; `deadlineMs` bounds compile time. */
@@ -77,7 +79,7 @@ function compile(fragment: Fragment, deadlineMs: number): CompiledFormat {
   const data = nfa.freeze(start, fragment(nfa, start));
   const dfa = new LazyDfa(data);
   if (dfa.start === -1) throw invalidArgument("response_format admits no value: no output could satisfy it");
-  return { nfa: data, minTokens: tokensNeeded(dfa, dfa.start) };
+  return { nfa: data, minTokens: tokensNeeded(dfa, dfa.start), uniqueNames: hasFreeNames(nfa) };
 }
 
 function checkChoices(choices: readonly string[]): string[] {

@@ -37,9 +37,16 @@ export function anyJson(depth: number): Fragment {
   return alternatives(...scalars, jsonArray([], inner, 0, Infinity), jsonMap(inner));
 }
 
+/** The automata that hold an object with free names, whose names a processor must keep unique. */
+const withFreeNames = new WeakSet<ByteNfa>();
+
+/** Whether `nfa` holds an object with free names (a `jsonMap`). */
+export const hasFreeNames = (nfa: ByteNfa) => withFreeNames.has(nfa);
+
 /** An object with any keys, each value a `value`. */
 export function jsonMap(value: Fragment): Fragment {
   return (nfa, from) => {
+    withFreeNames.add(nfa);
     const open = literal("{")(nfa, from);
     const to = literal("}")(nfa, open);
     const member = nfa.add();

@@ -8,6 +8,8 @@ import type { ByteAutomaton } from "./automaton.ts";
 export interface TokenTrie {
   /** Calls `visit` with every token the automaton takes whole from `state`, and the state after it. */
   walk(automaton: ByteAutomaton, state: number, visit: (token: number, end: number) => void): void;
+  /** The tokens whose bytes are exactly `bytes`. */
+  tokensOf(bytes: Uint8Array): number[];
 }
 
 interface BuildNode {
@@ -72,6 +74,16 @@ export function createTokenTrie(bytes: readonly (Uint8Array | null)[]): TokenTri
         for (let t = flatStart[i]!; t < flatStart[i + 1]!; t++) visit(flatTokens[t]!, next);
         i++;
       }
+    },
+    tokensOf(bytes) {
+      let node = 0;
+      for (const b of bytes) {
+        let child = node + 1;
+        while (child < node + flatSubtree[node]! && flatEdge[child] !== b) child += flatSubtree[child]!;
+        if (child >= node + flatSubtree[node]!) return [];
+        node = child;
+      }
+      return Array.from(flatTokens.subarray(flatStart[node]!, flatStart[node + 1]!));
     },
   };
 }

@@ -1,0 +1,275 @@
+/**
+ * No name twice in one object: the side constraint a grammar processor keeps for formats whose
+ * objects have free names (json_object, free-form objects, additionalProperties as a schema).
+ * The automaton allows any name there; a JsonKeys reader (json-keys.ts) follows the names
+ * written, and a token that would close a name its object already holds is refused.
+ *
+ * The closing guarantee (grammar-processor.ts) needs more than the automaton's distance then,
+ * since the shortest completion may close a name that is taken. A state's need is
+ * `tokensNeeded + extra`, where `extra` is:
+ * - in a name whose text so far, P, is taken in its object, when closing it lies on a shortest
+ *   path of the automaton: the fewest characters that make it new, x(P) (the least k such that
+ *   not every k-character extension of P over the 94 characters of one byte a name holds
+ *   unescaped, 0x20 to 0x7F but `"` and `\`, is taken: 1 unless 94 or more are);
+ * - where a name's character is half read (an escape, UTF-8) or a name is awaited: the least
+ *   `extra` over the bytes that lower the distance by one;
+ * - elsewhere 0.
+ * From every state whose need fits in the tokens left, one byte that repeats no name leads to a
+ * state whose need is one less, so a processor that allows only tokens whose end state's need
+ * fits always has one, down to end of sequence:
+ * - a taken P with closing on a shortest path: only a free-name (map) path of the automaton can
+ *   close a taken name (fixed properties are distinct, so their paths never repeat one), and it
+ *   is a shortest one; it takes each of those characters with its distance unchanged, so the
+ *   first character c of a new x(P)-character extension keeps the distance and leaves
+ *   extra(P + c) ≤ x(P) - 1;
+ * - a half-read character or an awaited name: the byte that gives the least, by definition;
+ * - otherwise the shortest-path byte: a closing quote there closes a name that is new (else
+ *   `extra` would not be 0), and a byte that leads into a name with a positive `extra` cannot
+ *   be on a shortest path, since the free-name path the closing needs could have been shorter
+ *   from where it started (the same distance before a whole character, or `}` before a comma).
+ */
+import { type ByteAutomaton, tokensNeeded } from "./automaton.ts";
+import { JsonKeys, Lexer } from "./json-keys.ts";
+import type { TokenTrie } from "./token-trie.ts";
+
+const QUOTE = 1;
+const BACKSLASH = 2;
+const COMMA = 4;
+/** The bytes are not whole UTF-8 characters on their own. */
+const PARTIAL = 8;
+/** Every token with bytes. */
+const ANY = 16;
+
+/** Per vocabulary: each token's flags and count of `"` bytes. */
+interface TokenTable {
+  flags: Uint8Array;
+  quotes: Uint8Array;
+  /** The most `"` bytes in one token: a token closes at most that many names. */
+  maxQuotes: number;
+  /** Tokens marked during one step of one request, unmarked before it ends (see `markExtending`). */
+  marked: Uint8Array;
+}
+
+const tables = new WeakMap<readonly (Uint8Array | null)[], TokenTable>();
+
+function tokenTable(bytes: readonly (Uint8Array | null)[]): TokenTable {
+  let table = tables.get(bytes);
+  if (table) return table;
+  const flags = new Uint8Array(bytes.length);
+  const quotes = new Uint8Array(bytes.length);
+  let maxQuotes = 0;
+  bytes.forEach((token, id) => {
+    if (!token) return;
+    let f = 0;
+    let q = 0;
+    let continuations = 0;
+    for (const b of token) {
+      if (b === 0x22) q++;
+      else if (b === 0x5c) f |= BACKSLASH;
+      else if (b === 0x2c) f |= COMMA;
+      if ((b & 0xc0) === 0x80) {
+        if (continuations === 0) f |= PARTIAL;
+        else continuations--;
+      } else {
+        if (continuations > 0) f |= PARTIAL;
+        continuations = b >= 0xf0 ? 3 : b >= 0xe0 ? 2 : b >= 0xc0 ? 1 : 0;
+      }
+    }
+    if (continuations > 0) f |= PARTIAL;
+    if (q > 0) f |= QUOTE;
+    flags[id] = f | ANY;
+    quotes[id] = Math.min(q, 255);
+    maxQuotes = Math.max(maxQuotes, q);
+  });
+  table = { flags, quotes, maxQuotes, marked: new Uint8Array(bytes.length) };
+  tables.set(bytes, table);
+  return table;
+}
+
+/** The characters a name is made new with: those of one byte it holds unescaped, 0x20 to 0x7F but `"` and `\`. */
+const NAME_CHARS = 94;
+const isNameChar = (c: number) => c >= 0x20 && c <= 0x7f && c !== 0x22 && c !== 0x5c;
+
+/** The bytes JSON allows where a name is awaited, in a character's UTF-8 and in an escape. */
+const AFTER_OPEN_OR_COMMA = [0x22, 0x20, 0x09, 0x0a, 0x0d, 0x7d];
+const CONTINUATION_BYTES = Array.from({ length: 0x40 }, (_, i) => 0x80 + i);
+const ESCAPE_BYTES = Array.from({ length: 0x5f }, (_, i) => 0x20 + i);
+
+/** Where the accepted text is, for what a token can do from there. */
+const OUTSIDE = 0;
+const IN_VALUE = 1;
+const IN_NAME = 2;
+const HALF_CHAR = 3;
+const AWAITING = 4;
+
+function place(lex: Lexer): number {
+  if (!lex.inString) return lex.awaitsKey ? AWAITING : OUTSIDE;
+  if (!lex.isKey) return IN_VALUE;
+  return lex.inWholeName ? IN_NAME : HALF_CHAR;
+}
+
+export interface NameGuard {
+  /** The most `extra` any token's end state can have: a mask whose maxNeed plus this fits in the tokens left needs no filter. */
+  readonly maxExtra: number;
+  /** The tokens of `tokens` with a `"`, the only ones that can close a name, most `"` first. */
+  withQuotes(tokens: Int32Array): Int32Array;
+  /** Sets -Infinity at the tokens of `quoted` (from `withQuotes`) that would close a name their object holds. */
+  refuseRepeats(quoted: Int32Array, logits: Float32Array): void;
+  /**
+   * Writes to `out` the tokens of `tokens` (leading to `ends`) that repeat no name and, given
+   * `left`, whose end state's need with its `extra` is at most `left`; returns how many.
+   */
+  allowed(tokens: Int32Array, ends: Int32Array, left: number | undefined, out: Int32Array): number;
+  accept(token: number): void;
+}
+
+export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8Array | null)[], trie: TokenTrie): NameGuard {
+  const { flags, quotes, maxQuotes, marked } = tokenTable(bytes);
+  const keys = new JsonKeys();
+  // Where the accepted text is, read at the start of each step.
+  let where = OUTSIDE;
+  /** In a name: whether a taken name starts with its text so far. */
+  let prefixTaken = false;
+  /** Fewer `"` bytes than this cannot close a name that is taken. */
+  let fewestQuotes = 1;
+
+  const readPlace = () => {
+    keys.begin();
+    where = place(keys.trial);
+    prefixTaken = (where === IN_NAME || where === HALF_CHAR) && extendsTaken(keys.trial.name);
+    // In a name, the closing quote closes a name that is taken only if one starts with the
+    // text so far; any later name in the token takes two more quotes, so at least three in
+    // all, as from a value string. Outside strings, a name takes two.
+    if (where === IN_NAME || where === HALF_CHAR) fewestQuotes = prefixTaken ? 1 : 3;
+    else fewestQuotes = where === IN_VALUE ? 3 : 2;
+  };
+
+  /** x(P) ≤ k once an object's names are fewer than 94^k; a token adds at most maxQuotes names. */
+  const maxExtra = () => {
+    let k = 1;
+    while (NAME_CHARS ** k <= keys.mostNames + maxQuotes) k++;
+    return k;
+  };
+
+  const tryToken = (token: number) => {
+    keys.begin();
+    return keys.tryBytes(bytes[token]!);
+  };
+  const repeats = (token: number) => quotes[token]! >= fewestQuotes && !tryToken(token);
+
+  /** Whether a name of the trial's innermost object starts with `prefix`. */
+  function extendsTaken(prefix: string): boolean {
+    for (const name of keys.names()) if (name.startsWith(prefix)) return true;
+    return false;
+  }
+
+  /** x(P): the fewest characters that make `prefix` a name its object does not hold. */
+  const charsToNewName = (prefix: string) => {
+    for (let k = 1; ; k++) {
+      let taken = 0;
+      for (const name of keys.names()) {
+        if (name.length !== prefix.length + k || !name.startsWith(prefix)) continue;
+        let simple = true;
+        for (let i = prefix.length; i < name.length && simple; i++) simple = isNameChar(name.charCodeAt(i));
+        if (simple) taken++;
+      }
+      if (taken < NAME_CHARS ** k) return k;
+    }
+  };
+
+  /** `extra` at `state` with the trial's text (see the header). */
+  const extra = (state: number): number => {
+    const lex = keys.trial;
+    const distance = automaton.distance(state);
+    if (lex.inWholeName) {
+      if (!keys.has(lex.name)) return 0;
+      const closed = automaton.next(state, 0x22);
+      return closed >= 0 && automaton.distance(closed) === distance - 1 ? charsToNewName(lex.name) : 0;
+    }
+    // A name to come starts with the text so far (none where one is awaited).
+    if ((lex.inString ? !lex.isKey : !lex.awaitsKey) || !extendsTaken(lex.inString ? lex.name : "")) return 0;
+    const saved = new Lexer();
+    saved.copy(lex);
+    let least = Number.POSITIVE_INFINITY;
+    const candidates = !lex.inString ? AFTER_OPEN_OR_COMMA : lex.utf8Left > 0 ? CONTINUATION_BYTES : ESCAPE_BYTES;
+    for (const b of candidates) {
+      const to = automaton.next(state, b);
+      if (to < 0 || automaton.distance(to) !== distance - 1) continue;
+      // `}` ends the object: no name is written.
+      if (b === 0x7d) return 0;
+      keys.feed(b);
+      least = Math.min(least, extra(to));
+      lex.copy(saved);
+      if (least === 0) break;
+    }
+    return Number.isFinite(least) ? least : 0;
+  };
+
+  /** Marks the tokens without `"` or `\` whose text after the accepted name so far makes a taken name; returns them. */
+  const markExtending = () => {
+    keys.begin();
+    const prefix = keys.trial.name;
+    const found: number[] = [];
+    for (const name of keys.names()) {
+      if (name.length <= prefix.length || !name.startsWith(prefix)) continue;
+      // Marking a token that cannot follow (one with `"`, say) costs only its trial.
+      found.push(...trie.tokensOf(encoder.encode(name.slice(prefix.length))));
+    }
+    for (const token of found) marked[token] = 1;
+    return found;
+  };
+
+  return {
+    get maxExtra() {
+      return maxExtra();
+    },
+    withQuotes(tokens) {
+      return tokens.filter((token) => quotes[token]! > 0).sort((a, b) => quotes[b]! - quotes[a]!);
+    },
+    refuseRepeats(quoted, logits) {
+      readPlace();
+      for (const token of quoted) {
+        if (quotes[token]! < fewestQuotes) return;
+        if (!tryToken(token)) logits[token] = Number.NEGATIVE_INFINITY;
+      }
+    },
+    allowed(tokens, ends, left, out) {
+      readPlace();
+      const most = maxExtra();
+      // Only a `"` enters a name, and only a `,` awaits one: elsewhere a token without them
+      // keeps `extra` at 0. In a name, so does one without `"`, `\` or half a character,
+      // unless its text makes a taken name (marked).
+      let mayAddExtra = ANY;
+      if (where === OUTSIDE) mayAddExtra = QUOTE | COMMA;
+      else if (where === IN_VALUE) mayAddExtra = QUOTE;
+      else if (where === IN_NAME) mayAddExtra = QUOTE | BACKSLASH | PARTIAL;
+      const extending = left !== undefined && where === IN_NAME && prefixTaken ? markExtending() : [];
+      let n = 0;
+      for (let i = 0; i < tokens.length; i++) {
+        const token = tokens[i]!;
+        if (left === undefined) {
+          if (repeats(token)) continue;
+        } else {
+          const end = ends[i]!;
+          const need = tokensNeeded(automaton, end);
+          if (need > left) continue;
+          // With room for any extra, only a repeated name refuses the token.
+          if (need + most <= left) {
+            if (repeats(token)) continue;
+          } else if ((flags[token]! & mayAddExtra) !== 0 || marked[token] === 1) {
+            if (!tryToken(token) || need + extra(end) > left) continue;
+          }
+        }
+        out[n++] = token;
+      }
+      for (const token of extending) marked[token] = 0;
+      return n;
+    },
+    accept(token) {
+      if (!tryToken(token)) throw new Error(`token ${token} repeats a name in its object`);
+      keys.commit();
+    },
+  };
+}
+
+const encoder = new TextEncoder();
