@@ -6,6 +6,8 @@
  *                                                   stream an answer from a running server over gRPC
  *   glance batch IMAGES... --question TEXT | --schema FILE --out FILE [--server host:port] [--labels FILE]
  *                                                   answer every image into a JSONL file (glance batch --help)
+ *   glance pull ORG/NAME[@REVISION] [--dtype D]     fetch a model from the hub into its cache
+ *   glance models [rm ORG/NAME]                     list the cached models, or remove one
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -16,6 +18,8 @@ import { InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
 import { batchCommand } from "./batch/batch-command.ts";
 import { configHelp, loadConfig } from "./config.ts";
 import { startGlanceServer } from "./glance-server.ts";
+import { hubOptionsFromEnv, resolveModel } from "./model/hub/hub-client.ts";
+import { HUB_USAGE, modelsCommand, pullCommand } from "./model/hub/hub-commands.ts";
 
 const USAGE = `usage:
   glance serve [options]                       serve a model on the gRPC and HTTP ports
@@ -26,6 +30,7 @@ const USAGE = `usage:
                                                answer every image offline into a JSONL file, with
                                                progress, resume and accuracy against labels
                                                (in this process without --server; glance batch --help)
+${HUB_USAGE}
 
 serve options (flag, environment variable, meaning):
 ${configHelp()}`;
@@ -37,6 +42,13 @@ async function serve(args: string[]): Promise<void> {
   }
   const config = loadConfig(args);
   const log = pino({ level: config.logLevel, base: { service: "glance" } });
+  if (config.hubModel) {
+    // Before the ports open: a replica is not ready while its model downloads.
+    const { repo, revision } = config.hubModel;
+    const model = await resolveModel(config.hubModel, config.engine.decoderDtype, { ...hubOptionsFromEnv(), log });
+    log.info({ model: repo, revision, commit: model.commit, dir: model.dir, downloaded: model.downloaded }, "model resolved");
+    config.engine.modelDir = model.dir;
+  }
   const server = await startGlanceServer(config, log);
   let stopping = false;
   const stop = (signal: string) => {
@@ -105,6 +117,8 @@ try {
   if (command === "serve") await serve(rest);
   else if (command === "ask") await ask(rest);
   else if (command === "batch") process.exitCode = await batchCommand(rest);
+  else if (command === "pull") process.exitCode = await pullCommand(rest);
+  else if (command === "models") process.exitCode = await modelsCommand(rest);
   else {
     console.log(USAGE);
     process.exitCode = command === undefined || command === "help" || command === "--help" ? 0 : 2;

@@ -4,10 +4,12 @@
  * The table below is the single list of settings; `glance serve --help` prints it, and the
  * README's table says the same (test/config.test.ts).
  */
+import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { EngineOptions } from "./engine/engine.ts";
+import { type HubName, parseHubName } from "./model/hub/hub-cache.ts";
 import { DECODER_DTYPES, type Dtype } from "./model/model-folder.ts";
 import type { GrpcServerOptions } from "./server/grpc-server.ts";
 import type { HttpServerOptions } from "./server/http-server.ts";
@@ -23,7 +25,10 @@ interface Setting {
 }
 
 const SETTINGS = {
-  model: { default: DEFAULT_MODEL, help: "model folder (Hugging Face ONNX layout)" },
+  model: {
+    default: DEFAULT_MODEL,
+    help: "model folder (Hugging Face ONNX layout), or a hub name org/name[@revision]: its --decoder-dtype variant is fetched into the Hugging Face cache first (HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_OFFLINE)",
+  },
   "decoder-dtype": {
     default: "fp32",
     help: `ONNX file variant: ${DECODER_DTYPES.join(", ")} (the decoder's; the vision encoder's and embeddings' too where the folder has them)`,
@@ -151,6 +156,8 @@ export const BOOLEAN_SETTINGS = (Object.keys(SETTINGS) as SettingName[]).filter(
 /** The settings, in one section per part of the process that reads them. */
 export interface Config {
   engine: EngineOptions;
+  /** --model named a hub model (not a folder): engine.modelDir is its snapshot once resolved. */
+  hubModel?: HubName;
   grpc: GrpcServerOptions;
   http: HttpServerOptions;
   auth: AuthOptions;
@@ -276,6 +283,8 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} (${envName(name)}) must be a number >= 0, got ${get(name)}`);
     return v;
   };
+  const model = get("model");
+  const hubModel = existsSync(model) ? undefined : parseHubName(model);
   const dtype = get("decoder-dtype");
   if (!(DECODER_DTYPES as readonly string[]).includes(dtype)) throw new Error(`--decoder-dtype: unknown or unsupported variant ${dtype}`);
   const host = get("host");
@@ -283,7 +292,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
   const tls = tlsOptions();
   return {
     engine: {
-      modelDir: path.resolve(get("model")),
+      modelDir: hubModel ? "" : path.resolve(model),
       decoderDtype: dtype as Dtype,
       session: {
         intraOpThreads: int("threads") || defaultIntraOpThreads(),
@@ -352,6 +361,7 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
       rateLimitPerIp: int("rate-limit-per-ip"),
       redisUrl: get("redis-url") || undefined,
     },
+    hubModel,
     drainGraceMs: int("drain-grace-ms"),
     logLevel: get("log-level"),
     otlpTracesUrl: get("otlp-traces-url") || undefined,

@@ -6,9 +6,18 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { GlanceError } from "../errors.ts";
+import { repoOfSnapshot } from "./hub/hub-cache.ts";
 
 /** The ONNX file variants of an export, named by transformers.js's dtype suffixes. */
-const DTYPE_SUFFIXES = { fp32: "", fp16: "_fp16", q8: "_quantized", int8: "_int8", uint8: "_uint8", q4: "_q4", q4f16: "_q4f16" } as const;
+export const DTYPE_SUFFIXES = {
+  fp32: "",
+  fp16: "_fp16",
+  q8: "_quantized",
+  int8: "_int8",
+  uint8: "_uint8",
+  q4: "_q4",
+  q4f16: "_q4f16",
+} as const;
 export type Dtype = keyof typeof DTYPE_SUFFIXES;
 
 /**
@@ -48,7 +57,7 @@ export interface GenerationConfig {
 
 export interface ModelFolder {
   dir: string;
-  /** The folder's name: the model id clients see. */
+  /** The model id clients see: the folder's name, or `org/name` for a snapshot in the hub's cache. */
   id: string;
   config: ModelConfig;
   generationConfig: GenerationConfig;
@@ -90,7 +99,7 @@ export function readModelFolder(dir: string, options: { decoderDtype?: Dtype } =
   if (!config.text_config) throw new GlanceError("unavailable", `${abs}/config.json has no text_config`);
   return {
     dir: abs,
-    id: path.basename(abs),
+    id: repoOfSnapshot(abs) ?? path.basename(abs),
     config,
     generationConfig: readJson(abs, "generation_config.json", false) as GenerationConfig,
     tokenizerJson: readJson(abs, "tokenizer.json", true),

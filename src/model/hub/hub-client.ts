@@ -1,0 +1,328 @@
+/**
+ * Models by hub name: `org/name[@revision]` resolved through the hub's HTTP API (HF_ENDPOINT)
+ * into huggingface_hub's cache (hub-cache.ts), only the files one dtype variant needs.
+ *
+ * @huggingface/hub's downloadFileToCacheDir was set aside: it restarts a partial download from
+ * zero, checks no sha256, takes no lock against another process writing the same blob, writes
+ * no refs/, and files each file under its own last commit instead of the revision's.
+ *
+ * What this does, as huggingface_hub does: the model info API gives the revision's commit and
+ * files; a HEAD on each file's resolve URL gives its ETag (the sha256 for LFS files, in
+ * X-Linked-Etag) and size; the GET follows the hub's redirect to its file host. A partial blob
+ * (`<blob>.incomplete`) resumes with a Range request; each blob is checked against its ETag; a
+ * `<blob>.lock` (exclusive create, stale once its holder is gone) keeps two processes off one blob.
+ */
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import path from "node:path";
+import type { Dtype } from "../model-folder.ts";
+import {
+  blobMatches,
+  blobPath,
+  cachedCommit,
+  type HubName,
+  hubCacheDir,
+  linkedBlob,
+  linkSnapshotFile,
+  repoFolder,
+  snapshotDir,
+  writeRef,
+} from "./hub-cache.ts";
+import { variantFiles } from "./variant-files.ts";
+
+export interface HubLog {
+  info(fields: object, msg: string): void;
+  warn(fields: object, msg: string): void;
+}
+
+export interface HubOptions {
+  endpoint: string;
+  token?: string;
+  cacheDir: string;
+  /** HF_HUB_OFFLINE: the cache only, no request. */
+  offline: boolean;
+  log?: HubLog;
+  /** Bytes downloaded so far of the total this pull needs. */
+  onProgress?: (bytes: number, total: number) => void;
+}
+
+const TRUE_WORDS = ["1", "true", "yes", "on"];
+
+export function hubOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): HubOptions {
+  return {
+    endpoint: (env["HF_ENDPOINT"] || "https://huggingface.co").replace(/\/+$/, ""),
+    token: env["HF_TOKEN"] || undefined,
+    cacheDir: hubCacheDir(env),
+    offline: TRUE_WORDS.includes((env["HF_HUB_OFFLINE"] ?? "").toLowerCase()),
+  };
+}
+
+export interface ResolvedModel {
+  /** The snapshot folder: a model folder readModelFolder reads. */
+  dir: string;
+  commit: string;
+  /** Bytes of the files this pull fetched (0 when the cache had everything). */
+  downloaded: number;
+}
+
+/**
+ * The model's folder from the cache when it holds the revision's files for this variant, whole
+ * and matching their ETags; else pulled from the hub (never in offline mode).
+ */
+export async function resolveModel(name: HubName, dtype: Dtype, options: HubOptions): Promise<ResolvedModel> {
+  const cached = await fromCache(name, dtype, options);
+  if (typeof cached !== "string") return cached;
+  if (options.offline) throw new Error(`HF_HUB_OFFLINE is set and the cache (${options.cacheDir}) ${cached}`);
+  return pullModel(name, dtype, options);
+}
+
+/** The cached model, or why the cache cannot serve it. */
+async function fromCache(name: HubName, dtype: Dtype, options: HubOptions): Promise<ResolvedModel | string> {
+  const folder = repoFolder(options.cacheDir, name.repo);
+  const commit = await cachedCommit(folder, name.revision);
+  if (!commit) return `has no ${name.repo}@${name.revision}`;
+  const dir = snapshotDir(folder, commit);
+  let files: string[];
+  try {
+    files = variantFiles(name.repo, await snapshotFiles(dir), dtype);
+  } catch (e) {
+    return `lacks files of ${name.repo}@${name.revision}: ${(e as Error).message}`;
+  }
+  for (const file of files) {
+    const etag = await linkedBlob(folder, commit, file);
+    if (!etag) return `has no blob for ${name.repo}'s ${file}`;
+    if (!(await blobMatches(blobPath(folder, etag), etag))) return `holds a corrupt blob for ${name.repo}'s ${file} (${etag})`;
+  }
+  return { dir, commit, downloaded: 0 };
+}
+
+async function snapshotFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => !e.isDirectory()).map((e) => path.relative(dir, path.join(e.parentPath, e.name)));
+}
+
+interface FileMeta {
+  file: string;
+  etag: string;
+  size: number;
+}
+
+/** Asks the hub for the revision's commit and files, and fetches what the variant needs that the cache lacks. */
+export async function pullModel(name: HubName, dtype: Dtype, options: HubOptions): Promise<ResolvedModel> {
+  if (options.offline) throw new Error(`HF_HUB_OFFLINE is set: ${name.repo} cannot be pulled`);
+  const hub = hubRequests(name, options);
+  const info = (await (await hub.get(`/api/models/${name.repo}/revision/${encodeURIComponent(name.revision)}`)).json()) as {
+    sha?: string;
+    siblings?: { rfilename: string }[];
+  };
+  const commit = info.sha;
+  if (!commit || !info.siblings) throw new Error(`${options.endpoint} answered no commit or file list for ${name.repo}@${name.revision}`);
+  const files = variantFiles(
+    name.repo,
+    info.siblings.map((s) => s.rfilename),
+    dtype,
+  );
+  const folder = repoFolder(options.cacheDir, name.repo);
+  const metas: FileMeta[] = [];
+  for (const file of files) metas.push(await hub.fileMeta(commit, file));
+  const wanted: FileMeta[] = [];
+  for (const m of metas) {
+    if (!(await validBlob(folder, m.etag))) wanted.push(m);
+  }
+  const progress = progressOf(
+    wanted.reduce((n, m) => n + m.size, 0),
+    options,
+  );
+  options.log?.info({ model: name.repo, commit, files: files.length, fetching: wanted.length, bytes: progress.total }, "pulling");
+  for (const m of wanted) await fetchBlob(hub, folder, commit, m, progress);
+  // The snapshot and ref last, so that a snapshot holds a variant whole or not at all.
+  for (const m of metas) await linkSnapshotFile(folder, commit, m.file, m.etag);
+  await writeRef(folder, name.revision, commit);
+  progress.finish();
+  return { dir: snapshotDir(folder, commit), commit, downloaded: progress.bytes };
+}
+
+const validBlob = async (folder: string, etag: string) =>
+  (await stat(blobPath(folder, etag)).catch(() => undefined)) !== undefined && (await blobMatches(blobPath(folder, etag), etag));
+
+type HubRequests = ReturnType<typeof hubRequests>;
+
+function hubRequests(name: HubName, options: HubOptions) {
+  const headers = (extra: Record<string, string> = {}): Record<string, string> => ({
+    "user-agent": "glance",
+    ...(options.token && { authorization: `Bearer ${options.token}` }),
+    ...extra,
+  });
+  const check = (res: Response, what: string): Response => {
+    if (res.status === 401 || res.status === 403)
+      throw new HubRefusal(
+        `${options.endpoint} refused ${name.repo} (${res.status}): a gated or private repository needs HF_TOKEN set to a token with access to it${options.token ? " (the HF_TOKEN given has none)" : ""}`,
+      );
+    if (res.status === 404) throw new HubRefusal(`${options.endpoint} has no ${what}`);
+    if (!res.ok && !(res.status >= 300 && res.status < 400)) throw new Error(`${options.endpoint} answered ${res.status} for ${what}`);
+    return res;
+  };
+  const resolveUrl = (commit: string, file: string) => `${options.endpoint}/${name.repo}/resolve/${commit}/${file}`;
+  return {
+    get: async (route: string) =>
+      check(await fetch(`${options.endpoint}${route}`, { headers: headers() }), `${name.repo}@${name.revision}`),
+    /** The file's ETag and size, from the resolve URL's own answer (the redirect, for an LFS file). */
+    async fileMeta(commit: string, file: string): Promise<FileMeta> {
+      const res = check(
+        await fetch(resolveUrl(commit, file), { method: "HEAD", redirect: "manual", headers: headers({ "accept-encoding": "identity" }) }),
+        `${name.repo}/${file} at ${commit}`,
+      );
+      const etag = (res.headers.get("x-linked-etag") ?? res.headers.get("etag") ?? "").replace(/^W\//, "").replaceAll('"', "");
+      const size = Number(res.headers.get("x-linked-size") ?? res.headers.get("content-length"));
+      if (!etag || !Number.isFinite(size)) throw new Error(`${options.endpoint} gave no ETag or size for ${name.repo}/${file}`);
+      return { file, etag, size };
+    },
+    /** The file's bytes from `from` on; fetch follows the redirect to the file host (and drops the token there). */
+    download: async (commit: string, file: string, from: number) =>
+      check(
+        await fetch(resolveUrl(commit, file), { headers: headers(from > 0 ? { range: `bytes=${from}-` } : {}) }),
+        `${name.repo}/${file} at ${commit}`,
+      ),
+  };
+}
+
+/** The hub's refusal (401, 403, 404): trying again will not help. */
+class HubRefusal extends Error {}
+
+const ATTEMPTS = 5;
+
+/** Downloads one blob under its lock, resuming its .incomplete part, and checks it against its ETag. */
+async function fetchBlob(hub: HubRequests, folder: string, commit: string, m: FileMeta, progress: Progress): Promise<void> {
+  const blob = blobPath(folder, m.etag);
+  const release = await lock(blob);
+  try {
+    // Another process may have written it while this one waited for the lock.
+    if (await validBlob(folder, m.etag)) return progress.at(m.file, m.size);
+    await rm(blob, { force: true });
+    const incomplete = `${blob}.incomplete`;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await download(hub, commit, m, incomplete, progress);
+        if (await blobMatches(incomplete, m.etag)) break;
+        await rm(incomplete, { force: true });
+        throw new Error(`${m.file} does not match its ETag ${m.etag}`);
+      } catch (e) {
+        if (attempt >= ATTEMPTS || e instanceof HubRefusal) throw e;
+        progress.log?.warn({ file: m.file, attempt, err: (e as Error).message }, "download interrupted; resuming");
+        await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+      }
+    }
+    await rename(incomplete, blob);
+  } finally {
+    await release();
+  }
+}
+
+async function download(hub: HubRequests, commit: string, m: FileMeta, incomplete: string, progress: Progress): Promise<void> {
+  const have = (await stat(incomplete).catch(() => undefined))?.size ?? 0;
+  const res = await hub.download(commit, m.file, have < m.size ? have : 0);
+  // A 200 to a Range request is the whole file: start over.
+  const resumed = res.status === 206;
+  const out = await open(incomplete, resumed ? "a" : "w");
+  let bytes = resumed ? have : 0;
+  try {
+    if (!res.body) throw new Error(`no body for ${m.file}`);
+    for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+      await out.write(chunk);
+      bytes += chunk.byteLength;
+      progress.at(m.file, bytes);
+    }
+  } finally {
+    await out.close();
+  }
+}
+
+const LOCK_POLL_MS = 200;
+const LOCK_HEARTBEAT_MS = 5_000;
+/** A lock not touched for this long belongs to a process that is gone (on another host, say). */
+const LOCK_STALE_MS = 60_000;
+
+/** Holds `<blob>.lock` until the returned release: created exclusively, touched while held. */
+async function lock(blob: string): Promise<() => Promise<void>> {
+  const file = `${blob}.lock`;
+  const owner = JSON.stringify({ host: hostname(), pid: process.pid });
+  await mkdir(path.dirname(file), { recursive: true });
+  for (;;) {
+    try {
+      await writeFile(file, owner, { flag: "wx" });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      if (await staleLock(file)) await rm(file, { force: true });
+      else await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+    }
+  }
+  const heartbeat = setInterval(() => {
+    const now = new Date();
+    utimes(file, now, now).catch(() => {});
+  }, LOCK_HEARTBEAT_MS);
+  return async () => {
+    clearInterval(heartbeat);
+    await rm(file, { force: true });
+  };
+}
+
+async function staleLock(file: string): Promise<boolean> {
+  const s = await stat(file).catch(() => undefined);
+  if (!s) return false;
+  if (Date.now() - s.mtimeMs > LOCK_STALE_MS) return true;
+  try {
+    const { host, pid } = JSON.parse(await readFile(file, "utf8")) as { host: string; pid: number };
+    if (host !== hostname()) return false;
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    // ESRCH: the holder on this host is gone; a half-written lock file is left to age.
+    return (e as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}
+
+interface Progress {
+  total: number;
+  bytes: number;
+  log?: HubLog;
+  /** This many bytes of `file` are in the cache. */
+  at(file: string, bytes: number): void;
+  finish(): void;
+}
+
+const LOG_EVERY_MS = 2_000;
+
+/** Counts bytes and logs bytes, total, rate and ETA every few seconds. */
+function progressOf(total: number, options: HubOptions): Progress {
+  const start = Date.now();
+  let logged = start;
+  const perFile = new Map<string, number>();
+  const line = (p: Progress) => {
+    const seconds = (Date.now() - start) / 1000;
+    const rate = seconds > 0 ? p.bytes / seconds : 0;
+    return {
+      bytes: p.bytes,
+      total,
+      mbPerSecond: Number((rate / 1e6).toFixed(1)),
+      etaSeconds: rate > 0 ? Math.round((total - p.bytes) / rate) : undefined,
+    };
+  };
+  return {
+    total,
+    bytes: 0,
+    log: options.log,
+    at(file, bytes) {
+      this.bytes += bytes - (perFile.get(file) ?? 0);
+      perFile.set(file, bytes);
+      options.onProgress?.(this.bytes, total);
+      if (Date.now() - logged >= LOG_EVERY_MS) {
+        logged = Date.now();
+        options.log?.info(line(this), "downloading");
+      }
+    },
+    finish() {
+      options.log?.info(line(this), "downloaded");
+    },
+  };
+}

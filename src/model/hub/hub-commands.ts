@@ -1,0 +1,57 @@
+/**
+ * `glance pull ORG/NAME[@REVISION] [--dtype D]`: fetch a model's variant into the hub's cache.
+ * `glance models`: the cached models with their size; `glance models rm ORG/NAME` removes one.
+ */
+import { parseArgs } from "node:util";
+import { DECODER_DTYPES, type Dtype } from "../model-folder.ts";
+import { listCachedModels, parseHubName, removeCachedModel } from "./hub-cache.ts";
+import { type HubLog, hubOptionsFromEnv, pullModel } from "./hub-client.ts";
+
+export const HUB_USAGE = `  glance pull ORG/NAME[@REVISION] [--dtype ${DECODER_DTYPES.join("|")}]
+                                               fetch a model's files for one variant from the hub
+                                               (HF_ENDPOINT, HF_TOKEN) into its cache (HF_HOME, HF_HUB_CACHE);
+                                               the dtype defaults to GLANCE_DECODER_DTYPE, else fp32
+  glance models [rm ORG/NAME]                  list the cached models with their size, or remove one`;
+
+/** Progress and the pull's summary as lines on stderr, so that stdout holds only the snapshot's path. */
+const stderrLog: HubLog = {
+  info: (fields, msg) => console.error(`${msg} ${JSON.stringify(fields)}`),
+  warn: (fields, msg) => console.error(`${msg} ${JSON.stringify(fields)}`),
+};
+
+export async function pullCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { dtype: { type: "string", default: process.env["GLANCE_DECODER_DTYPE"] || "fp32" } },
+  });
+  const name = positionals.length === 1 ? parseHubName(positionals[0]!) : undefined;
+  if (!name) throw new Error(`glance pull needs one model name, ORG/NAME[@REVISION]\n\n${HUB_USAGE}`);
+  if (!(DECODER_DTYPES as readonly string[]).includes(values.dtype))
+    throw new Error(`--dtype: unknown or unsupported variant ${values.dtype}`);
+  const model = await pullModel(name, values.dtype as Dtype, { ...hubOptionsFromEnv(), log: stderrLog });
+  console.error(`${name.repo}@${name.revision}: commit ${model.commit}`);
+  console.log(model.dir);
+  return 0;
+}
+
+const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+export async function modelsCommand(args: string[]): Promise<number> {
+  const { cacheDir } = hubOptionsFromEnv();
+  if (args[0] === "rm") {
+    const name = args.length === 2 ? parseHubName(args[1]!) : undefined;
+    if (!name) throw new Error(`glance models rm needs one model name, ORG/NAME\n\n${HUB_USAGE}`);
+    if (!(await removeCachedModel(cacheDir, name.repo))) throw new Error(`${name.repo} is not in the cache (${cacheDir})`);
+    console.log(`removed ${name.repo}`);
+    return 0;
+  }
+  if (args.length > 0) throw new Error(`glance models takes no ${args[0]}\n\n${HUB_USAGE}`);
+  const models = await listCachedModels(cacheDir);
+  if (models.length === 0) console.log(`no models in ${cacheDir}`);
+  for (const m of models) {
+    const refs = Object.entries(m.refs).map(([ref, commit]) => `${ref}=${commit.slice(0, 12)}`);
+    console.log(`${m.repo.padEnd(40)} ${megabytes(m.bytes).padStart(12)}  ${refs.join(" ") || `${m.snapshots.length} snapshot(s)`}`);
+  }
+  return 0;
+}

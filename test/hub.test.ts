@@ -1,0 +1,240 @@
+/**
+ * Models by hub name, against a stand-in of the hub's HTTP API on loopback: a pull lands in
+ * huggingface_hub's cache layout, verified; a second resolve asks nothing; a cut download resumes
+ * with Range; a corrupt blob is fetched again; two processes pulling at once end with the same
+ * files; HF_HUB_OFFLINE reads the cache only; a gated repository needs HF_TOKEN; and
+ * `glance serve --model test-org/tiny` downloads and answers.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { InferenceService } from "../gen/glance/v1/inference_pb.js";
+import { isCorrect, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { loadConfig } from "../src/config.ts";
+import { type HubOptions, pullModel, resolveModel } from "../src/model/hub/hub-client.ts";
+import { generateRequest, generateText, PHOTO, QUESTION } from "./hostile/support.ts";
+import { type HubStandIn, repoOf, startHubStandIn } from "./support/hub-stand-in.ts";
+import { exited, startReplica } from "./support/replicas.ts";
+
+const root = path.resolve(import.meta.dirname, "..");
+const TINY = { repo: "test-org/tiny", revision: "main" };
+const GATED = { repo: "test-org/gated", revision: "main" };
+const DECODER = "onnx/decoder_model_merged.onnx";
+
+let hub: HubStandIn;
+const dirs: string[] = [];
+const tempDir = () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "glance-hub-"));
+  dirs.push(dir);
+  return dir;
+};
+const optionsIn = (cacheDir: string, extra: Partial<HubOptions> = {}): HubOptions => ({
+  endpoint: hub.endpoint,
+  cacheDir,
+  offline: false,
+  ...extra,
+});
+const requestsDuring = async (f: () => Promise<unknown>) => {
+  const before = hub.requests.length;
+  await f();
+  return hub.requests.slice(before);
+};
+const glance = (env: NodeJS.ProcessEnv, ...args: string[]) =>
+  promisify(execFile)(process.execPath, [path.join(root, "src/cli.ts"), ...args], { cwd: root, env: { ...process.env, ...env } });
+
+before(async () => {
+  hub = await startHubStandIn({
+    "test-org/tiny": repoOf(TINY_MODEL_DIR),
+    "test-org/gated": repoOf(TINY_MODEL_DIR, { token: "hf_gated", leave: ["onnx/decoder_model_merged_quantized.onnx"] }),
+  });
+});
+after(async () => {
+  await hub.close();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("glance pull", () => {
+  const cacheDir = tempDir();
+  const folder = path.join(cacheDir, "models--test-org--tiny");
+
+  it("fetches the variant's files into huggingface_hub's layout: refs/main, snapshots linking to blobs named by ETag", async () => {
+    const model = await pullModel(TINY, "fp32", optionsIn(cacheDir));
+    const commit = hub.commitOf(TINY.repo);
+    assert.equal(model.commit, commit);
+    assert.equal(model.dir, path.join(folder, "snapshots", commit));
+    assert.equal(readFileSync(path.join(folder, "refs/main"), "utf8"), commit);
+    const link = path.join(model.dir, DECODER);
+    assert.ok(lstatSync(link).isSymbolicLink());
+    assert.equal(readlinkSync(link), `../../../blobs/${hub.etagOf(TINY.repo, DECODER)}`, "relative, to the blob named by its sha256");
+    assert.equal(readlinkSync(path.join(model.dir, "config.json")), `../../blobs/${hub.etagOf(TINY.repo, "config.json")}`);
+    for (const file of [DECODER, "onnx/vision_encoder.onnx", "onnx/embed_tokens.onnx", "tokenizer.json", "config.json"]) {
+      assert.deepEqual(readFileSync(path.join(model.dir, file)), readFileSync(path.join(TINY_MODEL_DIR, file)), file);
+    }
+    assert.deepEqual(readdirSync(path.join(model.dir, "onnx")).sort(), [
+      "decoder_model_merged.onnx",
+      "embed_tokens.onnx",
+      "vision_encoder.onnx",
+    ]);
+    assert.ok(!readdirSync(path.join(folder, "blobs")).some((f) => /\.(lock|incomplete)$/.test(f)), "no lock or partial blob left");
+  });
+
+  it("adds a variant to the snapshot, with the fp32 vision encoder and embeddings it lacks, and names the variants a repository has", async () => {
+    const model = await pullModel(TINY, "q8", optionsIn(cacheDir));
+    assert.deepEqual(readdirSync(path.join(model.dir, "onnx")).sort(), [
+      "decoder_model_merged.onnx",
+      "decoder_model_merged_quantized.onnx",
+      "embed_tokens.onnx",
+      "vision_encoder.onnx",
+    ]);
+    await assert.rejects(
+      pullModel(TINY, "q4", optionsIn(cacheDir)),
+      /test-org\/tiny has no q4 variant \(onnx\/decoder_model_merged_q4\.onnx\); its variants: fp32, q8/,
+    );
+    await assert.rejects(pullModel({ repo: "test-org/nope", revision: "main" }, "fp32", optionsIn(cacheDir)), /has no test-org\/nope@main/);
+    await assert.rejects(pullModel({ repo: "test-org/tiny", revision: "v9" }, "fp32", optionsIn(cacheDir)), /has no test-org\/tiny@v9/);
+  });
+
+  it("resolves a second time from the cache without a request", async () => {
+    let model: Awaited<ReturnType<typeof resolveModel>> | undefined;
+    const requests = await requestsDuring(async () => {
+      model = await resolveModel(TINY, "fp32", optionsIn(cacheDir));
+    });
+    assert.deepEqual(requests, []);
+    assert.equal(model?.downloaded, 0);
+  });
+
+  it("serves from the cache alone with HF_HUB_OFFLINE, and names what it lacks", async () => {
+    const requests = await requestsDuring(async () => {
+      const model = await resolveModel(TINY, "q8", optionsIn(cacheDir, { offline: true }));
+      assert.equal(model.commit, hub.commitOf(TINY.repo));
+      await assert.rejects(
+        resolveModel(GATED, "fp32", optionsIn(cacheDir, { offline: true })),
+        /HF_HUB_OFFLINE is set and the cache .* has no test-org\/gated@main/,
+      );
+      await assert.rejects(resolveModel(TINY, "fp16", optionsIn(cacheDir, { offline: true })), /HF_HUB_OFFLINE .* no fp16 variant/);
+    });
+    assert.deepEqual(requests, []);
+  });
+
+  it("detects a corrupt blob and fetches it again", async () => {
+    const etag = hub.etagOf(TINY.repo, DECODER);
+    const blob = path.join(folder, "blobs", etag);
+    const bytes = readFileSync(blob);
+    bytes[1000] = (bytes[1000]! + 1) & 0xff;
+    writeFileSync(blob, bytes);
+    const requests = await requestsDuring(() => resolveModel(TINY, "fp32", optionsIn(cacheDir)));
+    assert.deepEqual(
+      requests.filter((r) => r.host === "files").map((r) => r.url),
+      [`/blobs/${etag}`],
+      "only the corrupt blob is fetched",
+    );
+    assert.deepEqual(readFileSync(blob), readFileSync(path.join(TINY_MODEL_DIR, DECODER)));
+  });
+
+  it("resumes a download cut halfway with a Range request", async () => {
+    const etag = hub.etagOf(TINY.repo, DECODER);
+    hub.cutOnce(etag);
+    const requests = await requestsDuring(() => pullModel(TINY, "fp32", optionsIn(tempDir())));
+    const gets = requests.filter((r) => r.host === "files" && r.url === `/blobs/${etag}`);
+    assert.equal(gets.length, 2, "the cut request and the resumed one");
+    assert.equal(gets[0]!.range, undefined);
+    const from = Number(/^bytes=(\d+)-$/.exec(gets[1]!.range ?? "")?.[1]);
+    assert.ok(from > 0, `resumed from byte ${gets[1]!.range}`);
+  });
+
+  it("needs HF_TOKEN for a gated repository, naming the repository and the variable; the token stays on the hub", async () => {
+    const cacheDir = tempDir();
+    await assert.rejects(pullModel(GATED, "fp32", optionsIn(cacheDir)), /refused test-org\/gated \(401\).*HF_TOKEN/);
+    await assert.rejects(pullModel(GATED, "fp32", optionsIn(cacheDir, { token: "hf_wrong" })), /HF_TOKEN given has none/);
+    const requests = await requestsDuring(() => pullModel(GATED, "fp32", optionsIn(cacheDir, { token: "hf_gated" })));
+    assert.ok(requests.filter((r) => r.host === "hub").every((r) => r.authorization === "Bearer hf_gated"));
+    assert.ok(
+      requests.filter((r) => r.host === "files").every((r) => r.authorization === undefined),
+      "not sent to the file host",
+    );
+  });
+});
+
+describe("glance pull and glance models, as commands", () => {
+  it("two processes pulling at once both end with the same, whole files", async () => {
+    const home = tempDir();
+    const env = { HF_ENDPOINT: hub.endpoint, HF_HOME: home };
+    let a = { stdout: "", stderr: "" };
+    let b = { stdout: "", stderr: "" };
+    hub.slowFiles(20);
+    const requests = await requestsDuring(async () => {
+      [a, b] = await Promise.all([glance(env, "pull", "test-org/tiny"), glance(env, "pull", "test-org/tiny", "--dtype", "fp32")]);
+    });
+    hub.slowFiles(0);
+    const blobGets = requests.filter((r) => r.host === "files").map((r) => r.url);
+    assert.deepEqual(blobGets, [...new Set(blobGets)], "each blob fetched once, by one of them");
+    assert.equal(a.stdout, b.stdout);
+    assert.match(a.stderr + b.stderr, /downloaded \{"bytes":\d+,"total":\d+,"mbPerSecond":[\d.]+/, "progress lines: bytes, total, rate");
+    const dir = a.stdout.trim();
+    assert.equal(dir, path.join(home, "hub/models--test-org--tiny/snapshots", hub.commitOf(TINY.repo)));
+    for (const file of [DECODER, "onnx/vision_encoder.onnx", "tokenizer.json"]) {
+      assert.deepEqual(readFileSync(path.join(dir, file)), readFileSync(path.join(TINY_MODEL_DIR, file)), file);
+    }
+    const blobs = readdirSync(path.join(home, "hub/models--test-org--tiny/blobs"));
+    assert.ok(!blobs.some((f) => /\.(lock|incomplete)$/.test(f)), blobs.join(" "));
+
+    const { stdout } = await glance(env, "models");
+    assert.match(stdout, /^test-org\/tiny +\d+\.\d MB {2}main=[0-9a-f]{12}$/m);
+    assert.equal((await glance(env, "models", "rm", "test-org/tiny")).stdout, "removed test-org/tiny\n");
+    assert.match((await glance(env, "models")).stdout, /^no models in /);
+    await assert.rejects(glance(env, "models", "rm", "test-org/tiny"), /test-org\/tiny is not in the cache/);
+  });
+
+  it("refuses a pull with a bad name or variant", async () => {
+    await assert.rejects(glance({}, "pull", "not-a-name"), /needs one model name, ORG\/NAME/);
+    await assert.rejects(glance({}, "pull", "test-org/tiny", "--dtype", "q7"), /--dtype: unknown or unsupported variant q7/);
+  });
+});
+
+describe("glance serve --model ORG/NAME", () => {
+  it("takes a --model that is not a folder and reads org/name[@revision] as a hub name", () => {
+    assert.deepEqual(loadConfig(["--model", "test-org/tiny"], {}).hubModel, TINY);
+    assert.deepEqual(loadConfig([], { GLANCE_MODEL: "test-org/tiny@v1" }).hubModel, { repo: "test-org/tiny", revision: "v1" });
+    const folder = loadConfig(["--model", path.relative(process.cwd(), TINY_MODEL_DIR)], {});
+    assert.equal(folder.hubModel, undefined);
+    assert.equal(folder.engine.modelDir, TINY_MODEL_DIR);
+  });
+
+  const home = tempDir();
+  before(() => {
+    // The replicas below inherit this process's environment.
+    process.env["HF_ENDPOINT"] = hub.endpoint;
+    process.env["HF_HOME"] = home;
+  });
+
+  it("downloads, verifies and answers; a second start serves from the cache without a request", async () => {
+    for (const start of ["first", "second"]) {
+      let replica: Awaited<ReturnType<typeof startReplica>> | undefined;
+      const requests = await requestsDuring(async () => {
+        replica = await startReplica(["--model", "test-org/tiny"]);
+      });
+      try {
+        if (start === "first")
+          assert.ok(
+            requests.some((r) => r.host === "files"),
+            "the first start downloads",
+          );
+        else assert.deepEqual(requests, [], "the second start asks nothing");
+        const service = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${replica!.grpc}` }));
+        const answer = await generateText(service, generateRequest([{ image: PHOTO }, { text: QUESTION.question }]));
+        assert.ok(isCorrect(QUESTION, answer), answer);
+        const { models } = await service.listModels({});
+        assert.equal(models[0]?.id, "test-org/tiny");
+      } finally {
+        replica!.child.kill("SIGTERM");
+        await exited(replica!);
+      }
+    }
+  });
+});
