@@ -1,14 +1,25 @@
 /**
  * Models by hub name, against a stand-in of the hub's HTTP API on loopback: a pull lands in
  * huggingface_hub's cache layout, verified; a second resolve asks nothing; a cut download resumes
- * with Range; a corrupt blob is fetched again; two processes pulling at once end with the same
+ * with Range; a corrupt blob is fetched again; a stale lock is taken over; two processes pulling at once end with the same
  * files; HF_HUB_OFFLINE reads the cache only; a gated repository needs HF_TOKEN; and
  * `glance serve --model test-org/tiny` downloads and answers.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { execFile, spawnSync } from "node:child_process";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -146,6 +157,24 @@ describe("glance pull", () => {
     assert.equal(gets[0]!.range, undefined);
     const from = Number(/^bytes=(\d+)-$/.exec(gets[1]!.range ?? "")?.[1]);
     assert.ok(from > 0, `resumed from byte ${gets[1]!.range}`);
+  });
+
+  it("takes over a lock whose holder is gone: a dead process on this host, or one untouched for a minute", {
+    timeout: 30_000,
+  }, async () => {
+    const cacheDir = tempDir();
+    const blobs = path.join(cacheDir, "models--test-org--tiny/blobs");
+    mkdirSync(blobs, { recursive: true });
+    const dead = spawnSync(process.execPath, ["-e", ""]).pid;
+    const decoderLock = path.join(blobs, `${hub.etagOf(TINY.repo, DECODER)}.lock`);
+    writeFileSync(decoderLock, JSON.stringify({ host: hostname(), pid: dead }));
+    const encoderLock = path.join(blobs, `${hub.etagOf(TINY.repo, "onnx/vision_encoder.onnx")}.lock`);
+    writeFileSync(encoderLock, JSON.stringify({ host: "another-host", pid: 1 }));
+    const minuteAgo = new Date(Date.now() - 61_000);
+    utimesSync(encoderLock, minuteAgo, minuteAgo);
+    const model = await pullModel(TINY, "fp32", optionsIn(cacheDir));
+    assert.deepEqual(readFileSync(path.join(model.dir, DECODER)), readFileSync(path.join(TINY_MODEL_DIR, DECODER)));
+    assert.ok(!existsSync(decoderLock) && !existsSync(encoderLock));
   });
 
   it("needs HF_TOKEN for a gated repository, naming the repository and the variable; the token stays on the hub", async () => {

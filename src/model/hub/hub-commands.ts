@@ -3,6 +3,7 @@
  * `glance models`: the cached models with their size; `glance models rm ORG/NAME` removes one.
  */
 import { parseArgs } from "node:util";
+import cliProgress from "cli-progress";
 import { DECODER_DTYPES, type Dtype } from "../model-folder.ts";
 import { listCachedModels, parseHubName, removeCachedModel } from "./hub-cache.ts";
 import { type HubLog, hubOptionsFromEnv, pullModel } from "./hub-client.ts";
@@ -19,6 +20,30 @@ const stderrLog: HubLog = {
   warn: (fields, msg) => console.error(`${msg} ${JSON.stringify(fields)}`),
 };
 
+/** On a terminal, a bar redrawn in place stands for the progress lines. */
+function terminalBar(): { log: HubLog; onProgress: (bytes: number, total: number) => void; stop: () => void } {
+  const bar = new cliProgress.SingleBar({
+    stream: process.stderr,
+    format: "pull [{bar}] {mb}/{totalMb} MB {percentage}% | ETA {eta_formatted}",
+    barCompleteChar: "=",
+    barIncompleteChar: "-",
+    hideCursor: false,
+    etaBuffer: 50,
+    fps: 5,
+  });
+  let started = false;
+  return {
+    log: { info: () => {}, warn: stderrLog.warn },
+    onProgress(bytes, total) {
+      const payload = { mb: (bytes / 1e6).toFixed(1), totalMb: (total / 1e6).toFixed(1) };
+      if (!started) bar.start(total, 0, payload);
+      started = true;
+      bar.update(bytes, payload);
+    },
+    stop: () => bar.stop(),
+  };
+}
+
 export async function pullCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -29,7 +54,12 @@ export async function pullCommand(args: string[]): Promise<number> {
   if (!name) throw new Error(`glance pull needs one model name, ORG/NAME[@REVISION]\n\n${HUB_USAGE}`);
   if (!(DECODER_DTYPES as readonly string[]).includes(values.dtype))
     throw new Error(`--dtype: unknown or unsupported variant ${values.dtype}`);
-  const model = await pullModel(name, values.dtype as Dtype, { ...hubOptionsFromEnv(), log: stderrLog });
+  const bar = process.stderr.isTTY ? terminalBar() : undefined;
+  const model = await pullModel(name, values.dtype as Dtype, {
+    ...hubOptionsFromEnv(),
+    log: bar?.log ?? stderrLog,
+    onProgress: bar?.onProgress,
+  }).finally(() => bar?.stop());
   console.error(`${name.repo}@${name.revision}: commit ${model.commit}`);
   console.log(model.dir);
   return 0;
