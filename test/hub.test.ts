@@ -30,6 +30,7 @@ import { isCorrect, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { loadConfig } from "../src/config.ts";
 import { type HubOptions, pullModel, resolveModel } from "../src/model/hub/hub-client.ts";
 import { generateRequest, generateText, PHOTO, QUESTION } from "./hostile/support.ts";
+import { freePort } from "./support/free-port.ts";
 import { type HubStandIn, repoOf, startHubStandIn } from "./support/hub-stand-in.ts";
 import { exited, startReplica } from "./support/replicas.ts";
 
@@ -95,7 +96,7 @@ describe("glance pull", () => {
     assert.ok(!readdirSync(path.join(folder, "blobs")).some((f) => /\.(lock|incomplete)$/.test(f)), "no lock or partial blob left");
   });
 
-  it("adds a variant to the snapshot, with the fp32 vision encoder and embeddings it lacks, and names the variants a repository has", async () => {
+  it("adds a variant to the snapshot, with the fp32 vision encoder and embeddings it lacks, and names the variants a repository has and a hub it cannot reach", async () => {
     const model = await pullModel(TINY, "q8", optionsIn(cacheDir));
     assert.deepEqual(readdirSync(path.join(model.dir, "onnx")).sort(), [
       "decoder_model_merged.onnx",
@@ -109,6 +110,11 @@ describe("glance pull", () => {
     );
     await assert.rejects(pullModel({ repo: "test-org/nope", revision: "main" }, "fp32", optionsIn(cacheDir)), /has no test-org\/nope@main/);
     await assert.rejects(pullModel({ repo: "test-org/tiny", revision: "v9" }, "fp32", optionsIn(cacheDir)), /has no test-org\/tiny@v9/);
+    const closed = await freePort();
+    await assert.rejects(
+      pullModel(TINY, "fp32", { ...optionsIn(cacheDir), endpoint: `http://127.0.0.1:${closed}` }),
+      new RegExp(`could not reach http://127\\.0\\.0\\.1:${closed} for test-org/tiny@main: .*ECONNREFUSED`),
+    );
   });
 
   it("resolves a second time from the cache without a request", async () => {

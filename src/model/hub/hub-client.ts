@@ -162,25 +162,33 @@ function hubRequests(name: HubName, options: HubOptions) {
     if (!res.ok && !(res.status >= 300 && res.status < 400)) throw new Error(`${options.endpoint} answered ${res.status} for ${what}`);
     return res;
   };
+  const call = async (url: string, init: RequestInit, what: string): Promise<Response> => {
+    let res: Response;
+    try {
+      res = await fetch(url, init);
+    } catch (e) {
+      const cause = (e as Error & { cause?: Error }).cause?.message ?? (e as Error).message;
+      throw new Error(`could not reach ${new URL(url).origin} for ${what}: ${cause}`, { cause: e });
+    }
+    return check(res, what);
+  };
   const resolveUrl = (commit: string, file: string) => `${options.endpoint}/${name.repo}/resolve/${commit}/${file}`;
   return {
-    get: async (route: string) =>
-      check(await fetch(`${options.endpoint}${route}`, { headers: headers() }), `${name.repo}@${name.revision}`),
+    get: (route: string) => call(`${options.endpoint}${route}`, { headers: headers() }, `${name.repo}@${name.revision}`),
     /** The file's ETag and size, from the resolve URL's own answer (the redirect, for an LFS file). */
     async fileMeta(commit: string, file: string): Promise<FileMeta> {
-      const res = check(
-        await fetch(resolveUrl(commit, file), { method: "HEAD", redirect: "manual", headers: headers({ "accept-encoding": "identity" }) }),
-        `${name.repo}/${file} at ${commit}`,
-      );
+      const init: RequestInit = { method: "HEAD", redirect: "manual", headers: headers({ "accept-encoding": "identity" }) };
+      const res = await call(resolveUrl(commit, file), init, `${name.repo}/${file} at ${commit}`);
       const etag = (res.headers.get("x-linked-etag") ?? res.headers.get("etag") ?? "").replace(/^W\//, "").replaceAll('"', "");
       const size = Number(res.headers.get("x-linked-size") ?? res.headers.get("content-length"));
       if (!etag || !Number.isFinite(size)) throw new Error(`${options.endpoint} gave no ETag or size for ${name.repo}/${file}`);
       return { file, etag, size };
     },
     /** The file's bytes from `from` on; fetch follows the redirect to the file host (and drops the token there). */
-    download: async (commit: string, file: string, from: number) =>
-      check(
-        await fetch(resolveUrl(commit, file), { headers: headers(from > 0 ? { range: `bytes=${from}-` } : {}) }),
+    download: (commit: string, file: string, from: number) =>
+      call(
+        resolveUrl(commit, file),
+        { headers: headers(from > 0 ? { range: `bytes=${from}-` } : {}) },
         `${name.repo}/${file} at ${commit}`,
       ),
   };
