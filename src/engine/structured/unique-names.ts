@@ -155,7 +155,6 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
     keys.begin();
     return keys.tryBytes(bytes[token]!);
   };
-  const repeats = (token: number) => quotes[token]! >= fewestQuotes && !tryToken(token);
 
   /** Whether a name of the trial's innermost object starts with `prefix`. */
   function extendsTaken(prefix: string): boolean {
@@ -235,6 +234,12 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
     },
     allowed(tokens, ends, left, out) {
       readPlace();
+      const fewest = fewestQuotes;
+      let n = 0;
+      if (left === undefined) {
+        for (const token of tokens) if (quotes[token]! < fewest || tryToken(token)) out[n++] = token;
+        return n;
+      }
       const most = maxExtra();
       // Only a `"` enters a name, and only a `,` awaits one: elsewhere a token without them
       // keeps `extra` at 0. In a name, so does one without `"`, `\` or half a character,
@@ -243,22 +248,17 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
       if (where === OUTSIDE) mayAddExtra = QUOTE | COMMA;
       else if (where === IN_VALUE) mayAddExtra = QUOTE;
       else if (where === IN_NAME) mayAddExtra = QUOTE | BACKSLASH | PARTIAL;
-      const extending = left !== undefined && where === IN_NAME && prefixTaken ? markExtending() : [];
-      let n = 0;
+      const extending = where === IN_NAME && prefixTaken ? markExtending() : [];
       for (let i = 0; i < tokens.length; i++) {
         const token = tokens[i]!;
-        if (left === undefined) {
-          if (repeats(token)) continue;
-        } else {
-          const end = ends[i]!;
-          const need = tokensNeeded(automaton, end);
-          if (need > left) continue;
-          // With room for any extra, only a repeated name refuses the token.
-          if (need + most <= left) {
-            if (repeats(token)) continue;
-          } else if ((flags[token]! & mayAddExtra) !== 0 || marked[token] === 1) {
-            if (!tryToken(token) || need + extra(end) > left) continue;
-          }
+        const end = ends[i]!;
+        const need = tokensNeeded(automaton, end);
+        if (need > left) continue;
+        // With room for any extra, only a repeated name refuses the token.
+        if (need + most <= left) {
+          if (quotes[token]! >= fewest && !tryToken(token)) continue;
+        } else if ((flags[token]! & mayAddExtra) !== 0 || marked[token] === 1) {
+          if (!tryToken(token) || need + extra(end) > left) continue;
         }
         out[n++] = token;
       }
