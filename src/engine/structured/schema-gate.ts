@@ -2,7 +2,9 @@
  * The schema gate: a JSON Schema, as text, checked against the subset the grammar can enforce
  * and normalised into typed nodes. A keyword that constrains values and that the grammar cannot
  * enforce is refused with its name and JSON Pointer, never ignored, so that every output the
- * grammar allows validates against the schema as written.
+ * grammar allows validates against the schema as written. A keyword JSON Schema does not define
+ * (`x-*`, `javaType`, draft 4's `id` beside the rest) is an annotation, as the specification says:
+ * validators ignore it, and so does the gate; so is a `format` it does not define.
  *
  * The grammar may be stricter than the schema (every output still validates): properties come
  * in schema order and no others are written, whitespace is at most one space after `:` and `,`, a `pattern` matches the
@@ -63,20 +65,53 @@ const FORMATS: readonly StringFormat[] = ["date", "date-time", "time", "email", 
 const TYPES = ["null", "boolean", "object", "array", "number", "integer", "string"] as const;
 type TypeName = (typeof TYPES)[number];
 
-/** Keywords that say something about a schema without constraining values. */
-const ANNOTATIONS = new Set([
-  "title",
-  "description",
-  "examples",
-  "default",
-  "$schema",
-  "$id",
-  "$comment",
-  "deprecated",
-  "readOnly",
-  "writeOnly",
-  "$defs",
-  "definitions",
+/**
+ * The keywords of JSON Schema (drafts 4 to 2020-12) that constrain values and that the gate does
+ * not enforce: refused by name. Every keyword that is neither this, nor one the gate enforces, is
+ * an annotation.
+ */
+const UNSUPPORTED = new Set([
+  "allOf",
+  "oneOf",
+  "not",
+  "if",
+  "then",
+  "else",
+  "dependencies",
+  "dependentRequired",
+  "dependentSchemas",
+  "patternProperties",
+  "propertyNames",
+  "minProperties",
+  "maxProperties",
+  "unevaluatedProperties",
+  "additionalItems",
+  "unevaluatedItems",
+  "contains",
+  "minContains",
+  "maxContains",
+  "uniqueItems",
+  "multipleOf",
+  "$dynamicRef",
+  "$recursiveRef",
+]);
+
+/** The formats JSON Schema defines that the gate does not enforce: refused; any other is an annotation. */
+const UNSUPPORTED_FORMATS = new Set([
+  "uri",
+  "uri-reference",
+  "iri",
+  "iri-reference",
+  "uri-template",
+  "idn-email",
+  "hostname",
+  "idn-hostname",
+  "ipv4",
+  "ipv6",
+  "duration",
+  "json-pointer",
+  "relative-json-pointer",
+  "regex",
 ]);
 
 /** The constraining keywords of each type; a schema without `type` allows the types whose keywords it uses. */
@@ -90,6 +125,12 @@ const FAMILY_KEYWORDS = new Set(Object.values(FAMILIES).flat());
 
 /** Keywords that stand alone: with any other constraint beside them the schema is an intersection. */
 const COMBINATORS = ["$ref", "anyOf"] as const;
+
+/** The keywords the gate enforces. */
+const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", ...COMBINATORS]);
+
+/** Whether a keyword constrains nothing: neither enforced nor refused. */
+const isAnnotation = (keyword: string) => !ENFORCED.has(keyword) && !UNSUPPORTED.has(keyword);
 
 /** Parses and gates a schema given as JSON text. */
 export function gateSchema(text: string): GatedSchema {
@@ -136,7 +177,7 @@ class Gate {
     if (value === false) return { kind: "never" };
     if (!isJsonObject(value)) throw refuse(`the schema at ${pointer || "/"} must be an object or a boolean`);
     for (const keyword of value.keys()) this.checkKnown(keyword, pointer);
-    const constraining = [...value.keys()].filter((k) => !ANNOTATIONS.has(k));
+    const constraining = [...value.keys()].filter((k) => !isAnnotation(k));
     for (const combinator of COMBINATORS) {
       if (!value.has(combinator)) continue;
       const other = constraining.find((k) => k !== combinator);
@@ -149,9 +190,7 @@ class Gate {
   }
 
   private checkKnown(keyword: string, pointer: string): void {
-    if (ANNOTATIONS.has(keyword) || FAMILY_KEYWORDS.has(keyword)) return;
-    if (["type", "enum", "const", "$ref", "anyOf"].includes(keyword)) return;
-    throw refuse(`${describe(keyword, pointer)} is not supported`);
+    if (UNSUPPORTED.has(keyword)) throw refuse(`${describe(keyword, pointer)} is not supported`);
   }
 
   private ref(ref: JsonValue, pointer: string): SchemaNode {
@@ -197,7 +236,7 @@ class Gate {
       values = values ? values.filter((v) => canonicalJson(v) === canonicalJson(constant)) : [constant];
     }
     const rest: JsonObject = new Map([...value].filter(([k]) => k !== "enum" && k !== "const"));
-    const constrained = [...rest.keys()].some((k) => !ANNOTATIONS.has(k));
+    const constrained = [...rest.keys()].some((k) => !isAnnotation(k));
     const texts = values!.map(stringifyCompact);
     return constrained ? { kind: "literals", texts, within: this.typed(rest, pointer) } : { kind: "literals", texts };
   }
@@ -257,17 +296,26 @@ class Gate {
   private string(value: JsonObject, pointer: string): SchemaNode {
     const minLength = this.count(value, "minLength", pointer, SCHEMA_LIMITS.maxLength) ?? 0;
     const maxLength = this.count(value, "maxLength", pointer, SCHEMA_LIMITS.maxLength);
-    const format = value.get("format");
+    const format = this.format(value, pointer);
     if (value.has("pattern")) return this.pattern(value, pointer, minLength, maxLength);
     if (format === undefined) return { kind: "string", minLength, maxLength };
-    const at = pointerTo(pointer, "format");
-    if (typeof format !== "string" || !(FORMATS as readonly string[]).includes(format)) {
-      throw refuse(`format ${stringifyCompact(format)} at ${at} is not supported (supported: ${FORMATS.join(", ")})`);
-    }
     for (const keyword of ["minLength", "maxLength"]) {
       if (value.has(keyword)) throw refuse(`${describe(keyword, pointer)} cannot be combined with "format"`);
     }
-    return { kind: "string", minLength: 0, format: format as StringFormat };
+    return { kind: "string", minLength: 0, format };
+  }
+
+  /** The string's format when the gate enforces it; undefined when there is none or it is an annotation. */
+  private format(value: JsonObject, pointer: string): StringFormat | undefined {
+    const format = value.get("format");
+    if (format === undefined) return undefined;
+    if (typeof format !== "string") throw refuse(`format at ${pointerTo(pointer, "format")} must be a string`);
+    if (UNSUPPORTED_FORMATS.has(format)) {
+      throw refuse(
+        `format ${stringifyCompact(format)} at ${pointerTo(pointer, "format")} is not supported (supported: ${FORMATS.join(", ")})`,
+      );
+    }
+    return (FORMATS as readonly string[]).includes(format) ? (format as StringFormat) : undefined;
   }
 
   /**
@@ -278,7 +326,7 @@ class Gate {
    */
   private pattern(value: JsonObject, pointer: string, minLength: number, maxLength: number | undefined): SchemaNode {
     const at = pointerTo(pointer, "pattern");
-    if (value.has("format")) throw refuse(`${describe("format", pointer)} cannot be combined with "pattern"`);
+    if (this.format(value, pointer)) throw refuse(`${describe("format", pointer)} cannot be combined with "pattern"`);
     const pattern = value.get("pattern");
     if (typeof pattern !== "string") throw refuse(`"pattern" at ${at} must be a string`);
     const regex = parseRegex(pattern, `response_format schema: "pattern" at ${at}`);
@@ -304,8 +352,14 @@ class Gate {
       if (a.value === b.value) return a.exclusive ? a : b;
       return (a.value - b.value) * sign > 0 ? a : b;
     };
-    const lower = tighter(bound("minimum", false), bound("exclusiveMinimum", true), 1);
-    const upper = tighter(bound("maximum", false), bound("exclusiveMaximum", true), -1);
+    // Draft 4 writes an exclusive bound as a boolean beside minimum or maximum; later drafts as a number.
+    const limit = (keyword: string, exclusiveKeyword: string, sign: 1 | -1) => {
+      const exclusive = value.get(exclusiveKeyword);
+      if (typeof exclusive === "boolean") return bound(keyword, exclusive);
+      return tighter(bound(keyword, false), bound(exclusiveKeyword, true), sign);
+    };
+    const lower = limit("minimum", "exclusiveMinimum", 1);
+    const upper = limit("maximum", "exclusiveMaximum", -1);
     return { kind: "number", integer, lower, upper };
   }
 
