@@ -82,6 +82,15 @@ describe("schema gate: supported keywords", () => {
     assert.ok(accepts(annotated, '{"name":"a b"}'));
   });
 
+  it("enforces oneOf whose branches allow different types, as anyOf: no value can match two", () => {
+    const one = compile({
+      $defs: { point: { properties: { x: { type: "integer" } }, required: ["x"], additionalProperties: false } },
+      oneOf: [{ type: "string", maxLength: 2 }, { $ref: "#/$defs/point" }, { enum: [1, 2.5, null] }, { type: ["boolean", "array"] }],
+    });
+    for (const text of ['"ab"', '{"x":1}', "2.5", "null", "true", "[]"]) assert.ok(accepts(one, text), text);
+    for (const text of ['"abc"', '{"x":"1"}', "3", "{}"]) assert.ok(!accepts(one, text), text);
+  });
+
   it("reads draft 4's boolean exclusiveMinimum and exclusiveMaximum", () => {
     const open = compile({ type: "integer", minimum: 0, exclusiveMinimum: true, maximum: 3, exclusiveMaximum: true });
     assert.deepEqual(
@@ -118,7 +127,16 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
     ],
     [{ not: { type: "null" } }, /keyword "not" at \/ is not supported/],
     [{ allOf: [{ type: "string" }] }, /keyword "allOf" at \/ is not supported/],
-    [{ oneOf: [{ type: "string" }] }, /keyword "oneOf" at \/ is not supported/],
+    [
+      { oneOf: [{ type: "integer" }, { type: "number", minimum: 5 }] },
+      /"oneOf" at \/oneOf is supported only where its branches allow different types; branches 0 and 1 may both be number/,
+    ],
+    [
+      { $defs: { a: { properties: { p: {} } } }, oneOf: [{ $ref: "#/$defs/a" }, { type: "string" }, { maxItems: 1 }, { const: { k: 1 } }] },
+      /branches 0 and 3 may both be object/,
+    ],
+    [{ oneOf: [{ type: "string" }, {}] }, /branches 0 and 1 may both be string/],
+    [{ oneOf: [{ type: "string" }], type: "string" }, /keyword "type" at \/ cannot be combined with "oneOf"/],
     ['{"if":{"type":"string"},"then":{},"else":{}}', /keyword "if" at \/ is not supported/],
     [{ type: "array", contains: { type: "string" } }, /keyword "contains" at \/ is not supported/],
     [{ type: "array", items: { minContains: 1 } }, /keyword "minContains" at \/items is not supported/],

@@ -20,10 +20,11 @@ export type ResponseFormat =
 
 /**
  * The compile time bound. Formats compile on a thread of their own (format-compiler.ts), so a
- * slow one holds up no decode step; the bound keeps that thread's queue moving. The largest
- * schemas the limits allow compile in about 100 ms here.
+ * slow one holds up no decode step; the bound keeps that thread's queue moving. It is wall time,
+ * so it has room for a busy machine: a schema of 80 bounded strings (about 90,000 states)
+ * compiles in 100 to 160 ms on a quiet core here and took over 250 ms with the other core busy.
  */
-export const DEFAULT_COMPILE_DEADLINE_MS = 250;
+export const DEFAULT_COMPILE_DEADLINE_MS = 1000;
 /** The most NFA states one format may need. */
 const MAX_NFA_STATES = 200_000;
 /** Nesting of arrays and objects in a `json_object` answer, the object itself included. */

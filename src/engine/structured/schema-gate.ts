@@ -72,7 +72,6 @@ type TypeName = (typeof TYPES)[number];
  */
 const UNSUPPORTED = new Set([
   "allOf",
-  "oneOf",
   "not",
   "if",
   "then",
@@ -124,7 +123,7 @@ const FAMILIES: Record<"object" | "array" | "string" | "number", readonly string
 const FAMILY_KEYWORDS = new Set(Object.values(FAMILIES).flat());
 
 /** Keywords that stand alone: with any other constraint beside them the schema is an intersection. */
-const COMBINATORS = ["$ref", "anyOf"] as const;
+const COMBINATORS = ["$ref", "anyOf", "oneOf"] as const;
 
 /** The keywords the gate enforces. */
 const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", ...COMBINATORS]);
@@ -138,6 +137,15 @@ export function gateSchema(text: string): GatedSchema {
     throw invalidArgument(`response_format schema is larger than ${SCHEMA_LIMITS.textBytes} bytes`);
   }
   return new Gate(parseOrderedJson(text, "response_format schema")).run();
+}
+
+/** The type of a JSON value, an integer being a number. */
+function jsonType(value: JsonValue): TypeName {
+  if (value === null) return "null";
+  if (typeof value === "boolean") return "boolean";
+  if (typeof value === "number") return "number";
+  if (typeof value === "string") return "string";
+  return Array.isArray(value) ? "array" : "object";
 }
 
 function refuse(problem: string): Error {
@@ -185,6 +193,7 @@ class Gate {
     }
     if (value.has("$ref")) return this.ref(value.get("$ref")!, pointerTo(pointer, "$ref"));
     if (value.has("anyOf")) return this.anyOf(value.get("anyOf")!, pointerTo(pointer, "anyOf"));
+    if (value.has("oneOf")) return this.oneOf(value.get("oneOf")!, pointerTo(pointer, "oneOf"));
     if (value.has("enum") || value.has("const")) return this.literals(value, pointer);
     return this.typed(value, pointer);
   }
@@ -214,9 +223,49 @@ class Gate {
     return { target, pointer: pointerTo("", match[1]!, name) };
   }
 
-  private anyOf(options: JsonValue, pointer: string): SchemaNode {
-    if (!Array.isArray(options) || options.length === 0) throw refuse(`"anyOf" at ${pointer} must be a non-empty array`);
+  private anyOf(options: JsonValue, pointer: string, keyword = "anyOf"): SchemaNode {
+    if (!Array.isArray(options) || options.length === 0) throw refuse(`"${keyword}" at ${pointer} must be a non-empty array`);
     return { kind: "anyOf", options: options.map((option, i) => this.schema(option, pointerTo(pointer, i))) };
+  }
+
+  /**
+   * `oneOf` is `anyOf` when no value can match two of its branches: enforced where the branches
+   * allow pairwise different JSON types (an integer is a number), refused where they may overlap.
+   */
+  private oneOf(options: JsonValue, pointer: string): SchemaNode {
+    const node = this.anyOf(options, pointer, "oneOf");
+    const branches = (options as JsonValue[]).map((option) => this.typesOf(option, new Set()));
+    for (let i = 0; i < branches.length; i++) {
+      for (let j = i + 1; j < branches.length; j++) {
+        const shared = [...branches[i]!].find((t) => branches[j]!.has(t));
+        if (shared !== undefined) {
+          throw refuse(
+            `"oneOf" at ${pointer} is supported only where its branches allow different types; branches ${i} and ${j} may both be ${shared}`,
+          );
+        }
+      }
+    }
+    return node;
+  }
+
+  /** The JSON types a schema may allow, as far as its keywords tell; every type where they do not. */
+  private typesOf(value: JsonValue, refs: Set<string>): Set<TypeName> {
+    const every = new Set<TypeName>(["null", "boolean", "object", "array", "number", "string"]);
+    if (value === false) return new Set();
+    if (!isJsonObject(value)) return every;
+    const ref = value.get("$ref");
+    if (typeof ref === "string") {
+      if (refs.has(ref)) return every;
+      return this.typesOf(this.resolve(ref, "").target, new Set([...refs, ref]));
+    }
+    const options = value.get("anyOf") ?? value.get("oneOf");
+    if (Array.isArray(options)) return new Set(options.flatMap((option) => [...this.typesOf(option, refs)]));
+    const values = value.has("const") ? [value.get("const")!] : value.get("enum");
+    if (Array.isArray(values)) return new Set(values.map(jsonType));
+    const declared = value.get("type");
+    const names = declared === undefined ? this.types(value, "") : Array.isArray(declared) ? declared : [declared];
+    if (names === undefined) return every;
+    return new Set(names.map((name) => (name === "integer" ? "number" : (name as TypeName))));
   }
 
   private literals(value: JsonObject, pointer: string): SchemaNode {
