@@ -47,8 +47,11 @@ export interface MaskBenchResult {
   invalidation_errors: number;
   tbm_us: { p50: number; p95: number; p99: number; p999: number };
   ttfm_ms: { p50: number; p99: number };
-  /** Why schemas did not compile: the error message with its numbers and quotes blanked, and how many. */
+  /** Why schemas did not compile: the error message with where and numbers blanked, and how many. */
   compile_error_kinds: Record<string, number>;
+  /** The cases (file names) with a valid instance rejected, and with an invalid one accepted. */
+  validation_error_cases: string[];
+  invalidation_error_cases: string[];
 }
 
 /** Greedy longest match over the vocabulary's byte strings. */
@@ -115,7 +118,8 @@ export function runMaskBench(
   const tbm: number[] = [];
   const ttfm: number[] = [];
   const kinds: Record<string, number> = {};
-  const counts = { passing: 0, compile: 0, validation: 0, invalidation: 0 };
+  const counts = { passing: 0, compile: 0 };
+  const wrong = { validation: [] as string[], invalidation: [] as string[] };
   files.forEach((file, n) => {
     if (n > 0 && n % 500 === 0) log(`maskbench: ${n} of ${files.length} schemas, ${counts.passing} passing`);
     const { schema, instances } = readCase(file);
@@ -163,8 +167,8 @@ export function runMaskBench(
       if (instance.valid && !accepted) rejectedValid = true;
       if (!instance.valid && accepted) acceptedInvalid = true;
     }
-    if (rejectedValid) counts.validation++;
-    if (acceptedInvalid) counts.invalidation++;
+    if (rejectedValid) wrong.validation.push(path.basename(file));
+    if (acceptedInvalid) wrong.invalidation.push(path.basename(file));
     if (!rejectedValid && !acceptedInvalid) counts.passing++;
   });
   const sortedTbm = tbm.sort((a, b) => a - b);
@@ -174,8 +178,8 @@ export function runMaskBench(
     schemas: files.length,
     passing: counts.passing,
     compile_errors: counts.compile,
-    validation_errors: counts.validation,
-    invalidation_errors: counts.invalidation,
+    validation_errors: wrong.validation.length,
+    invalidation_errors: wrong.invalidation.length,
     tbm_us: {
       p50: round(percentile(sortedTbm, 50), 1),
       p95: round(percentile(sortedTbm, 95), 1),
@@ -184,6 +188,8 @@ export function runMaskBench(
     },
     ttfm_ms: { p50: round(percentile(sortedTtfm, 50), 2), p99: round(percentile(sortedTtfm, 99), 2) },
     compile_error_kinds: Object.fromEntries(Object.entries(kinds).sort((a, b) => b[1] - a[1])),
+    validation_error_cases: wrong.validation,
+    invalidation_error_cases: wrong.invalidation,
   };
 }
 

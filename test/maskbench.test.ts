@@ -70,6 +70,7 @@ describe("the MaskBench runner", () => {
       Object.values(r.compile_error_kinds).reduce((a, b) => a + b, 0),
       1,
     );
+    assert.deepEqual([r.validation_error_cases, r.invalidation_error_cases], [["narrowed.json"], ["mislabelled.json"]]);
     assert.ok(r.tbm_us.p50 > 0 && r.tbm_us.p999 >= r.tbm_us.p99 && r.tbm_us.p99 >= r.tbm_us.p50);
     assert.ok(r.ttfm_ms.p50 > 0);
   });
