@@ -201,9 +201,9 @@ describe("schema gate: malformed text", () => {
 });
 
 describe("schema gate: limits", () => {
-  it("refuses schema text over 64 KiB", () => {
-    const text = JSON.stringify({ type: "string", description: "x".repeat(64 * 1024) });
-    assert.throws(() => compile(text), refused(/larger than 65536 bytes/));
+  it("refuses schema text over 1 MiB", () => {
+    const text = JSON.stringify({ type: "string", description: "x".repeat(1024 * 1024) });
+    assert.throws(() => compile(text), refused(/larger than 1048576 bytes/));
   });
 
   it("refuses more than 1000 properties", () => {
@@ -218,9 +218,17 @@ describe("schema gate: limits", () => {
     );
   });
 
-  it("refuses maxLength over 4096 and maxItems over 1000", () => {
-    assert.throws(() => compile({ type: "string", maxLength: 4097 }), refused(/"maxLength" at \/maxLength must be at most 4096/));
-    assert.throws(() => compile({ type: "array", maxItems: 1001 }), refused(/"maxItems" at \/maxItems must be at most 1000/));
+  it("narrows maxLength over 4096 and maxItems over 1000 to them, and refuses minLength and minItems over them", () => {
+    const text = compile({ type: "string", maxLength: 100_000 }, 30_000);
+    assert.ok(accepts(text, JSON.stringify("x".repeat(4096))));
+    assert.ok(!accepts(text, JSON.stringify("x".repeat(4097))));
+    const list = compile({ type: "array", items: { type: "null" }, maxItems: 5000 }, 30_000);
+    assert.ok(accepts(list, JSON.stringify(Array(1000).fill(null))));
+    assert.ok(!accepts(list, JSON.stringify(Array(1001).fill(null))));
+    assert.throws(() => compile({ type: "string", minLength: 4097 }), refused(/"minLength" at \/minLength must be at most 4096/));
+    assert.throws(() => compile({ type: "array", minItems: 1001 }), refused(/"minItems" at \/minItems must be at most 1000/));
+    // A pattern keeps its own lengths: only the schema's maxLength bounds them.
+    assert.ok(compile({ type: "string", pattern: "^(?:a{1000}){5}$", maxLength: 6000 }, 30_000).start >= 0);
   });
 
   it("refuses bounds too large for a double's digits", () => {

@@ -50,8 +50,13 @@ export interface GatedSchema {
   definitions: ReadonlyMap<string, SchemaNode>;
 }
 
+/**
+ * Bounds on what one schema may ask for. A `maxLength` or `maxItems` beyond its bound narrows to
+ * it (every output still validates); a minimum beyond it is refused. The text's size bounds
+ * parsing; the automaton's states and the compile deadline bound the rest.
+ */
 const SCHEMA_LIMITS = {
-  textBytes: 64 * 1024,
+  textBytes: 1024 * 1024,
   properties: 1000,
   enumValues: 1000,
   maxLength: 4096,
@@ -333,7 +338,7 @@ class Gate {
     }
   }
 
-  private count(value: JsonObject, keyword: string, pointer: string, limit: number): number | undefined {
+  private count(value: JsonObject, keyword: string, pointer: string, limit = Number.POSITIVE_INFINITY): number | undefined {
     const n = value.get(keyword);
     if (n === undefined) return undefined;
     const at = pointerTo(pointer, keyword);
@@ -342,11 +347,18 @@ class Gate {
     return n;
   }
 
+  /** An upper bound on a count, narrowed to `limit`. */
+  private upTo(value: JsonObject, keyword: string, pointer: string, limit: number): number | undefined {
+    const n = this.count(value, keyword, pointer);
+    return n === undefined ? undefined : Math.min(n, limit);
+  }
+
   private string(value: JsonObject, pointer: string): SchemaNode {
     const minLength = this.count(value, "minLength", pointer, SCHEMA_LIMITS.maxLength) ?? 0;
-    const maxLength = this.count(value, "maxLength", pointer, SCHEMA_LIMITS.maxLength);
     const format = this.format(value, pointer);
-    if (value.has("pattern")) return this.pattern(value, pointer, minLength, maxLength);
+    // A pattern keeps the lengths itself, so it is checked against the schema's own maxLength.
+    if (value.has("pattern")) return this.pattern(value, pointer, minLength, this.count(value, "maxLength", pointer));
+    const maxLength = this.upTo(value, "maxLength", pointer, SCHEMA_LIMITS.maxLength);
     if (format === undefined) return { kind: "string", minLength, maxLength };
     for (const keyword of ["minLength", "maxLength"]) {
       if (value.has(keyword)) throw refuse(`${describe(keyword, pointer)} cannot be combined with "format"`);
@@ -458,7 +470,7 @@ class Gate {
       prefixItems: prefix.map((item, i) => this.schema(item, pointerTo(pointer, "prefixItems", i))),
       items: items === undefined ? { kind: "any" } : this.schema(items, pointerTo(pointer, "items")),
       minItems: this.count(value, "minItems", pointer, SCHEMA_LIMITS.maxItems) ?? 0,
-      maxItems: this.count(value, "maxItems", pointer, SCHEMA_LIMITS.maxItems),
+      maxItems: this.upTo(value, "maxItems", pointer, SCHEMA_LIMITS.maxItems),
     };
   }
 }
