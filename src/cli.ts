@@ -18,7 +18,6 @@ import { InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
 import { batchCommand } from "./batch/batch-command.ts";
 import { configHelp, loadConfig } from "./config.ts";
 import { startGlanceServer } from "./glance-server.ts";
-import { hubOptionsFromEnv, resolveModel } from "./model/hub/hub-client.ts";
 import { HUB_USAGE, modelsCommand, pullCommand } from "./model/hub/hub-commands.ts";
 
 const USAGE = `usage:
@@ -42,13 +41,6 @@ async function serve(args: string[]): Promise<void> {
   }
   const config = loadConfig(args);
   const log = pino({ level: config.logLevel, base: { service: "glance" } });
-  if (config.hubModel) {
-    // Before the ports open: a replica is not ready while its model downloads.
-    const { repo, revision } = config.hubModel;
-    const model = await resolveModel(config.hubModel, config.engine.decoderDtype, { ...hubOptionsFromEnv(), log });
-    log.info({ model: repo, revision, commit: model.commit, dir: model.dir, downloaded: model.downloaded }, "model resolved");
-    config.engine.modelDir = model.dir;
-  }
   const server = await startGlanceServer(config, log);
   let stopping = false;
   const stop = (signal: string) => {

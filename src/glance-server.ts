@@ -1,13 +1,16 @@
 /**
  * Glance as a process: the engine, the gate and the two ports, sharing one lifecycle. Both ports
- * listen at once (health answers NOT_SERVING while the model loads); readiness turns SERVING
- * after the warm-up request, and follows the engine's health from then on. `drain` is what
- * SIGTERM and SIGINT run.
+ * listen at once (health answers NOT_SERVING while a hub model downloads and while the model
+ * loads); readiness turns SERVING after the warm-up request, and follows the engine's health
+ * from then on. `drain` is what SIGTERM and SIGINT run.
  */
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
-import { createEngine } from "./engine/engine.ts";
-import type { Engine } from "./engine/types.ts";
+import { createEngine, type EngineDeps, type EngineOptions } from "./engine/engine.ts";
+import type { Engine, EngineHealth, EngineStats } from "./engine/types.ts";
+import { GlanceError } from "./errors.ts";
+import type { HubName } from "./model/hub/hub-cache.ts";
+import { hubOptionsFromEnv, resolveModel } from "./model/hub/hub-client.ts";
 import { createApiKeys } from "./server/api-keys.ts";
 import { createMemoryStore, createRedisStore } from "./server/bucket-store.ts";
 import { createGate } from "./server/gate.ts";
@@ -27,7 +30,7 @@ export interface GlanceServer {
   httpPort: number;
   /** The plaintext gRPC health port (`--health-port`), when there is one. */
   healthPort?: number;
-  /** Resolves when the model is loaded and warmed up and readiness is SERVING. */
+  /** Resolves when the model is downloaded (a hub model), loaded and warmed up, and readiness is SERVING. */
   ready: Promise<void>;
   /** Readiness NOT_SERVING, new calls UNAVAILABLE, running streams finish (up to the grace period), ports close. */
   drain(): Promise<void>;
@@ -44,14 +47,19 @@ export interface GlanceServerOptions {
 export async function startGlanceServer(config: Config, log: Logger, options: GlanceServerOptions = {}): Promise<GlanceServer> {
   // Read first: a key file that does not read stops the start before the model loads.
   const keys = createApiKeys(config.auth, log);
-  const lifecycle = createLifecycle();
+  const lifecycle = createLifecycle(config.hubModel ? "downloading" : "loading");
   // The metrics read the engine's stats only when scraped, so they can come first.
   const metrics = createMetrics(() => engine.stats());
-  const engine = createEngine(config.engine, {
+  const engineDeps: EngineDeps = {
     log,
     faultInjection: options.faultInjection,
     onImageFetch: (outcome) => metrics.observeImageFetch(outcome),
-  });
+  };
+  // A hub model downloads once the ports are open, so that a start that fails leaves no download running.
+  const portsOpen = Promise.withResolvers<void>();
+  const engine = config.hubModel
+    ? engineAfterDownload(config.hubModel, config.engine, engineDeps, lifecycle, portsOpen.promise)
+    : createEngine(config.engine, engineDeps);
   const buckets = config.auth.redisUrl
     ? createRedisStore(config.auth.redisUrl, { log, onError: () => metrics.observeRateLimitBackendError() })
     : createMemoryStore();
@@ -74,8 +82,9 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
   });
   log.info(
     { grpcPort: grpc.port, httpPort: http.port, healthPort: grpc.healthPort, tls: config.grpc.tls !== undefined, model: engine.info },
-    "listening; loading the model",
+    config.hubModel ? "listening; downloading the model" : "listening; loading the model",
   );
+  portsOpen.resolve();
 
   const ready = engine.ready.then(() => {
     lifecycle.serving();
@@ -118,6 +127,77 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       await buckets.close();
       await tracing?.close();
       log.info("stopped");
+    },
+  };
+}
+
+const NO_STATS: EngineStats = {
+  running: 0,
+  waiting: 0,
+  batchSize: 0,
+  cacheBytes: 0,
+  steps: 0,
+  visionCache: { hits: 0, misses: 0, entries: 0, bytes: 0 },
+  responseCache: { hits: 0, misses: 0 },
+  prefixCache: { queries: 0, hits: 0, bytes: 0 },
+  modelFailures: 0,
+  restarts: 0,
+};
+
+/**
+ * The engine of a hub model, created once `start` resolves and the model's files are in the
+ * cache (the lifecycle shows the download's progress meanwhile, and turns loading then). Until
+ * then it has the hub name for an id and zeros for what the model's files tell, health
+ * "loading" (readiness reads the lifecycle's "downloading" first) and no stats, and it runs
+ * nothing: the gate refuses calls. A failed download rejects `ready`.
+ */
+function engineAfterDownload(name: HubName, options: EngineOptions, deps: EngineDeps, lifecycle: Lifecycle, start: Promise<void>): Engine {
+  let engine: Engine | undefined;
+  let closed = false;
+  const listeners: Array<(health: EngineHealth) => void> = [];
+  const hub = { ...hubOptionsFromEnv(), log: deps.log, onProgress: (bytes: number, total: number) => lifecycle.downloading(bytes, total) };
+  const created = start.then(async () => {
+    const { commit, dir, downloaded } = await resolveModel(name, options.decoderDtype, hub);
+    deps.log.info({ model: name.repo, revision: name.revision, commit, dir, downloaded }, "model resolved");
+    if (closed) throw new Error("the server was closed before the model was downloaded");
+    engine = createEngine({ ...options, modelDir: dir }, deps);
+    for (const listener of listeners) engine.onHealthChange(listener);
+    lifecycle.downloaded();
+    return engine;
+  });
+  const current = () => {
+    if (!engine) throw new GlanceError("unavailable", "the model is still downloading; retry shortly");
+    return engine;
+  };
+  return {
+    get info() {
+      return (
+        engine?.info ?? {
+          id: name.repo,
+          modelType: "",
+          contextLength: 0,
+          maxImages: options.maxImages,
+          maxImagePixels: options.maxImagePixels,
+          maxTokens: 0,
+        }
+      );
+    },
+    ready: created.then((e) => e.ready),
+    get health() {
+      return engine?.health ?? "loading";
+    },
+    onHealthChange(listener) {
+      if (engine) engine.onHealthChange(listener);
+      else listeners.push(listener);
+    },
+    prepare: async (input, opts) => current().prepare(input, opts),
+    generate: (input, opts) => current().generate(input, opts),
+    abort: (requestId, owner) => engine?.abort(requestId, owner) ?? false,
+    stats: () => engine?.stats() ?? NO_STATS,
+    injectFault: (fault) => current().injectFault(fault),
+    async close() {
+      closed = true;
+      await engine?.close();
     },
   };
 }

@@ -3,10 +3,11 @@
  * huggingface_hub's cache layout, verified; a second resolve asks nothing; a cut download resumes
  * with Range; a corrupt blob is fetched again; a stale lock is taken over; two processes pulling at once end with the same
  * files; HF_HUB_OFFLINE reads the cache only; a gated repository needs HF_TOKEN; and
- * `glance serve --model test-org/tiny` downloads and answers.
+ * `glance serve --model test-org/tiny` opens its ports, is live and not ready while it
+ * downloads, then answers; a start whose download fails exits non-zero.
  */
 import assert from "node:assert/strict";
-import { execFile, spawnSync } from "node:child_process";
+import { execFile, spawn, spawnSync } from "node:child_process";
 import {
   existsSync,
   lstatSync,
@@ -23,8 +24,10 @@ import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
 import { InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { loadConfig } from "../src/config.ts";
@@ -57,6 +60,16 @@ const requestsDuring = async (f: () => Promise<unknown>) => {
   await f();
   return hub.requests.slice(before);
 };
+/** Reads `read` every 50 ms until `done` holds of its value, for up to `ms`. */
+async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await read().catch(() => undefined);
+    if (value !== undefined && done(value)) return value;
+    if (Date.now() > deadline) throw new Error(`no ${what} within ${ms} ms (last: ${JSON.stringify(value)})`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 const glance = (env: NodeJS.ProcessEnv, ...args: string[]) =>
   promisify(execFile)(process.execPath, [path.join(root, "src/cli.ts"), ...args], { cwd: root, env: { ...process.env, ...env } });
 
@@ -271,5 +284,87 @@ describe("glance serve --model ORG/NAME", () => {
         await exited(replica!);
       }
     }
+  });
+
+  it("opens its ports while it downloads: /readyz 503 with the progress, live, readiness NOT_SERVING, calls UNAVAILABLE; then serves", {
+    timeout: 120_000,
+  }, async () => {
+    const held = hub.hold(hub.etagOf(TINY.repo, DECODER));
+    const ports = { grpc: await freePort(), http: await freePort() };
+    const child = spawn(
+      process.execPath,
+      [
+        path.join(root, "src/cli.ts"),
+        "serve",
+        ...["--host", "127.0.0.1", "--grpc-port", String(ports.grpc), "--http-port", String(ports.http), "--threads", "1"],
+        ...["--model", "test-org/tiny"],
+      ],
+      { env: { ...process.env, HF_HOME: tempDir() }, stdio: ["ignore", "ignore", "inherit"] },
+    );
+    const Health = grpc.makeClientConstructor(healthService, "grpc.health.v1.Health");
+    const health = new Health(`127.0.0.1:${ports.grpc}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      check(req: { service: string }, cb: (e: Error | null, r: { status: string }) => void): void;
+    };
+    const check = (service: string) =>
+      new Promise<string>((resolve, reject) => health.check({ service }, (e, r) => (e ? reject(e) : resolve(r.status))));
+    const http = (route: string) =>
+      fetch(`http://127.0.0.1:${ports.http}${route}`).then(async (r) => ({
+        status: r.status,
+        body: (await r.json()) as Record<string, unknown>,
+      }));
+    const service = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports.grpc}` }));
+    const ask = () => generateText(service, generateRequest([{ image: PHOTO }, { text: QUESTION.question }]));
+    try {
+      await held.reached;
+      const ready = await until(
+        "download progress on /readyz",
+        () => http("/readyz"),
+        (r) => Number(r.body["bytes"]) > 0,
+      );
+      assert.equal(ready.status, 503);
+      assert.equal(ready.body["status"], "downloading");
+      assert.ok(Number(ready.body["total"]) > Number(ready.body["bytes"]), JSON.stringify(ready.body));
+      assert.deepEqual(await http("/healthz"), { status: 200, body: { status: "alive" } });
+      assert.equal(await check(InferenceService.typeName), "NOT_SERVING");
+      assert.equal(await check(""), "SERVING");
+      await assert.rejects(ask(), (e) => {
+        assert.ok(e instanceof ConnectError && e.code === Code.Unavailable, String(e));
+        assert.match(e.rawMessage, /the model is still downloading; retry shortly/);
+        return true;
+      });
+      const { models } = await service.listModels({});
+      assert.deepEqual(
+        models.map((m) => [m.id, m.ready]),
+        [["test-org/tiny", false]],
+        "the hub name, not ready",
+      );
+
+      held.release();
+      await until(
+        "readiness",
+        () => http("/readyz"),
+        (r) => r.status === 200,
+        90_000,
+      );
+      assert.equal(await check(InferenceService.typeName), "SERVING");
+      const answer = await ask();
+      assert.ok(isCorrect(QUESTION, answer), answer);
+    } finally {
+      held.release();
+      health.close();
+      child.kill("SIGTERM");
+      await exited({ ...ports, child });
+    }
+  });
+
+  it("exits non-zero, naming the cause, when the download fails", async () => {
+    const ports = ["--grpc-port", String(await freePort()), "--http-port", String(await freePort())];
+    await assert.rejects(glance({ HF_HOME: tempDir() }, "serve", "--host", "127.0.0.1", ...ports, "--model", "test-org/gated"), (e) => {
+      const { code, stdout } = e as { code: number; stdout: string };
+      assert.equal(code, 1);
+      assert.match(stdout, /"msg":"the model could not be loaded"/);
+      assert.match(stdout, /refused test-org\/gated \(401\).*HF_TOKEN/);
+      return true;
+    });
   });
 });

@@ -72,6 +72,7 @@ export function rpcPolicy(path: string): CallPolicy {
 
 const REFUSALS: Record<Exclude<Readiness, "ready">, string> = {
   ...ENGINE_REFUSALS,
+  downloading: "the model is still downloading; retry shortly",
   draining: "the server is shutting down; retry on another replica",
 };
 

@@ -1,12 +1,19 @@
 /**
- * The server's own state, loading, serving or draining, and the calls in flight that a drain
- * waits for. The engine's health is the other half of readiness (health.ts joins the two), and
- * the gate (gate.ts) is what admits calls and counts them here.
+ * The server's own state, downloading (the model's files, with progress), loading, serving or
+ * draining, and the calls in flight that a drain waits for. The engine's health is the other
+ * half of readiness (health.ts joins the two), and the gate (gate.ts) is what admits calls and
+ * counts them here.
  */
-export type LifecycleState = "loading" | "serving" | "draining";
+export type LifecycleState = "downloading" | "loading" | "serving" | "draining";
 
 export interface Lifecycle {
   readonly state: LifecycleState;
+  /** The bytes of the model's files in the cache so far, of the total the download needs (0 until known). */
+  readonly download: { bytes: number; total: number };
+  /** Records the download's progress. */
+  downloading(bytes: number, total: number): void;
+  /** Moves from downloading to loading. */
+  downloaded(): void;
   /** Called with every change of state. */
   onChange(listener: (state: LifecycleState) => void): void;
   serving(): void;
@@ -16,8 +23,9 @@ export interface Lifecycle {
   drain(graceMs: number): Promise<{ unfinished: number }>;
 }
 
-export function createLifecycle(): Lifecycle {
-  let state: LifecycleState = "loading";
+export function createLifecycle(initial: "downloading" | "loading" = "loading"): Lifecycle {
+  let state: LifecycleState = initial;
+  const download = { bytes: 0, total: 0 };
   let active = 0;
   let idle: (() => void) | null = null;
   const listeners: Array<(s: LifecycleState) => void> = [];
@@ -29,8 +37,18 @@ export function createLifecycle(): Lifecycle {
     get state() {
       return state;
     },
+    get download() {
+      return { ...download };
+    },
     onChange(listener) {
       listeners.push(listener);
+    },
+    downloading(bytes, total) {
+      download.bytes = bytes;
+      download.total = total;
+    },
+    downloaded() {
+      if (state === "downloading") set("loading");
     },
     serving() {
       if (state === "loading") set("serving");

@@ -51,7 +51,7 @@ export function createRoutes(deps: RoutesDeps): (req: HttpRequest, res: HttpResp
     "/readyz": {
       GET: (_, res) => {
         const state = readiness(lifecycle, engine);
-        sendJson(res, state === "ready" ? 200 : 503, { status: state });
+        sendJson(res, state === "ready" ? 200 : 503, { status: state, ...(state === "downloading" && lifecycle.download) });
       },
     },
     "/metrics": {

@@ -4,7 +4,7 @@
  * themselves (ETag: the git object id) and redirect LFS files (the .onnx ones) to a second host
  * (X-Linked-Etag: the sha256, X-Linked-Size), with X-Repo-Commit; that host honours Range.
  * A gated repository answers 401 without its token. Every request is recorded, and a blob can
- * be set to be cut halfway on its first request.
+ * be set to be cut halfway on its first request, or held halfway until the test releases it.
  */
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
@@ -41,6 +41,11 @@ export interface HubStandIn {
   commitOf(repo: string): string;
   /** The next first request for this blob sends half of it, then the connection is cut. */
   cutOnce(etag: string): void;
+  /**
+   * The next first request for this blob sends half of it, then waits for `release`; `reached`
+   * resolves once that half is sent.
+   */
+  hold(etag: string): { reached: Promise<void>; release(): void };
   /** Pauses this long between chunks of a file's body, so that downloads overlap. */
   slowFiles(ms: number): void;
   close(): Promise<void>;
@@ -73,6 +78,7 @@ const listen = (server: http.Server) =>
 export async function startHubStandIn(repos: Record<string, HubRepo>): Promise<HubStandIn> {
   const requests: HubRequest[] = [];
   const cut = new Set<string>();
+  const held = new Map<string, { reached(): void; released: Promise<void> }>();
   let pauseMs = 0;
   const blobs = new Map<string, Buffer>();
   for (const repo of Object.values(repos)) for (const f of repo.files.values()) blobs.set(f.etag, f.content);
@@ -128,11 +134,21 @@ export async function startHubStandIn(repos: Record<string, HubRepo>): Promise<H
       res.write(body.subarray(0, body.length >> 1), () => res.destroy());
       return;
     }
-    const CHUNK = 256 * 1024;
-    for (let i = 0; i < body.length; i += CHUNK) {
-      if (!res.write(body.subarray(i, i + CHUNK))) await new Promise((r) => res.once("drain", r));
-      if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
-    }
+    const send = async (part: Buffer) => {
+      const CHUNK = 256 * 1024;
+      for (let i = 0; i < part.length; i += CHUNK) {
+        if (!res.write(part.subarray(i, i + CHUNK))) await new Promise((r) => res.once("drain", r));
+        if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+      }
+    };
+    const hold = held.get(etag);
+    if (hold) {
+      held.delete(etag);
+      await send(body.subarray(0, body.length >> 1));
+      hold.reached();
+      await hold.released;
+      await send(body.subarray(body.length >> 1));
+    } else await send(body);
     res.end();
   });
 
@@ -144,6 +160,12 @@ export async function startHubStandIn(repos: Record<string, HubRepo>): Promise<H
     etagOf: (repo, file) => repos[repo]!.files.get(file)!.etag,
     commitOf: (repo) => repos[repo]!.commit,
     cutOnce: (etag) => cut.add(etag),
+    hold(etag) {
+      const reached = Promise.withResolvers<void>();
+      const released = Promise.withResolvers<void>();
+      held.set(etag, { reached: reached.resolve, released: released.promise });
+      return { reached: reached.promise, release: released.resolve };
+    },
     slowFiles: (ms) => {
       pauseMs = ms;
     },

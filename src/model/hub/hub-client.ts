@@ -306,6 +306,8 @@ function progressOf(total: number, options: HubOptions): Progress {
   const start = Date.now();
   let logged = start;
   const perFile = new Map<string, number>();
+  // The total as soon as it is known, before the first byte.
+  options.onProgress?.(0, total);
   const line = (p: Progress) => {
     const seconds = (Date.now() - start) / 1000;
     const rate = seconds > 0 ? p.bytes / seconds : 0;
