@@ -156,7 +156,7 @@ export const BOOLEAN_SETTINGS = (Object.keys(SETTINGS) as SettingName[]).filter(
 /** The settings, in one section per part of the process that reads them. */
 export interface Config {
   engine: EngineOptions;
-  /** --model named a hub model (not a folder): engine.modelDir is its snapshot once resolved. */
+  /** --model named a hub model (not a folder): the server downloads it, and its engine reads the snapshot folder (engine.modelDir stays empty). */
   hubModel?: HubName;
   grpc: GrpcServerOptions;
   http: HttpServerOptions;
