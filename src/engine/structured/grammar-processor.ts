@@ -51,8 +51,8 @@ interface StateMask {
   refused?: Int32Array;
   /** The most tokens any allowed token's end state still needs; below the budget no filter is needed. */
   maxNeed: number;
-  /** The allowed tokens with a `"`, most `"` first, found on the first visit of a request that keeps names unique. */
-  quoted?: Int32Array;
+  /** For requests that keep names unique (unique-names.ts `MaskTokens`). */
+  special?: Int32Array;
 }
 
 /** The ids below `size` that are not in the ascending `ids`. */
@@ -133,7 +133,11 @@ export function createGrammarProcessor(
       const mask = masks(state);
       // After this token, `left` tokens remain for the rest of the value and end of sequence.
       const left = budget - generated - 1;
-      const filter = mask.maxNeed + (names?.maxExtra ?? 0) > left;
+      names?.prepare();
+      // With names kept unique, a token fits when its need and what a new name still takes do
+      // (unique-names.ts); where only some tokens can take more, they are checked one by one.
+      const tight = names ? mask.maxNeed + names.maxExtra > left : mask.maxNeed > left;
+      const filter = mask.maxNeed > left || (tight && names?.spotChecks === false);
       if (mask.refused && !filter) {
         // End of sequence is never among the allowed tokens (it has no bytes): keep its logits
         // across the refusal when the value may end here.
@@ -141,10 +145,9 @@ export function createGrammarProcessor(
         if (ending) for (const [i, id] of eosIds.entries()) eosKept[i] = logits[id]!;
         for (const id of mask.refused) logits[id] = Number.NEGATIVE_INFINITY;
         if (ending) for (const [i, id] of eosIds.entries()) logits[id] = eosKept[i]!;
-        if (names) {
-          mask.quoted ??= names.withQuotes(mask.tokens);
-          names.refuseRepeats(mask.quoted, logits);
-        }
+        names?.check(state, mask, tight ? left : undefined, (id) => {
+          logits[id] = Number.NEGATIVE_INFINITY;
+        });
         return;
       }
       if (ids.length < mask.tokens.length + eos.size) {
@@ -152,13 +155,11 @@ export function createGrammarProcessor(
         kept = new Float32Array(ids.length);
       }
       let n = 0;
-      if (names) n = names.allowed(mask.tokens, mask.ends, filter ? left : undefined, ids);
-      else {
-        for (let i = 0; i < mask.tokens.length; i++) {
-          if (filter && tokensNeeded(automaton, mask.ends[i]!) > left) continue;
-          ids[n++] = mask.tokens[i]!;
-        }
+      for (let i = 0; i < mask.tokens.length; i++) {
+        if (filter && tokensNeeded(automaton, mask.ends[i]!) > left) continue;
+        ids[n++] = mask.tokens[i]!;
       }
+      if (names) n = names.keep(state, mask, tight ? left : undefined, ids, n);
       if (automaton.accepting(state)) for (const id of eos) ids[n++] = id;
       // The closing guarantee leaves some token at every step; none would mean it is broken.
       if (n === 0) throw new Error("the response format allows no token: its closing guarantee failed");

@@ -46,8 +46,13 @@ interface TokenTable {
   quotes: Uint8Array;
   /** The most `"` bytes in one token: a token closes at most that many names. */
   maxQuotes: number;
-  /** Tokens marked during one step of one request, unmarked before it ends (see `markExtending`). */
+  /** Tokens marked during one step of one request, unmarked before it ends (`markExtending`, `keep`). */
   marked: Uint8Array;
+  /**
+   * For a token with one or two `"`: its text before the first, when that is whole UTF-8
+   * without `\`. From a name, such a token closes exactly one: the name so far and this text.
+   */
+  heads: (string | undefined)[];
 }
 
 const tables = new WeakMap<readonly (Uint8Array | null)[], TokenTable>();
@@ -58,6 +63,8 @@ function tokenTable(bytes: readonly (Uint8Array | null)[]): TokenTable {
   const flags = new Uint8Array(bytes.length);
   const quotes = new Uint8Array(bytes.length);
   let maxQuotes = 0;
+  const heads: (string | undefined)[] = new Array(bytes.length);
+  const utf8 = new TextDecoder("utf-8", { fatal: true });
   bytes.forEach((token, id) => {
     if (!token) return;
     let f = 0;
@@ -77,11 +84,17 @@ function tokenTable(bytes: readonly (Uint8Array | null)[]): TokenTable {
     }
     if (continuations > 0) f |= PARTIAL;
     if (q > 0) f |= QUOTE;
+    const head = token.subarray(0, token.indexOf(0x22));
+    if ((q === 1 || q === 2) && !head.includes(0x5c)) {
+      try {
+        heads[id] = utf8.decode(head);
+      } catch {}
+    }
     flags[id] = f | ANY;
     quotes[id] = Math.min(q, 255);
     maxQuotes = Math.max(maxQuotes, q);
   });
-  table = { flags, quotes, maxQuotes, marked: new Uint8Array(bytes.length) };
+  table = { flags, quotes, maxQuotes, marked: new Uint8Array(bytes.length), heads };
   tables.set(bytes, table);
   return table;
 }
@@ -108,41 +121,51 @@ function place(lex: Lexer): number {
   return lex.inWholeName ? IN_NAME : HALF_CHAR;
 }
 
+/** A state's mask as the guard reads it (grammar-processor.ts `StateMask`). */
+export interface MaskTokens {
+  /** The allowed tokens, ascending, and the state each leads to. */
+  tokens: Int32Array;
+  ends: Int32Array;
+  /** The indices of the tokens that can close a name or add to what a new name takes, most `"` first; found on first use. */
+  special?: Int32Array;
+}
+
 export interface NameGuard {
-  /** The most `extra` any token's end state can have: a mask whose maxNeed plus this fits in the tokens left needs no filter. */
+  /** Reads where the accepted text is, for the step's checks. */
+  prepare(): void;
+  /** The most `extra` any token's end state can have: where a mask's maxNeed plus this fits, only repeats are refused. */
   readonly maxExtra: number;
-  /** The tokens of `tokens` with a `"`, the only ones that can close a name, most `"` first. */
-  withQuotes(tokens: Int32Array): Int32Array;
-  /** Sets -Infinity at the tokens of `quoted` (from `withQuotes`) that would close a name their object holds. */
-  refuseRepeats(quoted: Int32Array, logits: Float32Array): void;
   /**
-   * Writes to `out` the tokens of `tokens` (leading to `ends`) that repeat no name and, given
-   * `left`, whose end state's need with its `extra` is at most `left`; returns how many.
+   * Whether the tokens that may take more than their need are few enough to check one by one
+   * (all but where a name is awaited or a character of one half read); elsewhere every token is.
    */
-  allowed(tokens: Int32Array, ends: Int32Array, left: number | undefined, out: Int32Array): number;
+  readonly spotChecks: boolean;
+  /**
+   * Calls `refuse` with the tokens of `mask`, the state's, that repeat a name and, given `left`
+   * (the tokens left after this one), those whose need with its `extra` exceeds it.
+   */
+  check(state: number, mask: MaskTokens, left: number | undefined, refuse: (token: number) => void): void;
+  /** Drops from `ids[0 .. n)` (tokens of the mask of `state`) those `check` refuses; returns how many are left. */
+  keep(state: number, mask: MaskTokens, left: number | undefined, ids: Int32Array, n: number): number;
   accept(token: number): void;
 }
 
 export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8Array | null)[], trie: TokenTrie): NameGuard {
-  const { flags, quotes, maxQuotes, marked } = tokenTable(bytes);
+  const { flags, quotes, maxQuotes, marked, heads } = tokenTable(bytes);
   const keys = new JsonKeys();
-  // Where the accepted text is, read at the start of each step.
+  // Where the accepted text is, read by `prepare` at the start of each step.
   let where = OUTSIDE;
   /** In a name: whether a taken name starts with its text so far. */
   let prefixTaken = false;
   /** Fewer `"` bytes than this cannot close a name that is taken. */
   let fewestQuotes = 1;
-
-  const readPlace = () => {
-    keys.begin();
-    where = place(keys.trial);
-    prefixTaken = (where === IN_NAME || where === HALF_CHAR) && extendsTaken(keys.trial.name);
-    // In a name, the closing quote closes a name that is taken only if one starts with the
-    // text so far; any later name in the token takes two more quotes, so at least three in
-    // all, as from a value string. Outside strings, a name takes two.
-    if (where === IN_NAME || where === HALF_CHAR) fewestQuotes = prefixTaken ? 1 : 3;
-    else fewestQuotes = where === IN_VALUE ? 3 : 2;
-  };
+  /**
+   * The flags of the tokens whose end state may have a positive `extra`. Only a `"` enters a
+   * name, and only a `,` awaits one: elsewhere a token without them keeps `extra` at 0. In a
+   * name, so does one without `"`, `\` or half a character, unless its text makes a taken
+   * name (marked).
+   */
+  let mayAddExtra = ANY;
 
   /** x(P) ≤ k once an object's names are fewer than 94^k; a token adds at most maxQuotes names. */
   const maxExtra = () => {
@@ -154,6 +177,21 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
   const tryToken = (token: number) => {
     keys.begin();
     return keys.tryBytes(bytes[token]!);
+  };
+  /** In a name a taken one starts with: the rest of each such name (found when first needed). */
+  let takenRests: Set<string> | undefined;
+  /** Whether `token` closes a name its object holds. */
+  const repeats = (token: number) => {
+    if (quotes[token]! < fewestQuotes) return false;
+    const head = heads[token];
+    if (where !== IN_NAME || head === undefined) return !tryToken(token);
+    if (!takenRests) {
+      keys.begin();
+      const prefix = keys.trial.name;
+      takenRests = new Set();
+      for (const name of keys.names()) if (name.startsWith(prefix)) takenRests.add(name.slice(prefix.length));
+    }
+    return takenRests.has(head);
   };
 
   /** Whether a name of the trial's innermost object starts with `prefix`. */
@@ -185,8 +223,10 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
       const closed = automaton.next(state, 0x22);
       return closed >= 0 && automaton.distance(closed) === distance - 1 ? charsToNewName(lex.name) : 0;
     }
-    // A name to come starts with the text so far (none where one is awaited).
-    if ((lex.inString ? !lex.isKey : !lex.awaitsKey) || !extendsTaken(lex.inString ? lex.name : "")) return 0;
+    if (lex.inString ? !lex.isKey : !lex.awaitsKey) return 0;
+    // Only a taken name can need more: where a name is awaited, the empty one (the shortest
+    // name there); in one, a name that starts with its text so far.
+    if (lex.inString ? !extendsTaken(lex.name) : !keys.has("")) return 0;
     const saved = new Lexer();
     saved.copy(lex);
     let least = Number.POSITIVE_INFINITY;
@@ -218,52 +258,87 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
     return found;
   };
 
-  return {
-    get maxExtra() {
-      return maxExtra();
-    },
-    withQuotes(tokens) {
-      return tokens.filter((token) => quotes[token]! > 0).sort((a, b) => quotes[b]! - quotes[a]!);
-    },
-    refuseRepeats(quoted, logits) {
-      readPlace();
-      for (const token of quoted) {
+  /**
+   * With `left` tokens left after this one, whether `token` (leading to `end`) repeats no name
+   * and fits with its `extra`; one that does not fit by its need alone is the processor's to refuse.
+   */
+  const fits = (token: number, end: number, left: number, most: number) => {
+    const need = tokensNeeded(automaton, end);
+    if (need > left) return true;
+    // With room for any extra, only a repeated name refuses the token.
+    if (need + most <= left) return !repeats(token);
+    if ((flags[token]! & mayAddExtra) === 0 && marked[token] === 0) return true;
+    return tryToken(token) && need + extra(end) <= left;
+  };
+
+  /** The end state of `token` from `state`, or -1. */
+  const endOf = (state: number, token: number) => {
+    let end = state;
+    for (const b of bytes[token]!) if (end >= 0) end = automaton.next(end, b);
+    return end;
+  };
+
+  const check = (state: number, mask: MaskTokens, left: number | undefined, refuse: (token: number) => void) => {
+    const { tokens, ends } = mask;
+    mask.special ??= tokens
+      .map((_, i) => i)
+      .filter((i) => (flags[tokens[i]!]! & (QUOTE | BACKSLASH | COMMA | PARTIAL)) !== 0)
+      .sort((a, b) => quotes[tokens[b]!]! - quotes[tokens[a]!]!);
+    if (left === undefined) {
+      for (const i of mask.special) {
+        const token = tokens[i]!;
         if (quotes[token]! < fewestQuotes) return;
-        if (!tryToken(token)) logits[token] = Number.NEGATIVE_INFINITY;
+        if (repeats(token)) refuse(token);
       }
-    },
-    allowed(tokens, ends, left, out) {
-      readPlace();
-      const fewest = fewestQuotes;
-      let n = 0;
-      if (left === undefined) {
-        for (const token of tokens) if (quotes[token]! < fewest || tryToken(token)) out[n++] = token;
-        return n;
-      }
-      const most = maxExtra();
-      // Only a `"` enters a name, and only a `,` awaits one: elsewhere a token without them
-      // keeps `extra` at 0. In a name, so does one without `"`, `\` or half a character,
-      // unless its text makes a taken name (marked).
-      let mayAddExtra = ANY;
+      return;
+    }
+    const most = maxExtra();
+    if (mayAddExtra === ANY) {
+      for (let i = 0; i < tokens.length; i++) if (!fits(tokens[i]!, ends[i]!, left, most)) refuse(tokens[i]!);
+      return;
+    }
+    for (const i of mask.special) if (!fits(tokens[i]!, ends[i]!, left, most)) refuse(tokens[i]!);
+    if (where !== IN_NAME || !prefixTaken) return;
+    const extending = markExtending();
+    for (const token of extending) {
+      const end = endOf(state, token);
+      if (end >= 0 && !fits(token, end, left, most)) refuse(token);
+    }
+    for (const token of extending) marked[token] = 0;
+  };
+
+  return {
+    prepare() {
+      keys.begin();
+      where = place(keys.trial);
+      prefixTaken = (where === IN_NAME || where === HALF_CHAR) && extendsTaken(keys.trial.name);
+      // In a name, the closing quote closes a name that is taken only if one starts with the
+      // text so far; any later name in the token takes two more quotes, so at least three in
+      // all, as from a value string. Outside strings, a name takes two.
+      if (where === IN_NAME || where === HALF_CHAR) fewestQuotes = prefixTaken ? 1 : 3;
+      else fewestQuotes = where === IN_VALUE ? 3 : 2;
+      takenRests = undefined;
       if (where === OUTSIDE) mayAddExtra = QUOTE | COMMA;
       else if (where === IN_VALUE) mayAddExtra = QUOTE;
       else if (where === IN_NAME) mayAddExtra = QUOTE | BACKSLASH | PARTIAL;
-      const extending = where === IN_NAME && prefixTaken ? markExtending() : [];
-      for (let i = 0; i < tokens.length; i++) {
-        const token = tokens[i]!;
-        const end = ends[i]!;
-        const need = tokensNeeded(automaton, end);
-        if (need > left) continue;
-        // With room for any extra, only a repeated name refuses the token.
-        if (need + most <= left) {
-          if (quotes[token]! >= fewest && !tryToken(token)) continue;
-        } else if ((flags[token]! & mayAddExtra) !== 0 || marked[token] === 1) {
-          if (!tryToken(token) || need + extra(end) > left) continue;
-        }
-        out[n++] = token;
-      }
-      for (const token of extending) marked[token] = 0;
-      return n;
+      else mayAddExtra = ANY;
+    },
+    get maxExtra() {
+      return maxExtra();
+    },
+    get spotChecks() {
+      return mayAddExtra !== ANY;
+    },
+    check,
+    keep(state, mask, left, ids, n) {
+      const refused: number[] = [];
+      check(state, mask, left, (token) => refused.push(token));
+      if (refused.length === 0) return n;
+      for (const token of refused) marked[token] = 1;
+      let kept = 0;
+      for (let i = 0; i < n; i++) if (marked[ids[i]!] === 0) ids[kept++] = ids[i]!;
+      for (const token of refused) marked[token] = 0;
+      return kept;
     },
     accept(token) {
       if (!tryToken(token)) throw new Error(`token ${token} repeats a name in its object`);
