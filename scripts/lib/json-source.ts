@@ -3,6 +3,8 @@
  * puts integer-like keys first, and a schema's property order is its output order) and numbers
  * as their text. From that tree, the compact text a schema is sent as, and the text Python's
  * `json.dumps(value, ensure_ascii=False)` writes, which is how MaskBench serialises its instances.
+ * The engine's ordered-json.ts keeps member order too, but reads numbers as doubles: Python's
+ * output depends on whether a number was written as an integer, and on every digit of a big one.
  */
 
 export type JsonNode =
