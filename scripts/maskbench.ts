@@ -91,10 +91,10 @@ function readCase(file: string): { schema: string; instances: Instance[] } {
   const schema = member(root, "schema");
   const tests = member(root, "tests");
   if (!schema || tests?.type !== "array") throw new Error(`${file}: not a MaskBench case (schema, tests)`);
-  const instances = tests.items.map((t: JsonNode) => ({
-    valid: member(t, "valid")?.type === "literal" && (member(t, "valid") as { text: string }).text === "true",
-    text: pythonDumps(member(t, "data")!),
-  }));
+  const instances = tests.items.map((t: JsonNode) => {
+    const valid = member(t, "valid");
+    return { valid: valid?.type === "literal" && valid.text === "true", text: pythonDumps(member(t, "data")!) };
+  });
   return { schema: compactJson(schema), instances };
 }
 
