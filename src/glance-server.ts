@@ -9,11 +9,12 @@ import type { Config } from "./config.ts";
 import { createEngine, type EngineDeps, type EngineOptions } from "./engine/engine.ts";
 import type { Engine, EngineHealth, EngineStats } from "./engine/types.ts";
 import { GlanceError } from "./errors.ts";
-import type { HubName } from "./model/hub/hub-cache.ts";
+import { type HubName, isCommit } from "./model/hub/hub-cache.ts";
 import { hubOptionsFromEnv, resolveModel } from "./model/hub/hub-client.ts";
 import { createApiKeys } from "./server/api-keys.ts";
 import { createMemoryStore, createRedisStore } from "./server/bucket-store.ts";
 import { createGate } from "./server/gate.ts";
+import { readiness } from "./server/health.ts";
 import { startGrpcServer } from "./server/grpc-server.ts";
 import { startHttpServer } from "./server/http-server.ts";
 import { createInferenceService } from "./server/inference-service.ts";
@@ -49,7 +50,10 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
   const keys = createApiKeys(config.auth, log);
   const lifecycle = createLifecycle(config.hubModel ? "downloading" : "loading");
   // The metrics read the engine's stats only when scraped, so they can come first.
-  const metrics = createMetrics(() => engine.stats());
+  const metrics = createMetrics(() => engine.stats(), {
+    ready: () => readiness(lifecycle, engine) === "ready",
+    queueCapacity: config.engine.maxQueue,
+  });
   const engineDeps: EngineDeps = {
     log,
     faultInjection: options.faultInjection,
@@ -88,7 +92,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
 
   const ready = engine.ready.then(() => {
     lifecycle.serving();
-    log.info({ model: engine.info.id }, "ready");
+    log.info({ model: engine.info.id, revision: engine.info.revision }, "ready");
   });
   return {
     engine,
@@ -174,6 +178,8 @@ function engineAfterDownload(name: HubName, options: EngineOptions, deps: Engine
       return (
         engine?.info ?? {
           id: name.repo,
+          // The commit once the files are in (the engine's); until then, only a revision that is one.
+          revision: isCommit(name.revision) ? name.revision : undefined,
           modelType: "",
           contextLength: 0,
           maxImages: options.maxImages,

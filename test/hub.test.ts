@@ -32,6 +32,7 @@ import { InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { loadConfig } from "../src/config.ts";
 import { type HubOptions, pullModel, resolveModel } from "../src/model/hub/hub-client.ts";
+import { readModelFolder } from "../src/model/model-folder.ts";
 import { generateRequest, generateText, PHOTO, QUESTION } from "./hostile/support.ts";
 import { freePort } from "./support/free-port.ts";
 import { type HubStandIn, repoOf, startHubStandIn } from "./support/hub-stand-in.ts";
@@ -252,6 +253,7 @@ describe("glance serve --model ORG/NAME", () => {
     const folder = loadConfig(["--model", path.relative(process.cwd(), TINY_MODEL_DIR)], {});
     assert.equal(folder.hubModel, undefined);
     assert.equal(folder.engine.modelDir, TINY_MODEL_DIR);
+    assert.equal(readModelFolder(TINY_MODEL_DIR).revision, undefined, "a folder outside the hub's cache has no commit");
   });
 
   const home = tempDir();
@@ -261,11 +263,17 @@ describe("glance serve --model ORG/NAME", () => {
     process.env["HF_HOME"] = home;
   });
 
-  it("downloads, verifies and answers; a second start serves from the cache without a request", async () => {
-    for (const start of ["first", "second"]) {
+  it("downloads, verifies and answers, reporting the resolved commit; a second start, and one on the snapshot's folder, serve from the cache without a request", async () => {
+    const commit = hub.commitOf(TINY.repo);
+    const snapshot = path.join(home, "hub/models--test-org--tiny/snapshots", commit);
+    for (const [start, model] of [
+      ["first", "test-org/tiny"],
+      ["second", "test-org/tiny"],
+      ["on the snapshot's folder", snapshot],
+    ] as const) {
       let replica: Awaited<ReturnType<typeof startReplica>> | undefined;
       const requests = await requestsDuring(async () => {
-        replica = await startReplica(["--model", "test-org/tiny"]);
+        replica = await startReplica(["--model", model]);
       });
       try {
         if (start === "first")
@@ -273,12 +281,24 @@ describe("glance serve --model ORG/NAME", () => {
             requests.some((r) => r.host === "files"),
             "the first start downloads",
           );
-        else assert.deepEqual(requests, [], "the second start asks nothing");
+        else assert.deepEqual(requests, [], `the start ${start} asks nothing`);
         const service = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${replica!.grpc}` }));
         const answer = await generateText(service, generateRequest([{ image: PHOTO }, { text: QUESTION.question }]));
         assert.ok(isCorrect(QUESTION, answer), answer);
         const { models } = await service.listModels({});
-        assert.equal(models[0]?.id, "test-org/tiny");
+        assert.deepEqual(
+          models.map((m) => [m.id, m.revision]),
+          [["test-org/tiny", commit]],
+          `ListModels, ${start} start`,
+        );
+        const listed = (await (await fetch(`http://127.0.0.1:${replica!.http}/v1/models`)).json()) as {
+          data: { id: string; revision?: string }[];
+        };
+        assert.deepEqual(
+          listed.data.map((m) => [m.id, m.revision]),
+          [["test-org/tiny", commit]],
+          `/v1/models, ${start} start`,
+        );
       } finally {
         replica!.child.kill("SIGTERM");
         await exited(replica!);
@@ -299,8 +319,12 @@ describe("glance serve --model ORG/NAME", () => {
         ...["--host", "127.0.0.1", "--grpc-port", String(ports.grpc), "--http-port", String(ports.http), "--threads", "1"],
         ...["--model", "test-org/tiny"],
       ],
-      { env: { ...process.env, HF_HOME: tempDir() }, stdio: ["ignore", "ignore", "inherit"] },
+      { env: { ...process.env, HF_HOME: tempDir() }, stdio: ["ignore", "pipe", "inherit"] },
     );
+    let logged = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      logged += d.toString();
+    });
     const Health = grpc.makeClientConstructor(healthService, "grpc.health.v1.Health");
     const health = new Health(`127.0.0.1:${ports.grpc}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
       check(req: { service: string }, cb: (e: Error | null, r: { status: string }) => void): void;
@@ -334,9 +358,9 @@ describe("glance serve --model ORG/NAME", () => {
       });
       const { models } = await service.listModels({});
       assert.deepEqual(
-        models.map((m) => [m.id, m.ready]),
-        [["test-org/tiny", false]],
-        "the hub name, not ready",
+        models.map((m) => [m.id, m.ready, m.revision]),
+        [["test-org/tiny", false, ""]],
+        "the hub name, not ready, no commit yet",
       );
 
       held.release();
@@ -349,6 +373,13 @@ describe("glance serve --model ORG/NAME", () => {
       assert.equal(await check(InferenceService.typeName), "SERVING");
       const answer = await ask();
       assert.ok(isCorrect(QUESTION, answer), answer);
+      const lines = logged
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      const commit = hub.commitOf(TINY.repo);
+      assert.equal(lines.find((l) => l["msg"] === "model resolved")?.["commit"], commit, "the resolved commit is logged");
+      assert.equal(lines.find((l) => l["msg"] === "ready")?.["revision"], commit, "and again once ready");
     } finally {
       held.release();
       health.close();

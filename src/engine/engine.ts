@@ -102,6 +102,7 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const { folder, contextLength } = model;
   const info: ModelInfo = {
     id: folder.id,
+    revision: folder.revision,
     modelType: folder.config.model_type,
     contextLength,
     maxImages: options.maxImages,

@@ -98,6 +98,8 @@ export type EngineEvent =
 
 export interface ModelInfo {
   id: string;
+  /** The hub commit the model's files are at, for a model from the hub's cache. */
+  revision?: string;
   modelType: string;
   contextLength: number;
   maxImages: number;

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { GlanceError } from "../errors.ts";
-import { repoOfSnapshot } from "./hub/hub-cache.ts";
+import { commitOfSnapshot, repoOfSnapshot } from "./hub/hub-cache.ts";
 
 /** The ONNX file variants of an export, named by transformers.js's dtype suffixes. */
 export const DTYPE_SUFFIXES = {
@@ -59,6 +59,8 @@ export interface ModelFolder {
   dir: string;
   /** The model id clients see: the folder's name, or `org/name` for a snapshot in the hub's cache. */
   id: string;
+  /** The hub commit of a snapshot in the hub's cache (its folder's name); undefined for another folder. */
+  revision?: string;
   config: ModelConfig;
   generationConfig: GenerationConfig;
   tokenizerJson: object;
@@ -100,6 +102,7 @@ export function readModelFolder(dir: string, options: { decoderDtype?: Dtype } =
   return {
     dir: abs,
     id: repoOfSnapshot(abs) ?? path.basename(abs),
+    revision: commitOfSnapshot(abs),
     config,
     generationConfig: readJson(abs, "generation_config.json", false) as GenerationConfig,
     tokenizerJson: readJson(abs, "tokenizer.json", true),

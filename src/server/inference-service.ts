@@ -252,6 +252,7 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
             maxImagePixels: BigInt(i.maxImagePixels),
             maxTokens: i.maxTokens,
             ready: readiness(lifecycle, engine) === "ready",
+            revision: i.revision ?? "",
           },
         ],
       };

@@ -162,6 +162,16 @@ async function sendAnswer(res: HttpResponse, events: AsyncIterable<EngineEvent>,
 export function handleModels(res: HttpResponse, engine: Engine): void {
   sendJson(res, 200, {
     object: "list",
-    data: [{ id: engine.info.id, object: "model", created: 0, owned_by: "glance", max_model_len: engine.info.contextLength }],
+    data: [
+      {
+        id: engine.info.id,
+        object: "model",
+        created: 0,
+        owned_by: "glance",
+        max_model_len: engine.info.contextLength,
+        // The hub commit, for a model from the hub's cache (as ListModels' revision).
+        ...(engine.info.revision && { revision: engine.info.revision }),
+      },
+    ],
   });
 }

@@ -947,6 +947,16 @@ export declare type ModelInfo = Message$1<"glance.v1.ModelInfo"> & {
    * @generated from field: bool ready = 7;
    */
   ready: boolean;
+
+  /**
+   * The hub commit (40 hex digits) the model's files are at, when they come from the Hugging
+   * Face hub's cache (`--model org/name[@revision]`, or a snapshot folder of that cache); empty
+   * for any other folder, and while a hub model is still downloading (unless its revision is a
+   * commit).
+   *
+   * @generated from field: string revision = 8;
+   */
+  revision: string;
 };
 
 /**

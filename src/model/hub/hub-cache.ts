@@ -51,6 +51,9 @@ export function repoOfSnapshot(dir: string): string | undefined {
   return path.basename(parent) === "snapshots" && isCommit(path.basename(dir)) ? repoOfFolder(path.dirname(parent)) : undefined;
 }
 
+/** The commit a snapshot folder of the cache is at (its name), or undefined for any other folder. */
+export const commitOfSnapshot = (dir: string): string | undefined => (repoOfSnapshot(dir) ? path.basename(dir) : undefined);
+
 /** The commit a revision names in the cache: itself when it is one, else what refs/<revision> holds. */
 export async function cachedCommit(folder: string, revision: string): Promise<string | undefined> {
   if (isCommit(revision)) return revision;
