@@ -31,7 +31,7 @@ import { service as healthService } from "grpc-health-check";
 import { InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { loadConfig } from "../src/config.ts";
-import { type HubOptions, pullModel, resolveModel } from "../src/model/hub/hub-client.ts";
+import { type HubOptions, hubOptionsFromEnv, pullModel, resolveModel } from "../src/model/hub/hub-client.ts";
 import { readModelFolder } from "../src/model/model-folder.ts";
 import { generateRequest, generateText, PHOTO, QUESTION } from "./hostile/support.ts";
 import { freePort } from "./support/free-port.ts";
@@ -179,6 +179,26 @@ describe("glance pull", () => {
     assert.ok(from > 0, `resumed from byte ${gets[1]!.range}`);
   });
 
+  it("aborts a connection that sends nothing for HF_HUB_DOWNLOAD_TIMEOUT and resumes with a Range request", async () => {
+    const etag = hub.etagOf(TINY.repo, DECODER);
+    hub.stallOnce(etag);
+    const warnings: string[] = [];
+    const log = { info: () => {}, warn: (fields: object, msg: string) => warnings.push(`${msg} ${JSON.stringify(fields)}`) };
+    const started = Date.now();
+    const requests = await requestsDuring(() => pullModel(TINY, "fp32", optionsIn(tempDir(), { stallMs: 1000, log })));
+    // Exactly two, unless a loaded machine let a healthy connection idle for a second too.
+    const gets = requests.filter((r) => r.host === "files" && r.url === `/blobs/${etag}`);
+    assert.ok(gets.length >= 2, "the stalled request and the resumed one");
+    assert.equal(gets[0]!.range, undefined);
+    const from = Number(/^bytes=(\d+)-$/.exec(gets[1]!.range ?? "")?.[1]);
+    assert.ok(from > 0, `resumed from byte ${gets[1]!.range}`);
+    assert.match(warnings[0]!, /download interrupted; resuming .*decoder_model_merged\.onnx: the connection sent nothing for 1 s/);
+    assert.ok(Date.now() - started < 10_000, "the stall is not waited out past the timeout");
+    assert.throws(() => hubOptionsFromEnv({ HF_HUB_DOWNLOAD_TIMEOUT: "soon" }), /HF_HUB_DOWNLOAD_TIMEOUT must be a number of seconds/);
+    assert.equal(hubOptionsFromEnv({ HF_HUB_DOWNLOAD_TIMEOUT: "2.5" }).stallMs, 2500);
+    assert.equal(hubOptionsFromEnv({}).stallMs, 10_000, "huggingface_hub's default");
+  });
+
   it("takes over a lock whose holder is gone: a dead process on this host, or one untouched for a minute", {
     timeout: 30_000,
   }, async () => {
@@ -319,7 +339,8 @@ describe("glance serve --model ORG/NAME", () => {
         ...["--host", "127.0.0.1", "--grpc-port", String(ports.grpc), "--http-port", String(ports.http), "--threads", "1"],
         ...["--model", "test-org/tiny"],
       ],
-      { env: { ...process.env, HF_HOME: tempDir() }, stdio: ["ignore", "pipe", "inherit"] },
+      // The held blob sends nothing for as long as the test holds it: no stall timeout meanwhile.
+      { env: { ...process.env, HF_HOME: tempDir(), HF_HUB_DOWNLOAD_TIMEOUT: "600" }, stdio: ["ignore", "pipe", "inherit"] },
     );
     let logged = "";
     child.stdout!.on("data", (d: Buffer) => {

@@ -4,7 +4,8 @@
  * themselves (ETag: the git object id) and redirect LFS files (the .onnx ones) to a second host
  * (X-Linked-Etag: the sha256, X-Linked-Size), with X-Repo-Commit; that host honours Range.
  * A gated repository answers 401 without its token. Every request is recorded, and a blob can
- * be set to be cut halfway on its first request, or held halfway until the test releases it.
+ * be set to be cut halfway on its first request, to stall there (the connection open, nothing
+ * more sent), or to be held halfway until the test releases it.
  */
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
@@ -41,6 +42,8 @@ export interface HubStandIn {
   commitOf(repo: string): string;
   /** The next first request for this blob sends half of it, then the connection is cut. */
   cutOnce(etag: string): void;
+  /** The next first request for this blob sends half of it, then nothing more, its connection left open. */
+  stallOnce(etag: string): void;
   /**
    * The next first request for this blob sends half of it, then waits for `release`; `reached`
    * resolves once that half is sent.
@@ -78,6 +81,7 @@ const listen = (server: http.Server) =>
 export async function startHubStandIn(repos: Record<string, HubRepo>): Promise<HubStandIn> {
   const requests: HubRequest[] = [];
   const cut = new Set<string>();
+  const stall = new Set<string>();
   const held = new Map<string, { reached(): void; released: Promise<void> }>();
   let pauseMs = 0;
   const blobs = new Map<string, Buffer>();
@@ -134,6 +138,10 @@ export async function startHubStandIn(repos: Record<string, HubRepo>): Promise<H
       res.write(body.subarray(0, body.length >> 1), () => res.destroy());
       return;
     }
+    if (stall.delete(etag)) {
+      res.write(body.subarray(0, body.length >> 1));
+      return;
+    }
     const send = async (part: Buffer) => {
       const CHUNK = 256 * 1024;
       for (let i = 0; i < part.length; i += CHUNK) {
@@ -160,6 +168,7 @@ export async function startHubStandIn(repos: Record<string, HubRepo>): Promise<H
     etagOf: (repo, file) => repos[repo]!.files.get(file)!.etag,
     commitOf: (repo) => repos[repo]!.commit,
     cutOnce: (etag) => cut.add(etag),
+    stallOnce: (etag) => stall.add(etag),
     hold(etag) {
       const reached = Promise.withResolvers<void>();
       const released = Promise.withResolvers<void>();

@@ -9,8 +9,10 @@
  * What this does, as huggingface_hub does: the model info API gives the revision's commit and
  * files; a HEAD on each file's resolve URL gives its ETag (the sha256 for LFS files, in
  * X-Linked-Etag) and size; the GET follows the hub's redirect to its file host. A partial blob
- * (`<blob>.incomplete`) resumes with a Range request; each blob is checked against its ETag; a
- * `<blob>.lock` (exclusive create, stale once its holder is gone) keeps two processes off one blob.
+ * (`<blob>.incomplete`) resumes with a Range request, as does a connection that sends nothing
+ * for HF_HUB_DOWNLOAD_TIMEOUT seconds (huggingface_hub's read timeout, 10 by default); each blob
+ * is checked against its ETag; a `<blob>.lock` (exclusive create, stale once its holder is gone)
+ * keeps two processes off one blob.
  */
 import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -41,19 +43,29 @@ export interface HubOptions {
   cacheDir: string;
   /** HF_HUB_OFFLINE: the cache only, no request. */
   offline: boolean;
+  /**
+   * HF_HUB_DOWNLOAD_TIMEOUT: a request that sends nothing for this long (no headers, or no byte
+   * of a body) is aborted; a file's download then resumes with Range. Default 10 s.
+   */
+  stallMs?: number;
   log?: HubLog;
   /** Bytes downloaded so far of the total this pull needs. */
   onProgress?: (bytes: number, total: number) => void;
 }
 
 const TRUE_WORDS = ["1", "true", "yes", "on"];
+const DEFAULT_STALL_MS = 10_000;
 
 export function hubOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): HubOptions {
+  const timeout = env["HF_HUB_DOWNLOAD_TIMEOUT"];
+  const seconds = Number(timeout);
+  if (timeout && !(seconds > 0)) throw new Error(`HF_HUB_DOWNLOAD_TIMEOUT must be a number of seconds above 0, not ${timeout}`);
   return {
     endpoint: (env["HF_ENDPOINT"] || "https://huggingface.co").replace(/\/+$/, ""),
     token: env["HF_TOKEN"] || undefined,
     cacheDir: hubCacheDir(env),
     offline: TRUE_WORDS.includes((env["HF_HUB_OFFLINE"] ?? "").toLowerCase()),
+    stallMs: timeout ? seconds * 1000 : DEFAULT_STALL_MS,
   };
 }
 
@@ -148,6 +160,7 @@ const validBlob = async (folder: string, etag: string) =>
 type HubRequests = ReturnType<typeof hubRequests>;
 
 function hubRequests(name: HubName, options: HubOptions) {
+  const stallMs = options.stallMs ?? DEFAULT_STALL_MS;
   const headers = (extra: Record<string, string> = {}): Record<string, string> => ({
     "user-agent": "glance",
     ...(options.token && { authorization: `Bearer ${options.token}` }),
@@ -174,10 +187,17 @@ function hubRequests(name: HubName, options: HubOptions) {
   };
   const resolveUrl = (commit: string, file: string) => `${options.endpoint}/${name.repo}/resolve/${commit}/${file}`;
   return {
-    get: (route: string) => call(`${options.endpoint}${route}`, { headers: headers() }, `${name.repo}@${name.revision}`),
+    stallMs,
+    get: (route: string) =>
+      call(`${options.endpoint}${route}`, { headers: headers(), signal: AbortSignal.timeout(stallMs) }, `${name.repo}@${name.revision}`),
     /** The file's ETag and size, from the resolve URL's own answer (the redirect, for an LFS file). */
     async fileMeta(commit: string, file: string): Promise<FileMeta> {
-      const init: RequestInit = { method: "HEAD", redirect: "manual", headers: headers({ "accept-encoding": "identity" }) };
+      const init: RequestInit = {
+        method: "HEAD",
+        redirect: "manual",
+        headers: headers({ "accept-encoding": "identity" }),
+        signal: AbortSignal.timeout(stallMs),
+      };
       const res = await call(resolveUrl(commit, file), init, `${name.repo}/${file} at ${commit}`);
       const etag = (res.headers.get("x-linked-etag") ?? res.headers.get("etag") ?? "").replace(/^W\//, "").replaceAll('"', "");
       const size = Number(res.headers.get("x-linked-size") ?? res.headers.get("content-length"));
@@ -185,10 +205,10 @@ function hubRequests(name: HubName, options: HubOptions) {
       return { file, etag, size };
     },
     /** The file's bytes from `from` on; fetch follows the redirect to the file host (and drops the token there). */
-    download: (commit: string, file: string, from: number) =>
+    download: (commit: string, file: string, from: number, signal: AbortSignal) =>
       call(
         resolveUrl(commit, file),
-        { headers: headers(from > 0 ? { range: `bytes=${from}-` } : {}) },
+        { headers: headers(from > 0 ? { range: `bytes=${from}-` } : {}), signal },
         `${name.repo}/${file} at ${commit}`,
       ),
   };
@@ -197,7 +217,10 @@ function hubRequests(name: HubName, options: HubOptions) {
 /** The hub's refusal (401, 403, 404): trying again will not help. */
 class HubRefusal extends Error {}
 
+/** Attempts in a row that bring no byte before a blob's download fails. */
 const ATTEMPTS = 5;
+
+const partSize = async (file: string) => (await stat(file).catch(() => undefined))?.size ?? 0;
 
 /** Downloads one blob under its lock, resuming its .incomplete part, and checks it against its ETag. */
 async function fetchBlob(hub: HubRequests, folder: string, commit: string, m: FileMeta, progress: Progress): Promise<void> {
@@ -208,14 +231,18 @@ async function fetchBlob(hub: HubRequests, folder: string, commit: string, m: Fi
     if (await validBlob(folder, m.etag)) return progress.at(m.file, m.size);
     await rm(blob, { force: true });
     const incomplete = `${blob}.incomplete`;
-    for (let attempt = 1; ; attempt++) {
+    // An attempt that brought bytes does not count: a long file over a poor link gets there.
+    for (let attempt = 1; ; ) {
+      const had = await partSize(incomplete);
       try {
         await download(hub, commit, m, incomplete, progress);
         if (await blobMatches(incomplete, m.etag)) break;
         await rm(incomplete, { force: true });
         throw new Error(`${m.file} does not match its ETag ${m.etag}`);
       } catch (e) {
-        if (attempt >= ATTEMPTS || e instanceof HubRefusal) throw e;
+        if (e instanceof HubRefusal) throw e;
+        if ((await partSize(incomplete)) > had) attempt = 1;
+        else if (++attempt > ATTEMPTS) throw e;
         progress.log?.warn({ file: m.file, attempt, err: (e as Error).message }, "download interrupted; resuming");
         await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
       }
@@ -226,22 +253,42 @@ async function fetchBlob(hub: HubRequests, folder: string, commit: string, m: Fi
   }
 }
 
+/**
+ * Appends the file's bytes to `incomplete` from its size on (or writes them from the start where
+ * the host ignores the Range), aborting once the connection sends nothing for the stall timeout.
+ */
 async function download(hub: HubRequests, commit: string, m: FileMeta, incomplete: string, progress: Progress): Promise<void> {
-  const have = (await stat(incomplete).catch(() => undefined))?.size ?? 0;
-  const res = await hub.download(commit, m.file, have < m.size ? have : 0);
-  // A 200 to a Range request is the whole file: start over.
-  const resumed = res.status === 206;
-  const out = await open(incomplete, resumed ? "a" : "w");
-  let bytes = resumed ? have : 0;
+  const have = await partSize(incomplete);
+  const stall = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const watch = () => {
+    clearTimeout(timer);
+    timer = setTimeout(
+      () => stall.abort(new Error(`${m.file}: the connection sent nothing for ${hub.stallMs / 1000} s (HF_HUB_DOWNLOAD_TIMEOUT)`)),
+      hub.stallMs,
+    );
+  };
+  watch();
+  let out: Awaited<ReturnType<typeof open>> | undefined;
   try {
+    const res = await hub.download(commit, m.file, have < m.size ? have : 0, stall.signal);
+    // A 200 to a Range request is the whole file: start over.
+    const resumed = res.status === 206;
+    out = await open(incomplete, resumed ? "a" : "w");
+    let bytes = resumed ? have : 0;
     if (!res.body) throw new Error(`no body for ${m.file}`);
     for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+      watch();
       await out.write(chunk);
       bytes += chunk.byteLength;
       progress.at(m.file, bytes);
     }
+  } catch (e) {
+    // The body's reader fails with the abort's reason or a bare AbortError, depending on when it came.
+    throw stall.signal.aborted ? stall.signal.reason : e;
   } finally {
-    await out.close();
+    clearTimeout(timer);
+    await out?.close();
   }
 }
 
