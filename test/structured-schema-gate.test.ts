@@ -126,7 +126,6 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
       /keyword "uniqueItems" at \/properties\/tags is not supported/,
     ],
     [{ not: { type: "null" } }, /keyword "not" at \/ is not supported/],
-    [{ allOf: [{ type: "string" }] }, /keyword "allOf" at \/ is not supported/],
     [
       { oneOf: [{ type: "integer" }, { type: "number", minimum: 5 }] },
       /"oneOf" at \/oneOf is supported only where its branches allow different types; branches 0 and 1 may both be number/,
@@ -136,14 +135,10 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
       /branches 0 and 3 may both be object/,
     ],
     [{ oneOf: [{ type: "string" }, {}] }, /branches 0 and 1 may both be string/],
-    [{ oneOf: [{ type: "string" }], type: "string" }, /keyword "type" at \/ cannot be combined with "oneOf"/],
     ['{"if":{"type":"string"},"then":{},"else":{}}', /keyword "if" at \/ is not supported/],
     [{ type: "array", contains: { type: "string" } }, /keyword "contains" at \/ is not supported/],
     [{ type: "array", items: { minContains: 1 } }, /keyword "minContains" at \/items is not supported/],
-    [{ type: "object", patternProperties: { "^a": {} } }, /keyword "patternProperties" at \/ is not supported/],
     [{ type: "object", propertyNames: { maxLength: 3 } }, /keyword "propertyNames" at \/ is not supported/],
-    [{ type: "object", minProperties: 1 }, /keyword "minProperties" at \/ is not supported/],
-    [{ type: "object", maxProperties: 1 }, /keyword "maxProperties" at \/ is not supported/],
     [{ type: "object", dependentRequired: { a: ["b"] } }, /keyword "dependentRequired" at \/ is not supported/],
     [{ type: "object", dependentSchemas: { a: {} } }, /keyword "dependentSchemas" at \/ is not supported/],
     [{ type: "object", unevaluatedProperties: false }, /keyword "unevaluatedProperties" at \/ is not supported/],
@@ -162,13 +157,25 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
     [{ type: "string", format: "ipv4" }, /format "ipv4" at \/format is not supported/],
     [{ type: "string", format: "date", maxLength: 12 }, /keyword "maxLength" at \/ cannot be combined with "format"/],
     [{ $ref: "https://example.com/schema.json" }, /"\$ref" "https:\/\/example.com\/schema.json" at \/\$ref is not supported/],
-    [{ $ref: "#/properties/a" }, /"\$ref" "#\/properties\/a" at \/\$ref is not supported/],
     [{ $defs: {}, $ref: "#/$defs/missing" }, /"\$ref" "#\/\$defs\/missing" at \/\$ref does not resolve/],
-    [{ $defs: { a: {} }, $ref: "#/$defs/a", type: "object" }, /keyword "type" at \/ cannot be combined with "\$ref"/],
-    [{ anyOf: [{ type: "string" }], maxLength: 3 }, /keyword "maxLength" at \/ cannot be combined with "anyOf"/],
+    [{ $ref: "#/properties/a" }, /"\$ref" "#\/properties\/a" at \/\$ref does not resolve/],
+    [
+      { allOf: [{ type: "string", pattern: "a" }, { pattern: "b" }] },
+      /"allOf" or "\$ref" at \/: "pattern" appears on both sides with different values/,
+    ],
+    [
+      { $defs: { a: { allOf: [{ $ref: "#/$defs/a" }] } }, $ref: "#/$defs/a" },
+      /"\$ref" "#\/\$defs\/a" at \/\$defs\/a\/allOf\/0\/\$ref refers to itself through "allOf"/,
+    ],
+    [
+      { type: "object", minProperties: 2, properties: { a: {} } },
+      /"minProperties" at \/minProperties asks for more properties than it lists/,
+    ],
+    [
+      { type: "object", maxProperties: 1, properties: { a: {}, b: {} }, required: ["a", "b"] },
+      /"maxProperties" at \/maxProperties allows fewer/,
+    ],
     [{ type: "strnig" }, /"type" at \/type must be one of/],
-    [{ type: "object", required: ["a"] }, /required property "a" at \/required is not in "properties"/],
-    [{ type: "array", items: [{ type: "string" }] }, /"items" at \/items must be a schema \(use "prefixItems" for tuples\)/],
     [{ type: "string", minLength: -1 }, /"minLength" at \/minLength must be a non-negative integer/],
     [{ type: "number", minimum: "0" }, /"minimum" at \/minimum must be a number/],
     [{ type: "number", exclusiveMinimum: "0" }, /"exclusiveMinimum" at \/exclusiveMinimum must be a number/],
@@ -178,6 +185,96 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
   ];
   for (const [schema, message] of refusals) {
     it(message.source, () => assert.throws(() => compile(schema), refused(message)));
+  }
+});
+
+describe("schema gate: intersections and the keywords beside them", () => {
+  const cases: Array<[string, object, string[], string[]]> = [
+    [
+      "allOf merges properties and required, the members' first",
+      {
+        definitions: { base: { type: "object", properties: { id: { type: "integer" } }, required: ["id"] } },
+        allOf: [{ $ref: "#/definitions/base" }, { properties: { tag: { enum: ["a", "b"] } } }],
+        properties: { name: { type: "string" } },
+        required: ["name"],
+      },
+      ['{"id":1,"name":"n"}', '{"id":1,"tag":"a","name":"n"}'],
+      ['{"name":"n"}', '{"id":1}', '{"id":1,"tag":"c","name":"n"}', '{"name":"n","id":1}'],
+    ],
+    [
+      "allOf intersects types, bounds and enums",
+      { allOf: [{ type: ["integer", "string"], minimum: 2 }, { type: "number", maximum: 5 }, { enum: [1, 3, 7, "x"] }] },
+      ["3"],
+      ["1", "7", '"x"', "2.5"],
+    ],
+    [
+      "a property one side lists must match the other's additionalProperties",
+      {
+        allOf: [
+          { properties: { a: { type: "string" } } },
+          { properties: { b: {} }, additionalProperties: { type: "string", maxLength: 1 } },
+        ],
+      },
+      ['{"a":"x","b":1}', "{}"],
+      ['{"a":"xy"}'],
+    ],
+    [
+      "$ref beside keywords",
+      { $defs: { a: { type: "array", items: { type: "integer" } } }, $ref: "#/$defs/a", maxItems: 2 },
+      ["[1,2]"],
+      ["[1,2,3]", '["x"]'],
+    ],
+    ["anyOf beside keywords", { type: "string", anyOf: [{ maxLength: 2 }, { minLength: 5 }] }, ['"ab"', '"abcde"'], ['"abc"', "1"]],
+    ["oneOf beside keywords", { oneOf: [{ type: "integer" }, { type: "string" }], type: "integer" }, ["1"], ['"s"']],
+    [
+      "patternProperties: names as JSON Schema reads a pattern (anywhere unless anchored)",
+      { type: "object", patternProperties: { "^x-": { type: "integer" }, id: { type: "integer" } }, additionalProperties: false },
+      ['{"x-a":1}', '{"my_id_no":2}', "{}"],
+      ['{"y":1}', '{"x-a":"s"}', '{"ax-":1}'],
+    ],
+    [
+      "patternProperties hold listed properties whose names they match",
+      { type: "object", properties: { count: {} }, patternProperties: { "^c": { type: "integer" } } },
+      ['{"count":1}'],
+      ['{"count":"x"}'],
+    ],
+    ["required names the schema does not list", { type: "object", required: ["a"] }, ['{"a":[1]}', '{"a":null}'], ["{}"]],
+    [
+      "minProperties and maxProperties on a map",
+      { type: "object", minProperties: 1, maxProperties: 2, additionalProperties: { type: "integer" } },
+      ['{"a":1}', '{"a":1,"b":2}'],
+      ["{}", '{"a":1,"b":2,"c":3}'],
+    ],
+    [
+      "minProperties makes the first optional properties required, maxProperties leaves the last out",
+      { type: "object", properties: { a: {}, b: {}, c: {} }, minProperties: 1, maxProperties: 2 },
+      ['{"a":1}', '{"a":1,"b":2}'],
+      ["{}", '{"b":1}', '{"a":1,"b":2,"c":3}'],
+    ],
+    [
+      "draft 4 tuples: items as an array, additionalItems",
+      { type: "array", items: [{ type: "integer" }, { type: "string" }], additionalItems: false },
+      ['[1,"a"]', "[1]", "[]"],
+      ['[1,"a",2]', '["a"]'],
+    ],
+    ["$ref to any JSON Pointer", { properties: { a: { $ref: "#/properties/b" }, b: { type: "integer" } } }, ['{"a":1}'], ['{"a":"x"}']],
+    [
+      "$ref to an $id and to an $anchor",
+      {
+        $defs: { n: { $id: "https://example.com/n.json", type: "integer" }, s: { $anchor: "str", type: "string" } },
+        prefixItems: [{ $ref: "n.json" }, { $ref: "#str" }],
+        items: false,
+      },
+      ['[1,"a"]'],
+      ['["a",1]'],
+    ],
+  ];
+  for (const [name, schema, valid, invalid] of cases) {
+    it(name, () => {
+      const automaton = compile(schema);
+      for (const text of valid) assert.ok(accepts(automaton, text), `accepts ${text}`);
+      for (const text of invalid) assert.ok(!accepts(automaton, text), `refuses ${text}`);
+    });
   }
 });
 

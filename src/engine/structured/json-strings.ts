@@ -18,7 +18,8 @@ import {
   repeat,
   sequence,
 } from "./byte-nfa.ts";
-import { type RegexNode, regexFragment } from "./regex.ts";
+import { searchFragment } from "./pattern-search.ts";
+import { parseRegex, type RegexNode, regexFragment } from "./regex.ts";
 import type { StringFormat } from "./schema-gate.ts";
 
 /** The code points JSON writes as an escape: `"`, `\` and the controls. */
@@ -125,6 +126,12 @@ const FORMAT_CONTENT: Record<StringFormat, Fragment> = { date, time, "date-time"
 /** A quoted string whose content, read as characters, matches `regex` as a whole. */
 export function patternString(regex: RegexNode): Fragment {
   return sequence(literal('"'), regexFragment(regex, jsonCodePoints), literal('"'));
+}
+
+/** A quoted string with a match of `pattern` somewhere in it, as JSON Schema reads a pattern. */
+export function searchString(pattern: string): Fragment {
+  const regex = parseRegex(pattern, `response_format schema pattern ${JSON.stringify(pattern)}`);
+  return sequence(literal('"'), searchFragment(pattern, regexFragment(regex, jsonCodePoints), repeat(jsonChar, 0, Infinity)), literal('"'));
 }
 
 /** A quoted string in `format`. */

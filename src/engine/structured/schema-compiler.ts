@@ -8,7 +8,7 @@
  */
 import { alternatives, ByteNfa, type Fragment, literal, never, oneOfBytes, sequence } from "./byte-nfa.ts";
 import { jsonNumber } from "./json-numbers.ts";
-import { formatString, jsonString, patternString } from "./json-strings.ts";
+import { formatString, jsonString, patternString, searchString } from "./json-strings.ts";
 import { LazyDfa } from "./lazy-dfa.ts";
 import type { GatedSchema, SchemaNode } from "./schema-gate.ts";
 
@@ -43,19 +43,15 @@ const withFreeNames = new WeakSet<ByteNfa>();
 /** Whether `nfa` holds an object with free names (a `jsonMap`). */
 export const hasFreeNames = (nfa: ByteNfa) => withFreeNames.has(nfa);
 
-/** An object with any keys, each value a `value`. */
-export function jsonMap(value: Fragment): Fragment {
+/**
+ * An object with names of its own choosing (any string, or one of `names`), each value a
+ * `value`, between `minMembers` and `maxMembers` of them.
+ */
+export function jsonMap(value: Fragment, names: Fragment = jsonString(0), minMembers = 0, maxMembers = Infinity): Fragment {
+  const member = sequence(names, colon, value);
   return (nfa, from) => {
     withFreeNames.add(nfa);
-    const open = literal("{")(nfa, from);
-    const to = literal("}")(nfa, open);
-    const member = nfa.add();
-    nfa.epsilon(open, member);
-    const after = nfa.add();
-    nfa.epsilon(sequence(jsonString(0), colon, value)(nfa, member), after);
-    nfa.epsilon(comma(nfa, after), member);
-    nfa.range(after, 0x7d, 0x7d, to);
-    return to;
+    return jsonList("{", "}", [], member, minMembers, maxMembers)(nfa, from);
   };
 }
 
@@ -96,32 +92,37 @@ function jsonObject(properties: readonly PropertyFragment[]): Fragment {
   };
 }
 
+/** A JSON array of `prefix[i]` for the first items and `items` for the rest. */
+const jsonArray = (prefix: readonly Fragment[], items: Fragment, minItems: number, maxItems: number) =>
+  jsonList("[", "]", prefix, items, minItems, maxItems);
+
 /**
- * `prefix[i]` for the first items, `items` for the rest, between `minItems` and `maxItems` of
- * them. Items are unrolled one by one as far as the prefix and `minItems` need; an unbounded
- * rest is one copy of `items` in a loop.
+ * `open`, then `prefix[i]` for the first members and `item` for the rest, between `min` and
+ * `max` of them, comma-separated, then `close`. Members are unrolled one by one as far as the
+ * prefix and `min` need; an unbounded rest is one copy of `item` in a loop.
  */
-function jsonArray(prefix: readonly Fragment[], items: Fragment, minItems: number, maxItems: number): Fragment {
+function jsonList(open: string, close: string, prefix: readonly Fragment[], item: Fragment, min: number, max: number): Fragment {
+  const closing = close.charCodeAt(0);
   return (nfa, from) => {
     const to = nfa.add();
-    let at = literal("[")(nfa, from);
+    let at = literal(open)(nfa, from);
     const itemFrom = (i: number, state: number) => (i === 0 ? state : comma(nfa, state));
-    const last = maxItems === Infinity ? Math.max(prefix.length, minItems) : maxItems;
+    const last = max === Infinity ? Math.max(prefix.length, min) : max;
     for (let i = 0; i < last; i++) {
-      if (i >= minItems) nfa.range(at, 0x5d, 0x5d, to);
+      if (i >= min) nfa.range(at, closing, closing, to);
       const next = nfa.add();
-      nfa.epsilon((prefix[i] ?? items)(nfa, itemFrom(i, at)), next);
+      nfa.epsilon((prefix[i] ?? item)(nfa, itemFrom(i, at)), next);
       at = next;
     }
-    if (last >= minItems) nfa.range(at, 0x5d, 0x5d, to);
-    if (maxItems === Infinity) {
-      const item = nfa.add();
+    if (last >= min) nfa.range(at, closing, closing, to);
+    if (max === Infinity) {
+      const loop = nfa.add();
       const after = nfa.add();
-      if (last === 0) nfa.epsilon(at, item);
-      else nfa.epsilon(comma(nfa, at), item);
-      nfa.epsilon(items(nfa, item), after);
-      nfa.epsilon(comma(nfa, after), item);
-      nfa.range(after, 0x5d, 0x5d, to);
+      if (last === 0) nfa.epsilon(at, loop);
+      else nfa.epsilon(comma(nfa, at), loop);
+      nfa.epsilon(item(nfa, loop), after);
+      nfa.epsilon(comma(nfa, after), loop);
+      nfa.range(after, closing, closing, to);
     }
     return to;
   };
@@ -156,8 +157,10 @@ class SchemaCompiler {
         return jsonNumber(node.integer, node.lower, node.upper);
       case "object":
         return jsonObject(node.properties.map((p) => ({ name: p.name, required: p.required, value: this.fragment(p.schema) })));
-      case "map":
-        return jsonMap(this.fragment(node.values));
+      case "map": {
+        const names = node.names && alternatives(...node.names.map((pattern) => searchString(pattern)));
+        return jsonMap(this.fragment(node.values), names, node.minProperties, node.maxProperties);
+      }
       case "array":
         return jsonArray(
           node.prefixItems.map((item) => this.fragment(item)),

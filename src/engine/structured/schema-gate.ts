@@ -13,7 +13,9 @@
  */
 import { describeValue, invalidArgument } from "../../errors.ts";
 import { canonicalJson, isJsonObject, type JsonObject, type JsonValue, parseOrderedJson, stringifyCompact } from "./ordered-json.ts";
+import { createPatternTest } from "./pattern-search.ts";
 import { parseRegex, type RegexNode, regexLengths } from "./regex.ts";
+import { IntersectionError, intersectSchemas } from "./schema-intersection.ts";
 
 export type StringFormat = "date" | "date-time" | "time" | "email" | "uuid";
 
@@ -38,8 +40,11 @@ export type SchemaNode =
   | { kind: "string"; minLength: number; maxLength?: number; format?: StringFormat; pattern?: RegexNode }
   | { kind: "number"; integer: boolean; lower?: NumberBound; upper?: NumberBound }
   | { kind: "object"; properties: PropertyNode[] }
-  /** An object with any keys, every value matching `values`. */
-  | { kind: "map"; values: SchemaNode }
+  /**
+   * An object with names of its own choosing, every value matching `values`; with `names`, each
+   * name matches one of these patterns (as JSON Schema reads a pattern: somewhere in the name).
+   */
+  | { kind: "map"; values: SchemaNode; names?: string[]; minProperties?: number; maxProperties?: number }
   | { kind: "array"; prefixItems: SchemaNode[]; items: SchemaNode; minItems: number; maxItems?: number }
   | { kind: "anyOf"; options: SchemaNode[] }
   /** A `$ref`, by its text; the target is in the gated schema's definitions. */
@@ -63,6 +68,10 @@ const SCHEMA_LIMITS = {
   maxItems: 1000,
 } as const;
 
+/** The budget of the automaton that tests a property name against a `patternProperties` pattern. */
+const NAME_TEST_STATES = 100_000;
+const NAME_TEST_MS = 250;
+
 /** Number bounds beyond this could let digit texts overflow a double. */
 const MAX_BOUND = 1e300;
 
@@ -76,7 +85,6 @@ type TypeName = (typeof TYPES)[number];
  * an annotation.
  */
 const UNSUPPORTED = new Set([
-  "allOf",
   "not",
   "if",
   "then",
@@ -84,12 +92,8 @@ const UNSUPPORTED = new Set([
   "dependencies",
   "dependentRequired",
   "dependentSchemas",
-  "patternProperties",
   "propertyNames",
-  "minProperties",
-  "maxProperties",
   "unevaluatedProperties",
-  "additionalItems",
   "unevaluatedItems",
   "contains",
   "minContains",
@@ -120,8 +124,8 @@ const UNSUPPORTED_FORMATS = new Set([
 
 /** The constraining keywords of each type; a schema without `type` allows the types whose keywords it uses. */
 const FAMILIES: Record<"object" | "array" | "string" | "number", readonly string[]> = {
-  object: ["properties", "required", "additionalProperties"],
-  array: ["items", "prefixItems", "minItems", "maxItems"],
+  object: ["properties", "required", "additionalProperties", "patternProperties", "minProperties", "maxProperties"],
+  array: ["items", "prefixItems", "additionalItems", "minItems", "maxItems"],
   string: ["minLength", "maxLength", "format", "pattern"],
   number: ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"],
 };
@@ -131,7 +135,7 @@ const FAMILY_KEYWORDS = new Set(Object.values(FAMILIES).flat());
 const COMBINATORS = ["$ref", "anyOf", "oneOf"] as const;
 
 /** The keywords the gate enforces. */
-const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", ...COMBINATORS]);
+const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", "allOf", ...COMBINATORS]);
 
 /** Whether a keyword constrains nothing: neither enforced nor refused. */
 const isAnnotation = (keyword: string) => !ENFORCED.has(keyword) && !UNSUPPORTED.has(keyword);
@@ -169,6 +173,9 @@ class Gate {
   private readonly root: JsonValue;
   private readonly definitions = new Map<string, SchemaNode>();
   private readonly pendingRefs: Array<{ ref: string; pointer: string }> = [];
+  private readonly nameTests = new Map<string, (name: string) => boolean>();
+  /** Subschemas by their `$id` (draft 4: `id`) and `$anchor`, with their pointers. */
+  private ids: Map<string, { target: JsonValue; pointer: string }> | undefined;
   private properties = 0;
 
   constructor(root: JsonValue) {
@@ -190,17 +197,84 @@ class Gate {
     if (value === false) return { kind: "never" };
     if (!isJsonObject(value)) throw refuse(`the schema at ${pointer || "/"} must be an object or a boolean`);
     for (const keyword of value.keys()) this.checkKnown(keyword, pointer);
-    const constraining = [...value.keys()].filter((k) => !isAnnotation(k));
-    for (const combinator of COMBINATORS) {
-      if (!value.has(combinator)) continue;
-      const other = constraining.find((k) => k !== combinator);
-      if (other !== undefined) throw refuse(`${describe(other, pointer)} cannot be combined with "${combinator}"`);
-    }
+    const flat = this.flatten(value, pointer);
+    if (flat !== value) return this.schema(flat, pointer);
     if (value.has("$ref")) return this.ref(value.get("$ref")!, pointerTo(pointer, "$ref"));
     if (value.has("anyOf")) return this.anyOf(value.get("anyOf")!, pointerTo(pointer, "anyOf"));
     if (value.has("oneOf")) return this.oneOf(value.get("oneOf")!, pointerTo(pointer, "oneOf"));
     if (value.has("enum") || value.has("const")) return this.literals(value, pointer);
     return this.typed(value, pointer);
+  }
+
+  /**
+   * The schema as one without `allOf` and with no keyword beside a `$ref`, `anyOf` or `oneOf`:
+   * `allOf`'s members and a `$ref`'s target are intersected with the rest; an `anyOf` or `oneOf`
+   * with keywords beside it takes them into each branch (exactly one branch of a `oneOf` still
+   * matches, since every branch now also holds the rest). `value` itself when it is one already.
+   */
+  private flatten(value: JsonObject, pointer: string): JsonValue {
+    const constraining = [...value.keys()].filter((k) => !isAnnotation(k));
+    const combinator = COMBINATORS.find((c) => value.has(c));
+    if (!value.has("allOf") && (combinator === undefined || constraining.length === 1)) return value;
+    const merged = this.expand(value, pointer, []);
+    if (!isJsonObject(merged)) return merged;
+    const either = (["anyOf", "oneOf"] as const).find((c) => merged.has(c));
+    if (either === undefined) return merged;
+    const rest: JsonObject = new Map([...merged].filter(([k]) => k !== either && !isAnnotation(k)));
+    if (rest.size === 0) return merged;
+    const branches = merged.get(either);
+    if (!Array.isArray(branches)) throw refuse(`"${either}" at ${pointerTo(pointer, either)} must be a non-empty array`);
+    return new Map([[either, branches.map((branch) => new Map([["allOf", [rest, branch]]]))]]);
+  }
+
+  /** `value` with its `allOf` members and its `$ref`'s target merged in; `refs` are the ones being expanded. */
+  private expand(value: JsonValue, pointer: string, refs: readonly string[]): JsonValue {
+    if (!isJsonObject(value)) return value;
+    for (const keyword of value.keys()) this.checkKnown(keyword, pointer);
+    // The members and the target first: their properties come first in the output, as a base
+    // class's fields come before a subclass's.
+    const parts: Array<{ schema: JsonValue; pointer: string; refs: readonly string[] }> = [];
+    const rest = new Map(value);
+    const members = rest.get("allOf");
+    rest.delete("allOf");
+    const ref = rest.get("$ref");
+    rest.delete("$ref");
+    if (members !== undefined) {
+      const at = pointerTo(pointer, "allOf");
+      if (!Array.isArray(members) || members.length === 0) throw refuse(`"allOf" at ${at} must be a non-empty array`);
+      for (const [i, member] of members.entries()) parts.push({ schema: member, pointer: pointerTo(at, i), refs });
+    }
+    if (ref !== undefined) {
+      const at = pointerTo(pointer, "$ref");
+      if (typeof ref !== "string") throw refuse(`"$ref" at ${at} must be a string`);
+      if (refs.includes(ref)) throw refuse(`"$ref" ${describeValue(ref)} at ${at} refers to itself through "allOf" or keywords beside it`);
+      const target = this.resolve(ref, at);
+      parts.push({ schema: target.target, pointer: target.pointer, refs: [...refs, ref] });
+    }
+    parts.push({ schema: rest, pointer, refs });
+    let merged: JsonValue = true;
+    for (const part of parts) {
+      const schema = part.schema === rest ? rest : this.expand(part.schema, part.pointer, part.refs);
+      try {
+        merged = intersectSchemas(merged, schema, isAnnotation, (pattern, name) => this.nameMatches(pattern, name, pointer));
+      } catch (error) {
+        if (error instanceof IntersectionError) throw refuse(`"allOf" or "$ref" at ${pointer || "/"}: ${error.message}`);
+        throw error;
+      }
+    }
+    return merged;
+  }
+
+  /** Whether `patternProperties` pattern `pattern` (at `pointer`) matches property name `name`. */
+  private nameMatches(pattern: string, name: string, pointer: string): boolean {
+    let test = this.nameTests.get(pattern);
+    if (!test) {
+      const where = `response_format schema: "patternProperties" pattern ${describeValue(pattern)} at ${pointer || "/"}`;
+      const deadline = performance.now() + NAME_TEST_MS;
+      test = createPatternTest(pattern, where, { maxStates: NAME_TEST_STATES, deadline, deadlineMs: NAME_TEST_MS });
+      this.nameTests.set(pattern, test);
+    }
+    return test(name);
   }
 
   private checkKnown(keyword: string, pointer: string): void {
@@ -214,18 +288,75 @@ class Gate {
     return { kind: "ref", ref };
   }
 
-  /** Only local references to the root, `#/$defs/name` and `#/definitions/name`. */
+  /**
+   * A reference within the schema: `#`, a JSON Pointer (`#/$defs/name`, `#/properties/a/items`),
+   * an `$anchor` (`#name`), or the `$id` (draft 4: `id`) of a subschema, with a pointer after it.
+   * Anything else would be fetched from elsewhere, which the gate never does.
+   */
   private resolve(ref: string, pointer: string): { target: JsonValue; pointer: string } {
-    if (ref === "#") return { target: this.root, pointer: "" };
-    const match = /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref);
-    const defs = match && isJsonObject(this.root) ? this.root.get(match[1]!) : undefined;
-    if (!match || !isJsonObject(defs)) {
-      throw refuse(`"$ref" ${describeValue(ref)} at ${pointer} is not supported (only "#", "#/$defs/name" and "#/definitions/name")`);
+    const hash = ref.indexOf("#");
+    const base = hash < 0 ? ref : ref.slice(0, hash);
+    const fragment = hash < 0 ? "" : ref.slice(hash + 1);
+    let start = { target: this.root, pointer: "" };
+    if (base !== "") {
+      const found = this.identified().get(base) ?? this.identified().get(base.replace(/^.*\//, ""));
+      if (!found) throw refuse(`"$ref" ${describeValue(ref)} at ${pointer} is not supported (it names a schema outside this one)`);
+      start = found;
     }
-    const name = match[2]!.replaceAll("~1", "/").replaceAll("~0", "~");
-    const target = defs.get(name);
-    if (target === undefined) throw refuse(`"$ref" ${describeValue(ref)} at ${pointer} does not resolve`);
-    return { target, pointer: pointerTo("", match[1]!, name) };
+    if (fragment === "") return start;
+    if (!fragment.startsWith("/")) {
+      const anchored = this.identified().get(`#${fragment}`);
+      if (!anchored) throw refuse(`"$ref" ${describeValue(ref)} at ${pointer} does not resolve`);
+      return anchored;
+    }
+    let { target, pointer: at } = start;
+    for (const raw of fragment.slice(1).split("/")) {
+      let token: string;
+      try {
+        token = decodeURIComponent(raw).replaceAll("~1", "/").replaceAll("~0", "~");
+      } catch {
+        token = raw;
+      }
+      const next = isJsonObject(target)
+        ? target.get(token)
+        : Array.isArray(target) && /^\d+$/.test(token)
+          ? target[Number(token)]
+          : undefined;
+      if (next === undefined) throw refuse(`"$ref" ${describeValue(ref)} at ${pointer} does not resolve`);
+      target = next;
+      at = pointerTo(at, token);
+    }
+    return { target, pointer: at };
+  }
+
+  /** Every subschema with an `$id`, `id` or `$anchor`, found once. */
+  private identified(): Map<string, { target: JsonValue; pointer: string }> {
+    if (this.ids) return this.ids;
+    const ids = new Map<string, { target: JsonValue; pointer: string }>();
+    const visit = (value: JsonValue, pointer: string, depth: number) => {
+      if (depth > 64) return;
+      if (Array.isArray(value)) {
+        for (const [i, item] of value.entries()) visit(item, pointerTo(pointer, i), depth + 1);
+        return;
+      }
+      if (!isJsonObject(value)) return;
+      for (const keyword of ["$id", "id"]) {
+        const id = value.get(keyword);
+        if (typeof id !== "string" || id === "") continue;
+        const entry = { target: value, pointer };
+        ids.set(id, entry);
+        ids.set(id.replace(/#$/, ""), entry);
+        ids.set(id.replace(/#$/, "").replace(/^.*\//, ""), entry);
+      }
+      const anchor = value.get("$anchor");
+      if (typeof anchor === "string") ids.set(`#${anchor}`, { target: value, pointer });
+      for (const [key, child] of value) {
+        if (key !== "enum" && key !== "const" && key !== "examples" && key !== "default") visit(child, pointerTo(pointer, key), depth + 1);
+      }
+    };
+    visit(this.root, "", 0);
+    this.ids = ids;
+    return ids;
   }
 
   private anyOf(options: JsonValue, pointer: string, keyword = "anyOf"): SchemaNode {
@@ -254,23 +385,28 @@ class Gate {
   }
 
   /** The JSON types a schema may allow, as far as its keywords tell; every type where they do not. */
-  private typesOf(value: JsonValue, refs: Set<string>): Set<TypeName> {
-    const every = new Set<TypeName>(["null", "boolean", "object", "array", "number", "string"]);
+  private typesOf(value: JsonValue, refs: ReadonlySet<string>): Set<TypeName> {
     if (value === false) return new Set();
-    if (!isJsonObject(value)) return every;
+    let types = new Set<TypeName>(["null", "boolean", "object", "array", "number", "string"]);
+    if (!isJsonObject(value)) return types;
+    const narrow = (allowed: Iterable<TypeName>) => {
+      const keep = new Set(allowed);
+      types = new Set([...types].filter((t) => keep.has(t)));
+    };
     const ref = value.get("$ref");
-    if (typeof ref === "string") {
-      if (refs.has(ref)) return every;
-      return this.typesOf(this.resolve(ref, "").target, new Set([...refs, ref]));
+    if (typeof ref === "string" && !refs.has(ref)) narrow(this.typesOf(this.resolve(ref, "").target, new Set([...refs, ref])));
+    const members = value.get("allOf");
+    if (Array.isArray(members)) for (const member of members) narrow(this.typesOf(member, refs));
+    for (const either of ["anyOf", "oneOf"]) {
+      const options = value.get(either);
+      if (Array.isArray(options)) narrow(options.flatMap((option) => [...this.typesOf(option, refs)]));
     }
-    const options = value.get("anyOf") ?? value.get("oneOf");
-    if (Array.isArray(options)) return new Set(options.flatMap((option) => [...this.typesOf(option, refs)]));
     const values = value.has("const") ? [value.get("const")!] : value.get("enum");
-    if (Array.isArray(values)) return new Set(values.map(jsonType));
+    if (Array.isArray(values)) narrow(values.map(jsonType));
     const declared = value.get("type");
     const names = declared === undefined ? this.types(value, "") : Array.isArray(declared) ? declared : [declared];
-    if (names === undefined) return every;
-    return new Set(names.map((name) => (name === "integer" ? "number" : (name as TypeName))));
+    if (names !== undefined) narrow(names.map((name) => (name === "integer" ? "number" : (name as TypeName))));
+    return types;
   }
 
   private literals(value: JsonObject, pointer: string): SchemaNode {
@@ -424,51 +560,101 @@ class Gate {
     return { kind: "number", integer, lower, upper };
   }
 
+  /**
+   * Listed and required properties are written in schema order, each also matching the
+   * `patternProperties` its name matches, and no others (a narrowing). Without any, the object
+   * is a map of the names `additionalProperties` and `patternProperties` allow.
+   * `minProperties` beyond the required ones makes the first optional ones required, and
+   * `maxProperties` below the listed ones leaves the last optional ones out (narrowings both).
+   */
   private object(value: JsonObject, pointer: string): SchemaNode {
     const properties = value.get("properties");
     const required = value.get("required") ?? [];
     const additional = value.get("additionalProperties");
+    const patterns = value.get("patternProperties");
     const requiredAt = pointerTo(pointer, "required");
     if (!Array.isArray(required) || required.some((r) => typeof r !== "string") || new Set(required).size !== required.length) {
       throw refuse(`"required" at ${requiredAt} must be an array of distinct strings`);
     }
-    if (properties !== undefined && !isJsonObject(properties)) {
-      throw refuse(`"properties" at ${pointerTo(pointer, "properties")} must be an object`);
-    }
-    const listed = properties ?? new Map<string, JsonValue>();
-    for (const name of required as string[]) {
-      if (!listed.has(name)) throw refuse(`required property ${describeValue(name)} at ${requiredAt} is not in "properties"`);
+    for (const [keyword, schemas] of [
+      ["properties", properties],
+      ["patternProperties", patterns],
+    ] as const) {
+      if (schemas !== undefined && !isJsonObject(schemas)) throw refuse(`"${keyword}" at ${pointerTo(pointer, keyword)} must be an object`);
     }
     if (additional !== undefined && typeof additional !== "boolean" && !isJsonObject(additional)) {
       throw refuse(`"additionalProperties" at ${pointerTo(pointer, "additionalProperties")} must be a schema`);
     }
-    // Without listed properties the object is a map of the additional ones; with them, only those are written.
-    if (listed.size === 0 && additional !== false) {
-      const values =
-        additional === undefined ? { kind: "any" as const } : this.schema(additional, pointerTo(pointer, "additionalProperties"));
-      return { kind: "map", values };
+    const minProperties = this.count(value, "minProperties", pointer, SCHEMA_LIMITS.properties) ?? 0;
+    const maxProperties = this.count(value, "maxProperties", pointer);
+    const byPattern = (patterns as JsonObject | undefined) ?? new Map<string, JsonValue>();
+    const listed = new Map((properties as JsonObject | undefined) ?? []);
+    // A required name the schema does not list still needs a value: what its rules for other names allow.
+    for (const name of required as string[]) {
+      if (listed.has(name)) continue;
+      const matching = [...byPattern].filter(([pattern]) => this.nameMatches(pattern, name, pointer));
+      const schema = matching.length > 0 ? new Map([["allOf", matching.map(([, s]) => s)]]) : (additional ?? true);
+      listed.set(name, schema);
     }
+    if (listed.size === 0) return this.map(value, pointer, byPattern, minProperties, maxProperties);
     this.properties += listed.size;
     if (this.properties > SCHEMA_LIMITS.properties) throw refuse(`more than ${SCHEMA_LIMITS.properties} properties`);
-    return {
-      kind: "object",
-      properties: [...listed].map(([name, schema]) => ({
+    const nodes = [...listed].map(([name, schema]) => {
+      const matching = [...byPattern].filter(([pattern]) => this.nameMatches(pattern, name, pointer)).map(([, s]) => s);
+      const at = pointerTo(pointer, "properties", name);
+      return {
         name,
         required: (required as string[]).includes(name),
-        schema: this.schema(schema, pointerTo(pointer, "properties", name)),
-      })),
-    };
+        schema: this.schema(matching.length > 0 ? new Map([["allOf", [schema, ...matching]]]) : schema, at),
+      };
+    });
+    let missing = minProperties - nodes.filter((p) => p.required).length;
+    for (const node of nodes) {
+      if (missing > 0 && !node.required) {
+        node.required = true;
+        missing--;
+      }
+    }
+    if (missing > 0) throw refuse(`"minProperties" at ${pointerTo(pointer, "minProperties")} asks for more properties than it lists`);
+    let spare = (maxProperties ?? Infinity) - nodes.filter((p) => p.required).length;
+    if (spare < 0) throw refuse(`"maxProperties" at ${pointerTo(pointer, "maxProperties")} allows fewer properties than are required`);
+    const kept = nodes.filter((node) => node.required || spare-- > 0);
+    return { kind: "object", properties: kept };
   }
 
+  /** An object with no listed properties: names free, or each matching a `patternProperties` pattern. */
+  private map(value: JsonObject, pointer: string, byPattern: JsonObject, minProperties: number, maxProperties?: number): SchemaNode {
+    const additional = value.get("additionalProperties");
+    const limits = { minProperties, maxProperties };
+    if (byPattern.size === 0) {
+      if (additional === false) return minProperties === 0 ? { kind: "literals", texts: ["{}"] } : { kind: "never" };
+      const values =
+        additional === undefined ? { kind: "any" as const } : this.schema(additional, pointerTo(pointer, "additionalProperties"));
+      return { kind: "map", values, ...limits };
+    }
+    // A name may match several patterns, or none: its value is held to all of them (a narrowing).
+    const all: JsonValue[] = [...byPattern.values()];
+    if (additional === false) {
+      for (const pattern of byPattern.keys()) parseRegex(pattern, `response_format schema: "patternProperties" at ${pointer || "/"}`);
+      const values = this.schema(new Map([["allOf", all]]), pointerTo(pointer, "patternProperties"));
+      return { kind: "map", values, names: [...byPattern.keys()], ...limits };
+    }
+    if (additional !== undefined) all.push(additional);
+    return { kind: "map", values: this.schema(new Map([["allOf", all]]), pointerTo(pointer, "patternProperties")), ...limits };
+  }
+
+  /** Draft 2020-12's `prefixItems` and `items`, or draft 4's tuple `items` (an array) and `additionalItems`. */
   private array(value: JsonObject, pointer: string): SchemaNode {
-    const items = value.get("items");
-    const prefix = value.get("prefixItems") ?? [];
-    if (Array.isArray(items)) throw refuse(`"items" at ${pointerTo(pointer, "items")} must be a schema (use "prefixItems" for tuples)`);
+    const tuple = Array.isArray(value.get("items"));
+    const prefixKeyword = tuple ? "items" : "prefixItems";
+    const restKeyword = tuple ? "additionalItems" : "items";
+    const prefix = value.get(prefixKeyword) ?? [];
+    const items = value.get(restKeyword);
     if (!Array.isArray(prefix)) throw refuse(`"prefixItems" at ${pointerTo(pointer, "prefixItems")} must be an array`);
     return {
       kind: "array",
-      prefixItems: prefix.map((item, i) => this.schema(item, pointerTo(pointer, "prefixItems", i))),
-      items: items === undefined ? { kind: "any" } : this.schema(items, pointerTo(pointer, "items")),
+      prefixItems: prefix.map((item, i) => this.schema(item, pointerTo(pointer, prefixKeyword, i))),
+      items: items === undefined ? { kind: "any" } : this.schema(items, pointerTo(pointer, restKeyword)),
       minItems: this.count(value, "minItems", pointer, SCHEMA_LIMITS.maxItems) ?? 0,
       maxItems: this.upTo(value, "maxItems", pointer, SCHEMA_LIMITS.maxItems),
     };
