@@ -8,6 +8,7 @@
  *                                                   answer every image into a JSONL file (glance batch --help)
  *   glance pull ORG/NAME[@REVISION] [--dtype D]     fetch a model from the hub into its cache
  *   glance models [rm ORG/NAME]                     list the cached models, or remove one
+ *   glance audit DIR [--since T] [--until T] [...]   filter an audit log into JSONL or CSV
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -15,6 +16,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { InferenceService, Role } from "../gen/glance/v1/inference_pb.js";
+import { AUDIT_USAGE, auditCommand } from "./audit/audit-command.ts";
 import { batchCommand } from "./batch/batch-command.ts";
 import { configHelp, loadConfig } from "./config.ts";
 import { startGlanceServer } from "./glance-server.ts";
@@ -30,6 +32,7 @@ const USAGE = `usage:
                                                progress, resume and accuracy against labels
                                                (in this process without --server; glance batch --help)
 ${HUB_USAGE}
+${AUDIT_USAGE}
 
 serve options (flag, environment variable, meaning):
 ${configHelp()}`;
@@ -111,6 +114,7 @@ try {
   else if (command === "batch") process.exitCode = await batchCommand(rest);
   else if (command === "pull") process.exitCode = await pullCommand(rest);
   else if (command === "models") process.exitCode = await modelsCommand(rest);
+  else if (command === "audit") process.exitCode = await auditCommand(rest);
   else {
     console.log(USAGE);
     process.exitCode = command === undefined || command === "help" || command === "--help" ? 0 : 2;

@@ -31,6 +31,7 @@ const BUGS: Record<string, Engine["prepare"]> = {
   "mid-stream": async () => ({
     requestId: "bug",
     tokens: 1,
+    images: [],
     release() {},
     async *events() {
       yield { type: "delta" as const, text: "A", tokenIds: [1] };

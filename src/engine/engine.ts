@@ -250,6 +250,8 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
     return {
       requestId: id,
       tokens: processed.prompt.ids.length + processed.request.maxTokens,
+      // The prompt builder keys images by the SHA-256 of their bytes (the vision cache's key).
+      images: processed.prompt.images.map((im) => ({ sha256: im.key, bytes: im.bytes.length })),
       events,
       release() {
         if (!started) settle();

@@ -57,6 +57,8 @@ export interface PreparedRequest {
   readonly requestId: string;
   /** Prompt tokens plus max_tokens: the most the request can use, what a token rate limit reserves. */
   readonly tokens: number;
+  /** The request's images, resolved to bytes (URLs fetched), in prompt order: for the audit log. */
+  readonly images: readonly ImageDigest[];
   /**
    * Runs the request, once: from the response cache or the model. The events end with done, or
    * the iteration throws the request's error; ending the iteration early cancels the request.
@@ -64,6 +66,12 @@ export interface PreparedRequest {
   events(): AsyncGenerator<EngineEvent>;
   /** Frees the place of a request that will not run; does nothing once `events` has started. */
   release(): void;
+}
+
+/** An image as the audit log names it: the SHA-256 of its encoded bytes (hex), and their length. */
+export interface ImageDigest {
+  sha256: string;
+  bytes: number;
 }
 
 export type FinishReason = "stop" | "length";
