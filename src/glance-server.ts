@@ -14,6 +14,7 @@ import { hubOptionsFromEnv, resolveModel } from "./model/hub/hub-client.ts";
 import { createApiKeys } from "./server/api-keys.ts";
 import { createMemoryStore, createRedisStore } from "./server/bucket-store.ts";
 import { createGate } from "./server/gate.ts";
+import { readiness } from "./server/health.ts";
 import { startGrpcServer } from "./server/grpc-server.ts";
 import { startHttpServer } from "./server/http-server.ts";
 import { createInferenceService } from "./server/inference-service.ts";
@@ -49,7 +50,10 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
   const keys = createApiKeys(config.auth, log);
   const lifecycle = createLifecycle(config.hubModel ? "downloading" : "loading");
   // The metrics read the engine's stats only when scraped, so they can come first.
-  const metrics = createMetrics(() => engine.stats());
+  const metrics = createMetrics(() => engine.stats(), {
+    ready: () => readiness(lifecycle, engine) === "ready",
+    queueCapacity: config.engine.maxQueue,
+  });
   const engineDeps: EngineDeps = {
     log,
     faultInjection: options.faultInjection,

@@ -2,7 +2,9 @@
  * A real Prometheus (Debian's) scraping a live Glance: after a few requests, its HTTP API
  * returns Glance's request counter and latency histogram by their names, with the labels the
  * dashboards and the autoscaler rule use, and every query of the Grafana dashboard
- * (deploy/grafana/glance-dashboard.json) parses and names metrics the server exports.
+ * (deploy/grafana/glance-dashboard.json) parses and names metrics the server exports. It loads
+ * the alert rules (deploy/prometheus/alerts.yml): each evaluates on the live series, on names
+ * the server exports, and none fires.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -15,6 +17,7 @@ import { freePort } from "./support/free-port.ts";
 
 const PROMETHEUS = "/usr/bin/prometheus";
 const DASHBOARD = path.resolve(import.meta.dirname, "../deploy/grafana/glance-dashboard.json");
+const ALERTS = path.resolve(import.meta.dirname, "../deploy/prometheus/alerts.yml");
 
 describe("Prometheus scraping Glance", () => {
   let h: Hostile;
@@ -29,7 +32,7 @@ describe("Prometheus scraping Glance", () => {
     dir = mkdtempSync(path.join(tmpdir(), "glance-prometheus-"));
     writeFileSync(
       path.join(dir, "prometheus.yml"),
-      `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: glance\n    static_configs:\n      - targets: ["127.0.0.1:${h.ts.server.httpPort}"]\n`,
+      `global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - ${JSON.stringify(ALERTS)}\nscrape_configs:\n  - job_name: glance\n    static_configs:\n      - targets: ["127.0.0.1:${h.ts.server.httpPort}"]\n`,
     );
     prometheus = spawn(
       PROMETHEUS,
@@ -86,6 +89,30 @@ describe("Prometheus scraping Glance", () => {
       const q = expr.replaceAll("$job", ".*").replaceAll("$__rate_interval", "1m");
       const r = (await (await fetch(`${api}/api/v1/query?query=${encodeURIComponent(q)}`)).json()) as { status: string; error?: string };
       assert.equal(r.status, "success", `${panel}: ${r.error}`);
+    }
+  });
+
+  it("evaluates every alert rule on the live series, on names the server exports, and none fires", async () => {
+    const exported = await (await fetch(`${h.ts.httpUrl}/metrics`)).text();
+    const text = readFileSync(ALERTS, "utf8");
+    for (const [name] of text.matchAll(/glance:[a-z0-9_]+/g)) {
+      const base = name.replace(/_(bucket|sum|count)$/, "");
+      assert.ok(exported.includes(`\n# TYPE ${base} `), `alerts.yml: ${name} is not exported`);
+    }
+    await query("glance:ready == 1");
+    type Rule = { name: string; health: string; state: string; lastError?: string };
+    let rules: Rule[] = [];
+    for (let i = 0; i < 100; i++) {
+      const r = (await (await fetch(`${api}/api/v1/rules?type=alert`)).json()) as { data: { groups: { rules: Rule[] }[] } };
+      rules = r.data.groups.flatMap((g) => g.rules);
+      // Until each rule has been evaluated once ("unknown" before).
+      if (rules.length > 0 && rules.every((rule) => rule.health !== "unknown")) break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    assert.equal(rules.length, [...text.matchAll(/^\s+- alert: /gm)].length, "Prometheus loaded every alert");
+    for (const rule of rules) {
+      assert.equal(rule.health, "ok", `${rule.name}: ${rule.lastError}`);
+      assert.notEqual(rule.state, "firing", `${rule.name} fires on a healthy server`);
     }
   });
 });

@@ -23,7 +23,15 @@ export interface Metrics {
   observeImageFetch(outcome: FetchOutcome): void;
 }
 
-export function createMetrics(stats: () => EngineStats): Metrics {
+/** What the metrics read from the server besides the engine's stats. */
+export interface ServerState {
+  /** Whether readiness says "ready" (the replica takes new requests). */
+  ready(): boolean;
+  /** Requests that may wait beyond a full batch (--max-queue). */
+  queueCapacity: number;
+}
+
+export function createMetrics(stats: () => EngineStats, server: ServerState): Metrics {
   const registry = new client.Registry();
   // The process's own: resident memory, heap, and the event loop's delay (reset at each scrape).
   client.collectDefaultMetrics({ register: registry });
@@ -52,6 +60,19 @@ export function createMetrics(stats: () => EngineStats): Metrics {
   };
   gauge("glance:num_requests_running", "Requests in the running batch.", (s) => s.running);
   gauge("glance:num_requests_waiting", "Requests waiting to be admitted.", (s) => s.waiting);
+  new client.Gauge({
+    name: "glance:ready",
+    help: "1 while readiness is ready (new requests are admitted), 0 while downloading, loading, restarting, failed or draining.",
+    registers: [registry],
+    collect() {
+      this.set(server.ready() ? 1 : 0);
+    },
+  });
+  new client.Gauge({
+    name: "glance:queue_capacity",
+    help: "Requests that may wait beyond a full batch (--max-queue); past it new ones are refused RESOURCE_EXHAUSTED / 429.",
+    registers: [registry],
+  }).set(server.queueCapacity);
   gauge("glance:kv_cache_bytes", "Bytes held by the running batch's key/value cache.", (s) => s.cacheBytes);
   mirrored("glance:image_cache_hits_total", "Images whose vision features came from the cache.", (s) => s.visionCache.hits);
   mirrored("glance:image_cache_misses_total", "Images run through the vision encoder.", (s) => s.visionCache.misses);
