@@ -260,6 +260,20 @@ describe("glance pull and glance models, as commands", () => {
     await assert.rejects(glance(env, "models", "rm", "test-org/tiny"), /test-org\/tiny is not in the cache/);
   });
 
+  it("pulls GLANCE_MODEL's GLANCE_DECODER_DTYPE variant when given no name, as a Kubernetes init container does; a folder has nothing to pull", async () => {
+    const home = tempDir();
+    const env = { HF_ENDPOINT: hub.endpoint, HF_HOME: home, GLANCE_MODEL: "test-org/tiny", GLANCE_DECODER_DTYPE: "q8" };
+    const { stdout } = await glance(env, "pull");
+    assert.deepEqual(readdirSync(path.join(stdout.trim(), "onnx")).sort(), [
+      "decoder_model_merged_quantized.onnx",
+      "embed_tokens.onnx",
+      "vision_encoder.onnx",
+    ]);
+    const folder = await glance({ ...env, GLANCE_MODEL: TINY_MODEL_DIR }, "pull");
+    assert.equal(folder.stdout, "");
+    assert.match(folder.stderr, /GLANCE_MODEL is the folder .*models\/tiny, not a hub name: nothing to pull/);
+  });
+
   it("refuses a pull with a bad name or variant", async () => {
     await assert.rejects(glance({}, "pull", "not-a-name"), /needs one model name, ORG\/NAME/);
     await assert.rejects(glance({}, "pull", "test-org/tiny", "--dtype", "q7"), /--dtype: unknown or unsupported variant q7/);

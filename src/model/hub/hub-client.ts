@@ -53,6 +53,9 @@ export interface HubOptions {
   onProgress?: (bytes: number, total: number) => void;
 }
 
+/** The environment variables the hub client reads: huggingface_hub's names and meanings. */
+export const HUB_VARIABLES = ["HF_ENDPOINT", "HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_HUB_DOWNLOAD_TIMEOUT"] as const;
+
 const TRUE_WORDS = ["1", "true", "yes", "on"];
 const DEFAULT_STALL_MS = 10_000;
 

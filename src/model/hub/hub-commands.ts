@@ -1,17 +1,21 @@
 /**
- * `glance pull ORG/NAME[@REVISION] [--dtype D]`: fetch a model's variant into the hub's cache.
+ * `glance pull [ORG/NAME[@REVISION]] [--dtype D]`: fetch a model's variant into the hub's cache;
+ * without a name, what `glance serve` would serve (GLANCE_MODEL), as a Kubernetes init container
+ * that shares the server's environment pulls it.
  * `glance models`: the cached models with their size; `glance models rm ORG/NAME` removes one.
  */
+import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { DECODER_DTYPES, type Dtype } from "../model-folder.ts";
 import { listCachedModels, parseHubName, removeCachedModel } from "./hub-cache.ts";
 import { type HubLog, hubOptionsFromEnv, pullModel } from "./hub-client.ts";
 
-export const HUB_USAGE = `  glance pull ORG/NAME[@REVISION] [--dtype ${DECODER_DTYPES.join("|")}]
+export const HUB_USAGE = `  glance pull [ORG/NAME[@REVISION]] [--dtype ${DECODER_DTYPES.join("|")}]
                                                fetch a model's files for one variant from the hub
                                                (HF_ENDPOINT, HF_TOKEN) into its cache (HF_HOME, HF_HUB_CACHE);
-                                               the dtype defaults to GLANCE_DECODER_DTYPE, else fp32
+                                               the name defaults to GLANCE_MODEL, the dtype to
+                                               GLANCE_DECODER_DTYPE, else fp32
   glance models [rm ORG/NAME]                  list the cached models with their size, or remove one`;
 
 /** Progress and the pull's summary as lines on stderr, so that stdout holds only the snapshot's path. */
@@ -50,8 +54,14 @@ export async function pullCommand(args: string[]): Promise<number> {
     allowPositionals: true,
     options: { dtype: { type: "string", default: process.env["GLANCE_DECODER_DTYPE"] || "fp32" } },
   });
-  const name = positionals.length === 1 ? parseHubName(positionals[0]!) : undefined;
-  if (!name) throw new Error(`glance pull needs one model name, ORG/NAME[@REVISION]\n\n${HUB_USAGE}`);
+  const fromEnv = process.env["GLANCE_MODEL"];
+  if (positionals.length === 0 && fromEnv && existsSync(fromEnv)) {
+    console.error(`GLANCE_MODEL is the folder ${fromEnv}, not a hub name: nothing to pull`);
+    return 0;
+  }
+  const given = positionals.length === 0 ? fromEnv : positionals.length === 1 ? positionals[0] : undefined;
+  const name = given ? parseHubName(given) : undefined;
+  if (!name) throw new Error(`glance pull needs one model name, ORG/NAME[@REVISION], or GLANCE_MODEL set to one\n\n${HUB_USAGE}`);
   if (!(DECODER_DTYPES as readonly string[]).includes(values.dtype))
     throw new Error(`--dtype: unknown or unsupported variant ${values.dtype}`);
   const bar = process.stderr.isTTY ? terminalBar() : undefined;
