@@ -10,14 +10,41 @@ speed and memory, and for checking that Glance runs the real layouts, not for ac
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
 import warnings
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# The modules the builders and the tiny models' scripts they import need, with the Debian package
+# of each (pip's names are the modules' own).
+MODULES = {
+    "numpy": "python3-numpy",
+    "onnx": "python3-onnx",
+    "regex": "python3-regex",
+    "torch": "python3-torch",
+}
+
+
+def missing_modules():
+    """The needed modules this interpreter cannot import, found without importing any (torch
+    takes seconds), so that one message names them all instead of the first import failing."""
+    return [m for m in MODULES if importlib.util.find_spec(m) is None]
+
+
+def require_modules():
+    missing = missing_modules()
+    if not missing:
+        return
+    sudo = "" if os.geteuid() == 0 else "sudo "
+    sys.exit(
+        f"make-model needs the Python modules {', '.join(missing)}, which {sys.executable} cannot import. "
+        f"On Debian or Ubuntu:\n\n"
+        f"  {sudo}apt-get install {' '.join(MODULES[m] for m in missing)}\n\n"
+        f"(in a virtual environment: pip install {' '.join(missing)})"
+    )
 
 MODELS = {
     "smolvlm-256m": "smolvlm",
@@ -45,6 +72,9 @@ def main():
     parser.add_argument("--threads", type=int, default=1,
                         help="PyTorch threads (default 1: the build is mostly serialisation, and leaves the other core free)")
     args = parser.parse_args()
+    require_modules()
+    import torch
+
     out_dir = os.path.abspath(os.path.expanduser(args.out or os.path.join("~/.cache/glance/models", args.model)))
     os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(args.threads)
