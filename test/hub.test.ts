@@ -434,3 +434,47 @@ describe("glance serve --model ORG/NAME", () => {
     });
   });
 });
+
+describe("glance batch --model ORG/NAME", () => {
+  it("runs the hub model in this process, pulled into the cache first, then from the cache alone", { timeout: 120_000 }, async () => {
+    const home = tempDir();
+    const env = { HF_ENDPOINT: hub.endpoint, HF_HOME: home, GLANCE_LOG_LEVEL: "warn" };
+    const image = path.join(TINY_MODEL_DIR, "heldout", QUESTION.image);
+    const batch = async (extra: NodeJS.ProcessEnv) => {
+      const out = path.join(tempDir(), "out.jsonl");
+      const run = await glance(
+        { ...env, ...extra },
+        "batch",
+        image,
+        "--question",
+        QUESTION.question,
+        "--out",
+        out,
+        "--model",
+        "test-org/tiny",
+      );
+      const [line, ...rest] = readFileSync(out, "utf8").trim().split("\n");
+      assert.deepEqual(rest, []);
+      return { ...run, answer: (JSON.parse(line!) as { answer: string }).answer };
+    };
+    const commit = hub.commitOf(TINY.repo);
+    const first = await batch({});
+    assert.ok(isCorrect(QUESTION, first.answer), first.answer);
+    assert.match(first.stderr, /downloaded \{"bytes":\d+/, "the pull's progress on stderr");
+    assert.ok(
+      first.stderr.includes(`in process, test-org/tiny@${commit} from ${path.join(home, "hub/models--test-org--tiny/snapshots", commit)}`),
+    );
+    let second: Awaited<ReturnType<typeof batch>> | undefined;
+    const requests = await requestsDuring(async () => {
+      second = await batch({ HF_HUB_OFFLINE: "1" });
+    });
+    assert.deepEqual(requests, []);
+    assert.equal(second!.answer, first.answer);
+    await assert.rejects(batch({ HF_HUB_OFFLINE: "1", HF_HOME: tempDir() }), (e) => {
+      const { code, stderr } = e as { code: number; stderr: string };
+      assert.equal(code, 1);
+      assert.match(stderr, /test-org\/tiny@main could not be fetched: HF_HUB_OFFLINE is set and the cache .* has no test-org\/tiny@main/);
+      return true;
+    });
+  });
+});

@@ -10,6 +10,7 @@ import { pino } from "pino";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { loadConfig } from "../config.ts";
 import { createEngine } from "../engine/engine.ts";
+import { resolveWithProgress } from "../model/hub/hub-commands.ts";
 import { createInferenceService } from "../server/inference-service.ts";
 import { createLifecycle } from "../server/lifecycle.ts";
 import { UNOBSERVED } from "../server/request-observer.ts";
@@ -82,13 +83,22 @@ export async function connectToServer(address: string, apiKey: string | undefine
  * progress, warnings and up only (GLANCE_LOG_LEVEL changes that), so that stdout holds nothing but
  * the accuracy report.
  */
-export async function startInProcess(modelDir: string | undefined): Promise<BatchClient> {
-  const config = loadConfig(modelDir === undefined ? [] : ["--model", modelDir]);
+export async function startInProcess(model: string | undefined): Promise<BatchClient> {
+  const config = loadConfig(model === undefined ? [] : ["--model", model]);
   const log = pino(
     { level: process.env["GLANCE_LOG_LEVEL"] ?? "warn", base: { service: "glance-batch" } },
     pino.destination({ dest: 2, sync: true }),
   );
-  const engine = createEngine(config.engine, { log });
+  // A hub name (org/name[@revision]) is read from the hub's cache, or downloaded there first.
+  const { hubModel } = config;
+  const modelDir = hubModel
+    ? (
+        await resolveWithProgress(hubModel, config.engine.decoderDtype).catch((e: Error) => {
+          throw new Error(`${hubModel.repo}@${hubModel.revision} could not be fetched: ${e.message}`, { cause: e });
+        })
+      ).dir
+    : config.engine.modelDir;
+  const engine = createEngine({ ...config.engine, modelDir }, { log });
   const lifecycle = createLifecycle();
   const impl = createInferenceService({ engine, lifecycle, observe: UNOBSERVED });
   const transport = createRouterTransport((router) => router.service(InferenceService, impl));
@@ -96,13 +106,13 @@ export async function startInProcess(modelDir: string | undefined): Promise<Batc
     await engine.ready;
   } catch (e) {
     await engine.close();
-    throw new Error(`the model in ${config.engine.modelDir} could not be loaded: ${(e as Error).message}`, { cause: e });
+    throw new Error(`the model in ${modelDir} could not be loaded: ${(e as Error).message}`, { cause: e });
   }
   lifecycle.serving();
   return {
     client: createClient(InferenceService, transport),
     defaultConcurrency: config.engine.scheduler.maxBatchSize,
-    description: `in process, ${engine.info.id} from ${config.engine.modelDir}`,
+    description: `in process, ${engine.info.id}${engine.info.revision ? `@${engine.info.revision}` : ""} from ${modelDir}`,
     close: () => engine.close(),
   };
 }

@@ -45,8 +45,11 @@ where it runs:
   --server HOST:PORT    a glance server's gRPC port (https://HOST:PORT for TLS); without it, the
                         model runs in this process
   --api-key KEY         sent to the server as authorization: Bearer KEY (default: GLANCE_API_KEY)
-  --model DIR           in this process: the model folder (default models/tiny); the other engine
-                        settings are glance serve's GLANCE_* variables (GLANCE_MAX_BATCH_SIZE...)
+  --model DIR|ORG/NAME[@REVISION]
+                        in this process: the model folder (default models/tiny), or a model on
+                        the Hugging Face hub, read from its cache or downloaded there first (as
+                        glance pull); the other engine settings are glance serve's GLANCE_*
+                        variables (GLANCE_DECODER_DTYPE, GLANCE_MAX_BATCH_SIZE...)
   --concurrency N       requests in flight. Default: in this process, the engine's max batch size;
                         with --server, ${SERVER_DEFAULT_BATCH_SIZE} (glance serve's default --max-batch-size: the API does
                         not report a server's batch size, so match it by hand if it differs)

@@ -8,8 +8,8 @@ import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { DECODER_DTYPES, type Dtype } from "../model-folder.ts";
-import { listCachedModels, parseHubName, removeCachedModel } from "./hub-cache.ts";
-import { type HubLog, hubOptionsFromEnv, pullModel } from "./hub-client.ts";
+import { type HubName, listCachedModels, parseHubName, removeCachedModel } from "./hub-cache.ts";
+import { type HubLog, type HubOptions, hubOptionsFromEnv, pullModel, type ResolvedModel, resolveModel } from "./hub-client.ts";
 
 export const HUB_USAGE = `  glance pull [ORG/NAME[@REVISION]] [--dtype ${DECODER_DTYPES.join("|")}]
                                                fetch a model's files for one variant from the hub
@@ -48,6 +48,18 @@ function terminalBar(): { log: HubLog; onProgress: (bytes: number, total: number
   };
 }
 
+/** Progress on stderr: a bar on a terminal, lines otherwise. */
+function stderrProgress(): Pick<HubOptions, "log" | "onProgress"> & { stop: () => void } {
+  const bar = process.stderr.isTTY ? terminalBar() : undefined;
+  return { log: bar?.log ?? stderrLog, onProgress: bar?.onProgress, stop: () => bar?.stop() };
+}
+
+/** A hub model's folder for a command that runs the model itself (glance batch): the cache's, else pulled with progress on stderr. */
+export async function resolveWithProgress(name: HubName, dtype: Dtype): Promise<ResolvedModel> {
+  const { stop, ...progress } = stderrProgress();
+  return resolveModel(name, dtype, { ...hubOptionsFromEnv(), ...progress }).finally(stop);
+}
+
 export async function pullCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -64,12 +76,8 @@ export async function pullCommand(args: string[]): Promise<number> {
   if (!name) throw new Error(`glance pull needs one model name, ORG/NAME[@REVISION], or GLANCE_MODEL set to one\n\n${HUB_USAGE}`);
   if (!(DECODER_DTYPES as readonly string[]).includes(values.dtype))
     throw new Error(`--dtype: unknown or unsupported variant ${values.dtype}`);
-  const bar = process.stderr.isTTY ? terminalBar() : undefined;
-  const model = await pullModel(name, values.dtype as Dtype, {
-    ...hubOptionsFromEnv(),
-    log: bar?.log ?? stderrLog,
-    onProgress: bar?.onProgress,
-  }).finally(() => bar?.stop());
+  const { stop, ...progress } = stderrProgress();
+  const model = await pullModel(name, values.dtype as Dtype, { ...hubOptionsFromEnv(), ...progress }).finally(stop);
   console.error(`${name.repo}@${name.revision}: commit ${model.commit}`);
   console.log(model.dir);
   return 0;
