@@ -11,10 +11,12 @@ import path from "node:path";
 import { describe, it } from "node:test";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
+import { MASK_SCHEMAS, syntheticTokenizer } from "../bench/lib/grammar-micro.ts";
 import { TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { seededRandom } from "../scripts/lib/seeded-random.ts";
 import { type ByteAutomaton, tokensNeeded } from "../src/engine/structured/automaton.ts";
 import { createGrammarProcessor, createGrammarVocabulary, createMaskCache } from "../src/engine/structured/grammar-processor.ts";
+import { loopsOnPlainText } from "../src/engine/structured/plain-text.ts";
 import { compileResponseFormat } from "../src/engine/structured/response-format.ts";
 import { tokenBytes } from "../src/engine/structured/token-bytes.ts";
 import { SCHEMAS } from "./support/schema-corpus.ts";
@@ -144,5 +146,42 @@ describe("constrained decoding", () => {
       }
     }
     assert.ok(runs >= 50 * 4 * 3, `${runs} runs`);
+  });
+});
+
+describe("masks of the states inside free strings (plain-text.ts)", () => {
+  it("equal a walk of the whole trie, at a 20,000-token vocabulary with multibyte tokens", () => {
+    const large = createGrammarVocabulary(syntheticTokenizer(20_000), [0]);
+    const automaton = compileResponseFormat({ type: "json_schema", schema: JSON.stringify(MASK_SCHEMAS.text) });
+    const masks = createMaskCache(automaton, large);
+    const text = '{"title": "Grüße, 東京 \\"quoted\\" \\u0001 end", "notes": ["a", "多 b"]}';
+    let state = automaton.start;
+    let looping = 0;
+    for (const byte of new TextEncoder().encode(text)) {
+      const tokens: number[] = [];
+      const ends: number[] = [];
+      large.trie.walk(automaton, state, (token, end) => {
+        if (tokensNeeded(automaton, end) === Number.POSITIVE_INFINITY) return;
+        tokens.push(token);
+        ends.push(end);
+      });
+      const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
+      const mask = masks(state);
+      assert.deepEqual(
+        [...mask.tokens],
+        order.map((i) => tokens[i]!),
+        `tokens at state ${state}`,
+      );
+      assert.deepEqual(
+        [...mask.ends],
+        order.map((i) => ends[i]!),
+        `ends at state ${state}`,
+      );
+      if (loopsOnPlainText(automaton, state)) looping++;
+      state = automaton.next(state, byte);
+      assert.ok(state >= 0);
+    }
+    // The fast path was taken inside the strings.
+    assert.ok(looping >= 20, `${looping} states looped on plain text`);
   });
 });

@@ -110,9 +110,14 @@ describe("schema gate: supported keywords", () => {
     assert.deepEqual(gated.root.kind === "object" && gated.root.properties.map((p) => p.name), ["b", "2", "a", "1"]);
   });
 
-  it("treats absent additionalProperties as false beside properties", () => {
-    const gated = gateSchema('{"properties":{"a":{"type":"null"}}}');
-    assert.deepEqual(gated.root, {
+  it("lets other properties follow the listed ones where additionalProperties is absent, and not in strict mode", () => {
+    const schema = '{"properties":{"a":{"type":"null"}}}';
+    assert.deepEqual(gateSchema(schema).root, {
+      kind: "object",
+      properties: [{ name: "a", required: false, schema: { kind: "literals", texts: ["null"] } }],
+      additional: { kind: "any" },
+    });
+    assert.deepEqual(gateSchema(schema, { strict: true }).root, {
       kind: "object",
       properties: [{ name: "a", required: false, schema: { kind: "literals", texts: ["null"] } }],
     });
@@ -239,6 +244,12 @@ describe("schema gate: intersections and the keywords beside them", () => {
       ['{"count":"x"}'],
     ],
     ["required names the schema does not list", { type: "object", required: ["a"] }, ['{"a":[1]}', '{"a":null}'], ["{}"]],
+    [
+      "other properties after the listed ones, never a listed name again",
+      { type: "object", properties: { name: { type: "string" }, n: { type: "integer" } }, additionalProperties: { type: "integer" } },
+      ['{"name":"x","n":1,"extra":2}', '{"other":1,"names":2,"na":3}', '{"name ": 1}'],
+      ['{"extra":2,"name":"x"}', '{"name":"x","name":"y"}', '{"n":1,"name":2}', '{"x":"s"}', '{"n\\u0061me":1}'],
+    ],
     [
       "minProperties and maxProperties on a map",
       { type: "object", minProperties: 1, maxProperties: 2, additionalProperties: { type: "integer" } },

@@ -16,6 +16,7 @@ import { createEngine, type Engine } from "../src/engine/engine.ts";
 import { createGrammarProcessor, createMaskCache, type GrammarVocabulary } from "../src/engine/structured/grammar-processor.ts";
 import { JsonKeys } from "../src/engine/structured/json-keys.ts";
 import { LazyDfa } from "../src/engine/structured/lazy-dfa.ts";
+import { createPlainText } from "../src/engine/structured/plain-text.ts";
 import { compileFormat, type ResponseFormat } from "../src/engine/structured/response-format.ts";
 import { createTokenTrie } from "../src/engine/structured/token-trie.ts";
 import { askHeldOut, collect } from "./support/held-out-requests.ts";
@@ -193,7 +194,7 @@ describe("which formats keep names unique", () => {
 /** A vocabulary of the 256 bytes, then `pieces`, then an end of sequence. */
 function vocabularyOf(pieces: string[]): GrammarVocabulary {
   const bytes = [...Array.from({ length: 256 }, (_, b) => Uint8Array.of(b)), ...pieces.map((p) => Buffer.from(p)), null];
-  return { trie: createTokenTrie(bytes), bytes, size: bytes.length, eosTokenIds: [bytes.length - 1] };
+  return { trie: createTokenTrie(bytes), bytes, size: bytes.length, eosTokenIds: [bytes.length - 1], plain: createPlainText(bytes) };
 }
 const BYTES = vocabularyOf([]);
 /** Also every piece of two and three of a few characters: tokens that close a name after some text, or two names at once. */

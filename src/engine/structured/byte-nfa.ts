@@ -271,7 +271,7 @@ export function complementCodePoints(ranges: CodePointRanges): Array<[number, nu
  * position: the range is split where the encoded length changes and where a continuation byte
  * would not span its whole 0x80-0xBF, so each run is a plain product of byte ranges.
  */
-function utf8Runs(lo: number, hi: number): Array<Array<[number, number]>> {
+export function utf8Runs(lo: number, hi: number): Array<Array<[number, number]>> {
   const runs: Array<Array<[number, number]>> = [];
   const stack: Array<[number, number]> = [[lo, hi]];
   split: for (let r = stack.pop(); r; r = stack.pop()) {

@@ -14,6 +14,7 @@
 import { GlanceError } from "../../errors.ts";
 import type { LogitsProcessor } from "../logits-processor.ts";
 import { type ByteAutomaton, tokensNeeded } from "./automaton.ts";
+import { createPlainText, loopsOnPlainText, type PlainText } from "./plain-text.ts";
 import { tokenBytes } from "./token-bytes.ts";
 import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
 import { createNameGuard } from "./unique-names.ts";
@@ -24,6 +25,8 @@ export interface GrammarVocabulary {
   bytes: readonly (Uint8Array | null)[];
   size: number;
   eosTokenIds: readonly number[];
+  /** Its plain-text tokens, for the states inside free strings (plain-text.ts). */
+  plain: PlainText;
 }
 
 /** The model's vocabulary for constrained decoding; it must have a token for every single byte. */
@@ -36,7 +39,7 @@ export function createGrammarVocabulary(tokenizerJson: object, eosTokenIds: read
       `structured output needs a token for every byte; this model's vocabulary has ${single.size} of the 256`,
     );
   }
-  return { trie: createTokenTrie(bytes), bytes, size: vocabSize, eosTokenIds };
+  return { trie: createTokenTrie(bytes), bytes, size: vocabSize, eosTokenIds, plain: createPlainText(bytes) };
 }
 
 interface StateMask {
@@ -81,25 +84,55 @@ function indexOf(ids: Int32Array, token: number): number {
   return -1;
 }
 
+/** The allowed tokens of `state`, ascending, the state each leads to, and the most tokens any of those still needs. */
+function walkMask(automaton: ByteAutomaton, vocabulary: GrammarVocabulary, state: number): StateMask {
+  const tokens: number[] = [];
+  const ends: number[] = [];
+  let maxNeed = 0;
+  const visit = (token: number, end: number) => {
+    const need = tokensNeeded(automaton, end);
+    if (need === Number.POSITIVE_INFINITY) return;
+    tokens.push(token);
+    ends.push(end);
+    maxNeed = Math.max(maxNeed, need);
+  };
+  const { plain } = vocabulary;
+  if (!loopsOnPlainText(automaton, state)) {
+    vocabulary.trie.walk(automaton, state, visit);
+    const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
+    const mask: StateMask = { tokens: Int32Array.from(order, (i) => tokens[i]!), ends: Int32Array.from(order, (i) => ends[i]!), maxNeed };
+    if (tokens.length > vocabulary.size / 2) mask.refused = complement(mask.tokens, vocabulary.size);
+    return mask;
+  }
+  // Every plain token stays here; only the others need a walk (plain-text.ts).
+  plain.rest.walk(automaton, state, visit);
+  const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
+  const size = plain.tokens.length + tokens.length;
+  const merged = new Int32Array(size);
+  const mergedEnds = new Int32Array(size);
+  for (let p = 0, w = 0, n = 0; n < size; n++) {
+    const walked = w < order.length ? tokens[order[w]!]! : Number.POSITIVE_INFINITY;
+    if (p < plain.tokens.length && plain.tokens[p]! < walked) {
+      merged[n] = plain.tokens[p++]!;
+      mergedEnds[n] = state;
+    } else {
+      merged[n] = walked;
+      mergedEnds[n] = ends[order[w++]!]!;
+    }
+  }
+  maxNeed = Math.max(maxNeed, tokensNeeded(automaton, state));
+  const mask: StateMask = { tokens: merged, ends: mergedEnds, maxNeed };
+  if (size > vocabulary.size / 2) mask.refused = complement(merged, vocabulary.size);
+  return mask;
+}
+
 /** Per automaton: the masks of the states visited so far, shared by every request using it. */
 export function createMaskCache(automaton: ByteAutomaton, vocabulary: GrammarVocabulary): (state: number) => StateMask {
   const masks = new Map<number, StateMask>();
   return (state) => {
     let mask = masks.get(state);
     if (!mask) {
-      const tokens: number[] = [];
-      const ends: number[] = [];
-      let maxNeed = 0;
-      vocabulary.trie.walk(automaton, state, (token, end) => {
-        const need = tokensNeeded(automaton, end);
-        if (need === Number.POSITIVE_INFINITY) return;
-        tokens.push(token);
-        ends.push(end);
-        maxNeed = Math.max(maxNeed, need);
-      });
-      const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
-      mask = { tokens: Int32Array.from(order, (i) => tokens[i]!), ends: Int32Array.from(order, (i) => ends[i]!), maxNeed };
-      if (tokens.length > vocabulary.size / 2) mask.refused = complement(mask.tokens, vocabulary.size);
+      mask = walkMask(automaton, vocabulary, state);
       masks.set(state, mask);
     }
     return mask;

@@ -79,6 +79,16 @@ interface MagnitudeSpec {
   nonZero: boolean;
 }
 
+/** A magnitude automaton as plain data, emitted into an NFA as many times as a schema needs it. */
+interface MagnitudeDfa {
+  edges: number[][];
+  accepting: boolean[];
+}
+
+/** Explored automata by spec: a schema's numbers of one kind, unrolled many times, explore once. */
+const explored = new Map<string, MagnitudeDfa>();
+const MAX_EXPLORED = 256;
+
 /** -1, 0, 1: the text so far is below, equal to, or above the bound's digits so far. */
 type Order = -1 | 0 | 1;
 
@@ -174,28 +184,49 @@ function magnitude(spec: MagnitudeSpec): Fragment {
     }
   };
 
-  return (nfa, from) => {
-    const exit = nfa.add();
+  /** The DFA, explored once: per state its edges (byte, target) and whether it accepts; state 0 starts. */
+  const explore = (): MagnitudeDfa => {
     const ids = new Map<string, number>();
-    const queue: MagnitudeState[] = [];
-    const idOf = (s: MagnitudeState, id?: number): number => {
+    const states: MagnitudeState[] = [];
+    const idOf = (s: MagnitudeState): number => {
       const key = `${s.phase}:${s.count}:${s.lo}:${s.hi}:${s.nonZero}`;
       let known = ids.get(key);
       if (known === undefined) {
-        known = id ?? nfa.add();
+        known = states.length;
         ids.set(key, known);
-        queue.push(s);
+        states.push(s);
       }
       return known;
     };
-    idOf({ phase: "start", count: 0, lo: 0, hi: 0, nonZero: false }, from);
-    for (let s = queue.shift(); s; s = queue.shift()) {
-      const id = idOf(s);
-      if (accepts(s)) nfa.epsilon(id, exit);
+    idOf({ phase: "start", count: 0, lo: 0, hi: 0, nonZero: false });
+    const dfa: MagnitudeDfa = { edges: [], accepting: [] };
+    for (let i = 0; i < states.length; i++) {
+      const s = states[i]!;
+      dfa.accepting.push(accepts(s));
+      const edges: number[] = [];
       for (let byte = 0x2e; byte <= 0x39; byte++) {
         const next = step(s, byte);
-        if (next && alive(next)) nfa.range(id, byte, byte, idOf(next));
+        if (next && alive(next)) edges.push(byte, idOf(next));
       }
+      dfa.edges.push(edges);
+    }
+    return dfa;
+  };
+
+  return (nfa, from) => {
+    const key = JSON.stringify(spec);
+    let dfa = explored.get(key);
+    if (!dfa) {
+      if (explored.size >= MAX_EXPLORED) explored.clear();
+      dfa = explore();
+      explored.set(key, dfa);
+    }
+    const exit = nfa.add();
+    const ids = [from];
+    for (let i = 1; i < dfa.edges.length; i++) ids.push(nfa.add());
+    for (const [i, edges] of dfa.edges.entries()) {
+      if (dfa.accepting[i]) nfa.epsilon(ids[i]!, exit);
+      for (let e = 0; e < edges.length; e += 2) nfa.range(ids[i]!, edges[e]!, edges[e]!, ids[edges[e + 1]!]!);
     }
     return exit;
   };

@@ -13,7 +13,7 @@ import { anyJson, hasFreeNames, jsonMap, schemaFragment } from "./schema-compile
 import { gateSchema } from "./schema-gate.ts";
 
 export type ResponseFormat =
-  | { type: "json_schema"; schema: string } // JSON text
+  | { type: "json_schema"; schema: string; strict?: boolean } // JSON text; strict: OpenAI's strict mode (no unlisted properties)
   | { type: "json_object" } // any JSON object, nesting unrolled to JSON_OBJECT_DEPTH
   | { type: "choice"; choices: string[] } // exactly one of these strings, as raw text (not JSON-quoted)
   | { type: "regex"; pattern: string }; // the whole raw reply matches the pattern (see regex.ts for the subset)
@@ -56,7 +56,7 @@ export function compileFormat(format: ResponseFormat, options: { deadlineMs?: nu
   const deadlineMs = options.deadlineMs ?? DEFAULT_COMPILE_DEADLINE_MS;
   switch (format.type) {
     case "json_schema":
-      return compile(leadingSpace(schemaFragment(gateSchema(format.schema))), deadlineMs);
+      return compile(leadingSpace(schemaFragment(gateSchema(format.schema, { strict: format.strict }))), deadlineMs);
     case "choice":
       return compile(oneOfBytes(checkChoices(format.choices)), deadlineMs);
     case "regex":

@@ -6,7 +6,19 @@
  * needs one in an automaton is unrolled to a fixed depth: recursive `$ref`s and values of any
  * shape. Deeper outputs are simply never generated; every output still validates.
  */
-import { alternatives, ByteNfa, type Fragment, literal, never, oneOfBytes, sequence } from "./byte-nfa.ts";
+import {
+  alternatives,
+  ByteNfa,
+  type CodePointRanges,
+  codePoints,
+  complementCodePoints,
+  type Fragment,
+  literal,
+  never,
+  oneOfBytes,
+  repeat,
+  sequence,
+} from "./byte-nfa.ts";
 import { jsonNumber } from "./json-numbers.ts";
 import { formatString, jsonString, patternString, searchString } from "./json-strings.ts";
 import { LazyDfa } from "./lazy-dfa.ts";
@@ -16,6 +28,18 @@ import type { GatedSchema, SchemaNode } from "./schema-gate.ts";
 const REF_DEPTH = 6;
 /** The nesting of arrays and objects allowed where a schema allows any value. */
 const ANY_DEPTH = 3;
+/**
+ * The nesting allowed in the values of members an object does not list, by how many objects
+ * allow them and how large the automaton has grown where the object is built: each such object
+ * holds its own copy of "any value" (about 80, 280 and 670 states at depths 0, 1 and 2), so a
+ * schema with many, or a recursive one unrolled, gets shallower values, and past the last
+ * bound none (narrowings all).
+ */
+const OTHER_VALUE_DEPTHS: ReadonlyArray<{ objects: number; states: number; depth: number }> = [
+  { objects: 20, states: 3_000, depth: 2 },
+  { objects: 60, states: 8_000, depth: 1 },
+  { objects: 200, states: 16_000, depth: 0 },
+];
 
 const encoder = new TextEncoder();
 
@@ -61,12 +85,64 @@ interface PropertyFragment {
   value: Fragment;
 }
 
+/** What a name of a member an object does not list may hold: plain characters, no escapes. */
+const PLAIN_NAME_CHARS: CodePointRanges = complementCodePoints([
+  [0x00, 0x1f],
+  [0x22, 0x22],
+  [0x5c, 0x5c],
+]);
+
+/**
+ * A quoted name other than the `taken` ones, without escapes (so each name has one spelling):
+ * a trie of the taken names by code point, where any other character leaves it for free text,
+ * and the closing quote is refused at a taken name's end.
+ */
+function otherName(taken: readonly string[]): Fragment {
+  interface Node {
+    children: Map<number, Node>;
+    taken: boolean;
+  }
+  const root: Node = { children: new Map(), taken: false };
+  for (const name of taken) {
+    let node = root;
+    for (const char of name) {
+      const code = char.codePointAt(0)!;
+      let child = node.children.get(code);
+      if (!child) {
+        child = { children: new Map(), taken: false };
+        node.children.set(code, child);
+      }
+      node = child;
+    }
+    node.taken = true;
+  }
+  const anyChar = codePoints(PLAIN_NAME_CHARS);
+  return (nfa, from) => {
+    const to = nfa.add();
+    const free = repeat(anyChar, 0, Infinity);
+    const visit = (node: Node, at: number) => {
+      if (!node.taken) nfa.range(at, 0x22, 0x22, to);
+      const others = complementCodePoints([
+        [0x00, 0x1f],
+        [0x22, 0x22],
+        [0x5c, 0x5c],
+        ...[...node.children.keys()].map((c): [number, number] => [c, c]),
+      ]);
+      nfa.epsilon(literal('"')(nfa, free(nfa, codePoints(others)(nfa, at))), to);
+      for (const [code, child] of node.children) visit(child, literal(String.fromCodePoint(code))(nfa, at));
+    };
+    visit(root, literal('"')(nfa, from));
+    return to;
+  };
+}
+
 /**
  * An object with these properties in this order. Two states before each property: none written
  * yet (no comma comes first) or some written (a comma does); both lead into one copy of the
- * property's value, so a value is built once however many properties are optional.
+ * property's value, so a value is built once however many properties are optional. With
+ * `others`, members of other names may follow, each value an `others` (one copy, in a loop).
  */
-function jsonObject(properties: readonly PropertyFragment[]): Fragment {
+function jsonObject(properties: readonly PropertyFragment[], others?: Fragment): Fragment {
   return (nfa, from) => {
     let none = literal("{")(nfa, from);
     let some = nfa.add();
@@ -84,6 +160,15 @@ function jsonObject(properties: readonly PropertyFragment[]): Fragment {
       }
       none = nextNone;
       some = nextSome;
+    }
+    if (others) {
+      withFreeNames.add(nfa);
+      const member = nfa.add();
+      const after = nfa.add();
+      nfa.epsilon(none, member);
+      nfa.epsilon(comma(nfa, some), member);
+      nfa.epsilon(sequence(otherName(properties.map((p) => p.name)), colon, others)(nfa, member), after);
+      nfa.epsilon(after, some);
     }
     const to = nfa.add();
     nfa.range(none, 0x7d, 0x7d, to);
@@ -137,9 +222,12 @@ class SchemaCompiler {
   private readonly definitions: GatedSchema["definitions"];
   /** How often each `$ref` is open on the current path. */
   private readonly open = new Map<string, number>();
+  /** How many objects of the schema allow members they do not list. */
+  private readonly openObjects: number;
 
   constructor(schema: GatedSchema) {
     this.definitions = schema.definitions;
+    this.openObjects = schema.openObjects;
   }
 
   fragment(node: SchemaNode): Fragment {
@@ -155,8 +243,16 @@ class SchemaCompiler {
         return node.format ? formatString(node.format) : jsonString(node.minLength, node.maxLength);
       case "number":
         return jsonNumber(node.integer, node.lower, node.upper);
-      case "object":
-        return jsonObject(node.properties.map((p) => ({ name: p.name, required: p.required, value: this.fragment(p.schema) })));
+      case "object": {
+        const properties = node.properties.map((p) => ({ name: p.name, required: p.required, value: this.fragment(p.schema) }));
+        if (!node.additional) return jsonObject(properties);
+        if (node.additional.kind !== "any") return jsonObject(properties, this.fragment(node.additional));
+        return (nfa, from) => {
+          const { openObjects } = this;
+          const depth = OTHER_VALUE_DEPTHS.find((d) => openObjects <= d.objects && nfa.size <= d.states)?.depth;
+          return jsonObject(properties, depth === undefined ? undefined : anyJson(depth))(nfa, from);
+        };
+      }
       case "map": {
         const names = node.names && alternatives(...node.names.map((pattern) => searchString(pattern)));
         return jsonMap(this.fragment(node.values), names, node.minProperties, node.maxProperties);

@@ -39,7 +39,11 @@ export type SchemaNode =
   /** With `pattern`, the whole content matches it and the lengths are ones it already keeps. */
   | { kind: "string"; minLength: number; maxLength?: number; format?: StringFormat; pattern?: RegexNode }
   | { kind: "number"; integer: boolean; lower?: NumberBound; upper?: NumberBound }
-  | { kind: "object"; properties: PropertyNode[] }
+  /**
+   * Listed properties in this order; with `additional`, members of other names may follow,
+   * each value matching it.
+   */
+  | { kind: "object"; properties: PropertyNode[]; additional?: SchemaNode }
   /**
    * An object with names of its own choosing, every value matching `values`; with `names`, each
    * name matches one of these patterns (as JSON Schema reads a pattern: somewhere in the name).
@@ -53,6 +57,13 @@ export type SchemaNode =
 export interface GatedSchema {
   root: SchemaNode;
   definitions: ReadonlyMap<string, SchemaNode>;
+  /** How many objects allow members beyond those they list (see schema-compiler.ts). */
+  openObjects: number;
+}
+
+export interface GateOptions {
+  /** OpenAI's strict mode: an object without `additionalProperties` allows no others. */
+  strict?: boolean;
 }
 
 /**
@@ -141,11 +152,11 @@ const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", "allOf", 
 const isAnnotation = (keyword: string) => !ENFORCED.has(keyword) && !UNSUPPORTED.has(keyword);
 
 /** Parses and gates a schema given as JSON text. */
-export function gateSchema(text: string): GatedSchema {
+export function gateSchema(text: string, options: GateOptions = {}): GatedSchema {
   if (Buffer.byteLength(text) > SCHEMA_LIMITS.textBytes) {
     throw invalidArgument(`response_format schema is larger than ${SCHEMA_LIMITS.textBytes} bytes`);
   }
-  return new Gate(parseOrderedJson(text, "response_format schema")).run();
+  return new Gate(parseOrderedJson(text, "response_format schema"), options).run();
 }
 
 /** The type of a JSON value, an integer being a number. */
@@ -177,9 +188,12 @@ class Gate {
   /** Subschemas by their `$id` (draft 4: `id`) and `$anchor`, with their pointers. */
   private ids: Map<string, { target: JsonValue; pointer: string }> | undefined;
   private properties = 0;
+  private openObjects = 0;
+  private readonly strict: boolean;
 
-  constructor(root: JsonValue) {
+  constructor(root: JsonValue, options: GateOptions) {
     this.root = root;
+    this.strict = options.strict ?? false;
   }
 
   run(): GatedSchema {
@@ -189,7 +203,7 @@ class Gate {
       const { target, pointer } = this.resolve(next.ref, next.pointer);
       this.definitions.set(next.ref, this.schema(target, pointer));
     }
-    return { root, definitions: this.definitions };
+    return { root, definitions: this.definitions, openObjects: this.openObjects };
   }
 
   private schema(value: JsonValue, pointer: string): SchemaNode {
@@ -570,7 +584,7 @@ class Gate {
   private object(value: JsonObject, pointer: string): SchemaNode {
     const properties = value.get("properties");
     const required = value.get("required") ?? [];
-    const additional = value.get("additionalProperties");
+    const additional = value.get("additionalProperties") ?? (this.strict ? false : undefined);
     const patterns = value.get("patternProperties");
     const requiredAt = pointerTo(pointer, "required");
     if (!Array.isArray(required) || required.some((r) => typeof r !== "string") || new Set(required).size !== required.length) {
@@ -619,12 +633,20 @@ class Gate {
     let spare = (maxProperties ?? Infinity) - nodes.filter((p) => p.required).length;
     if (spare < 0) throw refuse(`"maxProperties" at ${pointerTo(pointer, "maxProperties")} allows fewer properties than are required`);
     const kept = nodes.filter((node) => node.required || spare-- > 0);
-    return { kind: "object", properties: kept };
+    if (additional === false || maxProperties !== undefined) return { kind: "object", properties: kept };
+    // Members of other names, after the listed ones: each held to every pattern (a narrowing).
+    const others = this.schema(
+      new Map([["allOf", [additional ?? true, ...byPattern.values()]]]),
+      pointerTo(pointer, "additionalProperties"),
+    );
+    if (others.kind === "never") return { kind: "object", properties: kept };
+    this.openObjects++;
+    return { kind: "object", properties: kept, additional: others };
   }
 
   /** An object with no listed properties: names free, or each matching a `patternProperties` pattern. */
   private map(value: JsonObject, pointer: string, byPattern: JsonObject, minProperties: number, maxProperties?: number): SchemaNode {
-    const additional = value.get("additionalProperties");
+    const additional = value.get("additionalProperties") ?? (this.strict ? false : undefined);
     const limits = { minProperties, maxProperties };
     if (byPattern.size === 0) {
       if (additional === false) return minProperties === 0 ? { kind: "literals", texts: ["{}"] } : { kind: "never" };

@@ -1,0 +1,84 @@
+/**
+ * Inside a JSON string with no bound on its length, the automaton stays in one state for every
+ * character but `"`, `\` and the controls, and most of a vocabulary is such text: a state's first
+ * mask, a walk of the whole token trie, is mostly spent confirming that. So the tokens that are
+ * plain text are found once per vocabulary, the others get a trie of their own, and a state that
+ * loops on every plain character has for its mask all the plain tokens (each staying there) and
+ * what a walk of the small trie allows. LLGuidance's slicer precomputes token sets for common
+ * lexemes in the same spirit.
+ */
+import type { ByteAutomaton } from "./automaton.ts";
+import { utf8Runs } from "./byte-nfa.ts";
+import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
+
+export interface PlainText {
+  /** The tokens that are plain text, ascending. */
+  tokens: Int32Array;
+  /** 1 for a plain-text token, by id. */
+  isPlain: Uint8Array;
+  /** The trie of every other token. */
+  rest: TokenTrie;
+  /** The other tokens with bytes, ascending. */
+  restTokens: Int32Array;
+}
+
+/** ASCII a JSON string holds as itself; DEL is left out, as a byte some automata escape. */
+const isPlainAscii = (b: number) => b >= 0x20 && b <= 0x7e && b !== 0x22 && b !== 0x5c;
+
+/** The UTF-8 of every code point from U+0080 on but the surrogates, as runs of byte ranges. */
+const MULTIBYTE_RUNS = [...utf8Runs(0x80, 0xd7ff), ...utf8Runs(0xe000, 0x10ffff)];
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+function isPlainBytes(bytes: Uint8Array): boolean {
+  let ascii = true;
+  for (const b of bytes) {
+    if (b < 0x80) {
+      if (!isPlainAscii(b)) return false;
+    } else ascii = false;
+  }
+  if (ascii) return true;
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function createPlainText(bytes: readonly (Uint8Array | null)[]): PlainText {
+  const isPlain = new Uint8Array(bytes.length);
+  const plain: number[] = [];
+  const rest: number[] = [];
+  for (const [token, b] of bytes.entries()) {
+    if (!b || b.length === 0) continue;
+    if (isPlainBytes(b)) {
+      isPlain[token] = 1;
+      plain.push(token);
+    } else rest.push(token);
+  }
+  return {
+    tokens: Int32Array.from(plain),
+    isPlain,
+    rest: createTokenTrie(bytes.map((b, token) => (isPlain[token] ? null : b))),
+    restTokens: Int32Array.from(rest),
+  };
+}
+
+/** Whether every plain character (ASCII and whole multibyte ones) leads from `state` back to it. */
+export function loopsOnPlainText(automaton: ByteAutomaton, state: number): boolean {
+  for (let b = 0x20; b <= 0x7e; b++) if (isPlainAscii(b) && automaton.next(state, b) !== state) return false;
+  for (const run of MULTIBYTE_RUNS) {
+    // A run's states after each byte: every byte of a position must lead to one same state, so
+    // that each position costs one pass over its range.
+    let at = state;
+    for (const [k, [lo, hi]] of run.entries()) {
+      const to = automaton.next(at, lo);
+      if (to < 0) return false;
+      for (let b = lo + 1; b <= hi; b++) if (automaton.next(at, b) !== to) return false;
+      at = to;
+      if (k === run.length - 1 && at !== state) return false;
+    }
+  }
+  return true;
+}
