@@ -153,6 +153,14 @@ export const SCHEMAS: Record<string, object | boolean> = {
   "any value": {},
   "true schema": true,
   "annotations only": { title: "Anything", description: "at all", $comment: "nothing constrains it" },
+  "network formats": {
+    type: "object",
+    properties: Object.fromEntries(
+      ["ipv4", "ipv6", "hostname", "uri", "uri-reference", "duration"].map((format) => [format, { type: "string", format }]),
+    ),
+    required: ["ipv4", "ipv6", "hostname", "uri", "uri-reference", "duration"],
+    additionalProperties: false,
+  },
   "price tag": {
     type: "object",
     properties: { original_price: { type: ["number", "null"], minimum: 0 }, current_price: { type: "number", exclusiveMinimum: 0 } },

@@ -121,7 +121,55 @@ const email = sequence(
   label,
 );
 
-const FORMAT_CONTENT: Record<StringFormat, Fragment> = { date, time, "date-time": sequence(date, literal("T"), time), email, uuid };
+/**
+ * Formats as regular expressions over ASCII, each a subset of what ajv-formats accepts: IPv6
+ * without an embedded IPv4 or zone, host names of at most four labels (so never over 253
+ * characters), URIs with a registered-name host (no IP literal) and `%` only before two hex digits.
+ */
+const FORMAT_PATTERNS = (() => {
+  const h = "[0-9a-fA-F]{1,4}";
+  const octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+  const label = "[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,60}[a-zA-Z0-9])?";
+  const pchar = "(?:[a-zA-Z0-9._~!$&'()*+,;=:@-]|%[0-9a-fA-F]{2})";
+  const tail = `(?:\\?(?:${pchar}|[/?])*)?(?:#(?:${pchar}|[/?])*)?`;
+  const scheme = "[a-zA-Z][a-zA-Z0-9+.-]*";
+  const host = "(?:[a-zA-Z0-9._~!$&'()*+,;=-]|%[0-9a-fA-F]{2})*";
+  const hierarchical = `${scheme}://${host}(?::[0-9]*)?(?:/${pchar}*)*${tail}`;
+  const rootless = `${scheme}:${pchar}+(?:/${pchar}*)*${tail}`;
+  const noColon = "(?:[a-zA-Z0-9._~!$&'()*+,;=@-]|%[0-9a-fA-F]{2})";
+  const relative = `(?:/?${noColon}+(?:/${pchar}*)*|/)?${tail}`;
+  const n = "[0-9]+";
+  const clock = `T(?:${n}H(?:${n}M)?(?:${n}S)?|${n}M(?:${n}S)?|${n}S)`;
+  return {
+    ipv4: `(?:${octet}\\.){3}${octet}`,
+    ipv6: [
+      `(?:${h}:){7}${h}`,
+      `(?:${h}:){1,7}:`,
+      `(?:${h}:){1,6}:${h}`,
+      ...[2, 3, 4, 5, 6].map((k) => `(?:${h}:){1,${7 - k}}(?::${h}){1,${k}}`),
+      `${h}:(?::${h}){1,6}`,
+      `:(?:(?::${h}){1,7}|:)`,
+    ].join("|"),
+    hostname: `${label}(?:\\.${label}){0,3}\\.?`,
+    uri: `${hierarchical}|${rootless}`,
+    "uri-reference": `${hierarchical}|${rootless}|${relative}`,
+    duration: `P(?:(?:${n}Y(?:${n}M)?(?:${n}D)?|${n}M(?:${n}D)?|${n}D)(?:${clock})?|${clock}|${n}W)`,
+  };
+})();
+
+const regexFormat = (pattern: string) => regexFragment(parseRegex(pattern, "format"), jsonCodePoints);
+
+const FORMAT_CONTENT: Record<StringFormat, Fragment> = {
+  date,
+  time,
+  "date-time": sequence(date, literal("T"), time),
+  email,
+  uuid,
+  ...(Object.fromEntries(Object.entries(FORMAT_PATTERNS).map(([name, pattern]) => [name, regexFormat(pattern)])) as Record<
+    keyof typeof FORMAT_PATTERNS,
+    Fragment
+  >),
+};
 
 /** A quoted string whose content, read as characters, matches `regex` as a whole. */
 export function patternString(regex: RegexNode): Fragment {

@@ -17,7 +17,18 @@ import { createPatternTest } from "./pattern-search.ts";
 import { parseRegex, type RegexNode, regexLengths } from "./regex.ts";
 import { IntersectionError, intersectSchemas } from "./schema-intersection.ts";
 
-export type StringFormat = "date" | "date-time" | "time" | "email" | "uuid";
+export type StringFormat =
+  | "date"
+  | "date-time"
+  | "time"
+  | "duration"
+  | "email"
+  | "hostname"
+  | "ipv4"
+  | "ipv6"
+  | "uri"
+  | "uri-reference"
+  | "uuid";
 
 /** A bound on a number; exclusive bounds exclude the value itself. */
 export interface NumberBound {
@@ -73,7 +84,7 @@ export interface GateOptions {
  */
 const SCHEMA_LIMITS = {
   textBytes: 1024 * 1024,
-  properties: 1000,
+  properties: 10_000,
   enumValues: 1000,
   maxLength: 4096,
   maxItems: 1000,
@@ -86,7 +97,19 @@ const NAME_TEST_MS = 250;
 /** Number bounds beyond this could let digit texts overflow a double. */
 const MAX_BOUND = 1e300;
 
-const FORMATS: readonly StringFormat[] = ["date", "date-time", "time", "email", "uuid"];
+const FORMATS: readonly StringFormat[] = [
+  "date",
+  "date-time",
+  "time",
+  "duration",
+  "email",
+  "hostname",
+  "ipv4",
+  "ipv6",
+  "uri",
+  "uri-reference",
+  "uuid",
+];
 const TYPES = ["null", "boolean", "object", "array", "number", "integer", "string"] as const;
 type TypeName = (typeof TYPES)[number];
 
@@ -117,17 +140,11 @@ const UNSUPPORTED = new Set([
 
 /** The formats JSON Schema defines that the gate does not enforce: refused; any other is an annotation. */
 const UNSUPPORTED_FORMATS = new Set([
-  "uri",
-  "uri-reference",
   "iri",
   "iri-reference",
   "uri-template",
   "idn-email",
-  "hostname",
   "idn-hostname",
-  "ipv4",
-  "ipv6",
-  "duration",
   "json-pointer",
   "relative-json-pointer",
   "regex",
