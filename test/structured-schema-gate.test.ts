@@ -135,13 +135,14 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
     [{ not: { type: "null" } }, /keyword "not" at \/ is not supported/],
     [
       { oneOf: [{ type: "integer" }, { type: "number", minimum: 5 }] },
-      /"oneOf" at \/oneOf is supported only where its branches allow different types; branches 0 and 1 may both be number/,
+      /"oneOf" at \/oneOf: branches 0 and 1 may both match one value \(both may be number\)/,
     ],
     [
       { $defs: { a: { properties: { p: {} } } }, oneOf: [{ $ref: "#/$defs/a" }, { type: "string" }, { maxItems: 1 }, { const: { k: 1 } }] },
-      /branches 0 and 3 may both be object/,
+      /branches 0 and 3 may both match one value \(both may be object\)/,
     ],
-    [{ oneOf: [{ type: "string" }, {}] }, /branches 0 and 1 may both be string/],
+    [{ oneOf: [{ type: "string" }, {}] }, /branches 0 and 1 may both match one value \(both may be string\)/],
+    [{ oneOf: [{ required: ["a"] }, { required: ["a", "b"] }] }, /branches 0 and 1 may both match one value/],
     ['{"if":{"type":"string"},"then":{},"else":{}}', /keyword "if" at \/ is not supported/],
     [{ type: "array", contains: { type: "string" } }, /keyword "contains" at \/ is not supported/],
     [{ type: "array", items: { minContains: 1 } }, /keyword "minContains" at \/items is not supported/],
@@ -233,6 +234,24 @@ describe("schema gate: intersections and the keywords beside them", () => {
     ],
     ["anyOf beside keywords", { type: "string", anyOf: [{ maxLength: 2 }, { minLength: 5 }] }, ['"ab"', '"abcde"'], ['"abc"', "1"]],
     ["oneOf beside keywords", { oneOf: [{ type: "integer" }, { type: "string" }], type: "integer" }, ["1"], ['"s"']],
+    ["oneOf of disjoint constants", { oneOf: [{ enum: ["a", "b"] }, { const: "c" }] }, ['"a"', '"c"'], ['"d"']],
+    [
+      "oneOf of objects told apart by a constant",
+      {
+        oneOf: [
+          { type: "object", properties: { kind: { const: "point" }, x: { type: "integer" } }, required: ["kind"] },
+          { type: "object", properties: { kind: { enum: ["line"] }, to: { type: "integer" } }, required: ["kind", "to"] },
+        ],
+      },
+      ['{"kind":"point","x":1}', '{"kind":"line","to":2}'],
+      ['{"kind":"line"}', '{"kind":"circle"}'],
+    ],
+    [
+      "oneOf of objects told apart by what each requires: the other's required names are left out",
+      { type: "object", oneOf: [{ required: ["a"] }, { required: ["b"] }] },
+      ['{"a":1}', '{"b":1}', '{"a":1,"c":2}'],
+      ['{"a":1,"b":2}', '{"b":1,"a":2}', "{}"],
+    ],
     [
       "patternProperties: names as JSON Schema reads a pattern (anywhere unless anchored)",
       { type: "object", patternProperties: { "^x-": { type: "integer" }, id: { type: "integer" } }, additionalProperties: false },

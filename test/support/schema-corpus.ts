@@ -153,6 +153,28 @@ export const SCHEMAS: Record<string, object | boolean> = {
   "any value": {},
   "true schema": true,
   "annotations only": { title: "Anything", description: "at all", $comment: "nothing constrains it" },
+  "oneOf by constant": {
+    oneOf: [
+      { type: "object", properties: { kind: { const: "point" }, x: { type: "integer" } }, required: ["kind"] },
+      { type: "object", properties: { kind: { enum: ["line", "ray"] }, to: { type: "integer" } }, required: ["kind", "to"] },
+    ],
+  },
+  "oneOf by required names": {
+    type: "object",
+    properties: { a: { type: "integer" }, b: { type: "string", maxLength: 3 } },
+    oneOf: [{ required: ["a"] }, { required: ["b"] }],
+  },
+  "allOf with $ref": {
+    $defs: { base: { type: "object", properties: { id: { type: "integer", minimum: 1 } }, required: ["id"] } },
+    allOf: [{ $ref: "#/$defs/base" }, { properties: { tags: { type: "array", items: { enum: ["x", "y"] }, maxItems: 2 } } }],
+    required: ["tags"],
+  },
+  "patternProperties map": {
+    type: "object",
+    patternProperties: { "^x-": { type: "integer" }, "^y": { type: "boolean" } },
+    additionalProperties: false,
+    maxProperties: 3,
+  },
   "network formats": {
     type: "object",
     properties: Object.fromEntries(

@@ -396,23 +396,78 @@ class Gate {
   }
 
   /**
-   * `oneOf` is `anyOf` when no value can match two of its branches: enforced where the branches
-   * allow pairwise different JSON types (an integer is a number), refused where they may overlap.
+   * `oneOf` is `anyOf` when no value written for one branch can match another. Two branches are
+   * told apart by their JSON types (an integer is a number), by disjoint `enum`/`const` values,
+   * or, where both are objects, by a property the other branch requires: one whose constants
+   * differ in the two, one this branch never writes (left out of the names it may add: a
+   * narrowing), or, where the other allows no property it does not list, one this branch
+   * requires and the other does not list. Refused where none of these tells them apart.
    */
   private oneOf(options: JsonValue, pointer: string): SchemaNode {
-    const node = this.anyOf(options, pointer, "oneOf");
-    const branches = (options as JsonValue[]).map((option) => this.typesOf(option, new Set()));
-    for (let i = 0; i < branches.length; i++) {
-      for (let j = i + 1; j < branches.length; j++) {
-        const shared = [...branches[i]!].find((t) => branches[j]!.has(t));
-        if (shared !== undefined) {
-          throw refuse(
-            `"oneOf" at ${pointer} is supported only where its branches allow different types; branches ${i} and ${j} may both be ${shared}`,
-          );
+    if (!Array.isArray(options) || options.length === 0) throw refuse(`"oneOf" at ${pointer} must be a non-empty array`);
+    const views = options.map((option, i) => this.expand(option, pointerTo(pointer, i), []));
+    const leftOut = options.map(() => new Set<string>());
+    for (let i = 0; i < views.length; i++) {
+      for (let j = i + 1; j < views.length; j++) {
+        if (!this.apart(views[i]!, views[j]!, leftOut[i]!) || !this.apart(views[j]!, views[i]!, leftOut[j]!)) {
+          const shared = [...this.typesOf(views[i]!, new Set())].filter((t) => this.typesOf(views[j]!, new Set()).has(t));
+          throw refuse(`"oneOf" at ${pointer}: branches ${i} and ${j} may both match one value (both may be ${shared.join(" or ")})`);
         }
       }
     }
-    return node;
+    return {
+      kind: "anyOf",
+      options: options.map((option, i) => {
+        const at = pointerTo(pointer, i);
+        if (leftOut[i]!.size === 0) return this.schema(option, at);
+        const without = new Map([["properties", new Map<string, JsonValue>([...leftOut[i]!].map((name) => [name, false]))]]);
+        return this.schema(new Map([["allOf", [option, without]]]), at);
+      }),
+    };
+  }
+
+  /**
+   * Whether no value written for branch `mine` matches branch `theirs` (both expanded); names
+   * that must be left out of `mine` for that are added to `leftOut`.
+   */
+  private apart(mine: JsonValue, theirs: JsonValue, leftOut: Set<string>): boolean {
+    const shared = [...this.typesOf(mine, new Set())].filter((t) => this.typesOf(theirs, new Set()).has(t));
+    if (shared.length === 0) return true;
+    const myValues = this.constants(mine);
+    const theirValues = this.constants(theirs);
+    if (myValues && theirValues && ![...myValues].some((v) => theirValues.has(v))) return true;
+    if (shared.some((t) => t !== "object") || !isJsonObject(mine) || !isJsonObject(theirs)) return false;
+    const listed = (schema: JsonObject) => (isJsonObject(schema.get("properties")) ? (schema.get("properties") as JsonObject) : new Map());
+    const requiredOf = (schema: JsonObject) => (Array.isArray(schema.get("required")) ? (schema.get("required") as string[]) : []);
+    const theirRequired = requiredOf(theirs);
+    // A constant of theirs that this branch never writes.
+    for (const name of theirRequired) {
+      const mineValues = listed(mine).has(name) ? this.constants(this.expand(listed(mine).get(name)!, "", [])) : undefined;
+      const otherValues = listed(theirs).has(name) ? this.constants(this.expand(listed(theirs).get(name)!, "", [])) : undefined;
+      if (mineValues && otherValues && ![...mineValues].some((v) => otherValues.has(v))) return true;
+    }
+    // A property this branch always writes and theirs forbids.
+    if (theirs.get("additionalProperties") === false && !theirs.has("patternProperties")) {
+      if (requiredOf(mine).some((name) => !listed(theirs).has(name))) return true;
+    }
+    // A property theirs requires and this branch can do without: it is never written here.
+    const spare = theirRequired.find((name) => !requiredOf(mine).includes(name));
+    if (spare === undefined) return false;
+    leftOut.add(spare);
+    return true;
+  }
+
+  /** The canonical texts of the values `enum` and `const` allow, or undefined without them. */
+  private constants(schema: JsonValue): Set<string> | undefined {
+    if (!isJsonObject(schema)) return undefined;
+    let values: Set<string> | undefined;
+    const list = schema.get("enum");
+    if (Array.isArray(list)) values = new Set(list.map(canonicalJson));
+    if (schema.has("const")) {
+      const constant = canonicalJson(schema.get("const")!);
+      values = new Set(!values || values.has(constant) ? [constant] : []);
+    }
+    return values;
   }
 
   /** The JSON types a schema may allow, as far as its keywords tell; every type where they do not. */
@@ -641,7 +696,7 @@ class Gate {
     });
     let missing = minProperties - nodes.filter((p) => p.required).length;
     for (const node of nodes) {
-      if (missing > 0 && !node.required) {
+      if (missing > 0 && !node.required && node.schema.kind !== "never") {
         node.required = true;
         missing--;
       }
