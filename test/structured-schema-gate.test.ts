@@ -132,7 +132,8 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
       { type: "object", properties: { tags: { type: "array", uniqueItems: true } } },
       /keyword "uniqueItems" at \/properties\/tags is not supported/,
     ],
-    [{ not: { type: "null" } }, /keyword "not" at \/ is not supported/],
+    [{ not: { type: "string", pattern: "a" } }, /"not" at \/not: the negation of "pattern" is not supported/],
+    [{ not: { type: "integer" } }, /"not" at \/not: the negation of "type: integer" is not supported/],
     [
       { oneOf: [{ type: "integer" }, { type: "number", minimum: 5 }] },
       /"oneOf" at \/oneOf: branches 0 and 1 may both match one value \(both may be number\)/,
@@ -157,8 +158,8 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
       /keyword "dependentRequired" at \/\$defs\/a is not supported/,
     ],
     [
-      { properties: { "a/b": { properties: { "c~d": { maximum: 1, not: {} } } } } },
-      /keyword "not" at \/properties\/a~1b\/properties\/c~0d is not supported/,
+      { properties: { "a/b": { properties: { "c~d": { maximum: 1, multipleOf: 2 } } } } },
+      /keyword "multipleOf" at \/properties\/a~1b\/properties\/c~0d is not supported/,
     ],
     [{ anyOf: [{ type: "string" }, { type: "integer", multipleOf: 2 }] }, /keyword "multipleOf" at \/anyOf\/1 is not supported/],
     [{ type: "array", prefixItems: [{ uniqueItems: true }] }, /keyword "uniqueItems" at \/prefixItems\/0 is not supported/],
@@ -234,6 +235,22 @@ describe("schema gate: intersections and the keywords beside them", () => {
     ],
     ["anyOf beside keywords", { type: "string", anyOf: [{ maxLength: 2 }, { minLength: 5 }] }, ['"ab"', '"abcde"'], ['"abc"', "1"]],
     ["oneOf beside keywords", { oneOf: [{ type: "integer" }, { type: "string" }], type: "integer" }, ["1"], ['"s"']],
+    ["not of a type", { not: { type: ["string", "object"] } }, ["1", "null", "[]"], ['"a"', "{}"]],
+    ["not of string constants", { type: "string", not: { enum: ["no", "x"] } }, ['"yes"', '"nox"'], ['"no"', '"x"']],
+    [
+      "not of required names",
+      { type: "object", properties: { a: {}, b: {} }, not: { required: ["a", "b"] } },
+      ['{"a":1}', '{"b":2}', "{}"],
+      ['{"a":1,"b":2}'],
+    ],
+    ["not of bounds", { type: "integer", not: { minimum: 5, maximum: 9 } }, ["4", "10"], ["5", "9"]],
+    [
+      "not of a property's schema",
+      { type: "object", properties: { a: { type: "integer" } }, not: { properties: { a: { minimum: 3 } } } },
+      ['{"a":2}'],
+      ["{}", '{"a":3}'],
+    ],
+    ["not of not, and of anyOf", { not: { anyOf: [{ type: "string" }, { not: { type: "array" } }] } }, ["[]", "[1]"], ['"a"', "1", "null"]],
     ["oneOf of disjoint constants", { oneOf: [{ enum: ["a", "b"] }, { const: "c" }] }, ['"a"', '"c"'], ['"d"']],
     [
       "oneOf of objects told apart by a constant",

@@ -132,8 +132,8 @@ describe("hostile HTTP", () => {
       ],
       [
         "an unsupported schema keyword",
-        { ...hi, response_format: { type: "json_schema", json_schema: { schema: { type: "object", not: {} } } } },
-        /"not"/,
+        { ...hi, response_format: { type: "json_schema", json_schema: { schema: { type: "array", uniqueItems: true } } } },
+        /"uniqueItems"/,
       ],
       ["a value nested 100,000 deep", `{"temperature":${deep(100_000)},"messages":[]}`, /nests arrays and objects more than 64 deep/],
       [

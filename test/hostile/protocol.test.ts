@@ -170,8 +170,8 @@ describe("hostile messages", () => {
       ],
       [
         "an Extract with an unsupported keyword",
-        { instruction: "total?", schema: { schema: '{"type":"string","not":{"const":"x"}}' } },
-        /keyword "not" at \/ is not supported/,
+        { instruction: "total?", schema: { schema: '{"type":"string","not":{"pattern":"x"}}' } },
+        /"not" at \/not: the negation of "pattern" is not supported/,
       ],
     ];
     for (const [name, request, message] of extracts) {

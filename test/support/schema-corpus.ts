@@ -175,6 +175,12 @@ export const SCHEMAS: Record<string, object | boolean> = {
     additionalProperties: false,
     maxProperties: 3,
   },
+  not: {
+    type: "object",
+    properties: { name: { type: "string", not: { enum: ["admin", "root"] } }, n: { type: "integer", not: { minimum: 3, maximum: 7 } } },
+    required: ["name", "n"],
+    not: { required: ["extra"] },
+  },
   "network formats": {
     type: "object",
     properties: Object.fromEntries(

@@ -240,6 +240,7 @@ class SchemaCompiler {
         return (nfa, from) => oneOfBytes(this.literals(nfa, node.texts, node.within))(nfa, from);
       case "string":
         if (node.pattern) return patternString(node.pattern);
+        if (node.except) return otherName(node.except);
         return node.format ? formatString(node.format) : jsonString(node.minLength, node.maxLength);
       case "number":
         return jsonNumber(node.integer, node.lower, node.upper);

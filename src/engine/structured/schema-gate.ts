@@ -15,7 +15,7 @@ import { describeValue, invalidArgument } from "../../errors.ts";
 import { canonicalJson, isJsonObject, type JsonObject, type JsonValue, parseOrderedJson, stringifyCompact } from "./ordered-json.ts";
 import { createPatternTest } from "./pattern-search.ts";
 import { parseRegex, type RegexNode, regexLengths } from "./regex.ts";
-import { IntersectionError, intersectSchemas } from "./schema-intersection.ts";
+import { EXCEPT, IntersectionError, intersectSchemas, numericBounds } from "./schema-intersection.ts";
 
 export type StringFormat =
   | "date"
@@ -48,7 +48,8 @@ export type SchemaNode =
   /** Compact JSON texts; with `within`, only those the rest of the schema also accepts. */
   | { kind: "literals"; texts: string[]; within?: SchemaNode }
   /** With `pattern`, the whole content matches it and the lengths are ones it already keeps. */
-  | { kind: "string"; minLength: number; maxLength?: number; format?: StringFormat; pattern?: RegexNode }
+  /** With `except`, any string but these, written without escapes (a narrowing). */
+  | { kind: "string"; minLength: number; maxLength?: number; format?: StringFormat; pattern?: RegexNode; except?: string[] }
   | { kind: "number"; integer: boolean; lower?: NumberBound; upper?: NumberBound }
   /**
    * Listed properties in this order; with `additional`, members of other names may follow,
@@ -112,6 +113,8 @@ const FORMATS: readonly StringFormat[] = [
 ];
 const TYPES = ["null", "boolean", "object", "array", "number", "integer", "string"] as const;
 type TypeName = (typeof TYPES)[number];
+/** Every JSON type once, an integer being a number. */
+const ALL_TYPES: readonly TypeName[] = ["null", "boolean", "object", "array", "number", "string"];
 
 /**
  * The keywords of JSON Schema (drafts 4 to 2020-12) that constrain values and that the gate does
@@ -119,7 +122,6 @@ type TypeName = (typeof TYPES)[number];
  * an annotation.
  */
 const UNSUPPORTED = new Set([
-  "not",
   "if",
   "then",
   "else",
@@ -163,7 +165,7 @@ const FAMILY_KEYWORDS = new Set(Object.values(FAMILIES).flat());
 const COMBINATORS = ["$ref", "anyOf", "oneOf"] as const;
 
 /** The keywords the gate enforces. */
-const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", "allOf", ...COMBINATORS]);
+const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", "allOf", "not", EXCEPT, ...COMBINATORS]);
 
 /** Whether a keyword constrains nothing: neither enforced nor refused. */
 const isAnnotation = (keyword: string) => !ENFORCED.has(keyword) && !UNSUPPORTED.has(keyword);
@@ -246,7 +248,7 @@ class Gate {
   private flatten(value: JsonObject, pointer: string): JsonValue {
     const constraining = [...value.keys()].filter((k) => !isAnnotation(k));
     const combinator = COMBINATORS.find((c) => value.has(c));
-    if (!value.has("allOf") && (combinator === undefined || constraining.length === 1)) return value;
+    if (!value.has("allOf") && !value.has("not") && (combinator === undefined || constraining.length === 1)) return value;
     const merged = this.expand(value, pointer, []);
     if (!isJsonObject(merged)) return merged;
     const either = (["anyOf", "oneOf"] as const).find((c) => merged.has(c));
@@ -270,6 +272,9 @@ class Gate {
     rest.delete("allOf");
     const ref = rest.get("$ref");
     rest.delete("$ref");
+    const negated = rest.get("not");
+    rest.delete("not");
+    if (negated !== undefined) parts.push({ schema: this.negate(negated, pointerTo(pointer, "not"), refs), pointer, refs });
     if (members !== undefined) {
       const at = pointerTo(pointer, "allOf");
       if (!Array.isArray(members) || members.length === 0) throw refuse(`"allOf" at ${at} must be a non-empty array`);
@@ -294,6 +299,118 @@ class Gate {
       }
     }
     return merged;
+  }
+
+  /**
+   * `not`, as the schema of the values `schema` refuses: every keyword's failure, one branch of an
+   * `anyOf` each (a value fails a schema when it fails any of its keywords). Keywords of one type
+   * also let every other type through. What has no such form here is refused by name.
+   */
+  private negate(schema: JsonValue, pointer: string, refs: readonly string[]): JsonValue {
+    const expanded = this.expand(schema, pointer, refs);
+    if (typeof expanded === "boolean") return !expanded;
+    if (!isJsonObject(expanded)) throw refuse(`the schema at ${pointer} must be an object or a boolean`);
+    const value = numericBounds(expanded);
+    const options: JsonValue[] = [];
+    const unsupported = (keyword: string) => refuse(`"not" at ${pointer}: the negation of "${keyword}" is not supported`);
+    const typed = (type: TypeName, extra: Array<[string, JsonValue]>) =>
+      options.push(new Map<string, JsonValue>([["type", type], ...extra]));
+    const otherThan = (...types: TypeName[]) => {
+      const rest = ALL_TYPES.filter((t) => !types.includes(t) && !(t === "number" && types.includes("integer")));
+      if (rest.length > 0) options.push(new Map([["type", rest]]));
+    };
+    const bound = (type: TypeName, keyword: string, n: JsonValue, inverse: string, shift: number) => {
+      if (typeof n !== "number") throw refuse(`"${keyword}" at ${pointerTo(pointer, keyword)} must be a number`);
+      otherThan(type);
+      if (shift === 0) typed(type, [[inverse, n]]);
+      else if (n + shift >= 0) typed(type, [[inverse, n + shift]]);
+    };
+    for (const [keyword, v] of value) {
+      if (isAnnotation(keyword)) continue;
+      switch (keyword) {
+        case "type": {
+          const names = (Array.isArray(v) ? v : [v]) as string[];
+          if (names.includes("integer") && !names.includes("number")) throw unsupported("type: integer");
+          otherThan(...(names as TypeName[]));
+          break;
+        }
+        case "enum":
+        case "const": {
+          const values = keyword === "const" ? [v] : (v as JsonValue[]);
+          const types = new Set(values.map(jsonType));
+          otherThan(...types);
+          if (types.has("boolean") && !(values.includes(true) && values.includes(false)))
+            options.push(new Map([["const", !values.includes(true)]]));
+          if (types.has("string"))
+            options.push(
+              new Map<string, JsonValue>([
+                ["type", "string"],
+                [EXCEPT, values.filter((x) => typeof x === "string")],
+              ]),
+            );
+          if (types.has("number") || types.has("object") || types.has("array"))
+            throw unsupported(`${keyword}" of numbers, objects or arrays`);
+          break;
+        }
+        case EXCEPT:
+          options.push(new Map<string, JsonValue>([["enum", v]]));
+          otherThan("string");
+          break;
+        case "required":
+          otherThan("object");
+          for (const name of v as string[]) typed("object", [["properties", new Map([[name, false]])]]);
+          break;
+        case "minLength":
+          bound("string", keyword, v, "maxLength", -1);
+          break;
+        case "maxLength":
+          bound("string", keyword, v, "minLength", 1);
+          break;
+        case "minItems":
+          bound("array", keyword, v, "maxItems", -1);
+          break;
+        case "maxItems":
+          bound("array", keyword, v, "minItems", 1);
+          break;
+        case "minProperties":
+          bound("object", keyword, v, "maxProperties", -1);
+          break;
+        case "maxProperties":
+          bound("object", keyword, v, "minProperties", 1);
+          break;
+        case "minimum":
+          bound("number", keyword, v, "exclusiveMaximum", 0);
+          break;
+        case "exclusiveMinimum":
+          bound("number", keyword, v, "maximum", 0);
+          break;
+        case "maximum":
+          bound("number", keyword, v, "exclusiveMinimum", 0);
+          break;
+        case "exclusiveMaximum":
+          bound("number", keyword, v, "minimum", 0);
+          break;
+        case "properties":
+          otherThan("object");
+          for (const [name, sub] of v as JsonObject) {
+            const inverse = this.negate(sub, pointerTo(pointer, "properties", name), refs);
+            if (inverse !== false)
+              typed("object", [
+                ["required", [name]],
+                ["properties", new Map([[name, inverse]])],
+              ]);
+          }
+          break;
+        case "anyOf":
+          if (!Array.isArray(v)) throw refuse(`"anyOf" at ${pointerTo(pointer, "anyOf")} must be a non-empty array`);
+          options.push(new Map([["allOf", v.map((option, i) => this.negate(option, pointerTo(pointer, "anyOf", i), refs))]]));
+          break;
+        default:
+          throw unsupported(keyword);
+      }
+    }
+    if (options.length === 0) return false;
+    return options.length === 1 ? options[0]! : new Map([["anyOf", options]]);
   }
 
   /** Whether `patternProperties` pattern `pattern` (at `pointer`) matches property name `name`. */
@@ -576,6 +693,12 @@ class Gate {
   }
 
   private string(value: JsonObject, pointer: string): SchemaNode {
+    const except = value.get(EXCEPT);
+    if (Array.isArray(except)) {
+      const other = ["minLength", "maxLength", "pattern", "format"].find((k) => value.has(k));
+      if (other) throw refuse(`${describe(other, pointer)} cannot be combined with "not" of string constants`);
+      return { kind: "string", minLength: 0, except: except as string[] };
+    }
     const minLength = this.count(value, "minLength", pointer, SCHEMA_LIMITS.maxLength) ?? 0;
     const format = this.format(value, pointer);
     // A pattern keeps the lengths itself, so it is checked against the schema's own maxLength.

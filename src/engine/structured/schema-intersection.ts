@@ -14,6 +14,12 @@ export class IntersectionError extends Error {}
 /** What `mergeKeyword` answers when no value satisfies both sides. */
 const NOTHING = Symbol("nothing");
 
+/**
+ * The gate's own keyword for "a string other than these" (the negation of a string `enum`):
+ * `$` keywords belong to JSON Schema's core, which defines no such one.
+ */
+export const EXCEPT = "$glanceExcept";
+
 /** The most branches a product of two `anyOf`s may have. */
 const MAX_PRODUCT = 64;
 
@@ -63,7 +69,7 @@ function intersectTypes(a: JsonValue, b: JsonValue): JsonValue {
 }
 
 /** Draft 4's boolean `exclusiveMinimum`/`exclusiveMaximum` in later drafts' numeric form. */
-function numericBounds(schema: JsonObject): JsonObject {
+export function numericBounds(schema: JsonObject): JsonObject {
   const out = new Map(schema);
   for (const [bound, exclusive] of [
     ["minimum", "exclusiveMinimum"],
@@ -162,6 +168,8 @@ function mergeKeyword(keyword: string, mine: JsonValue, theirs: JsonValue, a: Js
       return mergePrefixItems(mine as JsonValue[], theirs as JsonValue[], a.get("items"), b.get("items"));
     case "anyOf":
       return product(mine as JsonValue[], theirs as JsonValue[]);
+    case EXCEPT:
+      return [...new Set([...(mine as string[]), ...(theirs as string[])])];
     case "dependentRequired": {
       const out = new Map(mine as JsonObject);
       for (const [name, names] of theirs as JsonObject) {
