@@ -148,15 +148,11 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
     [{ type: "array", contains: { type: "string" } }, /keyword "contains" at \/ is not supported/],
     [{ type: "array", items: { minContains: 1 } }, /keyword "minContains" at \/items is not supported/],
     [{ type: "object", propertyNames: { maxLength: 3 } }, /keyword "propertyNames" at \/ is not supported/],
-    [{ type: "object", dependentRequired: { a: ["b"] } }, /keyword "dependentRequired" at \/ is not supported/],
-    [{ type: "object", dependentSchemas: { a: {} } }, /keyword "dependentSchemas" at \/ is not supported/],
+    [{ type: "object", dependentRequired: { a: [1] } }, /"dependentRequired" at \/dependentRequired\/a must list names/],
     [{ type: "object", unevaluatedProperties: false }, /keyword "unevaluatedProperties" at \/ is not supported/],
     [{ type: "integer", multipleOf: 5 }, /keyword "multipleOf" at \/ is not supported/],
     [{ type: "string", pattern: "^(?=a)" }, /"pattern" at \/pattern: lookahead at offset 1 is not supported/],
-    [
-      { $defs: { a: { type: "string", dependentRequired: {} } }, $ref: "#/$defs/a" },
-      /keyword "dependentRequired" at \/\$defs\/a is not supported/,
-    ],
+    [{ $defs: { a: { type: "string", uniqueItems: true } }, $ref: "#/$defs/a" }, /keyword "uniqueItems" at \/\$defs\/a is not supported/],
     [
       { properties: { "a/b": { properties: { "c~d": { maximum: 1, multipleOf: 2 } } } } },
       /keyword "multipleOf" at \/properties\/a~1b\/properties\/c~0d is not supported/,
@@ -251,6 +247,23 @@ describe("schema gate: intersections and the keywords beside them", () => {
       ["{}", '{"a":3}'],
     ],
     ["not of not, and of anyOf", { not: { anyOf: [{ type: "string" }, { not: { type: "array" } }] } }, ["[]", "[1]"], ['"a"', "1", "null"]],
+    [
+      "dependentRequired and draft 7's dependencies: the names a property needs are written (a narrowing)",
+      { type: "object", properties: { a: {}, b: {}, c: {} }, dependentRequired: { a: ["b"] }, dependencies: { c: ["a"] } },
+      ['{"a":1,"b":2}', '{"a":1,"b":2,"c":3}'],
+      ['{"a":1}', '{"c":3,"b":2}'],
+    ],
+    [
+      "dependentSchemas: merged where the property is required, the property left out where it is not",
+      {
+        type: "object",
+        properties: { a: {}, b: { type: "integer" }, c: {} },
+        required: ["a"],
+        dependentSchemas: { a: { properties: { b: { minimum: 3 } } }, c: { required: ["zz"] } },
+      },
+      ['{"a":1,"b":3}', '{"a":1}'],
+      ['{"a":1,"b":2}', '{"a":1,"c":1}'],
+    ],
     ["oneOf of disjoint constants", { oneOf: [{ enum: ["a", "b"] }, { const: "c" }] }, ['"a"', '"c"'], ['"d"']],
     [
       "oneOf of objects told apart by a constant",

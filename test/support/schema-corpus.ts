@@ -181,6 +181,16 @@ export const SCHEMAS: Record<string, object | boolean> = {
     required: ["name", "n"],
     not: { required: ["extra"] },
   },
+  dependencies: {
+    type: "object",
+    properties: {
+      card: { type: "string", maxLength: 4 },
+      billing: { type: "string", maxLength: 4 },
+      note: { type: "string", maxLength: 2 },
+    },
+    dependentRequired: { card: ["billing"] },
+    dependentSchemas: { note: { required: ["card"] } },
+  },
   "network formats": {
     type: "object",
     properties: Object.fromEntries(

@@ -125,9 +125,6 @@ const UNSUPPORTED = new Set([
   "if",
   "then",
   "else",
-  "dependencies",
-  "dependentRequired",
-  "dependentSchemas",
   "propertyNames",
   "unevaluatedProperties",
   "unevaluatedItems",
@@ -154,7 +151,17 @@ const UNSUPPORTED_FORMATS = new Set([
 
 /** The constraining keywords of each type; a schema without `type` allows the types whose keywords it uses. */
 const FAMILIES: Record<"object" | "array" | "string" | "number", readonly string[]> = {
-  object: ["properties", "required", "additionalProperties", "patternProperties", "minProperties", "maxProperties"],
+  object: [
+    "properties",
+    "required",
+    "additionalProperties",
+    "patternProperties",
+    "minProperties",
+    "maxProperties",
+    "dependencies",
+    "dependentRequired",
+    "dependentSchemas",
+  ],
   array: ["items", "prefixItems", "additionalItems", "minItems", "maxItems"],
   string: ["minLength", "maxLength", "format", "pattern"],
   number: ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"],
@@ -777,6 +784,8 @@ class Gate {
    * `maxProperties` below the listed ones leaves the last optional ones out (narrowings both).
    */
   private object(value: JsonObject, pointer: string): SchemaNode {
+    const dependent = this.dependencies(value, pointer);
+    if (dependent) return this.schema(dependent, pointer);
     const properties = value.get("properties");
     const required = value.get("required") ?? [];
     const additional = value.get("additionalProperties") ?? (this.strict ? false : undefined);
@@ -837,6 +846,60 @@ class Gate {
     if (others.kind === "never") return { kind: "object", properties: kept };
     this.openObjects++;
     return { kind: "object", properties: kept, additional: others };
+  }
+
+  /**
+   * An object schema with its dependencies (draft 7's `dependencies`, and `dependentRequired`,
+   * `dependentSchemas`) turned into what `object` reads, narrowed: the names a listed property
+   * depends on become required, and a schema that depends on a property is merged in where the
+   * property is required and leaves the property out where it is not. Undefined without any.
+   */
+  private dependencies(value: JsonObject, pointer: string): JsonValue | undefined {
+    const keywords = ["dependencies", "dependentRequired", "dependentSchemas"].filter((k) => value.has(k));
+    if (keywords.length === 0) return undefined;
+    const rest = new Map([...value].filter(([k]) => !keywords.includes(k)));
+    rest.set("type", "object");
+    const required = new Set(Array.isArray(value.get("required")) ? (value.get("required") as string[]) : []);
+    const needs: Array<[string, string[]]> = [];
+    const schemaOf: Array<[string, JsonValue]> = [];
+    for (const keyword of keywords) {
+      const map = value.get(keyword);
+      if (!isJsonObject(map)) throw refuse(`"${keyword}" at ${pointerTo(pointer, keyword)} must be an object`);
+      for (const [name, dependency] of map) {
+        if (!Array.isArray(dependency)) schemaOf.push([name, dependency]);
+        else if (dependency.every((d) => typeof d === "string")) needs.push([name, dependency as string[]]);
+        else throw refuse(`"${keyword}" at ${pointerTo(pointer, keyword, name)} must list names`);
+      }
+    }
+    /** Adds what the required names bring along. */
+    const close = () => {
+      for (let grew = true; grew; ) {
+        grew = false;
+        for (const [name, names] of needs) {
+          if (!required.has(name)) continue;
+          for (const n of names) {
+            if (required.has(n)) continue;
+            required.add(n);
+            grew = true;
+          }
+        }
+      }
+    };
+    close();
+    const schemas = schemaOf.filter(([name]) => required.has(name)).map(([, schema]) => schema);
+    const leftOut = new Set(schemaOf.filter(([name]) => !required.has(name)).map(([name]) => name));
+    // An optional name whose dependents are written with it: required with it, or left out too.
+    for (const [name, names] of needs) {
+      if (required.has(name) || leftOut.has(name)) continue;
+      if (names.some((n) => leftOut.has(n))) leftOut.add(name);
+      else for (const n of names) required.add(n);
+    }
+    close();
+    const listed = new Map(isJsonObject(rest.get("properties")) ? (rest.get("properties") as JsonObject) : []);
+    for (const name of leftOut) listed.set(name, false);
+    if (leftOut.size > 0) rest.set("properties", listed);
+    rest.set("required", [...required]);
+    return schemas.length === 0 ? rest : new Map([["allOf", [rest, ...schemas]]]);
   }
 
   /** An object with no listed properties: names free, or each matching a `patternProperties` pattern. */
