@@ -144,7 +144,7 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
     ],
     [{ oneOf: [{ type: "string" }, {}] }, /branches 0 and 1 may both match one value \(both may be string\)/],
     [{ oneOf: [{ required: ["a"] }, { required: ["a", "b"] }] }, /branches 0 and 1 may both match one value/],
-    ['{"if":{"type":"string"},"then":{},"else":{}}', /keyword "if" at \/ is not supported/],
+    ['{"if":{"pattern":"a"},"then":{},"else":{"type":"null"}}', /"not" at \/if: the negation of "pattern" is not supported/],
     [{ type: "array", contains: { type: "string" } }, /keyword "contains" at \/ is not supported/],
     [{ type: "array", items: { minContains: 1 } }, /keyword "minContains" at \/items is not supported/],
     [{ type: "object", propertyNames: { maxLength: 3 } }, /keyword "propertyNames" at \/ is not supported/],
@@ -263,6 +263,19 @@ describe("schema gate: intersections and the keywords beside them", () => {
       },
       ['{"a":1,"b":3}', '{"a":1}'],
       ['{"a":1,"b":2}', '{"a":1,"c":1}'],
+    ],
+    [
+      "if, then, else",
+      {
+        type: "object",
+        properties: { kind: { enum: ["a", "b"] }, n: { type: "integer" } },
+        required: ["kind", "n"],
+        if: { properties: { kind: { const: "a" } } },
+        then: { properties: { n: { maximum: 1 } } },
+        else: { properties: { n: { minimum: 10 } } },
+      },
+      ['{"kind":"a","n":1}', '{"kind":"b","n":10}'],
+      ['{"kind":"a","n":5}', '{"kind":"b","n":1}'],
     ],
     ["oneOf of disjoint constants", { oneOf: [{ enum: ["a", "b"] }, { const: "c" }] }, ['"a"', '"c"'], ['"d"']],
     [

@@ -181,6 +181,14 @@ export const SCHEMAS: Record<string, object | boolean> = {
     required: ["name", "n"],
     not: { required: ["extra"] },
   },
+  "if then else": {
+    type: "object",
+    properties: { unit: { enum: ["pct", "abs"] }, value: { type: "number" } },
+    required: ["unit", "value"],
+    if: { properties: { unit: { const: "pct" } } },
+    then: { properties: { value: { minimum: 0, maximum: 100 } } },
+    else: { properties: { value: { exclusiveMinimum: 1000 } } },
+  },
   dependencies: {
     type: "object",
     properties: {

@@ -122,9 +122,6 @@ const ALL_TYPES: readonly TypeName[] = ["null", "boolean", "object", "array", "n
  * an annotation.
  */
 const UNSUPPORTED = new Set([
-  "if",
-  "then",
-  "else",
   "propertyNames",
   "unevaluatedProperties",
   "unevaluatedItems",
@@ -172,7 +169,7 @@ const FAMILY_KEYWORDS = new Set(Object.values(FAMILIES).flat());
 const COMBINATORS = ["$ref", "anyOf", "oneOf"] as const;
 
 /** The keywords the gate enforces. */
-const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", "allOf", "not", EXCEPT, ...COMBINATORS]);
+const ENFORCED = new Set([...FAMILY_KEYWORDS, "type", "enum", "const", "allOf", "not", "if", "then", "else", EXCEPT, ...COMBINATORS]);
 
 /** Whether a keyword constrains nothing: neither enforced nor refused. */
 const isAnnotation = (keyword: string) => !ENFORCED.has(keyword) && !UNSUPPORTED.has(keyword);
@@ -255,7 +252,8 @@ class Gate {
   private flatten(value: JsonObject, pointer: string): JsonValue {
     const constraining = [...value.keys()].filter((k) => !isAnnotation(k));
     const combinator = COMBINATORS.find((c) => value.has(c));
-    if (!value.has("allOf") && !value.has("not") && (combinator === undefined || constraining.length === 1)) return value;
+    const applicators = ["allOf", "not", "if", "then", "else"];
+    if (!applicators.some((k) => value.has(k)) && (combinator === undefined || constraining.length === 1)) return value;
     const merged = this.expand(value, pointer, []);
     if (!isJsonObject(merged)) return merged;
     const either = (["anyOf", "oneOf"] as const).find((c) => merged.has(c));
@@ -282,6 +280,14 @@ class Gate {
     const negated = rest.get("not");
     rest.delete("not");
     if (negated !== undefined) parts.push({ schema: this.negate(negated, pointerTo(pointer, "not"), refs), pointer, refs });
+    // if/then/else: (if and then) or (not if and else); then and else without if say nothing.
+    const [condition, then, otherwise] = ["if", "then", "else"].map((k) => rest.get(k));
+    for (const k of ["if", "then", "else"]) rest.delete(k);
+    if (condition !== undefined && (then !== undefined || otherwise !== undefined)) {
+      const negation = this.negate(condition, pointerTo(pointer, "if"), refs);
+      const branches = [new Map([["allOf", [condition, then ?? true]]]), new Map([["allOf", [negation, otherwise ?? true]]])];
+      parts.push({ schema: new Map([["anyOf", branches]]), pointer, refs });
+    }
     if (members !== undefined) {
       const at = pointerTo(pointer, "allOf");
       if (!Array.isArray(members) || members.length === 0) throw refuse(`"allOf" at ${at} must be a non-empty array`);
