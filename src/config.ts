@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import type { EngineOptions } from "./engine/engine.ts";
 import { type HubName, parseHubName } from "./model/hub/hub-cache.ts";
 import { DECODER_DTYPES, type Dtype } from "./model/model-folder.ts";
+import { BUILT_IN_NAMES } from "./privacy/kinds.ts";
 import type { GrpcServerOptions } from "./server/grpc-server.ts";
 import type { HttpServerOptions } from "./server/http-server.ts";
 import type { TlsOptions } from "./server/tls.ts";
@@ -144,6 +145,24 @@ const SETTINGS = {
     help: "OTLP/HTTP endpoint to export OpenTelemetry traces to (http://collector:4318/v1/traces); unset: no tracing",
   },
   "log-level": { default: "info", help: "pino log level (fatal, error, warn, info, debug, trace, silent)" },
+  redact: {
+    default: BUILT_IN_NAMES.join(","),
+    help: `sensitive values masked in every log line and the audit log (and answers with --redact-output), comma-separated: ${BUILT_IN_NAMES.join(", ")}; none: off`,
+  },
+  "redact-patterns": {
+    default: "",
+    help: 'JSON file of patterns of your own to mask as well: [{"name": "order_number", "pattern": "ORD-[0-9]{12}", "flags": "i", "maxLength": 16}]',
+  },
+  "redact-output": {
+    default: "false",
+    boolean: true,
+    help: "true: mask the same values in answers too, streamed or not (streams hold back what could still become one; token ids are left out)",
+  },
+  "audit-log": {
+    default: "",
+    help: "folder of the audit log: a JSON line per request (caller, client, route, model, images' sha256, prompt and answer masked, usage, timings, status), a file per UTC day; unset: none",
+  },
+  "audit-retention-days": { default: "180", help: "days of audit log files kept before today's (UTC); older ones are deleted" },
 } as const satisfies Record<string, Setting>;
 
 export type SettingName = keyof typeof SETTINGS;
@@ -163,8 +182,21 @@ export interface Config {
   auth: AuthOptions;
   drainGraceMs: number;
   logLevel: string;
+  /** Masking sensitive values in logs, the audit log and answers. */
+  privacy: PrivacyOptions;
+  /** The audit log; unset: none. */
+  audit?: { dir: string; retentionDays: number };
   /** Where OpenTelemetry traces go; unset: no tracing. */
   otlpTracesUrl?: string;
+}
+
+export interface PrivacyOptions {
+  /** The built-in kinds masked (`--redact`). */
+  redact: string[];
+  /** `--redact-patterns`: the operator's own kinds. */
+  redactPatterns?: string;
+  /** Mask answers too. */
+  redactOutput: boolean;
 }
 
 /** Who may call: API keys, and whether /metrics needs one. */
@@ -283,6 +315,15 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} (${envName(name)}) must be a number >= 0, got ${get(name)}`);
     return v;
   };
+  const redactKinds = (): string[] => {
+    const names = list("redact");
+    if (names.length === 1 && names[0] === "none") return [];
+    for (const name of names) {
+      if (!BUILT_IN_NAMES.includes(name))
+        throw new Error(`--redact: unknown kind ${name}; the kinds are ${BUILT_IN_NAMES.join(", ")}, or none`);
+    }
+    return names;
+  };
   const model = get("model");
   const hubModel = existsSync(model) ? undefined : parseHubName(model);
   const dtype = get("decoder-dtype");
@@ -364,6 +405,8 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     hubModel,
     drainGraceMs: int("drain-grace-ms"),
     logLevel: get("log-level"),
+    privacy: { redact: redactKinds(), redactPatterns: get("redact-patterns") || undefined, redactOutput: bool("redact-output") },
+    audit: get("audit-log") ? { dir: path.resolve(get("audit-log")), retentionDays: int("audit-retention-days", 1) } : undefined,
     otlpTracesUrl: get("otlp-traces-url") || undefined,
   };
 }

@@ -5,12 +5,16 @@
  * from then on. `drain` is what SIGTERM and SIGINT run.
  */
 import type { Logger } from "pino";
+import { createAuditLog } from "./audit/audit-log.ts";
 import type { Config } from "./config.ts";
 import { createEngine, type EngineDeps, type EngineOptions } from "./engine/engine.ts";
 import type { Engine, EngineHealth, EngineStats } from "./engine/types.ts";
 import { GlanceError } from "./errors.ts";
 import { type HubName, isCommit } from "./model/hub/hub-cache.ts";
 import { hubOptionsFromEnv, resolveModel } from "./model/hub/hub-client.ts";
+import { redactingLogger } from "./privacy/redacting-log.ts";
+import { redactionKinds } from "./privacy/redaction-kinds.ts";
+import { createRedactor, type RedactionSite } from "./privacy/redactor.ts";
 import { createApiKeys } from "./server/api-keys.ts";
 import { createMemoryStore, createRedisStore } from "./server/bucket-store.ts";
 import { createGate } from "./server/gate.ts";
@@ -45,7 +49,14 @@ export interface GlanceServerOptions {
   faultInjection?: boolean;
 }
 
-export async function startGlanceServer(config: Config, log: Logger, options: GlanceServerOptions = {}): Promise<GlanceServer> {
+export async function startGlanceServer(config: Config, processLog: Logger, options: GlanceServerOptions = {}): Promise<GlanceServer> {
+  // Masking comes first, so that every line is masked, the key files' included; its counts
+  // reach the metrics once they exist.
+  const redactions: { count?: (kind: string, where: RedactionSite) => void } = {};
+  const { privacy } = config;
+  const redactor = createRedactor(redactionKinds(privacy.redact, privacy.redactPatterns), (kind, where) => redactions.count?.(kind, where));
+  const log = redactingLogger(processLog, redactor);
+  const audit = config.audit && createAuditLog({ ...config.audit, log });
   // Read first: a key file that does not read stops the start before the model loads.
   const keys = createApiKeys(config.auth, log);
   const lifecycle = createLifecycle(config.hubModel ? "downloading" : "loading");
@@ -54,6 +65,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
     ready: () => readiness(lifecycle, engine) === "ready",
     queueCapacity: config.engine.maxQueue,
   });
+  redactions.count = (kind, where) => metrics.observeRedaction(kind, where);
   const engineDeps: EngineDeps = {
     log,
     faultInjection: options.faultInjection,
@@ -72,7 +84,13 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
   const tracing = config.otlpTracesUrl
     ? createTracing({ url: config.otlpTracesUrl, serviceName: "glance", model: engine.info.id })
     : undefined;
-  const observe = createRequestObserver(log, metrics, tracing);
+  const observe = createRequestObserver(log, metrics, {
+    tracing,
+    redactor,
+    redactOutput: privacy.redactOutput,
+    audit,
+    model: () => engine.info,
+  });
   const impl = createInferenceService({ engine, lifecycle, observe });
   const grpc = await startGrpcServer(impl, { gate, lifecycle, engine }, config.grpc).catch(async (e) => {
     await engine.close();
@@ -130,6 +148,7 @@ export async function startGlanceServer(config: Config, log: Logger, options: Gl
       keys?.close();
       await buckets.close();
       await tracing?.close();
+      await audit?.close();
       log.info("stopped");
     },
   };

@@ -266,7 +266,14 @@ describe("end to end, with --redact-output and an audit log", () => {
     const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${ts.grpcAddress}` }));
     const res = await client.extract({
       instruction: `Repeat: ${TEXT}`,
-      schema: { schema: JSON.stringify({ type: "object", properties: { note: { type: "string", enum: [TEXT] } }, required: ["note"] }) },
+      schema: {
+        schema: JSON.stringify({
+          type: "object",
+          properties: { note: { type: "string", enum: [TEXT] } },
+          required: ["note"],
+          additionalProperties: false,
+        }),
+      },
       sampling: { temperature: 0, maxTokens: 400 },
     });
     assertNone(res.json, "Extract's json");

@@ -31,7 +31,7 @@ import { runAdmitted } from "./admitted-run.ts";
 import { ANONYMOUS, TICKET } from "./gate.ts";
 import { readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
-import type { RequestObserver } from "./request-observer.ts";
+import { originOf, type RequestObserver, type RequestRecord } from "./request-observer.ts";
 import { toConnectError } from "./status.ts";
 
 const ROLES: Partial<Record<Role, ChatRole>> = {
@@ -182,9 +182,9 @@ const callerOf = (ctx: HandlerContext) => (ctx.values.get(TICKET)?.caller ?? ANO
 const engineOptions = (ctx: HandlerContext): GenerateOptions => ({ signal: engineSignal(ctx.signal), owner: callerOf(ctx) });
 
 /** The call's request run with its ticket (admitted-run.ts); the request's id is the client's, or a new one. */
-function run(engine: Engine, input: GenerateInput, ctx: HandlerContext) {
+function run(engine: Engine, input: GenerateInput, ctx: HandlerContext, record: RequestRecord) {
   const requestId = input.requestId || randomUUID();
-  return { requestId, events: runAdmitted(engine, { ...input, requestId }, engineOptions(ctx), ctx.values.get(TICKET)) };
+  return { requestId, events: runAdmitted(engine, { ...input, requestId }, engineOptions(ctx), ctx.values.get(TICKET), record) };
 }
 
 export interface InferenceServiceDeps {
@@ -197,10 +197,15 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
   return {
     async *generate(req, ctx) {
       try {
-        yield* observe.stream(`Generate/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader, async function* (record) {
-          const { requestId, events } = run(engine, fromGenerateRequest(req), ctx);
-          for await (const e of record.events(requestId, events)) yield toGenerateResponse(requestId, e);
-        });
+        yield* observe.stream(
+          `Generate/${ctx.protocolName}`,
+          originOf(ctx.values.get(TICKET)),
+          ctx.requestHeader,
+          async function* (record) {
+            const { requestId, events } = run(engine, fromGenerateRequest(req), ctx, record);
+            for await (const e of record.events(requestId, events)) yield toGenerateResponse(requestId, e);
+          },
+        );
       } catch (e) {
         throw toConnectError(e);
       }
@@ -208,10 +213,10 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
 
     async extract(req, ctx) {
       try {
-        return await observe.run(`Extract/${ctx.protocolName}`, callerOf(ctx), ctx.requestHeader, async (record) => {
-          const { requestId, events } = run(engine, fromExtractRequest(req), ctx);
+        return await observe.run(`Extract/${ctx.protocolName}`, originOf(ctx.values.get(TICKET)), ctx.requestHeader, async (record) => {
+          const { requestId, events } = run(engine, fromExtractRequest(req), ctx, record);
           let json = "";
-          for await (const e of record.events(requestId, events)) {
+          for await (const e of record.events(requestId, events, "json")) {
             if (e.type === "delta") {
               json += e.text;
               continue;

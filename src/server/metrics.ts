@@ -21,6 +21,8 @@ export interface Metrics {
   observeRateLimitBackendError(): void;
   /** An image URL fetched, taken from the cache, or refused (by its reason). */
   observeImageFetch(outcome: FetchOutcome): void;
+  /** A sensitive value masked, by its kind and where: a log line, the audit log, or an answer ("output"). */
+  observeRedaction(kind: string, where: string): void;
 }
 
 /** What the metrics read from the server besides the engine's stats. */
@@ -113,9 +115,16 @@ export function createMetrics(stats: () => EngineStats, server: ServerState): Me
     ["outcome"],
   );
 
+  const redactions = counter(
+    "glance:redactions_total",
+    "Sensitive values masked (--redact), by kind (id_card, bank_card, phone, email or a --redact-patterns name) and where: log, audit or output.",
+    ["kind", "where"],
+  );
+
   return {
     registry,
     observeImageFetch: (outcome) => imageFetches.inc({ outcome }),
+    observeRedaction: (kind, where) => redactions.inc({ kind, where }),
     observeRateLimitBackendError: () => backendErrors.inc(),
     observeRefused: (reason) => refused.inc({ reason }),
     observeRequest: (key, status) => requests.inc({ key, status }),

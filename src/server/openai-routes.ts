@@ -12,7 +12,7 @@ import type { Gate, Ticket } from "./gate.ts";
 import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
 import { parseChatCompletion } from "./openai-request.ts";
 import { type BodyBudget, readBody, sendRefusedBody } from "./request-body.ts";
-import type { RequestObserver } from "./request-observer.ts";
+import { originOf, type RequestObserver } from "./request-observer.ts";
 import { httpStatus, toGlanceError } from "./status.ts";
 
 export interface ChatCompletionsDeps {
@@ -68,7 +68,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   const client = new AbortController();
   res.on("close", () => client.abort());
   try {
-    await observe.run("chat.completions", ticket.caller.keyId, requestHeaders(req), async (record) => {
+    await observe.run("chat.completions", originOf(ticket), requestHeaders(req), async (record) => {
       const read = await readBody(req, deps.maxBodyBytes, deps.bodyBudget);
       if ("refused" in read) {
         sendRefusedBody(req, res, read.refused, deps.maxBodyBytes);
@@ -76,7 +76,13 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
       }
       const { input, stream, includeUsage } = parseChatCompletion(read.body);
       const id = `chatcmpl-${randomUUID()}`;
-      const events = runAdmitted(engine, { ...input, requestId: id }, { signal: client.signal, owner: ticket.caller.keyId }, ticket);
+      const events = runAdmitted(
+        engine,
+        { ...input, requestId: id },
+        { signal: client.signal, owner: ticket.caller.keyId },
+        ticket,
+        record,
+      );
       const answer = { id, created: Math.floor(Date.now() / 1000), model: engine.info.id, rateLimits: ticket.headers };
       await (stream ? streamAnswer : sendAnswer)(res, record.events(id, events), answer, includeUsage);
     });
