@@ -168,7 +168,7 @@ async function run(args: string[], stdout: Writable): Promise<number> {
     out.end();
     await finished(out);
   }
-  if (torn > 0) console.error(`glance audit: skipped ${torn} line${torn > 1 ? "s" : ""} that are not JSON`);
+  if (torn > 0) console.error(`glance audit: skipped ${torn} line${torn > 1 ? "s that are" : " that is"} not JSON (cut short by a crash?)`);
   return 0;
 }
 
