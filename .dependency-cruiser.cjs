@@ -51,6 +51,13 @@ module.exports = {
       from: { path: "^src/(server|engine|model)/" },
       to: { path: "^src/(cli|glance-server|config)\\.ts$" },
     },
+    {
+      name: "privacy-and-audit-below-the-servers",
+      comment: "Redaction and the audit log are used by the servers and the CLI; they import neither.",
+      severity: "error",
+      from: { path: "^src/(privacy|audit)/" },
+      to: { path: "^src/(server|batch)/|^src/(cli|glance-server|config)\\.ts$" },
+    },
   ],
   options: {
     doNotFollow: { path: "node_modules" },
