@@ -177,12 +177,18 @@ describe("which formats keep names unique", () => {
       schema({ type: "object", additionalProperties: { type: "integer" } }),
       schema({ type: "array", items: { type: "object" } }),
       schema({ type: "object", properties: { any: {} } }),
+      // Without additionalProperties: false, other properties may follow the listed ones.
+      schema({ type: "object", properties: { a: { type: "string" } } }),
     ];
     for (const format of free) assert.equal(compileFormat(format).uniqueNames, true, JSON.stringify(format));
     const fixed = [
       schema(JSON_ANSWER_SCHEMA),
       schema(RECEIPT_SCHEMA),
-      schema({ type: "object", properties: { a: { type: "object", properties: { b: { type: "string" } } } } }),
+      schema({
+        type: "object",
+        properties: { a: { type: "object", properties: { b: { type: "string" } }, additionalProperties: false } },
+        additionalProperties: false,
+      }),
       schema({ type: "array", items: { enum: [{ a: 1 }, { b: 2 }] } }),
       { type: "choice", choices: ['{"a":1,"a":2}'] },
       { type: "regex", pattern: '\\{"a":1,"a":2\\}' },
@@ -476,6 +482,7 @@ describe("the tiny model at temperature 1 with free names", () => {
         note: { type: "string" },
       },
       required: ["color", "count"],
+      additionalProperties: false,
     };
     // The notes run to the budget and close in time: the filter near the end is the same too.
     const expected: Array<[object, string[]]> = [

@@ -43,10 +43,12 @@ export function createGrammarVocabulary(tokenizerJson: object, eosTokenIds: read
 }
 
 interface StateMask {
-  /** The allowed tokens, ascending, so that a step finds its token by binary search. */
+  /** The allowed tokens, ascending. */
   tokens: Int32Array;
   /** The state each allowed token leads to. */
   ends: Int32Array;
+  /** The state `token` leads to, or -1 where it is not allowed. */
+  end(token: number): number;
   /**
    * The tokens not allowed, ascending, when they are the fewer (inside a string most of a
    * vocabulary is allowed): a step then writes -Infinity at these instead of at all the others.
@@ -84,7 +86,27 @@ function indexOf(ids: Int32Array, token: number): number {
   return -1;
 }
 
-/** The allowed tokens of `state`, ascending, the state each leads to, and the most tokens any of those still needs. */
+/** A mask from ascending tokens and their end states. */
+function listedMask(tokens: Int32Array, ends: Int32Array, maxNeed: number, size: number): StateMask {
+  const mask: StateMask = {
+    tokens,
+    ends,
+    maxNeed,
+    end(token) {
+      const i = indexOf(tokens, token);
+      return i < 0 ? -1 : ends[i]!;
+    },
+  };
+  if (tokens.length > size / 2) mask.refused = complement(tokens, size);
+  return mask;
+}
+
+/**
+ * The mask of `state`: every token the automaton takes whole from it, with the state it leads
+ * to, and the most tokens any of those still needs. A state that loops on plain text allows
+ * every plain-text token (plain-text.ts): only the other tokens are walked, and the full lists,
+ * which only a tight budget or a name guard reads, are merged on first use.
+ */
 function walkMask(automaton: ByteAutomaton, vocabulary: GrammarVocabulary, state: number): StateMask {
   const tokens: number[] = [];
   const ends: number[] = [];
@@ -96,34 +118,61 @@ function walkMask(automaton: ByteAutomaton, vocabulary: GrammarVocabulary, state
     ends.push(end);
     maxNeed = Math.max(maxNeed, need);
   };
+  const sorted = () => {
+    const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
+    return { tokens: Int32Array.from(order, (i) => tokens[i]!), ends: Int32Array.from(order, (i) => ends[i]!) };
+  };
   const { plain } = vocabulary;
   if (!loopsOnPlainText(automaton, state)) {
     vocabulary.trie.walk(automaton, state, visit);
-    const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
-    const mask: StateMask = { tokens: Int32Array.from(order, (i) => tokens[i]!), ends: Int32Array.from(order, (i) => ends[i]!), maxNeed };
-    if (tokens.length > vocabulary.size / 2) mask.refused = complement(mask.tokens, vocabulary.size);
-    return mask;
+    const walked = sorted();
+    return listedMask(walked.tokens, walked.ends, maxNeed, vocabulary.size);
   }
-  // Every plain token stays here; only the others need a walk (plain-text.ts).
   plain.rest.walk(automaton, state, visit);
-  const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
-  const size = plain.tokens.length + tokens.length;
-  const merged = new Int32Array(size);
-  const mergedEnds = new Int32Array(size);
-  for (let p = 0, w = 0, n = 0; n < size; n++) {
-    const walked = w < order.length ? tokens[order[w]!]! : Number.POSITIVE_INFINITY;
-    if (p < plain.tokens.length && plain.tokens[p]! < walked) {
-      merged[n] = plain.tokens[p++]!;
-      mergedEnds[n] = state;
-    } else {
-      merged[n] = walked;
-      mergedEnds[n] = ends[order[w++]!]!;
-    }
+  const walked = sorted();
+  // Refused: the walked-over tokens the walk did not allow, the ids without bytes and those past the tokenizer's.
+  const beyond = Math.max(0, vocabulary.size - plain.isPlain.length);
+  const refused = new Int32Array(plain.restTokens.length - walked.tokens.length + plain.withoutBytes.length + beyond);
+  let r = 0;
+  for (let i = 0, w = 0; i < plain.restTokens.length; i++) {
+    if (w < walked.tokens.length && walked.tokens[w] === plain.restTokens[i]) w++;
+    else refused[r++] = plain.restTokens[i]!;
   }
-  maxNeed = Math.max(maxNeed, tokensNeeded(automaton, state));
-  const mask: StateMask = { tokens: merged, ends: mergedEnds, maxNeed };
-  if (size > vocabulary.size / 2) mask.refused = complement(merged, vocabulary.size);
-  return mask;
+  refused.set(plain.withoutBytes, r);
+  for (let id = plain.isPlain.length; id < vocabulary.size; id++) refused[r + plain.withoutBytes.length + id - plain.isPlain.length] = id;
+  refused.sort();
+  let merged: { tokens: Int32Array; ends: Int32Array } | undefined;
+  const full = () => {
+    if (merged) return merged;
+    const size = plain.tokens.length + walked.tokens.length;
+    merged = { tokens: new Int32Array(size), ends: new Int32Array(size) };
+    for (let p = 0, w = 0, n = 0; n < size; n++) {
+      const next = w < walked.tokens.length ? walked.tokens[w]! : Number.POSITIVE_INFINITY;
+      if (p < plain.tokens.length && plain.tokens[p]! < next) {
+        merged.tokens[n] = plain.tokens[p++]!;
+        merged.ends[n] = state;
+      } else {
+        merged.tokens[n] = next;
+        merged.ends[n] = walked.ends[w++]!;
+      }
+    }
+    return merged;
+  };
+  return {
+    get tokens() {
+      return full().tokens;
+    },
+    get ends() {
+      return full().ends;
+    },
+    end(token) {
+      if (plain.isPlain[token]) return state;
+      const i = indexOf(walked.tokens, token);
+      return i < 0 ? -1 : walked.ends[i]!;
+    },
+    refused: plain.tokens.length + walked.tokens.length > vocabulary.size / 2 ? refused : undefined,
+    maxNeed: Math.max(maxNeed, tokensNeeded(automaton, state)),
+  };
 }
 
 /** Per automaton: the masks of the states visited so far, shared by every request using it. */
@@ -210,11 +259,11 @@ export function createGrammarProcessor(
       generated++;
       if (eos.has(token)) return;
       const mask = masks(state);
-      const i = indexOf(mask.tokens, token);
+      const end = mask.end(token);
       // Only allowed tokens are ever sampled; -1 would mean the sampler ignored the mask.
-      if (i < 0) throw new Error(`token ${token} is not allowed by the response format`);
+      if (end < 0) throw new Error(`token ${token} is not allowed by the response format`);
       names?.accept(token);
-      state = mask.ends[i]!;
+      state = end;
     },
     get complete() {
       return automaton.accepting(state) && !automaton.hasNext(state);

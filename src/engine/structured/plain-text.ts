@@ -20,6 +20,8 @@ export interface PlainText {
   rest: TokenTrie;
   /** The other tokens with bytes, ascending. */
   restTokens: Int32Array;
+  /** The ids without bytes (end of sequence, special tokens), which no automaton takes. */
+  withoutBytes: Int32Array;
 }
 
 /** ASCII a JSON string holds as itself; DEL is left out, as a byte some automata escape. */
@@ -50,8 +52,12 @@ export function createPlainText(bytes: readonly (Uint8Array | null)[]): PlainTex
   const isPlain = new Uint8Array(bytes.length);
   const plain: number[] = [];
   const rest: number[] = [];
+  const withoutBytes: number[] = [];
   for (const [token, b] of bytes.entries()) {
-    if (!b || b.length === 0) continue;
+    if (!b || b.length === 0) {
+      withoutBytes.push(token);
+      continue;
+    }
     if (isPlainBytes(b)) {
       isPlain[token] = 1;
       plain.push(token);
@@ -62,6 +68,7 @@ export function createPlainText(bytes: readonly (Uint8Array | null)[]): PlainTex
     isPlain,
     rest: createTokenTrie(bytes.map((b, token) => (isPlain[token] ? null : b))),
     restTokens: Int32Array.from(rest),
+    withoutBytes: Int32Array.from(withoutBytes),
   };
 }
 
