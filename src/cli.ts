@@ -43,8 +43,8 @@ async function serve(args: string[]): Promise<void> {
     return;
   }
   const config = loadConfig(args);
-  const log = pino({ level: config.logLevel, base: { service: "glance" } });
-  const server = await startGlanceServer(config, log);
+  const server = await startGlanceServer(config, pino({ level: config.logLevel, base: { service: "glance" } }));
+  const { log } = server;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

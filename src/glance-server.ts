@@ -30,6 +30,8 @@ import { createTracing } from "./server/tracing.ts";
 
 export interface GlanceServer {
   engine: Engine;
+  /** The process's logger with every line masked (`--redact`): what the server logs through, and its caller should too. */
+  log: Logger;
   lifecycle: Lifecycle;
   grpcPort: number;
   httpPort: number;
@@ -114,6 +116,7 @@ export async function startGlanceServer(config: Config, processLog: Logger, opti
   });
   return {
     engine,
+    log,
     lifecycle,
     grpcPort: grpc.port,
     httpPort: http.port,
