@@ -271,6 +271,7 @@ describe("schema gate: intersections and the keywords beside them", () => {
         properties: { kind: { enum: ["a", "b"] }, n: { type: "integer" } },
         required: ["kind", "n"],
         if: { properties: { kind: { const: "a" } } },
+        // biome-ignore lint/suspicious/noThenProperty: JSON Schema's keyword
         then: { properties: { n: { maximum: 1 } } },
         else: { properties: { n: { minimum: 10 } } },
       },

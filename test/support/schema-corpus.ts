@@ -186,6 +186,7 @@ export const SCHEMAS: Record<string, object | boolean> = {
     properties: { unit: { enum: ["pct", "abs"] }, value: { type: "number" } },
     required: ["unit", "value"],
     if: { properties: { unit: { const: "pct" } } },
+    // biome-ignore lint/suspicious/noThenProperty: JSON Schema's keyword
     then: { properties: { value: { minimum: 0, maximum: 100 } } },
     else: { properties: { value: { exclusiveMinimum: 1000 } } },
   },
