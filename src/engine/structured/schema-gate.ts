@@ -47,8 +47,10 @@ export type SchemaNode =
   | { kind: "never" }
   /** Compact JSON texts; with `within`, only those the rest of the schema also accepts. */
   | { kind: "literals"; texts: string[]; within?: SchemaNode }
-  /** With `pattern`, the whole content matches it and the lengths are ones it already keeps. */
-  /** With `except`, any string but these, written without escapes (a narrowing). */
+  /**
+   * With `pattern`, the whole content matches it and the lengths are ones it already keeps; with
+   * `except`, any string but these, written without escapes (a narrowing).
+   */
   | { kind: "string"; minLength: number; maxLength?: number; format?: StringFormat; pattern?: RegexNode; except?: string[] }
   | { kind: "number"; integer: boolean; lower?: NumberBound; upper?: NumberBound }
   /**
