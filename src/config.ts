@@ -12,8 +12,10 @@ import type { EngineOptions } from "./engine/engine.ts";
 import { type HubName, parseHubName } from "./model/hub/hub-cache.ts";
 import { DECODER_DTYPES, type Dtype } from "./model/model-folder.ts";
 import { BUILT_IN_NAMES } from "./privacy/kinds.ts";
+import { parseCidrs } from "./server/client-address.ts";
 import type { GrpcServerOptions } from "./server/grpc-server.ts";
 import type { HttpServerOptions } from "./server/http-server.ts";
+import type { JwtOptions } from "./server/jwt-auth.ts";
 import type { TlsOptions } from "./server/tls.ts";
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, "../models/tiny");
@@ -132,6 +134,34 @@ const SETTINGS = {
   "health-port": { default: "0", help: "plaintext port serving only gRPC health, for probes that cannot speak TLS (0 = none)" },
   "api-key": { default: "", help: "one API key clients must send (Authorization: Bearer); its id is default" },
   "api-keys-file": { default: "", help: "YAML or JSON file of API keys (id, sha256, limits), re-read when it changes" },
+  "jwt-jwks-url": {
+    default: "",
+    help: "JSON Web Key Set URL (the identity provider's jwks_uri) whose keys sign the JWT bearer tokens admitted beside API keys; needs --jwt-audience",
+  },
+  "jwt-public-key": { default: "", help: "PEM public keys (or certificates) that sign JWT bearer tokens, comma-separated files" },
+  "jwt-issuer": { default: "", help: "accepted JWT issuers (iss), comma-separated; unset: any" },
+  "jwt-audience": { default: "", help: "accepted JWT audiences (aud: a token must name one), comma-separated; unset: any" },
+  "jwt-caller-claim": {
+    default: "sub",
+    help: "JWT claim whose value is the caller's id (in logs, metrics, rate limits and Abort ownership)",
+  },
+  "jwt-limits-claim": {
+    default: "",
+    help: "JWT claim holding the caller's limits, in the key file's shape ({requests_per_minute, tokens_per_minute, max_concurrent}); unset: none",
+  },
+  "jwt-clock-tolerance-s": { default: "30", help: "clock skew allowed on a JWT's exp and nbf, in seconds" },
+  "jwt-jwks-cooldown-ms": {
+    default: "30000",
+    help: "least time between two fetches of --jwt-jwks-url (a token with an unknown kid fetches it again, at most this often)",
+  },
+  "allowed-client-cidrs": {
+    default: "",
+    help: "client networks allowed on both ports, comma-separated (10.0.0.0/8, 2001:db8::/32); others are closed as they connect; unset: any",
+  },
+  "trusted-proxies": {
+    default: "",
+    help: "proxies (CIDRs, comma-separated) whose X-Forwarded-For / Forwarded is believed for the client's address (allowlist, per-address limits, logs)",
+  },
   "redis-url": {
     default: "",
     help: "Redis shared by replicas for rate-limit buckets and the response cache (redis://host:6379); unset: each process its own",
@@ -199,10 +229,15 @@ export interface PrivacyOptions {
   redactOutput: boolean;
 }
 
-/** Who may call: API keys, and whether /metrics needs one. */
+/** Who may call: API keys, JWTs, client networks, and whether /metrics needs a key. */
 export interface AuthOptions {
   apiKey?: string;
   apiKeysFile?: string;
+  jwt: JwtOptions;
+  /** `--allowed-client-cidrs`; empty: any address. */
+  allowedClientCidrs: string[];
+  /** `--trusted-proxies`. */
+  trustedProxies: string[];
   metricsRequireKey: boolean;
   /** Requests a minute per client address, for callers without a key; 0: unlimited. */
   rateLimitPerIp: number;
@@ -315,6 +350,36 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} (${envName(name)}) must be a number >= 0, got ${get(name)}`);
     return v;
   };
+  const jwtOptions = (): JwtOptions => {
+    const jwksUrl = get("jwt-jwks-url") || undefined;
+    if (jwksUrl) {
+      let url: URL;
+      try {
+        url = new URL(jwksUrl);
+      } catch {
+        throw new Error(`--jwt-jwks-url: ${jwksUrl} is not a URL`);
+      }
+      if (url.protocol !== "https:" && url.protocol !== "http:") throw new Error(`--jwt-jwks-url: ${jwksUrl} is not an http(s) URL`);
+      if (list("jwt-audience").length === 0) {
+        throw new Error("--jwt-jwks-url needs --jwt-audience: a provider's keys sign tokens for every application it serves");
+      }
+    }
+    return {
+      jwksUrl,
+      publicKeyFiles: list("jwt-public-key"),
+      issuers: list("jwt-issuer"),
+      audiences: list("jwt-audience"),
+      callerClaim: get("jwt-caller-claim") || "sub",
+      limitsClaim: get("jwt-limits-claim") || undefined,
+      clockToleranceS: int("jwt-clock-tolerance-s"),
+      jwksCooldownMs: int("jwt-jwks-cooldown-ms"),
+    };
+  };
+  const cidrs = (name: SettingName): string[] => {
+    const entries = list(name);
+    parseCidrs(entries, `--${name}`);
+    return entries;
+  };
   const redactKinds = (): string[] => {
     const names = list("redact");
     if (names.length === 1 && names[0] === "none") return [];
@@ -398,6 +463,9 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
     auth: {
       apiKey: get("api-key") || undefined,
       apiKeysFile: get("api-keys-file") || undefined,
+      jwt: jwtOptions(),
+      allowedClientCidrs: cidrs("allowed-client-cidrs"),
+      trustedProxies: cidrs("trusted-proxies"),
       metricsRequireKey: bool("metrics-require-key"),
       rateLimitPerIp: int("rate-limit-per-ip"),
       redisUrl: get("redis-url") || undefined,

@@ -5,6 +5,7 @@
 export type GlanceErrorCode =
   | "invalid_argument"
   | "unauthenticated"
+  | "permission_denied"
   | "resource_exhausted"
   | "deadline_exceeded"
   | "cancelled"

@@ -17,11 +17,13 @@ import { redactionKinds } from "./privacy/redaction-kinds.ts";
 import { createRedactor, type RedactionSite } from "./privacy/redactor.ts";
 import { createApiKeys } from "./server/api-keys.ts";
 import { createMemoryStore, createRedisStore } from "./server/bucket-store.ts";
+import { createClientAddresses } from "./server/client-address.ts";
 import { createGate } from "./server/gate.ts";
-import { readiness } from "./server/health.ts";
 import { startGrpcServer } from "./server/grpc-server.ts";
+import { readiness } from "./server/health.ts";
 import { startHttpServer } from "./server/http-server.ts";
 import { createInferenceService } from "./server/inference-service.ts";
+import { createJwtVerifier } from "./server/jwt-auth.ts";
 import { createLifecycle, type Lifecycle } from "./server/lifecycle.ts";
 import { createMetrics } from "./server/metrics.ts";
 import { createRateLimiter } from "./server/rate-limits.ts";
@@ -61,6 +63,12 @@ export async function startGlanceServer(config: Config, processLog: Logger, opti
   const audit = config.audit && createAuditLog({ ...config.audit, log });
   // Read first: a key file that does not read stops the start before the model loads.
   const keys = createApiKeys(config.auth, log);
+  const jwt = createJwtVerifier(config.auth.jwt, log);
+  const { allowedClientCidrs, trustedProxies } = config.auth;
+  const addresses =
+    allowedClientCidrs.length > 0 || trustedProxies.length > 0
+      ? createClientAddresses({ allowedCidrs: allowedClientCidrs, trustedProxies })
+      : undefined;
   const lifecycle = createLifecycle(config.hubModel ? "downloading" : "loading");
   // The metrics read the engine's stats only when scraped, so they can come first.
   const metrics = createMetrics(() => engine.stats(), {
@@ -82,7 +90,7 @@ export async function startGlanceServer(config: Config, processLog: Logger, opti
     ? createRedisStore(config.auth.redisUrl, { log, onError: () => metrics.observeRateLimitBackendError() })
     : createMemoryStore();
   const limits = createRateLimiter({ perIpRequestsPerMinute: config.auth.rateLimitPerIp, store: buckets });
-  const gate = createGate({ lifecycle, engine, keys, limits, onRefused: (reason) => metrics.observeRefused(reason) });
+  const gate = createGate({ lifecycle, engine, keys, jwt, addresses, limits, onRefused: (reason) => metrics.observeRefused(reason) });
   const tracing = config.otlpTracesUrl
     ? createTracing({ url: config.otlpTracesUrl, serviceName: "glance", model: engine.info.id })
     : undefined;
@@ -94,11 +102,16 @@ export async function startGlanceServer(config: Config, processLog: Logger, opti
     model: () => engine.info,
   });
   const impl = createInferenceService({ engine, lifecycle, observe });
-  const grpc = await startGrpcServer(impl, { gate, lifecycle, engine }, config.grpc).catch(async (e) => {
+  const refusedPeers = addresses?.refusedPeers;
+  const grpc = await startGrpcServer(
+    impl,
+    { gate, lifecycle, engine, refusedPeers, checksClients: addresses !== undefined },
+    config.grpc,
+  ).catch(async (e) => {
     await engine.close();
     throw e;
   });
-  const routes = { engine, lifecycle, gate, observe, metrics, log, metricsRequireKey: config.auth.metricsRequireKey };
+  const routes = { engine, lifecycle, gate, observe, metrics, log, metricsRequireKey: config.auth.metricsRequireKey, refusedPeers };
   const http = await startHttpServer(impl, routes, config.http).catch(async (e) => {
     await grpc.close(0);
     await engine.close();

@@ -6,66 +6,30 @@
  * times, loses no call that had not started.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect } from "../scripts/lib/heldout.ts";
 import { generateRequest, generateText, openAiBody, PHOTO, QUESTION } from "./hostile/support.ts";
-import { freePort } from "./support/free-port.ts";
 import type { GenerateInit } from "./support/generate-calls.ts";
+import { type Nginx, startNginx } from "./support/nginx.ts";
 import { exited, type Replica, requestsOf, runningOn, startReplica } from "./support/replicas.ts";
-
-const root = path.resolve(import.meta.dirname, "..");
-const NGINX = "/usr/sbin/nginx";
 
 describe("nginx in front of replicas (deploy/nginx/glance.conf)", () => {
   let replicas: Replica[];
-  let nginx: ChildProcess;
-  let dir: string;
+  let nginx: Nginx;
   let grpcPort: number;
   let httpPort: number;
 
   before(async () => {
-    assert.equal(spawnSync(NGINX, ["-v"]).status, 0, `${NGINX} is missing: install Debian's nginx (as .ci/run does)`);
     replicas = await Promise.all([startReplica(), startReplica(), startReplica()]);
-    [grpcPort, httpPort] = [await freePort(), await freePort()];
-    dir = mkdtempSync(path.join(tmpdir(), "glance-nginx-"));
-    mkdirSync(path.join(dir, "logs"));
-    let site = readFileSync(path.join(root, "deploy/nginx/glance.conf"), "utf8");
-    // The replicas' addresses, with the shipped file's server parameters.
-    for (const key of ["grpc", "http"] as const) {
-      site = site.replace(new RegExp(`(upstream glance_${key} \\{\\n)((?: {4}server .*\\n)+)`), (_, head: string, servers: string) => {
-        const params = /server \S+( [^;]*)?;/.exec(servers)![1] ?? "";
-        return head + replicas.map((r) => `    server 127.0.0.1:${r[key]}${params};\n`).join("");
-      });
-    }
-    site = site
-      .replace("listen 50051 http2;", `listen 127.0.0.1:${grpcPort} http2;`)
-      .replace("listen 8080;", `listen 127.0.0.1:${httpPort};`);
-    writeFileSync(path.join(dir, "glance.conf"), site);
-    writeFileSync(
-      path.join(dir, "nginx.conf"),
-      `daemon off;\npid ${dir}/nginx.pid;\nerror_log ${dir}/logs/error.log;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path ${dir}/body;\n  proxy_temp_path ${dir}/proxy;\n  fastcgi_temp_path ${dir}/fastcgi;\n  uwsgi_temp_path ${dir}/uwsgi;\n  scgi_temp_path ${dir}/scgi;\n  include ${dir}/glance.conf;\n}\n`,
-    );
-    nginx = spawn(NGINX, ["-p", dir, "-c", path.join(dir, "nginx.conf")], { stdio: "inherit" });
-    for (let i = 0; i < 100; i++) {
-      try {
-        await fetch(`http://127.0.0.1:${httpPort}/healthz`);
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    nginx = await startNginx(replicas);
+    ({ grpcPort, httpPort } = nginx);
   });
   after(async () => {
-    nginx?.kill("SIGQUIT");
+    nginx?.close();
     for (const r of replicas ?? []) r.child.kill("SIGKILL");
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it("answers gRPC calls through nginx, spread over both replicas", async () => {
@@ -122,7 +86,7 @@ describe("nginx in front of replicas (deploy/nginx/glance.conf)", () => {
     const failed = outcomes.filter((o) => o !== "ok");
     assert.ok(
       failed.every((f) => f === "[unavailable] HTTP 502") && failed.length <= 3,
-      `${failed.length} of ${outcomes.length} calls failed (${[...new Set(failed)].join("; ")}); nginx's log ends:\n${readFileSync(path.join(dir, "logs/error.log"), "utf8").slice(-600)}`,
+      `${failed.length} of ${outcomes.length} calls failed (${[...new Set(failed)].join("; ")}); nginx's log ends:\n${nginx.errorLog()}`,
     );
   });
 
@@ -184,7 +148,7 @@ describe("nginx in front of replicas (deploy/nginx/glance.conf)", () => {
     t.diagnostic(
       `${calls.length} calls, ${afterExit} sent after the killed replica's exit: ${retried.length} unanswered (nginx's 502) and answered again, ${started.length} failed after the killed replica had begun them (${started.filter((c) => c.attempts.at(-1)!.messages > 0).length} streaming)`,
     );
-    assert.deepEqual(problems, [], readFileSync(path.join(dir, "logs/error.log"), "utf8").slice(-600));
+    assert.deepEqual(problems, [], nginx.errorLog());
   });
 });
 

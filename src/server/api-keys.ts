@@ -17,7 +17,6 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync, unwatchFile, watchFile } from "node:fs";
 import type { Logger } from "pino";
 import { parse as parseYaml } from "yaml";
-import { GlanceError } from "../errors.ts";
 
 /** What a key may use; a limit left out is no limit. */
 export interface KeyLimits {
@@ -26,15 +25,24 @@ export interface KeyLimits {
   maxConcurrent?: number;
 }
 
-/** Who is calling: a key's id and limits. */
+/**
+ * Who is calling: an API key, a JWT's caller (jwt-auth.ts) or, on a server without either, an
+ * anonymous client. `keyId` is the id logs, metrics labels and traces show: the key's id, or the
+ * token's caller claim. Rate limits and Abort ownership keep the kinds apart (`ownerOf`), so a
+ * token whose caller claim equals a key's id shares nothing with that key.
+ */
 export interface Caller {
+  kind: "key" | "jwt" | "anonymous";
   keyId: string;
   limits: KeyLimits;
 }
 
+/** The caller as a request's owner (Abort) and a rate-limit bucket's name: its id, within its kind. */
+export const ownerOf = (caller: Caller): string => (caller.kind === "jwt" ? `jwt:${caller.keyId}` : caller.keyId);
+
 export interface ApiKeys {
-  /** The caller the headers' bearer key names; throws unauthenticated when it is missing or unknown. */
-  identify(headers: Headers): Caller;
+  /** The caller a bearer token names, if it is one of the keys. */
+  match(token: string): Caller | undefined;
   /** Stops watching the key file. */
   close(): void;
 }
@@ -68,33 +76,33 @@ export function parseKeyFile(text: string): StoredKey[] {
     if (ids.has(id)) throw new Error(`${where}: id ${id} appears twice`);
     ids.add(id);
     if (typeof hex !== "string" || !/^[0-9a-fA-F]{64}$/.test(hex)) throw new Error(`${where} (${id}): sha256 must be 64 hex digits`);
-    const limits: KeyLimits = {};
-    for (const [field, name] of Object.entries(LIMIT_FIELDS)) {
-      const value = entry[field];
-      if (value === undefined || value === null) continue;
-      if (typeof value !== "number" || !Number.isInteger(value) || value < 1)
-        throw new Error(`${where} (${id}): ${field} must be an integer >= 1`);
-      limits[name] = value;
-    }
-    for (const field of Object.keys(entry)) {
-      if (field !== "id" && field !== "sha256" && !(field in LIMIT_FIELDS)) throw new Error(`${where} (${id}): unknown field ${field}`);
-    }
-    return { keyId: id, limits, digest: Buffer.from(hex, "hex") };
+    const { id: _, sha256: __, ...rest } = entry;
+    const limits = parseLimits(rest, `${where} (${id})`);
+    return { kind: "key", keyId: id, limits, digest: Buffer.from(hex, "hex") };
   });
 }
 
+/**
+ * The limits of an object in the key file's shape ({ requests_per_minute, tokens_per_minute,
+ * max_concurrent }, each optional), as a key file's entry or a JWT's limits claim holds them.
+ * Throws an Error starting with `where` that names a wrong or unknown field.
+ */
+export function parseLimits(fields: Record<string, unknown>, where: string): KeyLimits {
+  const limits: KeyLimits = {};
+  for (const [field, value] of Object.entries(fields)) {
+    if (!Object.hasOwn(LIMIT_FIELDS, field)) throw new Error(`${where}: unknown field ${field}`);
+    if (value === undefined || value === null) continue;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1) throw new Error(`${where}: ${field} must be an integer >= 1`);
+    limits[LIMIT_FIELDS[field as keyof typeof LIMIT_FIELDS]] = value;
+  }
+  return limits;
+}
+
 /** The bearer token of an Authorization header, or undefined. */
-function bearer(headers: Headers): string | undefined {
+export function bearer(headers: Headers): string | undefined {
   const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(headers.get("authorization") ?? "");
   return m?.[1];
 }
-
-const missingKey = () =>
-  new GlanceError(
-    "unauthenticated",
-    "this server needs an API key: send it as `Authorization: Bearer <key>` (gRPC: `authorization` metadata)",
-  );
-const wrongKey = () => new GlanceError("unauthenticated", "the API key is not valid");
 
 /**
  * The server's keys, or undefined when neither option is set (then every caller is anonymous).
@@ -103,7 +111,7 @@ const wrongKey = () => new GlanceError("unauthenticated", "the API key is not va
 export function createApiKeys(options: { apiKey?: string; apiKeysFile?: string }, log: Logger): ApiKeys | undefined {
   const { apiKey, apiKeysFile } = options;
   if (!apiKey && !apiKeysFile) return undefined;
-  const single: StoredKey[] = apiKey ? [{ keyId: "default", limits: {}, digest: sha256(apiKey) }] : [];
+  const single: StoredKey[] = apiKey ? [{ kind: "key", keyId: "default", limits: {}, digest: sha256(apiKey) }] : [];
   const load = () => [...single, ...(apiKeysFile ? parseKeyFile(readFileSync(apiKeysFile, "utf8")) : [])];
   let keys = load();
   if (apiKeysFile) {
@@ -119,15 +127,12 @@ export function createApiKeys(options: { apiKey?: string; apiKeysFile?: string }
     });
   }
   return {
-    identify(headers) {
-      const token = bearer(headers);
-      if (token === undefined) throw missingKey();
-      if (token.length > MAX_KEY_LENGTH) throw wrongKey();
+    match(token) {
+      if (token.length > MAX_KEY_LENGTH) return undefined;
       const digest = sha256(token);
       let found: StoredKey | undefined;
       for (const key of keys) if (timingSafeEqual(digest, key.digest) && !found) found = key;
-      if (!found) throw wrongKey();
-      return { keyId: found.keyId, limits: found.limits };
+      return found && { kind: "key", keyId: found.keyId, limits: found.limits };
     },
     close() {
       if (apiKeysFile) unwatchFile(apiKeysFile);

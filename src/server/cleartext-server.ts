@@ -59,6 +59,8 @@ export interface CleartextOptions {
    * nginx's client_header_timeout); it also bounds the wait for the bytes that tell the protocol.
    */
   headersTimeoutMs: number;
+  /** Peers whose connections are closed as they are accepted, before a byte is read (client-address.ts). */
+  refusedPeers?: net.BlockList;
 }
 
 /**
@@ -84,7 +86,7 @@ export async function listenCleartext(handler: RequestHandler, options: Cleartex
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });
-  const server = net.createServer((socket) => {
+  const server = net.createServer({ blockList: options.refusedPeers }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     // Errors before the hand-off have no other listener; after it, the servers add theirs.

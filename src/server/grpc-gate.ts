@@ -4,7 +4,8 @@
  * only after the interceptor passes the metadata on, so a refused call's message is never read
  * or deserialised. Every RPC but health is authenticated here, reflection included, and the
  * inference service's are admitted by `rpcPolicy`; an admitted call's ticket reaches its handler through the metadata object, which grpc-js hands on as it
- * is, and ends with the call's status or its cancellation.
+ * is, and ends with the call's status or its cancellation. With an allowlist or trusted proxies,
+ * every call, health too, first has its client's address resolved and checked (`Gate.client`).
  */
 import * as grpc from "@grpc/grpc-js";
 import { type Gate, rpcPolicy, type Ticket } from "./gate.ts";
@@ -18,10 +19,11 @@ const peerAddress = (peer: string) => peer.replace(/:\d+$/, "");
 /** The ticket the gate gave the call whose metadata this is. */
 export const ticketOf = (metadata: grpc.Metadata): Ticket | undefined => tickets.get(metadata);
 
-export function createGateInterceptor(gate: Gate): grpc.ServerInterceptor {
+export function createGateInterceptor(gate: Gate, options: { checksClients: boolean }): grpc.ServerInterceptor {
   return (method, call) => {
     const policy = rpcPolicy(method.path);
-    if (policy === "open") return new grpc.ServerInterceptingCall(call);
+    // Health is open, but a request a trusted proxy forwards for a client outside the allowlist is refused there too.
+    if (policy === "open" && !options.checksClients) return new grpc.ServerInterceptingCall(call);
     const gated = policy === "admit";
     let ticket: Ticket | undefined;
     let cancelled = false;
@@ -30,7 +32,11 @@ export function createGateInterceptor(gate: Gate): grpc.ServerInterceptor {
         next({
           onReceiveMetadata(metadata, pass) {
             const headers = metadataToHeaders(metadata);
-            const admitted = (async () => (gated ? gate.admit(headers, peerAddress(call.getPeer())) : gate.authenticate(headers)))();
+            const admitted = (async () => {
+              const client = gate.client(peerAddress(call.getPeer()), headers);
+              if (policy === "open") return undefined;
+              return gated ? gate.admit(headers, client) : gate.authenticate(headers);
+            })();
             admitted.then(
               (admission) => {
                 if (gated) {

@@ -94,15 +94,19 @@ export interface GrpcServerDeps {
   gate: Gate;
   lifecycle: Lifecycle;
   engine: Engine;
+  /** Peers whose connections are closed as they are accepted (outside `--allowed-client-cidrs`); the health port is left open. */
+  refusedPeers?: net.BlockList;
+  /** Whether every call, health too, has its client's address checked (`Gate.client`): with an allowlist or trusted proxies. */
+  checksClients?: boolean;
 }
 
 export async function startGrpcServer(
   impl: ServiceImpl<typeof InferenceService>,
-  { gate, lifecycle, engine }: GrpcServerDeps,
+  { gate, lifecycle, engine, refusedPeers, checksClients = false }: GrpcServerDeps,
   options: GrpcServerOptions,
 ): Promise<GrpcServer> {
   const server = new grpc.Server({
-    interceptors: [createGateInterceptor(gate)],
+    interceptors: [createGateInterceptor(gate, { checksClients })],
     "grpc.keepalive_time_ms": options.keepaliveTimeMs,
     "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs,
     "grpc.keepalive_permit_without_calls": 1,
@@ -148,6 +152,7 @@ export async function startGrpcServer(
       target.bindAsync(`${options.host}:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p)));
     });
   const port = await bind(server, options.port, options.tls ? grpcServerCredentials(options.tls) : grpc.ServerCredentials.createInsecure());
+  if (refusedPeers) refusePeers(server, refusedPeers);
   const healthPort = healthOnly && (await bind(healthOnly, options.healthPort, grpc.ServerCredentials.createInsecure()));
   const shutDown = async (target: grpc.Server, graceMs: number) => {
     const timer = setTimeout(() => target.forceShutdown(), graceMs);
@@ -176,6 +181,22 @@ export async function startGrpcServer(
       await announceGoaway(sessions);
     },
   };
+}
+
+/**
+ * Closes the connections of `refused` peers as the server's listeners accept them: grpc-js makes
+ * its net.Servers itself and takes no options for them, so their blockList (which Node checks on
+ * the raw handle, before a socket or an HTTP/2 session exists) is set once they listen. A
+ * connection accepted before that (while grpc-js bound a second address) is closed here; any
+ * call that slipped through would still be refused by the gate (`Gate.client`).
+ */
+function refusePeers(server: grpc.Server, refused: net.BlockList): void {
+  const { listeners, sessions } = grpcListenersAndSessions(server);
+  for (const listener of listeners) (listener as net.Server & { blockList?: net.BlockList }).blockList = refused;
+  for (const session of sessions) {
+    const address = session.socket?.remoteAddress;
+    if (address && refused.check(address, net.isIPv6(address) ? "ipv6" : "ipv4")) session.destroy();
+  }
 }
 
 /**

@@ -48,3 +48,25 @@ export function requestHeaders(req: HttpRequest): Headers {
   }
   return headers;
 }
+
+/** A request's header as one string (Node gives a repeated one as an array, or joined), for `Gate.client`. */
+export function nodeHeaders(req: HttpRequest): { get(name: string): string | undefined } {
+  return {
+    get(name) {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value.join(", ") : value;
+    },
+  };
+}
+
+const clients = new WeakMap<object, string>();
+
+/** Keeps the client address the port resolved for a request (`Gate.client`), for the routes and the Connect gate. */
+export function rememberClient(req: HttpRequest, client: string): void {
+  clients.set(req, client);
+}
+
+/** The client address the port resolved for the request; its peer's, where none was. */
+export function clientOfRequest(req: HttpRequest): string {
+  return clients.get(req) ?? req.socket?.remoteAddress ?? "unknown";
+}

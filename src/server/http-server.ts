@@ -2,14 +2,18 @@
  * The HTTP port: HTTP/1.1 and h2c on one socket. The inference service over Connect and
  * gRPC-Web (connect-node) behind the gate, with CORS for browsers; the plain routes (routes.ts):
  * the OpenAI-compatible API, liveness, readiness, Prometheus metrics and the playground page.
+ * A connection from outside `--allowed-client-cidrs` is closed as it is accepted; every request
+ * first has its client's address resolved past trusted proxies and checked (`Gate.client`).
  */
+import type { BlockList } from "node:net";
 import { cors, createContextKey, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { listenCleartext } from "./cleartext-server.ts";
 import { type Gate, rpcPolicy, TICKET, type Ticket } from "./gate.ts";
-import type { HttpRequest, HttpResponse } from "./http-json.ts";
+import { clientOfRequest, type HttpRequest, type HttpResponse, nodeHeaders, rememberClient } from "./http-json.ts";
 import type { HttpListener, RequestHandler } from "./http2-drain.ts";
+import { sendError } from "./openai-routes.ts";
 import { createBodyBudget } from "./request-body.ts";
 import { createRoutes, type RoutesDeps } from "./routes.ts";
 import { listenSecure } from "./secure-server.ts";
@@ -52,8 +56,8 @@ function answeredCors(req: HttpRequest, res: HttpResponse, corsOrigin: string): 
   return false;
 }
 
-/** The client's address, for the gate (it names callers without keys). */
-const PEER = createContextKey("unknown", { description: "the client's address" });
+/** The client's address past trusted proxies (`Gate.client`), for the gate: it names callers without keys. */
+const CLIENT = createContextKey("unknown", { description: "the client's address" });
 
 /**
  * The gate for the service's calls on this port (Connect, gRPC-Web, gRPC): connect-node runs it
@@ -66,10 +70,10 @@ function requestGate(gate: Gate): (ctx: HandlerContext) => Promise<void> {
     let ticket: Ticket;
     try {
       if (rpcPolicy(route) !== "admit") {
-        gate.authenticate(ctx.requestHeader);
+        await gate.authenticate(ctx.requestHeader);
         return;
       }
-      ticket = await gate.admit(ctx.requestHeader, ctx.values.get(PEER));
+      ticket = await gate.admit(ctx.requestHeader, ctx.values.get(CLIENT));
     } catch (e) {
       throw toConnectError(e);
     }
@@ -79,15 +83,20 @@ function requestGate(gate: Gate): (ctx: HandlerContext) => Promise<void> {
   };
 }
 
+export interface HttpServerDeps extends Omit<RoutesDeps, "maxBodyBytes" | "bodyBudget" | "playground"> {
+  /** Peers whose connections are closed as they are accepted (outside `--allowed-client-cidrs`). */
+  refusedPeers?: BlockList;
+}
+
 export async function startHttpServer(
   impl: ServiceImpl<typeof InferenceService>,
-  deps: Omit<RoutesDeps, "maxBodyBytes" | "bodyBudget" | "playground">,
+  { refusedPeers, ...deps }: HttpServerDeps,
   options: HttpServerOptions,
 ): Promise<HttpListener> {
   const connect = connectNodeAdapter({
     routes: (router) => router.service(InferenceService, impl),
     requestGate: requestGate(deps.gate),
-    contextValues: (req) => createContextValues().set(PEER, req.socket?.remoteAddress ?? "unknown"),
+    contextValues: (req) => createContextValues().set(CLIENT, clientOfRequest(req)),
     fallback: createRoutes({
       ...deps,
       maxBodyBytes: options.maxMessageBytes,
@@ -103,7 +112,14 @@ export async function startHttpServer(
     // request's engine slot, its queue place and a drain. Wake it: its next write fails and the
     // call ends, which cancels the request.
     res.once("close", () => res.emit("drain"));
+    // Before anything of the request is acted on, CORS included: a trusted proxy's request for a client outside the allowlist is refused (403).
+    try {
+      rememberClient(req, deps.gate.client(req.socket?.remoteAddress ?? "unknown", nodeHeaders(req)));
+    } catch (e) {
+      return sendError(res, e);
+    }
     if (!answeredCors(req, res, options.corsOrigin)) connect(req, res);
   };
-  return options.tls ? listenSecure(handler, { ...options, tls: options.tls }, deps.log) : listenCleartext(handler, options);
+  const listening = { ...options, refusedPeers };
+  return options.tls ? listenSecure(handler, { ...listening, tls: options.tls }, deps.log) : listenCleartext(handler, listening);
 }

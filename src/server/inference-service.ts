@@ -28,6 +28,7 @@ import type {
 } from "../engine/types.ts";
 import { abortReason, GlanceError, invalidArgument } from "../errors.ts";
 import { runAdmitted } from "./admitted-run.ts";
+import { ownerOf } from "./api-keys.ts";
 import { ANONYMOUS, TICKET } from "./gate.ts";
 import { readiness } from "./health.ts";
 import type { Lifecycle } from "./lifecycle.ts";
@@ -75,7 +76,7 @@ export function fromExtractRequest(req: ExtractRequest): GenerateInput {
         content: [...req.images.map((im, i) => fromImage(im, `image ${i + 1}`)), { type: "text", text: req.instruction }],
       },
     ],
-    responseFormat: { type: "json_schema", schema: req.schema.schema },
+    responseFormat: { type: "json_schema", schema: req.schema.schema, strict: req.schema.strict },
     requestId: req.requestId || undefined,
     sampling: fromSampling(req.sampling),
     // The schema constrains the reply from its first token, which leaves a reasoning model no
@@ -89,7 +90,7 @@ function fromResponseFormat(format: GenerateRequest["responseFormat"]): Response
   if (!kind || kind.case === undefined) return undefined;
   if (kind.case === "jsonSchema") {
     if (kind.value.schema === "") throw invalidArgument("response_format.json_schema.schema is empty: send a JSON Schema as JSON text");
-    return { type: "json_schema", schema: kind.value.schema };
+    return { type: "json_schema", schema: kind.value.schema, strict: kind.value.strict };
   }
   if (kind.case === "jsonObject") return { type: "json_object" };
   if (kind.case === "choice") return { type: "choice", choices: kind.value.choices };
@@ -175,11 +176,11 @@ function toGenerateResponse(requestId: string, e: EngineEvent): MessageInitShape
   };
 }
 
-/** The key id of the call's caller, from the ticket the gate put in its context. */
-const callerOf = (ctx: HandlerContext) => (ctx.values.get(TICKET)?.caller ?? ANONYMOUS).keyId;
+/** The caller of the call, from the ticket the gate put in its context. */
+const callerOf = (ctx: HandlerContext) => ctx.values.get(TICKET)?.caller ?? ANONYMOUS;
 
 /** The engine's options for a call: its signal, and its caller as the request's owner. */
-const engineOptions = (ctx: HandlerContext): GenerateOptions => ({ signal: engineSignal(ctx.signal), owner: callerOf(ctx) });
+const engineOptions = (ctx: HandlerContext): GenerateOptions => ({ signal: engineSignal(ctx.signal), owner: ownerOf(callerOf(ctx)) });
 
 /** The call's request run with its ticket (admitted-run.ts); the request's id is the client's, or a new one. */
 function run(engine: Engine, input: GenerateInput, ctx: HandlerContext, record: RequestRecord) {
@@ -241,8 +242,8 @@ export function createInferenceService({ engine, lifecycle, observe }: Inference
 
     abort(req, ctx) {
       if (req.requestId === "") throw toConnectError(invalidArgument("request_id is empty: name the request to abort"));
-      // A caller stops only its own requests (with API keys, those of its key).
-      return { aborted: engine.abort(req.requestId, callerOf(ctx)) };
+      // A caller stops only its own requests (with API keys, those of its key; with JWTs, its caller claim's).
+      return { aborted: engine.abort(req.requestId, ownerOf(callerOf(ctx))) };
     },
 
     listModels() {

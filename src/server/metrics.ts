@@ -15,8 +15,8 @@ export interface Metrics {
   observeFinished(finish: FinishReason, usage: Usage, timings: Timings): void;
   /** Every request that ended, by the key it came with and how it ended ("ok", "cancelled" or an error code). */
   observeRequest(keyId: string, status: string): void;
-  /** A call the gate refused: no or a wrong key, not ready, or over a rate limit. */
-  observeRefused(reason: "auth" | "unavailable" | "rate"): void;
+  /** A call the gate refused: a client address outside the allowlist, no or a wrong key or token, not ready, or over a rate limit. */
+  observeRefused(reason: "address" | "auth" | "unavailable" | "rate"): void;
   /** A rate-limit bucket could not be read from Redis (the replica's own buckets answered). */
   observeRateLimitBackendError(): void;
   /** An image URL fetched, taken from the cache, or refused (by its reason). */
@@ -102,7 +102,7 @@ export function createMetrics(stats: () => EngineStats, server: ServerState): Me
   ]);
   const refused = counter(
     "glance:requests_rejected_total",
-    "Calls the gate refused, by reason: auth (no or a wrong API key), unavailable (not ready), rate (over a rate limit).",
+    "Calls the gate refused, by reason: address (forwarded for a client outside --allowed-client-cidrs), auth (no or a wrong API key or JWT), unavailable (not ready), rate (over a rate limit).",
     ["reason"],
   );
   const backendErrors = counter(

@@ -8,8 +8,9 @@ import { once } from "node:events";
 import type { Engine, EngineEvent, Usage } from "../engine/types.ts";
 import { GlanceError } from "../errors.ts";
 import { runAdmitted } from "./admitted-run.ts";
+import { ownerOf } from "./api-keys.ts";
 import type { Gate, Ticket } from "./gate.ts";
-import { type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
+import { clientOfRequest, type ErrorBody, errorBody, type HttpRequest, type HttpResponse, requestHeaders, sendJson } from "./http-json.ts";
 import { parseChatCompletion } from "./openai-request.ts";
 import { type BodyBudget, readBody, sendRefusedBody } from "./request-body.ts";
 import { originOf, type RequestObserver } from "./request-observer.ts";
@@ -26,6 +27,7 @@ export interface ChatCompletionsDeps {
 const ERROR_TYPES: Record<GlanceError["code"], string> = {
   invalid_argument: "invalid_request_error",
   unauthenticated: "authentication_error",
+  permission_denied: "permission_error",
   resource_exhausted: "rate_limit_error",
   deadline_exceeded: "timeout_error",
   cancelled: "cancelled",
@@ -61,7 +63,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
   const { engine, gate, observe } = deps;
   let ticket: Ticket;
   try {
-    ticket = await gate.admit(requestHeaders(req), req.socket?.remoteAddress ?? "unknown");
+    ticket = await gate.admit(requestHeaders(req), clientOfRequest(req));
   } catch (e) {
     return sendError(res, e);
   }
@@ -79,7 +81,7 @@ export async function handleChatCompletions(req: HttpRequest, res: HttpResponse,
       const events = runAdmitted(
         engine,
         { ...input, requestId: id },
-        { signal: client.signal, owner: ticket.caller.keyId },
+        { signal: client.signal, owner: ownerOf(ticket.caller) },
         ticket,
         record,
       );

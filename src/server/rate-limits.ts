@@ -2,15 +2,16 @@
  * Per-caller rate limits: requests per minute, tokens per minute (prompt plus max_tokens
  * reserved once the prompt is known, the unused part given back when the request ends, so one
  * burst cannot overshoot as counting afterwards would let it) and a cap on concurrent
- * requests. A caller is an API key (its limits from the key file), or without keys its client
- * address, limited by `--rate-limit-per-ip` requests a minute.
+ * requests. A caller is an API key (its limits from the key file), a JWT's caller (its limits
+ * from the token's limits claim), or without either its client address, limited by
+ * `--rate-limit-per-ip` requests a minute.
  *
  * The buckets live in a BucketStore (this process, or Redis shared by the replicas); concurrent
  * requests are counted per replica. Over a limit is RESOURCE_EXHAUSTED / 429 with how long to
  * wait (a RetryHint), which the servers send as OpenAI's headers and as gRPC's RetryInfo.
  */
 import { GlanceError } from "../errors.ts";
-import type { Caller, KeyLimits } from "./api-keys.ts";
+import { type Caller, type KeyLimits, ownerOf } from "./api-keys.ts";
 import type { BucketState, BucketStore } from "./bucket-store.ts";
 
 /** An admitted request's share of its caller's limits. */
@@ -24,8 +25,11 @@ export interface Allowance {
 }
 
 export interface RateLimiter {
-  /** Takes one request for `caller` (named by `peer` when anonymous); rejects with resource_exhausted and a RetryHint. */
-  admit(caller: Caller, peer: string): Promise<Allowance>;
+  /**
+   * Takes one request for `caller` (named by its address, `client`, when anonymous: past trusted
+   * proxies, the forwarded one); rejects with resource_exhausted and a RetryHint.
+   */
+  admit(caller: Caller, client: string): Promise<Allowance>;
 }
 
 /** Go-style durations, as OpenAI writes x-ratelimit-reset-*: "250ms", "1s", "6m0s". */
@@ -61,12 +65,12 @@ export function createRateLimiter(options: { perIpRequestsPerMinute: number; sto
   const running = new Map<string, number>();
 
   return {
-    async admit(caller, peer) {
-      const anonymous = caller.keyId === "anonymous";
+    async admit(caller, client) {
+      const anonymous = caller.kind === "anonymous";
       const limits: KeyLimits = anonymous ? { requestsPerMinute: options.perIpRequestsPerMinute || undefined } : caller.limits;
       if (!limits.requestsPerMinute && !limits.tokensPerMinute && !limits.maxConcurrent) return UNLIMITED;
-      const who = anonymous ? `client ${peer}` : `API key ${caller.keyId}`;
-      const name = anonymous ? `ip:${peer}` : `key:${caller.keyId}`;
+      const who = anonymous ? `client ${client}` : caller.kind === "jwt" ? `caller ${caller.keyId}` : `API key ${caller.keyId}`;
+      const name = anonymous ? `ip:${client}` : `key:${ownerOf(caller)}`;
       const seen: Seen = {};
       const count = running.get(name) ?? 0;
       if (limits.maxConcurrent !== undefined && count >= limits.maxConcurrent) {

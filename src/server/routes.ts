@@ -30,9 +30,9 @@ export function createRoutes(deps: RoutesDeps): (req: HttpRequest, res: HttpResp
   /** A route for callers with a key (when the server has keys): a refusal is OpenAI's 401. */
   const withKey =
     (handler: RouteHandler): RouteHandler =>
-    (req, res) => {
+    async (req, res) => {
       try {
-        gate.authenticate(requestHeaders(req));
+        await gate.authenticate(requestHeaders(req));
       } catch (e) {
         return sendError(res, e);
       }

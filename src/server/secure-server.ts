@@ -17,6 +17,8 @@ export interface SecureOptions {
   port: number;
   headersTimeoutMs: number;
   tls: TlsOptions;
+  /** Peers whose connections are closed as they are accepted, before the TLS handshake (client-address.ts). */
+  refusedPeers?: net.BlockList;
 }
 
 export async function listenSecure(handler: RequestHandler, options: SecureOptions, log: Logger): Promise<HttpListener> {
@@ -31,6 +33,7 @@ export async function listenSecure(handler: RequestHandler, options: SecureOptio
       rejectUnauthorized: files.ca !== undefined,
       allowHTTP1: true,
       handshakeTimeout: options.headersTimeoutMs,
+      blockList: options.refusedPeers,
     },
     handler,
   );

@@ -17,6 +17,7 @@ export const INTERNAL_MESSAGE = "internal error; the server logged the cause";
 const CODES: Record<GlanceErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
   unauthenticated: Code.Unauthenticated,
+  permission_denied: Code.PermissionDenied,
   resource_exhausted: Code.ResourceExhausted,
   deadline_exceeded: Code.DeadlineExceeded,
   cancelled: Code.Canceled,
@@ -27,6 +28,7 @@ const CODES: Record<GlanceErrorCode, Code> = {
 const HTTP_STATUS: Record<GlanceErrorCode, number> = {
   invalid_argument: 400,
   unauthenticated: 401,
+  permission_denied: 403,
   resource_exhausted: 429,
   deadline_exceeded: 504,
   cancelled: 499,
