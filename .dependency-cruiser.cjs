@@ -58,6 +58,21 @@ module.exports = {
       from: { path: "^src/(privacy|audit)/" },
       to: { path: "^src/(server|batch)/|^src/(cli|glance-server|config)\\.ts$" },
     },
+    {
+      name: "measure-below-its-users",
+      comment:
+        "src/measure/ (the streaming client, arrivals, statistics and SVG charts that the bench, glance loadtest and glance batch share) imports none of them, nor the servers.",
+      severity: "error",
+      from: { path: "^src/measure/" },
+      to: { path: "^src/(batch|loadtest|server)/|^src/(cli|glance-server)\\.ts$" },
+    },
+    {
+      name: "batch-not-into-loadtest",
+      comment: "glance loadtest reads its inputs as glance batch does; glance batch needs nothing of glance loadtest.",
+      severity: "error",
+      from: { path: "^src/batch/" },
+      to: { path: "^src/loadtest/" },
+    },
   ],
   options: {
     doNotFollow: { path: "node_modules" },

@@ -23,7 +23,7 @@ import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "n
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { createSender } from "./lib/client.ts";
+import { createSender } from "../src/measure/stream-client.ts";
 import { note } from "./lib/progress.ts";
 import { startServer } from "./lib/server.ts";
 import { syntheticWorkload } from "./lib/workload.ts";

@@ -83,6 +83,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
+import { type Dist, dist, summarize } from "../src/measure/stats.ts";
 import { loadModel } from "../src/model/loaded-model.ts";
 import type { Dtype } from "../src/model/model-folder.ts";
 import { alone } from "./lib/cpu-share.ts";
@@ -96,7 +97,6 @@ import { runPeer as answerWithPeer, serialQueueLatencies } from "./lib/peer.ts";
 import { note } from "./lib/progress.ts";
 import { writeReport } from "./lib/report.ts";
 import type { BenchResult } from "./lib/result.ts";
-import { type Dist, dist, summarize } from "./lib/stats.ts";
 import { hasHeldOut, loadWorkload, syntheticWorkload, take, type WorkItem } from "./lib/workload.ts";
 
 process.on("uncaughtException", (e) => {

@@ -18,10 +18,10 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { syntheticTokenizer } from "../bench/lib/grammar-micro.ts";
-import { percentile } from "../bench/lib/stats.ts";
 import { createGrammarVocabulary, type GrammarVocabulary } from "../src/engine/structured/grammar-processor.ts";
 import { createGrammars } from "../src/engine/structured/grammars.ts";
 import { compileFormat } from "../src/engine/structured/response-format.ts";
+import { percentile } from "../src/measure/stats.ts";
 import { compactJson, type JsonNode, member, parseJsonSource, pythonDumps } from "./lib/json-source.ts";
 
 const EOS = 0;

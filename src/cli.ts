@@ -6,6 +6,8 @@
  *                                                   stream an answer from a running server over gRPC
  *   glance batch IMAGES... --question TEXT | --schema FILE --out FILE [--server host:port] [--labels FILE]
  *                                                   answer every image into a JSONL file (glance batch --help)
+ *   glance loadtest --server host:port IMAGES... --question TEXT [--rates LIST | --rate R] [--slo-... ]
+ *                                                   load a running server at rising rates (glance loadtest --help)
  *   glance pull ORG/NAME[@REVISION] [--dtype D]     fetch a model from the hub into its cache
  *   glance models [rm ORG/NAME]                     list the cached models, or remove one
  *   glance audit DIR [--since T] [--until T] [...]   filter an audit log into JSONL or CSV
@@ -20,6 +22,7 @@ import { AUDIT_USAGE, auditCommand } from "./audit/audit-command.ts";
 import { batchCommand } from "./batch/batch-command.ts";
 import { configHelp, loadConfig } from "./config.ts";
 import { startGlanceServer } from "./glance-server.ts";
+import { loadtestCommand } from "./loadtest/loadtest-command.ts";
 import { HUB_USAGE, modelsCommand, pullCommand } from "./model/hub/hub-commands.ts";
 
 const USAGE = `usage:
@@ -31,6 +34,11 @@ const USAGE = `usage:
                                                answer every image offline into a JSONL file, with
                                                progress, resume and accuracy against labels
                                                (in this process without --server; glance batch --help)
+  glance loadtest --server host:port IMAGES... --question TEXT | --schema FILE [options]
+                                               Poisson arrivals at rising rates against a running
+                                               server: latency and errors at each rate, the highest
+                                               rate that meets an SLO, replicas for a target rate
+                                               (glance loadtest --help)
 ${HUB_USAGE}
 ${AUDIT_USAGE}
 
@@ -112,6 +120,7 @@ try {
   if (command === "serve") await serve(rest);
   else if (command === "ask") await ask(rest);
   else if (command === "batch") process.exitCode = await batchCommand(rest);
+  else if (command === "loadtest") process.exitCode = await loadtestCommand(rest);
   else if (command === "pull") process.exitCode = await pullCommand(rest);
   else if (command === "models") process.exitCode = await modelsCommand(rest);
   else if (command === "audit") process.exitCode = await auditCommand(rest);

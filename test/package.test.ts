@@ -39,9 +39,13 @@ describe("the packed glance command", () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("prints its usage with serve, ask and batch", async () => {
+  it("prints its usage with serve, ask, batch and loadtest", async () => {
     const { stdout } = await run(glance, ["--help"]);
-    for (const command of ["glance serve", "glance ask", "glance batch"]) assert.ok(stdout.includes(command), `${command} in\n${stdout}`);
+    for (const command of ["glance serve", "glance ask", "glance batch", "glance loadtest"])
+      assert.ok(stdout.includes(command), `${command} in\n${stdout}`);
+    // Each command's own modules load from the package: the load generator and charts (dist/measure) too.
+    assert.match((await run(glance, ["loadtest", "--help"])).stdout, /--slo-e2e-p95-ms MS/);
+    assert.match((await run(glance, ["batch", "--help"])).stdout, /--report FILE/);
   });
 
   it("serves the model and the playground from the package, and answers glance ask", async () => {

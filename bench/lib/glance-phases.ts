@@ -4,7 +4,8 @@
  * cache on a server of its own. The server's main thread is probed during each load phase.
  */
 import { JSON_ANSWER_SCHEMA, jsonAnswerSchema } from "../../scripts/lib/heldout.ts";
-import { createSender, type SendRequest } from "./client.ts";
+import { dist, type RequestRecord, summarize } from "../../src/measure/stats.ts";
+import { createSender, type SendRequest } from "../../src/measure/stream-client.ts";
 import { machineBusyS } from "./cpu-share.ts";
 import type { LimitRun } from "./limit-phase.ts";
 import { type PhaseRun, runConcurrency, runPoisson } from "./load.ts";
@@ -12,7 +13,6 @@ import { type BenchOptions, phaseRequests } from "./options.ts";
 import { note, progress } from "./progress.ts";
 import type { BenchResult, ConcurrencyPhase, PhaseResult, PoissonPhase } from "./result.ts";
 import { type ServerHandle, type ServerOptions, startServer } from "./server.ts";
-import { dist, type RequestRecord, summarize } from "./stats.ts";
 import { followUp, take, type WorkItem } from "./workload.ts";
 
 /** The JSON questions' concurrency, free and constrained to the model's JSON answer schema (the tiny model's by default). */

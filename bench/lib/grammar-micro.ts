@@ -9,10 +9,10 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { JSON_ANSWER_SCHEMA } from "../../scripts/lib/heldout.ts";
-import { seededRandom } from "../../scripts/lib/seeded-random.ts";
 import { createGrammarProcessor, createGrammarVocabulary, createMaskCache } from "../../src/engine/structured/grammar-processor.ts";
 import { compileResponseFormat } from "../../src/engine/structured/response-format.ts";
-import { type Dist, dist } from "./stats.ts";
+import { seededRandom } from "../../src/measure/seeded-random.ts";
+import { type Dist, dist } from "../../src/measure/stats.ts";
 
 const ROWS = 16;
 const EOS = 0;

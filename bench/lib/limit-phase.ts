@@ -4,13 +4,14 @@
  * close in time means under the same conditions. The server idles meanwhile. Its rows' tokens
  * are checked against Glance's for the same question.
  */
+
+import { type Dist, dist } from "../../src/measure/stats.ts";
 import type { Dtype } from "../../src/model/model-folder.ts";
 import { alone } from "./cpu-share.ts";
 import { type LimitModel, loadLimitModel } from "./limit.ts";
 import { type BenchOptions, phaseRequests } from "./options.ts";
 import { note, progress } from "./progress.ts";
 import type { BenchResult, LimitBatch } from "./result.ts";
-import { type Dist, dist } from "./stats.ts";
 import { take, type WorkItem } from "./workload.ts";
 
 export interface LimitRun {

@@ -5,9 +5,9 @@
  */
 import sharp from "sharp";
 import { loadConfig } from "../../src/config.ts";
+import { type Dist, dist } from "../../src/measure/stats.ts";
 import { decodeImage } from "../../src/model/image-decoder.ts";
 import { loadModel } from "../../src/model/loaded-model.ts";
-import { type Dist, dist } from "./stats.ts";
 
 export async function makeTestJpeg(width = 1920, height = 1080): Promise<Uint8Array> {
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">

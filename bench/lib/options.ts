@@ -2,9 +2,9 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { defaultIntraOpThreads } from "../../src/config.ts";
-import type { Api } from "./client.ts";
+import type { GoodputTargets } from "../../src/measure/stats.ts";
+import type { Api } from "../../src/measure/stream-client.ts";
 import type { ServerMode } from "./server.ts";
-import type { GoodputTargets } from "./stats.ts";
 
 export const ROOT = path.resolve(import.meta.dirname, "../..");
 
@@ -26,7 +26,7 @@ export interface BenchOptions {
   minEdge: number;
   maxEdge: number;
   warmup: number;
-  goodput: GoodputTargets;
+  goodput: Required<Pick<GoodputTargets, "ttftMs" | "tpotMs">>;
   peerRequests: number;
   noLimit: boolean;
   threads: number;

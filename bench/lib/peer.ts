@@ -8,8 +8,8 @@
  */
 import { BaseStreamer, RawImage } from "@huggingface/transformers";
 import { loadTransformersModel } from "../../scripts/lib/transformers-peer.ts";
+import type { RequestRecord } from "../../src/measure/stats.ts";
 import { progress } from "./progress.ts";
-import type { RequestRecord } from "./stats.ts";
 import type { WorkItem } from "./workload.ts";
 
 class TimingStreamer extends BaseStreamer {

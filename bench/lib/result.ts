@@ -1,8 +1,9 @@
 /** What a benchmark run measured: the JSON result's schema, which the report is made from. */
+
+import type { Dist, PhaseSummary, RequestRecord } from "../../src/measure/stats.ts";
 import type { GrammarMicro } from "./grammar-micro.ts";
 import type { DecoderCost, MachineBounds } from "./machine-bounds.ts";
 import type { ProbeResult } from "./probe.ts";
-import type { Dist, PhaseSummary, RequestRecord } from "./stats.ts";
 
 /** What every load phase records, at fixed concurrency or at a Poisson rate. */
 export interface PhaseResult {

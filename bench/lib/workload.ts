@@ -10,7 +10,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import sharp from "sharp";
 import { type HeldOutQuestion, loadHeldOut, readHeldOutImage } from "../../scripts/lib/heldout.ts";
-import { seededRandom } from "../../scripts/lib/seeded-random.ts";
+import { seededRandom } from "../../src/measure/seeded-random.ts";
 
 export interface WorkItem {
   index: number;

@@ -128,7 +128,8 @@ export function scoreAccuracy(results: ReadonlyMap<string, ResultLine>, labels: 
   return { fields, overall, misses, missing, unlabelled };
 }
 
-const percent = (s: Score) => (s.total === 0 ? "-" : `${((100 * s.correct) / s.total).toFixed(1)}%`);
+/** A score as the report prints it: 92.0%, or - for nothing scored. */
+export const percent = (s: Score) => (s.total === 0 ? "-" : `${((100 * s.correct) / s.total).toFixed(1)}%`);
 const shown = (v: unknown) => (v === undefined ? "(nothing)" : JSON.stringify(v));
 
 /** The report as printed: one row per field, the overall row, then every miss. */

@@ -44,6 +44,9 @@ const bearer =
     return next(req);
   };
 
+/** The URL of a server's gRPC port given as host:port (cleartext) or as a URL (https:// for TLS). */
+export const serverUrl = (address: string) => (/^https?:\/\//.test(address) ? address : `http://${address}`);
+
 /**
  * A client of the server at `address` (host:port, or a URL for TLS). ListModels is called first:
  * it is authenticated and answers while the model loads, so an unreachable server or a refused key
@@ -51,7 +54,7 @@ const bearer =
  * loading is waited for.
  */
 export async function connectToServer(address: string, apiKey: string | undefined, log: (line: string) => void): Promise<BatchClient> {
-  const baseUrl = /^https?:\/\//.test(address) ? address : `http://${address}`;
+  const baseUrl = serverUrl(address);
   const transport = createGrpcTransport({ baseUrl, interceptors: apiKey ? [bearer(apiKey)] : [] });
   const client = createClient(InferenceService, transport);
   const deadline = Date.now() + READY_WAIT_MS;

@@ -6,15 +6,18 @@
  * broken image or a failed request is written on that item's line, and the exit status says
  * whether the run completed, not whether every item succeeded.
  */
+import path from "node:path";
 import { parseArgs } from "node:util";
 import { formatAccuracy, scoreAccuracy } from "./accuracy.ts";
 import { type BatchClient, connectToServer, SERVER_DEFAULT_BATCH_SIZE, startInProcess } from "./batch-client.ts";
 import { type BatchItem, DEFAULT_SCHEMA_INSTRUCTION, IMAGE_EXTENSIONS, imageItems, manifestItems, readSchemaFile } from "./batch-inputs.ts";
 import { type BatchSampling, createBatchRunner } from "./batch-runner.ts";
+import { schemaCategoryFields } from "./confusion.ts";
 import { type Labels, loadLabels } from "./labels.ts";
 import { createProgress } from "./progress.ts";
+import { type ReportPrices, writeReport } from "./report-html.ts";
 import { createResultsFile, readResults } from "./results-file.ts";
-import { createRunStats } from "./run-stats.ts";
+import { createRunStats, type RunFigures } from "./run-stats.ts";
 import { UsageError } from "./usage-error.ts";
 
 export const BATCH_USAGE = `usage:
@@ -22,6 +25,7 @@ export const BATCH_USAGE = `usage:
   glance batch IMAGES... --schema FILE [--question TEXT] --out FILE [options]
   glance batch --manifest FILE --out FILE [options]
   glance batch --out FILE --labels FILE            only score an existing output against labels
+  glance batch --out FILE [--labels FILE] --report FILE   only make the report of an existing output
 
 Asks the model about every image and appends one JSON line per image to --out as each finishes.
 
@@ -81,6 +85,19 @@ output:
                         "299.0"); lists in order, objects key by key; a failed or missing item is
                         a miss. Prints the accuracy per field and overall, and every miss, on stdout.
 
+report:
+  --report FILE         then write one self-contained HTML page (inline CSS and SVG charts,
+                        thumbnails as data: URIs; it loads nothing): at its top, is it accurate,
+                        is it usable (answers with every labelled field right, needing no edit),
+                        how much faster and cheaper; then accuracy per field, a confusion table
+                        for each field whose labels are a few categories (or a schema's enum),
+                        the latency histogram and percentiles, throughput, cost, and the misses
+                        with a thumbnail of each image. Throughput and cost come from this run
+                        (a report of an existing output has latency but no throughput).
+  --price-per-hour P    what an hour of the hardware costs: the report's cost per 1,000 images
+  --api-price-per-1000 P  a cloud API's price for 1,000 images, set beside it (same currency)
+  --api-latency-ms MS   the cloud API's time per image, for "how much faster"
+
 Progress (count, rate, ETA) and the summary (done, failed, requests/s, tokens/s, latency p50/p99)
 go to stderr: a bar on a terminal, otherwise a plain line every 2 s and one at the end.
 
@@ -101,6 +118,15 @@ interface BatchOptions {
   sampling: BatchSampling;
   labelsFile?: string;
   labels?: Labels;
+  report?: string;
+  prices: ReportPrices;
+}
+
+function price(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number >= 0, got ${value}`);
+  return n;
 }
 
 function integer(name: string, value: string | undefined, min: number): number | undefined {
@@ -140,9 +166,11 @@ async function parseBatchArgs(args: string[]): Promise<BatchOptions | "help"> {
     if (v.question === "") throw new UsageError("--question is empty");
     const schema = v.schema === undefined ? undefined : readSchemaFile(v.schema);
     items = await imageItems(positionals, v.question ?? DEFAULT_SCHEMA_INSTRUCTION, schema);
-  } else if (!labels) {
+  } else if (!labels && v.report === undefined) {
     throw new UsageError("nothing to run: name images (folders, files, globs) or a --manifest");
   }
+  if (v.report !== undefined && path.resolve(v.report) === path.resolve(v.out))
+    throw new UsageError("--report and --out name the same file");
   return {
     items,
     out: v.out,
@@ -154,6 +182,12 @@ async function parseBatchArgs(args: string[]): Promise<BatchOptions | "help"> {
     sampling: { maxTokens: integer("max-tokens", v["max-tokens"], 1), temperature, seed },
     labelsFile: v.labels,
     labels,
+    report: v.report,
+    prices: {
+      perHour: price("price-per-hour", v["price-per-hour"]),
+      apiPer1000: price("api-price-per-1000", v["api-price-per-1000"]),
+      apiLatencyMs: price("api-latency-ms", v["api-latency-ms"]),
+    },
   };
 }
 
@@ -177,14 +211,24 @@ function parse(args: string[]) {
       temperature: { type: "string" },
       seed: { type: "string" },
       labels: { type: "string" },
+      report: { type: "string" },
+      "price-per-hour": { type: "string" },
+      "api-price-per-1000": { type: "string" },
+      "api-latency-ms": { type: "string" },
     },
   });
 }
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
-/** Runs the items that are not done yet; resolves true when the run completed, false when a signal stopped it. */
-async function run(options: BatchOptions, items: BatchItem[]): Promise<boolean> {
+/** What a run did, for the report; `completed` is false when a signal stopped it. */
+interface RunOutcome {
+  completed: boolean;
+  figures?: RunFigures & { concurrency: number; where: string };
+}
+
+/** Runs the items that are not done yet. */
+async function run(options: BatchOptions, items: BatchItem[]): Promise<RunOutcome> {
   const file = createResultsFile(options.out, { resume: options.resume });
   try {
     const { done, removed } = file;
@@ -197,7 +241,7 @@ async function run(options: BatchOptions, items: BatchItem[]): Promise<boolean> 
     }
     if (todo.length === 0) {
       say("nothing left to run");
-      return true;
+      return { completed: true };
     }
     const client: BatchClient = options.server
       ? await connectToServer(options.server, options.apiKey, say)
@@ -229,13 +273,14 @@ async function run(options: BatchOptions, items: BatchItem[]): Promise<boolean> 
       process.off("SIGTERM", onSignal);
       await client.close();
     }
-    for (const line of stats.summary(performance.now() - started)) say(line);
+    const wallMs = performance.now() - started;
+    for (const line of stats.summary(wallMs)) say(line);
     if (stop.signal.aborted) {
       say(`interrupted: ${todo.length - stats.answered - stats.failed} items did not run; --resume continues`);
-      return false;
+      return { completed: false };
     }
     say(`results in ${options.out}`);
-    return true;
+    return { completed: true, figures: { ...stats.figures(wallMs), concurrency, where: client.description } };
   } finally {
     file.close();
   }
@@ -249,12 +294,28 @@ export async function batchCommand(args: string[]): Promise<number> {
       process.stdout.write(BATCH_USAGE);
       return 0;
     }
+    let outcome: RunOutcome | undefined;
     if (options.items) {
-      const completed = await run(options, options.items);
-      if (!completed) return 130;
+      outcome = await run(options, options.items);
+      if (!outcome.completed) return 130;
     }
-    if (options.labels && options.labelsFile) {
-      process.stdout.write(formatAccuracy(scoreAccuracy(readResults(options.out), options.labels), options.labelsFile));
+    if (!options.labels && options.report === undefined) return 0;
+    const results = readResults(options.out);
+    const accuracy = options.labels && scoreAccuracy(results, options.labels);
+    if (accuracy && options.labelsFile) process.stdout.write(formatAccuracy(accuracy, options.labelsFile));
+    if (options.report !== undefined) {
+      const imagePaths = new Map(options.items?.map((item) => [item.id, item.imagePath]));
+      const schemas = new Set(options.items?.flatMap((item) => (item.schema ? [item.schema.schema] : [])));
+      await writeReport(options.report, {
+        outFile: options.out,
+        results,
+        ...(accuracy && options.labels && options.labelsFile && { labels: { file: options.labelsFile, labels: options.labels, accuracy } }),
+        ...(outcome?.figures && { run: outcome.figures }),
+        prices: options.prices,
+        declaredCategories: new Set([...schemas].flatMap((schema) => [...schemaCategoryFields(schema)])),
+        imagePath: (line) => imagePaths.get(line.id) ?? path.resolve(line.image),
+      });
+      say(`report in ${options.report}`);
     }
     return 0;
   } catch (e) {

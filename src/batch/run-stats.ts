@@ -3,21 +3,26 @@
  * client-side latency distribution. Latency counts answered items only: a failure is usually
  * immediate (a missing file, a refused schema) and would pull the percentiles toward zero.
  */
+import { percentile } from "../measure/stats.ts";
 import type { ResultLine } from "./result-line.ts";
+
+/** What one run of the batch did, for the summary and the report's throughput and cost. */
+export interface RunFigures {
+  answered: number;
+  failed: number;
+  completionTokens: number;
+  /** From the first request to the last result. */
+  wallMs: number;
+}
 
 export interface RunStats {
   record(line: ResultLine): void;
   readonly answered: number;
   readonly failed: number;
+  /** The figures, for `wallMs` of running. */
+  figures(wallMs: number): RunFigures;
   /** The summary lines, for `wallMs` of running. */
   summary(wallMs: number): string[];
-}
-
-/** The nearest-rank percentile: a latency that some item really had. */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
 }
 
 export function createRunStats(): RunStats {
@@ -40,6 +45,7 @@ export function createRunStats(): RunStats {
     get failed() {
       return failed;
     },
+    figures: (wallMs) => ({ answered, failed, completionTokens, wallMs }),
     summary(wallMs) {
       const seconds = wallMs / 1000;
       const per = (n: number) => (seconds > 0 ? n / seconds : 0).toFixed(1);

@@ -1,41 +1,60 @@
 /**
  * One streamed request to Glance, timed as vLLM's benchmark_serving times it: TTFT from sending
  * to the first token's arrival, ITL as every gap between consecutive token arrivals, E2E to the
- * end of the stream, output tokens from the server's usage figures.
+ * end of the stream, output tokens from the server's usage figures. The one client of the bench
+ * and `glance loadtest`.
  *
  * - api "grpc": Connect-ES createGrpcTransport on the gRPC port (grpc-js), one HTTP/2 connection
  *   multiplexing every stream, as a generated client in a service would use it. Every Delta
  *   carries token ids, so every token's arrival is seen (also those whose text is held back).
+ *   A failure records its gRPC status by name (resource_exhausted, unavailable, ...).
  * - api "openai": POST /v1/chat/completions with stream: true on the HTTP port, server-sent
  *   events read with fetch; as in vLLM's client, a chunk counts when it carries content, and
- *   output tokens come from stream_options.include_usage.
+ *   output tokens come from stream_options.include_usage. A refusal records http_<status>.
  */
-import { type Client, createClient } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { type Client, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { InferenceService, Role } from "../../gen/glance/v1/inference_pb.js";
-import { durationMs as ms } from "../../src/wire.ts";
+import { type GenerateRequestSchema, InferenceService, Role } from "../../gen/glance/v1/inference_pb.js";
+import { codeName, durationMs as ms } from "../wire.ts";
 import type { RequestRecord, ServerTimings } from "./stats.ts";
-import type { WorkItem } from "./workload.ts";
 
 export type Api = "grpc" | "openai";
 
-export type SendRequest = (item: WorkItem, index: number) => Promise<Omit<RequestRecord, "sentAt">>;
+/** What one request asks: an image and a question, optionally after an earlier turn about the image. */
+export interface StreamItem {
+  question: string;
+  image: Uint8Array;
+  /** A turn before the question: the image came with it, then this answer (a follow-up question). */
+  earlierTurn?: { question: string; answer: string };
+}
+
+export type SendRequest = (item: StreamItem, index: number) => Promise<Omit<RequestRecord, "sentAt">>;
 
 export interface ClientOptions {
   api: Api;
+  /** The gRPC port's URL: http://host:port, or https://host:port for TLS. */
   grpcUrl: string;
   httpUrl: string;
-  maxTokens: number;
+  maxTokens?: number;
   /** Every reply exactly maxTokens long: min_tokens = max_tokens, so end-of-sequence is masked until then. */
   fixedLength?: boolean;
-  /** gRPC only: constrain every reply to this JSON Schema (JSON text). */
+  /** gRPC only: constrain every reply to this JSON Schema (JSON text), named `jsonSchemaName`. */
   jsonSchema?: string;
+  jsonSchemaName?: string;
+  /** Sent as authorization: Bearer KEY. */
+  apiKey?: string;
+  /** Each request's deadline; past it the request fails deadline_exceeded (http_timeout on the OpenAI route). */
+  timeoutMs?: number;
+  /** Cancels every request in flight (they fail canceled, or network_error on the OpenAI route). */
+  signal?: AbortSignal;
 }
 
-const failed = (index: number, error: unknown, promptTokens = 0): Omit<RequestRecord, "sentAt"> => ({
+const failed = (index: number, error: unknown, code: string, promptTokens = 0): Omit<RequestRecord, "sentAt"> => ({
   index,
   ok: false,
   error: error instanceof Error ? error.message : String(error),
+  code,
   ttftMs: NaN,
   e2eMs: NaN,
   itlMs: [],
@@ -49,8 +68,36 @@ export function createSender(o: ClientOptions): SendRequest {
   return o.api === "grpc" ? grpcSender(o) : openAiSender(o);
 }
 
+const bearer =
+  (key: string): Interceptor =>
+  (next) =>
+  (req) => {
+    req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };
+
+function grpcRequest(item: StreamItem, o: ClientOptions): MessageInitShape<typeof GenerateRequestSchema> {
+  const image = { kind: { case: "image" as const, value: { source: { case: "data" as const, value: item.image } } } };
+  return {
+    messages: item.earlierTurn
+      ? [
+          { role: Role.USER, content: [image, { kind: { case: "text", value: item.earlierTurn.question } }] },
+          { role: Role.ASSISTANT, content: [{ kind: { case: "text", value: item.earlierTurn.answer } }] },
+          { role: Role.USER, content: [{ kind: { case: "text", value: item.question } }] },
+        ]
+      : [{ role: Role.USER, content: [image, { kind: { case: "text", value: item.question } }] }],
+    sampling: { maxTokens: o.maxTokens, temperature: 0, ...(o.fixedLength && { minTokens: o.maxTokens }) },
+    ...(o.jsonSchema && {
+      responseFormat: {
+        kind: { case: "jsonSchema", value: { schema: o.jsonSchema, ...(o.jsonSchemaName && { name: o.jsonSchemaName }) } },
+      },
+    }),
+  };
+}
+
 function grpcSender(o: ClientOptions): SendRequest {
-  const client: Client<typeof InferenceService> = createClient(InferenceService, createGrpcTransport({ baseUrl: o.grpcUrl }));
+  const transport = createGrpcTransport({ baseUrl: o.grpcUrl, interceptors: o.apiKey ? [bearer(o.apiKey)] : [] });
+  const client: Client<typeof InferenceService> = createClient(InferenceService, transport);
   const send: SendRequest = async (item, index) => {
     const started = performance.now();
     let last = 0;
@@ -60,33 +107,10 @@ function grpcSender(o: ClientOptions): SendRequest {
     let text = "";
     let outputTokens = 0;
     let promptTokens = 0;
+    let cached = false;
     let server: ServerTimings | undefined;
     try {
-      const stream = client.generate({
-        messages: item.earlierTurn
-          ? [
-              {
-                role: Role.USER,
-                content: [
-                  { kind: { case: "image", value: { source: { case: "data", value: item.image } } } },
-                  { kind: { case: "text", value: item.earlierTurn.question } },
-                ],
-              },
-              { role: Role.ASSISTANT, content: [{ kind: { case: "text", value: item.earlierTurn.answer } }] },
-              { role: Role.USER, content: [{ kind: { case: "text", value: item.question } }] },
-            ]
-          : [
-              {
-                role: Role.USER,
-                content: [
-                  { kind: { case: "image", value: { source: { case: "data", value: item.image } } } },
-                  { kind: { case: "text", value: item.question } },
-                ],
-              },
-            ],
-        sampling: { maxTokens: o.maxTokens, temperature: 0, ...(o.fixedLength && { minTokens: o.maxTokens }) },
-        ...(o.jsonSchema && { responseFormat: { kind: { case: "jsonSchema", value: { schema: o.jsonSchema } } } }),
-      });
+      const stream = client.generate(grpcRequest(item, o), { timeoutMs: o.timeoutMs, signal: o.signal });
       for await (const res of stream) {
         const t = performance.now();
         if (res.event.case === "delta") {
@@ -101,6 +125,7 @@ function grpcSender(o: ClientOptions): SendRequest {
           const done = res.event.value;
           outputTokens = done.usage?.completionTokens ?? tokenIds.length;
           promptTokens = done.usage?.promptTokens ?? 0;
+          cached = done.cached;
           const tm = done.timings;
           server = {
             queueMs: ms(tm?.queue),
@@ -114,10 +139,13 @@ function grpcSender(o: ClientOptions): SendRequest {
         }
       }
       const e2eMs = performance.now() - started;
-      if (!server) return failed(index, "the stream ended without a Done message");
-      return { index, ok: true, ttftMs, e2eMs, itlMs, outputTokens, promptTokens, tokenIds, text, server };
+      if (!server) return failed(index, "the stream ended without a Done message", "internal");
+      // A reply whose only token is the end of sequence streams no token: its first token is the end.
+      if (Number.isNaN(ttftMs)) ttftMs = e2eMs;
+      return { index, ok: true, ttftMs, e2eMs, itlMs, outputTokens, promptTokens, tokenIds, text, server, ...(cached && { cached }) };
     } catch (e) {
-      return failed(index, e);
+      const err = ConnectError.from(e);
+      return failed(index, err.rawMessage, codeName(err.code));
     }
   };
   return send;
@@ -173,10 +201,14 @@ function openAiSender(o: ClientOptions): SendRequest {
     try {
       const res = await fetch(`${o.httpUrl}/v1/chat/completions`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", ...(o.apiKey && { authorization: `Bearer ${o.apiKey}` }) },
         body,
+        signal: AbortSignal.any([
+          ...(o.timeoutMs === undefined ? [] : [AbortSignal.timeout(o.timeoutMs)]),
+          ...(o.signal ? [o.signal] : []),
+        ]),
       });
-      if (!res.ok || !res.body) return failed(index, `HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+      if (!res.ok || !res.body) return failed(index, `HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`, `http_${res.status}`);
       const decoder = new TextDecoder();
       let buffer = "";
       let finished = false;
@@ -195,9 +227,9 @@ function openAiSender(o: ClientOptions): SendRequest {
           const json = JSON.parse(data) as {
             choices?: Array<{ delta?: { content?: string } }>;
             usage?: { completion_tokens: number; prompt_tokens: number };
-            error?: { message: string };
+            error?: { message: string; code?: string };
           };
-          if (json.error) return failed(index, json.error.message);
+          if (json.error) return failed(index, json.error.message, json.error.code ?? "stream_error");
           const content = json.choices?.[0]?.delta?.content;
           if (content) {
             text += content;
@@ -212,12 +244,13 @@ function openAiSender(o: ClientOptions): SendRequest {
         }
       }
       const e2eMs = performance.now() - started;
-      if (!finished) return failed(index, "the event stream ended without [DONE]");
+      if (!finished) return failed(index, "the event stream ended without [DONE]", "stream_error");
       // A reply whose only token is the end of sequence streams no content: its first token is the end.
       if (Number.isNaN(ttftMs)) ttftMs = e2eMs;
       return { index, ok: true, ttftMs, e2eMs, itlMs, outputTokens, promptTokens, tokenIds: [], text };
     } catch (e) {
-      return failed(index, e);
+      const timedOut = e instanceof DOMException && e.name === "TimeoutError";
+      return failed(index, e, timedOut ? "http_timeout" : "network_error");
     }
   };
   return send;
