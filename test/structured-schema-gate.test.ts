@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { compileResponseFormat } from "../src/engine/structured/response-format.ts";
 import { gateSchema } from "../src/engine/structured/schema-gate.ts";
+import { parseChatCompletion } from "../src/server/openai-request.ts";
 import { accepts, refused } from "./support/automaton-checks.ts";
 
 function compile(schema: object | boolean | string, deadlineMs?: number) {
@@ -123,6 +124,25 @@ describe("schema gate: supported keywords", () => {
       kind: "object",
       properties: [{ name: "a", required: false, schema: { kind: "literals", texts: ["null"] } }],
     });
+  });
+});
+
+describe("OpenAI's json_schema.strict", () => {
+  it("keeps other properties out of an object without additionalProperties, and lets them follow without it", () => {
+    const schema = { type: "object", properties: { a: { type: "integer" } }, required: ["a"] };
+    const formatOf = (strict?: boolean) => {
+      const body = {
+        messages: [{ role: "user", content: "hi" }],
+        response_format: { type: "json_schema", json_schema: { name: "s", schema, strict } },
+      };
+      const format = parseChatCompletion(Buffer.from(JSON.stringify(body))).input.responseFormat;
+      assert.ok(format);
+      return compileResponseFormat(format);
+    };
+    assert.ok(accepts(formatOf(false), '{"a":1,"b":2}'));
+    assert.ok(accepts(formatOf(undefined), '{"a":1,"b":2}'));
+    assert.ok(!accepts(formatOf(true), '{"a":1,"b":2}'));
+    assert.ok(accepts(formatOf(true), '{"a":1}'));
   });
 });
 

@@ -115,7 +115,7 @@ function toChatOptions(value: unknown): ChatOptions | undefined {
  */
 function toResponseFormat(value: unknown): ResponseFormat | undefined {
   if (value === undefined || value === null) return undefined;
-  const format = value as { type?: unknown; json_schema?: { schema?: unknown } };
+  const format = value as { type?: unknown; json_schema?: { schema?: unknown; strict?: unknown } };
   if (format.type === "text") return undefined;
   if (format.type === "json_object") return { type: "json_object" };
   if (format.type === "json_schema") {
@@ -123,7 +123,7 @@ function toResponseFormat(value: unknown): ResponseFormat | undefined {
     if (typeof schema !== "object" || schema === null || Array.isArray(schema)) {
       throw invalidArgument("response_format.json_schema.schema must be a JSON Schema object");
     }
-    return { type: "json_schema", schema: JSON.stringify(schema) };
+    return { type: "json_schema", schema: JSON.stringify(schema), strict: format.json_schema?.strict === true };
   }
   throw invalidArgument(`response_format.type must be text, json_object or json_schema, got ${describeValue(format.type)}`);
 }

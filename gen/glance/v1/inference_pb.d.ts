@@ -165,12 +165,10 @@ export declare type ResponseFormat = Message$1<"glance.v1.ResponseFormat"> & {
 export declare const ResponseFormatSchema: GenMessage<ResponseFormat>;
 
 /**
- * JsonSchema is a JSON Schema for the reply, in OpenAI strict mode's subset: type, properties,
- * required, additionalProperties false, enum, const, items, prefixItems, minItems, maxItems,
- * anyOf, $defs and local $ref, string minLength, maxLength and pattern (the regex subset of
- * ResponseFormat.regex; the whole string matches it), format (date, date-time, time, email,
- * uuid) and number minimum and maximum. Any other keyword that constrains values is
- * INVALID_ARGUMENT, with its JSON Pointer; annotations (title, description...) are ignored.
+ * JsonSchema is a JSON Schema for the reply (drafts 4 to 2020-12; the README's keyword table
+ * says which keywords are enforced, which narrowed and which refused). A keyword that
+ * constrains values and is not enforced is INVALID_ARGUMENT, with its JSON Pointer; annotations
+ * (title, description, unknown keywords...) are ignored.
  *
  * @generated from message glance.v1.JsonSchema
  */
@@ -191,7 +189,8 @@ export declare type JsonSchema = Message$1<"glance.v1.JsonSchema"> & {
   schema: string;
 
   /**
-   * Accepted for OpenAI compatibility; the server always enforces the schema.
+   * OpenAI's strict mode: an object without additionalProperties allows no properties it does
+   * not list. Without it, as JSON Schema says, other properties may follow the listed ones.
    *
    * @generated from field: bool strict = 3;
    */
