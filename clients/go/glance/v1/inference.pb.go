@@ -419,12 +419,10 @@ func (*ResponseFormat_Choice) isResponseFormat_Kind() {}
 
 func (*ResponseFormat_Regex) isResponseFormat_Kind() {}
 
-// JsonSchema is a JSON Schema for the reply, in OpenAI strict mode's subset: type, properties,
-// required, additionalProperties false, enum, const, items, prefixItems, minItems, maxItems,
-// anyOf, $defs and local $ref, string minLength, maxLength and pattern (the regex subset of
-// ResponseFormat.regex; the whole string matches it), format (date, date-time, time, email,
-// uuid) and number minimum and maximum. Any other keyword that constrains values is
-// INVALID_ARGUMENT, with its JSON Pointer; annotations (title, description...) are ignored.
+// JsonSchema is a JSON Schema for the reply (drafts 4 to 2020-12; the README's keyword table
+// says which keywords are enforced, which narrowed and which refused). A keyword that
+// constrains values and is not enforced is INVALID_ARGUMENT, with its JSON Pointer; annotations
+// (title, description, unknown keywords...) are ignored.
 type JsonSchema struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
@@ -435,7 +433,8 @@ type JsonSchema struct {
 	// The schema as JSON text. Text rather than a Struct, because the order of `properties` is
 	// the order the reply lists them in.
 	Schema string `protobuf:"bytes,2,opt,name=schema,proto3" json:"schema,omitempty"`
-	// Accepted for OpenAI compatibility; the server always enforces the schema.
+	// OpenAI's strict mode: an object without additionalProperties allows no properties it does
+	// not list. Without it, as JSON Schema says, other properties may follow the listed ones.
 	Strict bool `protobuf:"varint,3,opt,name=strict,proto3" json:"strict,omitempty"`
 }
 
