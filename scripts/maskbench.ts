@@ -1,5 +1,5 @@
 /**
- * `npm run maskbench -- DIR [--every K] [--limit N] [--match TEXT] [--out FILE]`: MaskBench
+ * `npm run maskbench -- DIR [--every K] [--limit N] [--match TEXT] [--out FILE] [--slow MS]`: MaskBench
  * (guidance-ai/jsonschemabench, maskbench/data) through the code the server runs. Each schema is
  * compiled as a `json_schema` response format (the schema gate, the NFA, the lazy DFA, within
  * the server's compile deadline); each test instance is serialised as MaskBench does (Python's
@@ -108,7 +108,11 @@ const kindOf = (message: string) =>
 /** `vocabularySize`: the synthetic vocabulary's tokens (a smaller one for tests). */
 export function runMaskBench(
   files: readonly string[],
-  { vocabularySize = VOCABULARY_SIZE, log = () => {} }: { vocabularySize?: number; log?: (line: string) => void } = {},
+  {
+    vocabularySize = VOCABULARY_SIZE,
+    log = () => {},
+    slowMs = Number.POSITIVE_INFINITY,
+  }: { vocabularySize?: number; log?: (line: string) => void; slowMs?: number } = {},
 ): MaskBenchResult {
   const tokenizerJson = syntheticTokenizer(vocabularySize);
   const vocabulary = createGrammarVocabulary(tokenizerJson, [EOS]);
@@ -167,6 +171,8 @@ export function runMaskBench(
       if (instance.valid && !accepted) rejectedValid = true;
       if (!instance.valid && accepted) acceptedInvalid = true;
     }
+    const took = performance.now() - started;
+    if (took > slowMs) log(`maskbench: ${path.basename(file)} took ${Math.round(took)} ms`);
     if (rejectedValid) wrong.validation.push(path.basename(file));
     if (acceptedInvalid) wrong.invalidation.push(path.basename(file));
     if (!rejectedValid && !acceptedInvalid) counts.passing++;
@@ -216,13 +222,15 @@ if (import.meta.main) {
       limit: { type: "string" },
       match: { type: "string" },
       out: { type: "string" },
+      slow: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help || positionals.length !== 1) {
     console.log(
-      "npm run maskbench -- DIR [--every K] [--limit N] [--match TEXT] [--out FILE]\n" +
-        "  DIR: MaskBench's maskbench/data; --every K: every K-th schema by name; --limit N: the first N; --match: names containing TEXT",
+      "npm run maskbench -- DIR [--every K] [--limit N] [--match TEXT] [--out FILE] [--slow MS]\n" +
+        "  DIR: MaskBench's maskbench/data; --every K: every K-th schema by name; --limit N: the first N; --match: names containing TEXT;\n" +
+        "  --slow MS: name each schema whose compile and instances took longer",
     );
     process.exit(values.help ? 0 : 2);
   }
@@ -233,7 +241,7 @@ if (import.meta.main) {
     .map((f) => path.join(dir, f));
   if (values.every) files = files.filter((_, i) => i % Number(values.every) === 0);
   if (values.limit) files = files.slice(0, Number(values.limit));
-  const result = runMaskBench(files, { log: (line) => console.error(line) });
+  const result = runMaskBench(files, { log: (line) => console.error(line), slowMs: values.slow ? Number(values.slow) : undefined });
   console.log(`${maskBenchTable(result)}\n\nCompile errors by kind (the ten most common):`);
   for (const [kind, count] of Object.entries(result.compile_error_kinds).slice(0, 10)) console.log(`  ${count}\t${kind}`);
   const out = values.out ?? "bench-results/maskbench.json";

@@ -147,10 +147,16 @@ describe("exact languages", () => {
     ],
     [
       "property order and presence",
-      { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["b"] },
+      { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["b"], additionalProperties: false },
       // Compact, or Python's separators (one space after : and ,).
       ['{"a":1,"b":2}', '{"b":2}', '{"a": 1, "b": 2}', '{"a":1, "b":2}'],
       ['{"b":2,"a":1}', '{"a":1}', '{"a":1,  "b":2}', '{"a" :1,"b":2}', '{"a":1,"b":2 }', '{"b":2,"c":3}', "{}"],
+    ],
+    [
+      "other properties after the listed ones where additionalProperties is absent",
+      { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["b"] },
+      ['{"b":2,"c":3}', '{"a":1,"b":2,"c":[3],"d":{"e":null}}', '{"b":2, "c": "x"}'],
+      ['{"c":3,"b":2}', '{"b":2,"a":1}', '{"b":2,"b":3}', '{"b":2,"a":3}'],
     ],
     [
       "integer-like keys keep their schema order",
