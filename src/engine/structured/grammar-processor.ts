@@ -86,6 +86,9 @@ function indexOf(ids: Int32Array, token: number): number {
   return -1;
 }
 
+/** Per vocabulary, the end states of a walk by token id: one array, reused by every walk. */
+const scratch = new WeakMap<GrammarVocabulary, Int32Array>();
+
 /** A mask from ascending tokens and their end states. */
 function listedMask(tokens: Int32Array, ends: Int32Array, maxNeed: number, size: number): StateMask {
   const mask: StateMask = {
@@ -109,18 +112,33 @@ function listedMask(tokens: Int32Array, ends: Int32Array, maxNeed: number, size:
  */
 function walkMask(automaton: ByteAutomaton, vocabulary: GrammarVocabulary, state: number): StateMask {
   const tokens: number[] = [];
-  const ends: number[] = [];
+  // Each walked token's end state by id, -1 elsewhere (left so for the next mask).
+  const endOf = (scratch.get(vocabulary) ?? scratch.set(vocabulary, new Int32Array(vocabulary.size).fill(-1)).get(vocabulary))!;
   let maxNeed = 0;
   const visit = (token: number, end: number) => {
     const need = tokensNeeded(automaton, end);
     if (need === Number.POSITIVE_INFINITY) return;
     tokens.push(token);
-    ends.push(end);
+    endOf[token] = end;
     maxNeed = Math.max(maxNeed, need);
   };
+  /** The walked tokens in id order: a scan of the ids where they are many, a numeric sort where few. */
   const sorted = () => {
-    const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
-    return { tokens: Int32Array.from(order, (i) => tokens[i]!), ends: Int32Array.from(order, (i) => ends[i]!) };
+    const n = tokens.length;
+    const out = { tokens: new Int32Array(n), ends: new Int32Array(n) };
+    if (n > vocabulary.size / 16) {
+      for (let id = 0, k = 0; k < n; id++) {
+        if (endOf[id]! < 0) continue;
+        out.tokens[k] = id;
+        out.ends[k++] = endOf[id]!;
+      }
+    } else {
+      out.tokens.set(tokens);
+      out.tokens.sort();
+      for (let i = 0; i < n; i++) out.ends[i] = endOf[out.tokens[i]!]!;
+    }
+    for (const token of tokens) endOf[token] = -1;
+    return out;
   };
   const { plain } = vocabulary;
   if (!loopsOnPlainText(automaton, state)) {
