@@ -16,7 +16,7 @@ import { TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { seededRandom } from "../scripts/lib/seeded-random.ts";
 import { type ByteAutomaton, tokensNeeded } from "../src/engine/structured/automaton.ts";
 import { createGrammarProcessor, createGrammarVocabulary, createMaskCache } from "../src/engine/structured/grammar-processor.ts";
-import { loopsOnPlainText } from "../src/engine/structured/plain-text.ts";
+import { plainExit } from "../src/engine/structured/plain-text.ts";
 import { compileResponseFormat } from "../src/engine/structured/response-format.ts";
 import { tokenBytes } from "../src/engine/structured/token-bytes.ts";
 import { SCHEMAS } from "./support/schema-corpus.ts";
@@ -149,39 +149,49 @@ describe("constrained decoding", () => {
   });
 });
 
-describe("masks of the states inside free strings (plain-text.ts)", () => {
-  it("equal a walk of the whole trie, at a 20,000-token vocabulary with multibyte tokens", () => {
-    const large = createGrammarVocabulary(syntheticTokenizer(20_000), [0]);
-    const automaton = compileResponseFormat({ type: "json_schema", schema: JSON.stringify(MASK_SCHEMAS.text) });
-    const masks = createMaskCache(automaton, large);
-    const text = '{"title": "Grüße, 東京 \\"quoted\\" \\u0001 end", "notes": ["a", "多 b"]}';
-    let state = automaton.start;
-    let looping = 0;
-    for (const byte of new TextEncoder().encode(text)) {
-      const tokens: number[] = [];
-      const ends: number[] = [];
-      large.trie.walk(automaton, state, (token, end) => {
-        if (tokensNeeded(automaton, end) === Number.POSITIVE_INFINITY) return;
-        tokens.push(token);
-        ends.push(end);
-      });
-      const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
-      const mask = masks(state);
-      assert.deepEqual(
-        [...mask.tokens],
-        order.map((i) => tokens[i]!),
-        `tokens at state ${state}`,
-      );
-      assert.deepEqual(
-        [...mask.ends],
-        order.map((i) => ends[i]!),
-        `ends at state ${state}`,
-      );
-      if (loopsOnPlainText(automaton, state)) looping++;
-      state = automaton.next(state, byte);
-      assert.ok(state >= 0);
-    }
-    // The fast path was taken inside the strings.
-    assert.ok(looping >= 20, `${looping} states looped on plain text`);
-  });
+describe("masks of the states inside free strings and names (plain-text.ts)", () => {
+  const large = createGrammarVocabulary(syntheticTokenizer(20_000), [0]);
+  const cases: Array<[string, object, string]> = [
+    ["a free string", MASK_SCHEMAS.text, '{"title": "Grüße, 東京 \\"quoted\\" \\u0001 end", "notes": ["a", "多 b"]}'],
+    [
+      "names other than the listed ones",
+      { type: "object", properties: { title: { type: "string" }, tier: { type: "integer" } }, required: ["title"] },
+      '{"title": "x", "ti": 1, "titles": 2, "東京": 3, "tie": 4}',
+    ],
+  ];
+  for (const [name, schema, text] of cases) {
+    it(`equal a walk of the whole trie, at a 20,000-token vocabulary with multibyte tokens: ${name}`, () => {
+      const automaton = compileResponseFormat({ type: "json_schema", schema: JSON.stringify(schema) });
+      const masks = createMaskCache(automaton, large);
+      let state = automaton.start;
+      let shortcuts = 0;
+      for (const byte of new TextEncoder().encode(text)) {
+        const tokens: number[] = [];
+        const ends: number[] = [];
+        large.trie.walk(automaton, state, (token, end) => {
+          if (tokensNeeded(automaton, end) === Number.POSITIVE_INFINITY) return;
+          tokens.push(token);
+          ends.push(end);
+        });
+        const order = tokens.map((_, i) => i).sort((a, b) => tokens[a]! - tokens[b]!);
+        const mask = masks(state);
+        assert.deepEqual(
+          [...mask.tokens],
+          order.map((i) => tokens[i]!),
+          `tokens at state ${state}`,
+        );
+        assert.deepEqual(
+          [...mask.ends],
+          order.map((i) => ends[i]!),
+          `ends at state ${state}`,
+        );
+        for (const [i, token] of mask.tokens.entries()) assert.equal(mask.end(token), mask.ends[i]);
+        if (plainExit(automaton, state)) shortcuts++;
+        state = automaton.next(state, byte);
+        assert.ok(state >= 0);
+      }
+      // The shortcut was taken inside the strings and names.
+      assert.ok(shortcuts >= 10, `${shortcuts} states took the shortcut`);
+    });
+  }
 });

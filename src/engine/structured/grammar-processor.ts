@@ -14,7 +14,7 @@
 import { GlanceError } from "../../errors.ts";
 import type { LogitsProcessor } from "../logits-processor.ts";
 import { type ByteAutomaton, tokensNeeded } from "./automaton.ts";
-import { createPlainText, loopsOnPlainText, type PlainText } from "./plain-text.ts";
+import { createPlainText, type PlainText, plainExit } from "./plain-text.ts";
 import { tokenBytes } from "./token-bytes.ts";
 import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
 import { createNameGuard } from "./unique-names.ts";
@@ -57,7 +57,8 @@ interface StateMask {
   /** The most tokens any allowed token's end state still needs; below the budget no filter is needed. */
   maxNeed: number;
   /** For requests that keep names unique (unique-names.ts `MaskTokens`). */
-  special?: Int32Array;
+  candidates?: { tokens: Int32Array; ends: Int32Array };
+  special?: { tokens: Int32Array; ends: Int32Array };
 }
 
 /** The ids below `size` that are not in the ascending `ids`. */
@@ -141,37 +142,47 @@ function walkMask(automaton: ByteAutomaton, vocabulary: GrammarVocabulary, state
     return out;
   };
   const { plain } = vocabulary;
-  if (!loopsOnPlainText(automaton, state)) {
+  const exit = plainExit(automaton, state);
+  if (!exit) {
     vocabulary.trie.walk(automaton, state, visit);
     const walked = sorted();
     return listedMask(walked.tokens, walked.ends, maxNeed, vocabulary.size);
   }
-  plain.rest.walk(automaton, state, visit);
-  const walked = sorted();
-  // Refused: the walked-over tokens the walk did not allow, the ids without bytes and those past the tokenizer's.
-  const beyond = Math.max(0, vocabulary.size - plain.isPlain.length);
-  const refused = new Int32Array(plain.restTokens.length - walked.tokens.length + plain.withoutBytes.length + beyond);
-  let r = 0;
-  for (let i = 0, w = 0; i < plain.restTokens.length; i++) {
-    if (w < walked.tokens.length && walked.tokens[w] === plain.restTokens[i]) w++;
-    else refused[r++] = plain.restTokens[i]!;
+  // Plain tokens of most first bytes end where plain text leads (`loop`); those of the other
+  // first bytes are walked, as are the tokens that are not plain text.
+  const loop = exit.to;
+  const skipped = new Uint8Array(256);
+  for (const byte of exit.except) {
+    skipped[byte] = 1;
+    vocabulary.trie.walk(automaton, state, (token, end) => plain.isPlain[token] === 1 && visit(token, end), byte);
   }
-  refused.set(plain.withoutBytes, r);
-  for (let id = plain.isPlain.length; id < vocabulary.size; id++) refused[r + plain.withoutBytes.length + id - plain.isPlain.length] = id;
+  plain.rest.walk(automaton, state, visit);
+  const taken = (token: number) => plain.isPlain[token] === 1 && skipped[plain.firstByte[token]!] === 0;
+  // Refused: the walked-over tokens the walk did not allow, the ids without bytes and those past the tokenizer's.
+  const refusedList: number[] = [];
+  for (const token of plain.restTokens) if (endOf[token]! < 0) refusedList.push(token);
+  for (const byte of exit.except) for (const token of plain.byFirstByte[byte]!) if (endOf[token]! < 0) refusedList.push(token);
+  const walked = sorted();
+  const refused = new Int32Array(refusedList.length + plain.withoutBytes.length + Math.max(0, vocabulary.size - plain.isPlain.length));
+  refused.set(refusedList);
+  refused.set(plain.withoutBytes, refusedList.length);
+  for (let id = plain.isPlain.length, r = refusedList.length + plain.withoutBytes.length; id < vocabulary.size; id++) refused[r++] = id;
   refused.sort();
   let merged: { tokens: Int32Array; ends: Int32Array } | undefined;
   const full = () => {
     if (merged) return merged;
-    const size = plain.tokens.length + walked.tokens.length;
+    const size = vocabulary.size - refused.length;
     merged = { tokens: new Int32Array(size), ends: new Int32Array(size) };
-    for (let p = 0, w = 0, n = 0; n < size; n++) {
+    for (let p = 0, w = 0, n = 0; n < size; ) {
       const next = w < walked.tokens.length ? walked.tokens[w]! : Number.POSITIVE_INFINITY;
       if (p < plain.tokens.length && plain.tokens[p]! < next) {
-        merged.tokens[n] = plain.tokens[p++]!;
-        merged.ends[n] = state;
+        const token = plain.tokens[p++]!;
+        if (!taken(token)) continue;
+        merged.tokens[n] = token;
+        merged.ends[n++] = loop;
       } else {
         merged.tokens[n] = next;
-        merged.ends[n] = walked.ends[w++]!;
+        merged.ends[n++] = walked.ends[w++]!;
       }
     }
     return merged;
@@ -184,12 +195,13 @@ function walkMask(automaton: ByteAutomaton, vocabulary: GrammarVocabulary, state
       return full().ends;
     },
     end(token) {
-      if (plain.isPlain[token]) return state;
+      if (taken(token)) return loop;
       const i = indexOf(walked.tokens, token);
       return i < 0 ? -1 : walked.ends[i]!;
     },
-    refused: plain.tokens.length + walked.tokens.length > vocabulary.size / 2 ? refused : undefined,
-    maxNeed: Math.max(maxNeed, tokensNeeded(automaton, state)),
+    refused: refused.length < vocabulary.size / 2 ? refused : undefined,
+    candidates: walked,
+    maxNeed: Math.max(maxNeed, tokensNeeded(automaton, loop)),
   };
 }
 

@@ -22,6 +22,19 @@ export interface PlainText {
   restTokens: Int32Array;
   /** The ids without bytes (end of sequence, special tokens), which no automaton takes. */
   withoutBytes: Int32Array;
+  /** The plain-text tokens by their first byte, ascending. */
+  byFirstByte: Int32Array[];
+  /** Each token's first byte, by id (0 for ids without bytes). */
+  firstByte: Uint8Array;
+}
+
+/**
+ * Where plain text leads from a state: `to`, a state that loops on plain text, after any plain
+ * character whose first byte is not in `except` (bytes whose characters go elsewhere).
+ */
+export interface PlainExit {
+  to: number;
+  except: number[];
 }
 
 /** ASCII a JSON string holds as itself; DEL is left out, as a byte some automata escape. */
@@ -69,7 +82,52 @@ export function createPlainText(bytes: readonly (Uint8Array | null)[]): PlainTex
     rest: createTokenTrie(bytes.map((b, token) => (isPlain[token] ? null : b))),
     restTokens: Int32Array.from(rest),
     withoutBytes: Int32Array.from(withoutBytes),
+    byFirstByte: Array.from({ length: 256 }, (_, byte) => Int32Array.from(plain.filter((token) => bytes[token]![0] === byte))),
+    firstByte: Uint8Array.from(bytes, (b) => b?.[0] ?? 0),
   };
+}
+
+/** Bytes of characters whose exits may differ before the state is not worth the shortcut. */
+const MAX_EXCEPT = 24;
+
+/**
+ * Where every plain character (ASCII and whole multibyte ones) leads from `state`, but those of
+ * a few first bytes: one state that loops on plain text. Undefined where there is no such state,
+ * or where too many first bytes go elsewhere. Inside a free string it is the state itself; in a
+ * name that must not be one of some listed names, it is the free text past them.
+ */
+export function plainExit(automaton: ByteAutomaton, state: number): PlainExit | undefined {
+  let to = -1;
+  const except: number[] = [];
+  const exitOf = (first: number, run: ReadonlyArray<readonly [number, number]>): number => {
+    let at = automaton.next(state, first);
+    for (let k = 1; k < run.length && at >= 0; k++) {
+      const [lo, hi] = run[k]!;
+      const next = automaton.next(at, lo);
+      for (let b = lo + 1; b <= hi; b++) if (automaton.next(at, b) !== next) return -1;
+      at = next;
+    }
+    return at;
+  };
+  const see = (first: number, exit: number) => {
+    if (exit !== to && !except.includes(first)) except.push(first);
+  };
+  // The exit most ASCII characters take is the one.
+  const counts = new Map<number, number>();
+  for (let b = 0x20; b <= 0x7e; b++) {
+    const exit = isPlainAscii(b) ? automaton.next(state, b) : -1;
+    if (exit >= 0) counts.set(exit, (counts.get(exit) ?? 0) + 1);
+  }
+  for (const [exit, count] of counts) if (to < 0 || count > counts.get(to)!) to = exit;
+  if (to < 0) return undefined;
+  for (let b = 0x20; b <= 0x7e; b++) if (isPlainAscii(b)) see(b, automaton.next(state, b));
+  if (except.length > MAX_EXCEPT) return undefined;
+  for (const run of MULTIBYTE_RUNS) {
+    for (let first = run[0]![0]; first <= run[0]![1]; first++) see(first, exitOf(first, run));
+    if (except.length > MAX_EXCEPT) return undefined;
+  }
+  // Past the first character, plain text must stay where it is.
+  return loopsOnPlainText(automaton, to) ? { to, except } : undefined;
 }
 
 /** Whether every plain character (ASCII and whole multibyte ones) leads from `state` back to it. */

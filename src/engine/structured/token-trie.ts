@@ -6,8 +6,11 @@
 import type { ByteAutomaton } from "./automaton.ts";
 
 export interface TokenTrie {
-  /** Calls `visit` with every token the automaton takes whole from `state`, and the state after it. */
-  walk(automaton: ByteAutomaton, state: number, visit: (token: number, end: number) => void): void;
+  /**
+   * Calls `visit` with every token the automaton takes whole from `state`, and the state after
+   * it; with `firstByte`, only among the tokens that start with that byte.
+   */
+  walk(automaton: ByteAutomaton, state: number, visit: (token: number, end: number) => void, firstByte?: number): void;
   /** The tokens whose bytes are exactly `bytes`. */
   tokensOf(bytes: Uint8Array): number[];
 }
@@ -60,10 +63,21 @@ export function createTokenTrie(bytes: readonly (Uint8Array | null)[]): TokenTri
   const maxDepth = depth.reduce((m, d) => Math.max(m, d), 0);
   const states = new Int32Array(maxDepth + 1);
 
+  /** The node of each first byte's subtree (the root's children), or -1. */
+  const firstNodes = new Int32Array(256).fill(-1);
+  for (let i = 1; i < nodes; i += flatSubtree[i]!) firstNodes[flatEdge[i]!] = i;
+
   return {
-    walk(automaton, state, visit) {
+    walk(automaton, state, visit, firstByte) {
       states[0] = state;
-      for (let i = 1; i < nodes; ) {
+      let from = 1;
+      let to = nodes;
+      if (firstByte !== undefined) {
+        from = firstNodes[firstByte]!;
+        if (from < 0) return;
+        to = from + flatSubtree[from]!;
+      }
+      for (let i = from; i < to; ) {
         const d = flatDepth[i]!;
         const next = automaton.next(states[d - 1]!, flatEdge[i]!);
         if (next < 0) {

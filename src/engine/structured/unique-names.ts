@@ -126,8 +126,13 @@ export interface MaskTokens {
   /** The allowed tokens, ascending, and the state each leads to. */
   tokens: Int32Array;
   ends: Int32Array;
-  /** The indices of the tokens that can close a name or add to what a new name takes, most `"` first; found on first use. */
-  special?: Int32Array;
+  /**
+   * Where not every allowed token is, the ones that may be special (the others are plain text,
+   * which neither closes a name nor adds to what one takes): a state inside a string's shortcut.
+   */
+  candidates?: { tokens: Int32Array; ends: Int32Array };
+  /** The tokens that can close a name or add to what a new name takes, most `"` first, with their end states; found on first use. */
+  special?: { tokens: Int32Array; ends: Int32Array };
 }
 
 export interface NameGuard {
@@ -279,14 +284,18 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
   };
 
   const check = (state: number, mask: MaskTokens, left: number | undefined, refuse: (token: number) => void) => {
-    const { tokens, ends } = mask;
-    mask.special ??= tokens
-      .map((_, i) => i)
-      .filter((i) => (flags[tokens[i]!]! & (QUOTE | BACKSLASH | COMMA | PARTIAL)) !== 0)
-      .sort((a, b) => quotes[tokens[b]!]! - quotes[tokens[a]!]!);
+    if (!mask.special) {
+      const source = mask.candidates ?? mask;
+      const picked: number[] = [];
+      for (let i = 0; i < source.tokens.length; i++) {
+        if ((flags[source.tokens[i]!]! & (QUOTE | BACKSLASH | COMMA | PARTIAL)) !== 0) picked.push(i);
+      }
+      picked.sort((a, b) => quotes[source.tokens[b]!]! - quotes[source.tokens[a]!]!);
+      mask.special = { tokens: Int32Array.from(picked, (i) => source.tokens[i]!), ends: Int32Array.from(picked, (i) => source.ends[i]!) };
+    }
+    const special = mask.special;
     if (left === undefined) {
-      for (const i of mask.special) {
-        const token = tokens[i]!;
+      for (const token of special.tokens) {
         if (quotes[token]! < fewestQuotes) return;
         if (repeats(token)) refuse(token);
       }
@@ -294,10 +303,11 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
     }
     const most = maxExtra();
     if (mayAddExtra === ANY) {
+      const { tokens, ends } = mask;
       for (let i = 0; i < tokens.length; i++) if (!fits(tokens[i]!, ends[i]!, left, most)) refuse(tokens[i]!);
       return;
     }
-    for (const i of mask.special) if (!fits(tokens[i]!, ends[i]!, left, most)) refuse(tokens[i]!);
+    for (let k = 0; k < special.tokens.length; k++) if (!fits(special.tokens[k]!, special.ends[k]!, left, most)) refuse(special.tokens[k]!);
     if (where !== IN_NAME || !prefixTaken) return;
     const extending = markExtending();
     for (const token of extending) {
