@@ -353,6 +353,16 @@ describe("schema gate: intersections and the keywords beside them", () => {
       ['[1,"a"]', "[1]", "[]"],
       ['[1,"a",2]', '["a"]'],
     ],
+    [
+      "a recursive $ref beside keywords, merged in up to a depth",
+      {
+        $defs: { node: { type: "object", properties: { v: { type: "integer" }, next: { $ref: "#/$defs/node", required: ["v"] } } } },
+        $ref: "#/$defs/node",
+        required: ["v"],
+      },
+      ['{"v":1}', '{"v":1,"next":{"v":2,"next":{"v":3}}}'],
+      ['{"next":{"v":2}}', '{"v":1,"next":{}}'],
+    ],
     ["$ref to any JSON Pointer", { properties: { a: { $ref: "#/properties/b" }, b: { type: "integer" } } }, ['{"a":1}'], ['{"a":"x"}']],
     [
       "$ref to an $id and to an $anchor",

@@ -56,7 +56,13 @@ export function compileFormat(format: ResponseFormat, options: { deadlineMs?: nu
   const deadlineMs = options.deadlineMs ?? DEFAULT_COMPILE_DEADLINE_MS;
   switch (format.type) {
     case "json_schema":
-      return compile(leadingSpace(schemaFragment(gateSchema(format.schema, { strict: format.strict }))), deadlineMs);
+      try {
+        return compile(leadingSpace(schemaFragment(gateSchema(format.schema, { strict: format.strict }))), deadlineMs);
+      } catch (error) {
+        // The gate and the compiler recurse along the schema; a schema that outruns the stack is the client's to simplify.
+        if (error instanceof RangeError) throw invalidArgument("response_format schema nests or recurses too deeply to compile");
+        throw error;
+      }
     case "choice":
       return compile(oneOfBytes(checkChoices(format.choices)), deadlineMs);
     case "regex":

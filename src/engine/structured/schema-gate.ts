@@ -93,6 +93,9 @@ const SCHEMA_LIMITS = {
   maxItems: 1000,
 } as const;
 
+/** How deep a `$ref` merged into its context (beside keywords, in `allOf`) may recur. */
+const INLINE_DEPTH = 4;
+
 /** The budget of the automaton that tests a property name against a `patternProperties` pattern. */
 const NAME_TEST_STATES = 100_000;
 const NAME_TEST_MS = 250;
@@ -214,6 +217,10 @@ class Gate {
   private ids: Map<string, { target: JsonValue; pointer: string }> | undefined;
   private properties = 0;
   private openObjects = 0;
+  /** How often each `$ref` target merged into its context (beside keywords, in `allOf`) is open on the current path. */
+  private readonly inlined = new Map<string, number>();
+  /** The targets merged in by the `flatten` under way. */
+  private readonly inlining: string[] = [];
   private readonly strict: boolean;
 
   constructor(root: JsonValue, options: GateOptions) {
@@ -236,8 +243,19 @@ class Gate {
     if (value === false) return { kind: "never" };
     if (!isJsonObject(value)) throw refuse(`the schema at ${pointer || "/"} must be an object or a boolean`);
     for (const keyword of value.keys()) this.checkKnown(keyword, pointer);
+    const mark = this.inlining.length;
     const flat = this.flatten(value, pointer);
-    if (flat !== value) return this.schema(flat, pointer);
+    if (flat !== value) {
+      // The targets merged in stay open while what they hold is gated: a recursion through
+      // them ends at INLINE_DEPTH.
+      const opened = this.inlining.splice(mark);
+      for (const ref of opened) this.inlined.set(ref, (this.inlined.get(ref) ?? 0) + 1);
+      try {
+        return this.schema(flat, pointer);
+      } finally {
+        for (const ref of opened) this.inlined.set(ref, this.inlined.get(ref)! - 1);
+      }
+    }
     if (value.has("$ref")) return this.ref(value.get("$ref")!, pointerTo(pointer, "$ref"));
     if (value.has("anyOf")) return this.anyOf(value.get("anyOf")!, pointerTo(pointer, "anyOf"));
     if (value.has("oneOf")) return this.oneOf(value.get("oneOf")!, pointerTo(pointer, "oneOf"));
@@ -300,7 +318,10 @@ class Gate {
       if (typeof ref !== "string") throw refuse(`"$ref" at ${at} must be a string`);
       if (refs.includes(ref)) throw refuse(`"$ref" ${describeValue(ref)} at ${at} refers to itself through "allOf" or keywords beside it`);
       const target = this.resolve(ref, at);
-      parts.push({ schema: target.target, pointer: target.pointer, refs: [...refs, ref] });
+      // Past INLINE_DEPTH, a target merged into itself is not written at all (a narrowing).
+      const open = this.inlined.get(ref) ?? 0;
+      this.inlining.push(ref);
+      parts.push({ schema: open >= INLINE_DEPTH ? false : target.target, pointer: target.pointer, refs: [...refs, ref] });
     }
     parts.push({ schema: rest, pointer, refs });
     let merged: JsonValue = true;
@@ -537,7 +558,9 @@ class Gate {
    */
   private oneOf(options: JsonValue, pointer: string): SchemaNode {
     if (!Array.isArray(options) || options.length === 0) throw refuse(`"oneOf" at ${pointer} must be a non-empty array`);
+    const mark = this.inlining.length;
     const views = options.map((option, i) => this.expand(option, pointerTo(pointer, i), []));
+    this.inlining.length = mark;
     const leftOut = options.map(() => new Set<string>());
     for (let i = 0; i < views.length; i++) {
       for (let j = i + 1; j < views.length; j++) {
