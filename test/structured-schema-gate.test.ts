@@ -167,7 +167,10 @@ describe("schema gate: refused keywords name themselves and their pointer", () =
     ['{"if":{"pattern":"a"},"then":{},"else":{"type":"null"}}', /"not" at \/if: the negation of "pattern" is not supported/],
     [{ type: "array", contains: { type: "string" } }, /keyword "contains" at \/ is not supported/],
     [{ type: "array", items: { minContains: 1 } }, /keyword "minContains" at \/items is not supported/],
-    [{ type: "object", propertyNames: { maxLength: 3 } }, /keyword "propertyNames" at \/ is not supported/],
+    [
+      { type: "object", propertyNames: { maxLength: 3 }, patternProperties: { "^a": {} }, additionalProperties: false },
+      /keyword "propertyNames" at \/ cannot be combined with "patternProperties"/,
+    ],
     [{ type: "object", dependentRequired: { a: [1] } }, /"dependentRequired" at \/dependentRequired\/a must list names/],
     [{ type: "object", unevaluatedProperties: false }, /keyword "unevaluatedProperties" at \/ is not supported/],
     [{ type: "integer", multipleOf: 5 }, /keyword "multipleOf" at \/ is not supported/],
@@ -362,6 +365,18 @@ describe("schema gate: intersections and the keywords beside them", () => {
       },
       ['{"v":1}', '{"v":1,"next":{"v":2,"next":{"v":3}}}'],
       ['{"next":{"v":2}}', '{"v":1,"next":{}}'],
+    ],
+    [
+      "propertyNames on a map",
+      { type: "object", propertyNames: { pattern: "^[a-z]{1,4}$" }, additionalProperties: { type: "integer" } },
+      ['{"ab":1,"cd":2}', "{}"],
+      ['{"AB":1}', '{"abcde":1}', '{"ab":"x"}'],
+    ],
+    [
+      "propertyNames leaves out listed properties it refuses, and other properties",
+      { type: "object", properties: { id: { type: "integer" }, Name: { type: "string" } }, propertyNames: { enum: ["id", "name"] } },
+      ['{"id":1}', "{}"],
+      ['{"id":1,"Name":"x"}', '{"id":1,"other":2}'],
     ],
     ["$ref to any JSON Pointer", { properties: { a: { $ref: "#/properties/b" }, b: { type: "integer" } } }, ['{"a":1}'], ['{"a":"x"}']],
     [

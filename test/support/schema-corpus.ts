@@ -200,6 +200,13 @@ export const SCHEMAS: Record<string, object | boolean> = {
     dependentRequired: { card: ["billing"] },
     dependentSchemas: { note: { required: ["card"] } },
   },
+  propertyNames: {
+    type: "object",
+    properties: { id: { type: "integer" }, Skip: { type: "null" } },
+    propertyNames: { pattern: "^[a-z]{1,4}$" },
+    maxProperties: 3,
+  },
+  "propertyNames map": { type: "object", propertyNames: { enum: ["a", "bc", 'd"e'] }, additionalProperties: { type: "boolean" } },
   "network formats": {
     type: "object",
     properties: Object.fromEntries(

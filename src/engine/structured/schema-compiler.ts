@@ -246,16 +246,31 @@ class SchemaCompiler {
         return jsonNumber(node.integer, node.lower, node.upper);
       case "object": {
         const properties = node.properties.map((p) => ({ name: p.name, required: p.required, value: this.fragment(p.schema) }));
-        if (!node.additional) return jsonObject(properties);
-        if (node.additional.kind !== "any") return jsonObject(properties, this.fragment(node.additional));
         return (nfa, from) => {
+          // Properties whose names propertyNames refuses: left out, or none where one is required.
+          const named = node.nameSchema
+            ? new Set(
+                this.literals(
+                  nfa,
+                  properties.map((p) => JSON.stringify(p.name)),
+                  node.nameSchema,
+                ),
+              )
+            : undefined;
+          const kept = named ? properties.filter((p) => named.has(JSON.stringify(p.name))) : properties;
+          if (kept.length < properties.length && properties.some((p) => p.required && !named!.has(JSON.stringify(p.name))))
+            return never(nfa, from);
+          if (!node.additional) return jsonObject(kept)(nfa, from);
+          if (node.additional.kind !== "any") return jsonObject(kept, this.fragment(node.additional))(nfa, from);
           const { openObjects } = this;
           const depth = OTHER_VALUE_DEPTHS.find((d) => openObjects <= d.objects && nfa.size <= d.states)?.depth;
-          return jsonObject(properties, depth === undefined ? undefined : anyJson(depth))(nfa, from);
+          return jsonObject(kept, depth === undefined ? undefined : anyJson(depth))(nfa, from);
         };
       }
       case "map": {
-        const names = node.names && alternatives(...node.names.map((pattern) => searchString(pattern)));
+        const names = node.nameSchema
+          ? this.fragment(node.nameSchema)
+          : node.names && alternatives(...node.names.map((pattern) => searchString(pattern)));
         return jsonMap(this.fragment(node.values), names, node.minProperties, node.maxProperties);
       }
       case "array":

@@ -57,12 +57,12 @@ export type SchemaNode =
    * Listed properties in this order; with `additional`, members of other names may follow,
    * each value matching it.
    */
-  | { kind: "object"; properties: PropertyNode[]; additional?: SchemaNode }
+  | { kind: "object"; properties: PropertyNode[]; additional?: SchemaNode; nameSchema?: SchemaNode }
   /**
    * An object with names of its own choosing, every value matching `values`; with `names`, each
    * name matches one of these patterns (as JSON Schema reads a pattern: somewhere in the name).
    */
-  | { kind: "map"; values: SchemaNode; names?: string[]; minProperties?: number; maxProperties?: number }
+  | { kind: "map"; values: SchemaNode; names?: string[]; nameSchema?: SchemaNode; minProperties?: number; maxProperties?: number }
   | { kind: "array"; prefixItems: SchemaNode[]; items: SchemaNode; minItems: number; maxItems?: number }
   | { kind: "anyOf"; options: SchemaNode[] }
   /** A `$ref`, by its text; the target is in the gated schema's definitions. */
@@ -127,7 +127,6 @@ const ALL_TYPES: readonly TypeName[] = ["null", "boolean", "object", "array", "n
  * an annotation.
  */
 const UNSUPPORTED = new Set([
-  "propertyNames",
   "unevaluatedProperties",
   "unevaluatedItems",
   "contains",
@@ -163,6 +162,7 @@ const FAMILIES: Record<"object" | "array" | "string" | "number", readonly string
     "dependencies",
     "dependentRequired",
     "dependentSchemas",
+    "propertyNames",
   ],
   array: ["items", "prefixItems", "additionalItems", "minItems", "maxItems"],
   string: ["minLength", "maxLength", "format", "pattern"],
@@ -836,6 +836,12 @@ class Gate {
     }
     const minProperties = this.count(value, "minProperties", pointer, SCHEMA_LIMITS.properties) ?? 0;
     const maxProperties = this.count(value, "maxProperties", pointer);
+    const propertyNames = value.get("propertyNames");
+    // propertyNames holds names, which are strings whatever it says of other types.
+    const nameSchema =
+      propertyNames === undefined
+        ? undefined
+        : this.schema(new Map([["allOf", [propertyNames, new Map([["type", "string"]])]]]), pointerTo(pointer, "propertyNames"));
     const byPattern = (patterns as JsonObject | undefined) ?? new Map<string, JsonValue>();
     const listed = new Map((properties as JsonObject | undefined) ?? []);
     // A required name the schema does not list still needs a value: what its rules for other names allow.
@@ -845,7 +851,15 @@ class Gate {
       const schema = matching.length > 0 ? new Map([["allOf", matching.map(([, s]) => s)]]) : (additional ?? true);
       listed.set(name, schema);
     }
-    if (listed.size === 0) return this.map(value, pointer, byPattern, minProperties, maxProperties);
+    if (listed.size === 0) {
+      const map = this.map(value, pointer, byPattern, minProperties, maxProperties);
+      if (!nameSchema || map.kind !== "map") return map;
+      if (map.names)
+        throw refuse(
+          `${describe("propertyNames", pointer)} cannot be combined with "patternProperties" where no other properties are allowed`,
+        );
+      return { ...map, nameSchema };
+    }
     this.properties += listed.size;
     if (this.properties > SCHEMA_LIMITS.properties) throw refuse(`more than ${SCHEMA_LIMITS.properties} properties`);
     const nodes = [...listed].map(([name, schema]) => {
@@ -868,7 +882,9 @@ class Gate {
     let spare = (maxProperties ?? Infinity) - nodes.filter((p) => p.required).length;
     if (spare < 0) throw refuse(`"maxProperties" at ${pointerTo(pointer, "maxProperties")} allows fewer properties than are required`);
     const kept = nodes.filter((node) => node.required || spare-- > 0);
-    if (additional === false || maxProperties !== undefined) return { kind: "object", properties: kept };
+    const names = nameSchema ? { nameSchema } : {};
+    // Names of its own choosing cannot be held to propertyNames as well: none then (a narrowing).
+    if (additional === false || maxProperties !== undefined || nameSchema) return { kind: "object", properties: kept, ...names };
     // Members of other names, after the listed ones: each held to every pattern (a narrowing).
     const others = this.schema(
       new Map([["allOf", [additional ?? true, ...byPattern.values()]]]),
