@@ -26,10 +26,7 @@ const MAX_PRODUCT = 64;
 const LOWER_BOUNDS = ["minLength", "minItems", "minProperties", "minContains", "minimum", "exclusiveMinimum"];
 const UPPER_BOUNDS = ["maxLength", "maxItems", "maxProperties", "maxContains", "maximum", "exclusiveMaximum"];
 
-/**
- * How a schema treats a property name it does not list: the subschema its value must match
- * (`true` when anything goes), given a test for whether a `patternProperties` pattern matches.
- */
+/** Whether a `patternProperties` pattern matches a property name, as JSON Schema reads a pattern. */
 export type NameMatcher = (pattern: string, name: string) => boolean;
 
 /** `{"allOf": [a, b]}`, or the one that constrains when the other is `true` or they are equal. */
@@ -41,7 +38,11 @@ function both(a: JsonValue | undefined, b: JsonValue | undefined): JsonValue | u
   return new Map([["allOf", [a, b]]]);
 }
 
-/** The schema a property `name` must match in `schema`: listed, by pattern, or additional. */
+/**
+ * The schema a property `name` must match in `schema`, as the other side of an intersection sees
+ * it: the listed one (patterns that match it stay in the merged `patternProperties`), those of
+ * the patterns it matches, or `additionalProperties`.
+ */
 function propertySchema(schema: JsonObject, name: string, matches: NameMatcher): JsonValue | undefined {
   const listed = schema.get("properties");
   if (isJsonObject(listed) && listed.has(name)) return listed.get(name);
