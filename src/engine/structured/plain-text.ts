@@ -2,8 +2,10 @@
  * Inside a JSON string with no bound on its length, the automaton stays in one state for every
  * character but `"`, `\` and the controls, and most of a vocabulary is such text: a state's first
  * mask, a walk of the whole token trie, is mostly spent confirming that. So the tokens that are
- * plain text are found once per vocabulary, the others get a trie of their own, and a state that
- * loops on every plain character has for its mask all the plain tokens (each staying there) and
+ * plain text are found once per vocabulary, the others get a trie of their own, and a state from
+ * which plain text leads to one state that loops on it (`plainExit`: the state itself inside a
+ * free string; the free text past the listed names inside a name that must not be one of them)
+ * has for its mask all the plain tokens (but those of a few first bytes, which are walked), and
  * what a walk of the small trie allows. LLGuidance's slicer precomputes token sets for common
  * lexemes in the same spirit.
  */
