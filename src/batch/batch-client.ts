@@ -4,12 +4,13 @@
  * implementation a server runs (request validation, structured output, the status codes on
  * errors) and results from the two read the same; only the transport differs.
  */
-import { type Client, Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { InferenceService } from "../../gen/glance/v1/inference_pb.js";
 import { loadConfig } from "../config.ts";
 import { createEngine } from "../engine/engine.ts";
+import { bearer } from "../measure/stream-client.ts";
 import { resolveWithProgress } from "../model/hub/hub-commands.ts";
 import { createInferenceService } from "../server/inference-service.ts";
 import { createLifecycle } from "../server/lifecycle.ts";
@@ -35,14 +36,6 @@ export const SERVER_DEFAULT_BATCH_SIZE = loadConfig([], {}).engine.scheduler.max
 /** How long a remote batch waits for a server that is still loading its model. */
 const READY_WAIT_MS = 120_000;
 const READY_POLL_MS = 500;
-
-const bearer =
-  (key: string): Interceptor =>
-  (next) =>
-  (req) => {
-    req.header.set("authorization", `Bearer ${key}`);
-    return next(req);
-  };
 
 /** The URL of a server's gRPC port given as host:port (cleartext) or as a URL (https:// for TLS). */
 export const serverUrl = (address: string) => (/^https?:\/\//.test(address) ? address : `http://${address}`);

@@ -68,7 +68,8 @@ export function createSender(o: ClientOptions): SendRequest {
   return o.api === "grpc" ? grpcSender(o) : openAiSender(o);
 }
 
-const bearer =
+/** Sends `key` as a bearer token on every call. */
+export const bearer =
   (key: string): Interceptor =>
   (next) =>
   (req) => {
