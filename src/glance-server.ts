@@ -170,7 +170,8 @@ export async function startGlanceServer(config: Config, processLog: Logger, opti
   };
 }
 
-const NO_STATS: EngineStats = {
+/** The engine's stats before it exists (a model still downloading), all zero. */
+export const NO_STATS: EngineStats = {
   running: 0,
   waiting: 0,
   batchSize: 0,

@@ -22,7 +22,8 @@ import { auditCommand } from "../src/audit/audit-command.ts";
 import { createAuditLog } from "../src/audit/audit-log.ts";
 import type { AuditRecord } from "../src/audit/audit-record.ts";
 import { loadConfig } from "../src/config.ts";
-import type { EngineEvent, EngineStats } from "../src/engine/types.ts";
+import type { EngineEvent } from "../src/engine/types.ts";
+import { NO_STATS } from "../src/glance-server.ts";
 import { BUILT_IN_KINDS } from "../src/privacy/kinds.ts";
 import { createRedactor } from "../src/privacy/redactor.ts";
 import { createMetrics } from "../src/server/metrics.ts";
@@ -235,18 +236,6 @@ describe("the audit log of a server", () => {
 });
 
 describe("the audit log's cost to the event loop", () => {
-  const NO_STATS: EngineStats = {
-    running: 0,
-    waiting: 0,
-    batchSize: 0,
-    cacheBytes: 0,
-    steps: 0,
-    visionCache: { hits: 0, misses: 0, entries: 0, bytes: 0 },
-    responseCache: { hits: 0, misses: 0 },
-    prefixCache: { queries: 0, hits: 0, bytes: 0 },
-    modelFailures: 0,
-    restarts: 0,
-  };
   const prompt = `Read the receipt and give the total. Call 13812345678 if unsure. ${"Line item, quantity, price. ".repeat(30)}`;
   const timings = { queueMs: 1, imagePreprocessMs: 1, visionEncodeMs: 1, prefillMs: 1, decodeMs: 1, timeToFirstTokenMs: 1, totalMs: 5 };
 
