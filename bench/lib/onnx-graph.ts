@@ -1,51 +1,9 @@
 /**
  * A one-node ONNX model, encoded by hand: what the machine-bounds probes run through
  * onnxruntime, so that a bound is measured by the same kernels and thread pool as the decoder.
- * Only the few ModelProto fields such a graph needs are written (onnx.proto's field numbers);
- * `onnx` itself is a Python package, and a protobuf schema compiled for five messages would be
- * more code than this.
+ * Only the few ModelProto fields such a graph needs are written (src/model/onnx/proto.ts).
  */
-
-/** Protobuf wire encoding: varints, length-delimited fields and packed repeated int64. */
-class Writer {
-  private parts: Uint8Array[] = [];
-  private varint(n: number | bigint): void {
-    let v = BigInt(n);
-    const bytes: number[] = [];
-    do {
-      let b = Number(v & 0x7fn);
-      v >>= 7n;
-      if (v > 0n) b |= 0x80;
-      bytes.push(b);
-    } while (v > 0n);
-    this.parts.push(Uint8Array.from(bytes));
-  }
-  int(field: number, n: number): this {
-    this.varint(field << 3);
-    this.varint(n);
-    return this;
-  }
-  bytes(field: number, data: Uint8Array): this {
-    this.varint((field << 3) | 2);
-    this.varint(data.length);
-    this.parts.push(data);
-    return this;
-  }
-  string(field: number, s: string): this {
-    return this.bytes(field, new TextEncoder().encode(s));
-  }
-  message(field: number, w: Writer): this {
-    return this.bytes(field, w.finish());
-  }
-  packed(field: number, values: readonly number[]): this {
-    const inner = new Writer();
-    for (const v of values) inner.varint(v);
-    return this.bytes(field, inner.finish());
-  }
-  finish(): Uint8Array {
-    return Buffer.concat(this.parts);
-  }
-}
+import { Writer } from "../../src/model/onnx/proto.ts";
 
 const FLOAT = 1;
 

@@ -10,6 +10,9 @@ import torch
 from torch import nn
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The published q8 and q4 formats, shared with the tiny models' exports.
+sys.path.insert(0, os.path.join(REPO, "scripts", "models"))
+import quantize  # noqa: E402,F401
 
 
 def tiny_scripts(model, dir_env, out_dir, *modules):

@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 
-from common import REPO, cache_io, export_graph, init_weights, tiny_scripts, write_json
+from common import REPO, cache_io, export_graph, init_weights, quantize, tiny_scripts, write_json
 from float16 import write_float16
 from tokenizer_pad import pad_tokenizer
 
@@ -247,7 +247,7 @@ def build(out_dir, seed=SEED):
     del vision, text  # several GB that the variants below need more
 
     t = time.time()
-    tiny_export.quantize_weights(decoder, os.path.join(onnx_dir, "decoder_model_merged_quantized.onnx"))
+    quantize.write_variants(onnx_dir)
     print(f"  ({time.time() - t:.0f} s)")
     t = time.time()
     write_float16(decoder, os.path.join(onnx_dir, "decoder_model_merged_fp16.onnx"))

@@ -3,9 +3,12 @@
  * Runs only on the engine's worker thread and the vision encoder's: session.run blocks the
  * thread it is called on.
  */
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { GlanceError } from "../errors.ts";
 import type { ModelFolder } from "./model-folder.ts";
+import { rewritePerRowInt8 } from "./onnx/per-row-int8.ts";
 
 export interface SessionOptions {
   /** Threads one operator may use (onnxruntime's intra-op pool). */
@@ -15,6 +18,25 @@ export interface SessionOptions {
   executionProviders: string[];
   /** Pool threads busy-wait between operators and after a run (onnxruntime's default); off unless set. */
   allowSpinning?: boolean;
+  /**
+   * Dynamic int8 files quantize activations per row, not per tensor as written, so that a row's
+   * result never depends on its batch-mates (onnx/per-row-int8.ts); on unless set false.
+   */
+  perRowInt8?: boolean;
+}
+
+/** transformers.js's names of the dynamic int8 variants (onnxruntime's quantize_dynamic). */
+const DYNAMIC_INT8_FILE = /_(quantized|int8|uint8)\.onnx$/;
+
+/**
+ * What InferenceSession.create takes for a graph file: its path, or its bytes with dynamic int8
+ * rewritten per row. A graph given as bytes finds its external data (`.onnx_data`) through
+ * onnxruntime's folder option, as it would beside its path.
+ */
+function graphSource(file: string, options: SessionOptions): { model: string | Uint8Array; externalDataFolder?: string } {
+  if (options.perRowInt8 === false || !DYNAMIC_INT8_FILE.test(file)) return { model: file };
+  const { model, rewritten } = rewritePerRowInt8(readFileSync(file));
+  return rewritten > 0 ? { model, externalDataFolder: path.dirname(file) } : { model: file };
 }
 
 /** What the engine must know about the decoder, all read from the graph itself. */
@@ -147,7 +169,8 @@ function openSession(
   options: SessionOptions,
   { arena = true, deviceOutputs = [] as readonly string[] } = {},
 ): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(file, {
+  const { model, externalDataFolder } = graphSource(file, options);
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
     // Outputs a device cache keeps where the provider computed them. onnxruntime-node 1.30 keeps
     // "gpu-buffer" outputs on the device for the WebGPU provider only; the CPU provider returns
     // them on the CPU as usual.
@@ -160,13 +183,21 @@ function openSession(
     executionMode: options.interOpThreads > 1 ? "parallel" : "sequential",
     graphOptimizationLevel: "all",
     executionProviders: options.executionProviders,
-    // onnxruntime's pool threads busy-wait after each run by default; with three sessions and a
-    // step every few milliseconds they took the cores from the main thread and the worker's
-    // hand-offs (measured with npm run bench: 1.6x the throughput at concurrency 16 without).
-    // At real size, with two threads, spinning made a decode step faster (SmolVLM-256M, batch
-    // 16: 109 against 125 ms), so it is a flag.
-    ...(!options.allowSpinning && { extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } } }),
-  });
+    extra: {
+      session: {
+        ...(externalDataFolder && { model_external_initializers_file_folder_path: externalDataFolder }),
+        // onnxruntime's pool threads busy-wait after each run by default; with three sessions and a
+        // step every few milliseconds they took the cores from the main thread and the worker's
+        // hand-offs (measured with npm run bench: 1.6x the throughput at concurrency 16 without).
+        // At real size, with two threads, spinning made a decode step faster (SmolVLM-256M, batch
+        // 16: 109 against 125 ms), so it is a flag.
+        ...(!options.allowSpinning && { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } }),
+      },
+    },
+  };
+  return typeof model === "string"
+    ? ort.InferenceSession.create(model, sessionOptions)
+    : ort.InferenceSession.create(model, sessionOptions);
 }
 
 /**

@@ -2,24 +2,25 @@
 
     /usr/bin/python3 models/tiny/scripts/export.py /tmp/tiny.pt
 
-Writes onnx/{vision_encoder,embed_tokens,decoder_model_merged}.onnx, an 8-bit weight variant of
-the decoder (decoder_model_merged_quantized.onnx, transformers.js's "q8"), and the JSON configs.
+Writes onnx/{vision_encoder,embed_tokens,decoder_model_merged}.onnx, their published quantized
+variants (`_quantized` dynamic int8 and `_q4` MatMulNBits: scripts/models/quantize.py), and the JSON configs.
 """
 
 import json
 import os
 import sys
 
-import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
 from torch import nn
 
 from model import Config, VisionLanguageModel
 from tokenizer import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The published quantized formats, shared with scripts/make-model.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), "scripts", "models"))
+import quantize  # noqa: E402
 # TINY_MODEL_DIR exports elsewhere, e.g. a checkpoint to try without touching the committed model.
 MODEL_DIR = os.environ.get("TINY_MODEL_DIR", os.path.dirname(HERE))
 ONNX_DIR = os.path.join(MODEL_DIR, "onnx")
@@ -67,36 +68,6 @@ def export(module, args, path, inputs, outputs, axes):
                       opset_version=OPSET, do_constant_folding=True)
     onnx.checker.check_model(onnx.load(path))
     print("wrote", os.path.relpath(path, MODEL_DIR), f"{os.path.getsize(path) / 1e6:.2f} MB")
-
-
-def quantize_weights(src, dst):
-    """8-bit weights for every 2-D MatMul/Gather initializer: int8 per output column with a float
-    scale, dequantized in the graph (DequantizeLinear), so activations stay float32."""
-    m = onnx.load(src)
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    users = {}
-    for node in g.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node.op_type)
-    new_inits, new_nodes = [], []
-    for name, init in list(inits.items()):
-        w = numpy_helper.to_array(init)
-        if w.dtype != np.float32 or w.ndim != 2 or w.size < 4096 or set(users.get(name, [])) != {"MatMul"}:
-            continue
-        scale = np.maximum(np.abs(w).max(axis=0), 1e-8) / 127.0
-        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-        g.initializer.remove(init)
-        new_inits += [numpy_helper.from_array(q, name + "_q"), numpy_helper.from_array(scale.astype(np.float32), name + "_scale"),
-                      numpy_helper.from_array(np.zeros(scale.shape, np.int8), name + "_zero")]
-        new_nodes.append(helper.make_node("DequantizeLinear", [name + "_q", name + "_scale", name + "_zero"], [name], axis=1))
-    g.initializer.extend(new_inits)
-    nodes = new_nodes + list(g.node)
-    del g.node[:]
-    g.node.extend(nodes)
-    onnx.checker.check_model(m)
-    onnx.save(m, dst)
-    print("wrote", os.path.relpath(dst, MODEL_DIR), f"{os.path.getsize(dst) / 1e6:.2f} MB")
 
 
 def write_json(name, obj):
@@ -210,7 +181,7 @@ def main():
                 torch.arange(past, past + new).repeat(b, 1), *flat_past),
                decoder_path, ["inputs_embeds", "attention_mask", "position_ids", *past_names],
                ["logits", *present_names], axes)
-    quantize_weights(decoder_path, os.path.join(ONNX_DIR, "decoder_model_merged_quantized.onnx"))
+    quantize.write_variants(ONNX_DIR)
     write_configs(c, tok)
 
 
