@@ -71,7 +71,6 @@ const extraFlags = values["server-flag"].flatMap((f) => {
 const server = await startServer({
   mode: "spawn",
   modelDir,
-  decoderDtype: "fp32",
   threads: 0,
   maxBatchSize: 16,
   visionCacheMb: 0,

@@ -54,7 +54,11 @@
  *   --no-limit                  skip the limit
  *   --server spawn|inproc       server in its own process (default) or in this one
  *   --model DIR                 model folder (default models/tiny)
- *   --decoder-dtype fp32|fp16|q8  decoder variant for Glance, the limit and the peer (default fp32)
+ *   --dtype D                   ONNX variant of the three graphs for Glance, the limit and the peer (default fp32;
+ *                               D is fp32, fp16, q8, int8, uint8, q4 or q4f16); a graph the folder has no
+ *                               such file of runs its fp32 file, as glance serve's --dtype
+ *   --vision-dtype D, --embed-dtype D, --decoder-dtype D
+ *                               one graph's own variant, over --dtype; the folder must have it
  *   --threads N                 onnxruntime intra-op threads for all three (default: the server's, all cores but one)
  *   --limit-threads N           the limit's own thread count (default: --threads); at a batch of 16 the
  *                               limit is fastest on all cores, which makes it the stricter yardstick
@@ -79,13 +83,14 @@
  *   --out DIR                   results folder (default bench-results)
  *   -h, --help                  this text
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
+import { peerRuns } from "../scripts/lib/transformers-peer.ts";
 import { type Dist, dist, summarize } from "../src/measure/stats.ts";
+import { fallbacks, GRAPH_NAMES, GRAPHS, type GraphFiles } from "../src/model/graph-dtypes.ts";
 import { loadModel } from "../src/model/loaded-model.ts";
-import type { Dtype } from "../src/model/model-folder.ts";
 import { alone } from "./lib/cpu-share.ts";
 import { type GlancePhases, runGlancePhases, runPrefixPhase } from "./lib/glance-phases.ts";
 import { grammarMicro } from "./lib/grammar-micro.ts";
@@ -125,6 +130,10 @@ async function main(): Promise<void> {
   mkdirSync(o.outDir, { recursive: true });
   const startedAt = new Date();
   const loadAtStart = loadavg();
+  // The files of each graph that Glance, the limit and the peer all load; a missing override stops the run here.
+  const graphs = loadModel(o.modelDir, o.dtypes).folder.graphs;
+  const fellBack = fallbacks(graphs);
+  if (fellBack.length > 0) note(`model files: fp32 for ${fellBack.join(", ")}`);
   const { workload, workloadName } = await makeWorkload(o);
   note(
     `bench: ${o.quick ? "quick, " : ""}api ${o.api}, server ${o.serverMode}, ${o.threads} threads (limit ${o.limitThreads}, peer ${o.peerThreads}), max batch ${o.maxBatchSize}, ` +
@@ -140,13 +149,17 @@ async function main(): Promise<void> {
   // 2. The limit's prefill at B=1, and the vision-encoder microbenchmark on its sessions.
   const limit = limitRun && (await limitRun.runLimit());
   // 3. The peer.
-  const peer = await runPeerPhase(o, workload, glanceTokens);
+  const peer = await runPeerPhase(o, graphs, workload, glanceTokens);
   // 4. The machine's bounds, with nothing else running.
   const bounds = limitRun && (await runBounds(o, limitRun));
   // 5. Microbenchmarks of preprocessing, with nothing else running.
   const micro = await runMicro(o, workload, limit?.visionEncodeMs);
 
-  const result = assemble(o, { startedAt, loadAtStart, workloadName }, { glance, prefix, limit: limit?.limit, bounds, peer, micro });
+  const result = assemble(
+    o,
+    { startedAt, loadAtStart, workloadName, graphs },
+    { glance, prefix, limit: limit?.limit, bounds, peer, micro },
+  );
   const files = writeReport(result, o.outDir, o.stamp);
   note(`wrote ${files.map((f) => path.relative(process.cwd(), f)).join(", ")}`);
 }
@@ -161,23 +174,23 @@ async function makeWorkload(o: BenchOptions): Promise<{ workload: WorkItem[]; wo
   };
 }
 
-/**
- * transformers.js answering the same questions one at a time. It feeds an fp16 decoder the
- * embeddings as they come, so it needs an fp16 embed_tokens beside it (scripts/make-model builds
- * only the decoder's).
- */
+/** transformers.js answering the same questions one at a time, where it runs the files (peerRuns). */
 async function runPeerPhase(
   o: BenchOptions,
+  graphs: GraphFiles,
   workload: readonly WorkItem[],
   glanceTokens: ReadonlyMap<number, number[]>,
 ): Promise<BenchResult["peer"]> {
-  const peerCanRun = o.dtype !== "fp16" || existsSync(path.join(o.modelDir, "onnx", "embed_tokens_fp16.onnx"));
-  if (!peerCanRun) note("peer: skipped, transformers.js needs onnx/embed_tokens_fp16.onnx beside an fp16 decoder");
+  const peerCanRun = peerRuns(graphs);
+  if (!peerCanRun)
+    note(
+      `peer: skipped, transformers.js feeds ${graphs.decoder.file} the output of ${graphs.embedTokens.file} as it is (float16 against float32)`,
+    );
   if (o.peerRequests === 0 || !peerCanRun) return undefined;
   const items = take(workload, o.peerRequests);
   const { value: run, otherCores } = await alone(() =>
     answerWithPeer(o.modelDir, items, {
-      decoderDtype: o.dtype,
+      dtypes: o.dtypes,
       threads: o.peerThreads,
       maxTokens: o.maxTokens,
       fixedLength: o.fixedLength,
@@ -212,7 +225,7 @@ async function runBounds(o: BenchOptions, limit: LimitRun): Promise<NonNullable<
     n: t.intermediate_size,
     rows: [...new Set([1, ...limit.batches.map((b) => b.batch), 256])],
   });
-  const decoderFile = loadModel(o.modelDir, { decoderDtype: o.dtype as Dtype }).folder.onnx.decoder;
+  const decoderFile = loadModel(o.modelDir, o.dtypes).folder.onnx.decoder;
   note(
     `bounds: read ${machine.readGBs.toFixed(1)} GB/s, copy ${machine.copyGBs.toFixed(1)} GB/s, matmul ${machine.matmul.map((m) => `${m.rows}:${m.gflops.toFixed(0)}`).join(" ")} GFLOP/s`,
   );
@@ -236,7 +249,7 @@ async function runMicro(o: BenchOptions, workload: readonly WorkItem[], visionEn
 /** The result, in the JSON's key order. */
 function assemble(
   o: BenchOptions,
-  run: { startedAt: Date; loadAtStart: number[]; workloadName: string },
+  run: { startedAt: Date; loadAtStart: number[]; workloadName: string; graphs: GraphFiles },
   phases: {
     glance: GlancePhases;
     prefix: BenchResult["prefix"];
@@ -277,7 +290,8 @@ function assemble(
       rates: o.rates,
       goodput: o.goodput,
       peerRequests: o.peerRequests,
-      decoderDtype: o.dtype,
+      dtypes: o.dtypes,
+      files: Object.fromEntries(GRAPHS.map((g) => [GRAPH_NAMES[g], run.graphs[g].file])),
       model: path.relative(ROOT, o.modelDir) || o.modelDir,
       eldResolutionMs: o.eldResolution,
     },

@@ -1,5 +1,5 @@
 /**
- * npm run eval [-- --model DIR] [--decoder-dtype fp32|q8|fp16] [--limit N] [--concurrency N]
+ * npm run eval [-- --model DIR] [--dtype D] [--vision-dtype D] [--embed-dtype D] [--decoder-dtype D] [--limit N] [--concurrency N]
  *
  * Exact-match accuracy of a model folder on its held-out questions (heldout/ in the folder;
  * without --model, models/tiny and then models/tiny-glm), answered twice:
@@ -7,14 +7,18 @@
  * Glance's engine with requests batched together. Prints accuracy per question kind and language
  * for both, how many answers agree token for token, and how many JSON answers are right when
  * constrained to their schema (response_format) against unconstrained. The last line is
- * transformers.js's overall figure, such as `accuracy: 1.00`. An fp16 decoder is answered by
- * Glance alone (transformers.js feeds it float32 embeddings), and the last line is Glance's.
+ * transformers.js's overall figure, such as `accuracy: 1.00`. The dtype settings are glance serve's;
+ * transformers.js is handed the files Glance resolved from them. A float16 decoder beside float32
+ * embeddings is answered by Glance alone (transformers.js cannot run it: peerRuns), and the last
+ * line is Glance's.
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { loadConfig } from "../src/config.ts";
 import { createEngine } from "../src/engine/engine.ts";
+import { dtypeFlags, fallbacks, GRAPHS, parseGraphDtypes } from "../src/model/graph-dtypes.ts";
+import { readModelFolder } from "../src/model/model-folder.ts";
 import {
   type HeldOutQuestion,
   isCorrect,
@@ -25,20 +29,20 @@ import {
   TINY_GLM_MODEL_DIR,
   TINY_MODEL_DIR,
 } from "./lib/heldout.ts";
-import { createTransformersPeer } from "./lib/transformers-peer.ts";
+import { createTransformersPeer, peerRuns } from "./lib/transformers-peer.ts";
 
 const { values } = parseArgs({
   options: {
     model: { type: "string" },
-    "decoder-dtype": { type: "string", default: "fp32" },
+    dtype: { type: "string" },
+    "vision-dtype": { type: "string" },
+    "embed-dtype": { type: "string" },
+    "decoder-dtype": { type: "string" },
     limit: { type: "string" },
     concurrency: { type: "string", default: "16" },
   },
 });
-// transformers.js names these two variants as Glance does; the others it loads under other names.
-const dtype = values["decoder-dtype"];
-if (dtype !== "fp32" && dtype !== "q8" && dtype !== "fp16") throw new Error(`--decoder-dtype must be fp32, q8 or fp16, not ${dtype}`);
-const decoder = dtype;
+const dtypes = parseGraphDtypes((setting) => values[setting as "dtype"]);
 /** Room for the longest held-out answer (a receipt's JSON), and for its schema's closing bound. */
 const MAX_TOKENS = 128;
 const progress = (label: string, done: number, total: number) => {
@@ -53,9 +57,10 @@ interface Answer {
 async function evaluate(modelDir: string): Promise<void> {
   const questions = loadHeldOut(modelDir).slice(0, values.limit ? Number(values.limit) : undefined);
   const schema = jsonAnswerSchema(modelDir);
+  const { graphs } = readModelFolder(modelDir, dtypes);
 
   async function runPeer(): Promise<{ answers: Answer[]; seconds: number }> {
-    const peer = await createTransformersPeer(modelDir, { decoderDtype: decoder });
+    const peer = await createTransformersPeer(modelDir, { dtypes });
     const started = performance.now();
     const answers: Answer[] = [];
     for (const q of questions) {
@@ -68,7 +73,7 @@ async function evaluate(modelDir: string): Promise<void> {
 
   /** `constrained`: the JSON questions are answered under the schema of their trained answer. */
   async function runGlance(constrained: boolean): Promise<{ answers: Answer[]; seconds: number }> {
-    const engine = createEngine(loadConfig(["--model", modelDir, "--decoder-dtype", decoder], {}).engine, {
+    const engine = createEngine(loadConfig(["--model", modelDir, ...dtypeFlags(dtypes)], {}).engine, {
       log: pino({ level: "silent" }),
     });
     await engine.ready;
@@ -136,14 +141,17 @@ async function evaluate(modelDir: string): Promise<void> {
 
   const glance = await runGlance(false);
   const constrained = await runGlance(true);
-  console.log(`model ${path.relative(process.cwd(), modelDir) || "."}, decoder ${decoder}\n`);
+  const fellBack = fallbacks(graphs);
+  console.log(
+    `model ${path.relative(process.cwd(), modelDir) || "."}, ${GRAPHS.map((g) => graphs[g].file).join(", ")}${fellBack.length > 0 ? ` (fp32 for ${fellBack.join(", ")})` : ""}\n`,
+  );
   console.log(`${table("glance", glance.answers, glance.seconds)}\n`);
   const jsonRight = (answers: Answer[]) => questions.filter((q, i) => q.kind === "json" && isCorrect(q, answers[i]!.text)).length;
   console.log(
     `json questions under their answer's schema (response_format): ${jsonRight(constrained.answers)}/${questions.filter((q) => q.kind === "json").length} right; unconstrained ${jsonRight(glance.answers)}\n`,
   );
   const accuracy = (answers: Answer[]) => (questions.filter((q, i) => isCorrect(q, answers[i]!.text)).length / questions.length).toFixed(2);
-  if (decoder === "fp16") {
+  if (!peerRuns(graphs)) {
     console.log(`accuracy (glance): ${accuracy(glance.answers)}\n`);
     return;
   }

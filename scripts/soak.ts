@@ -184,7 +184,6 @@ async function scrape(httpUrl: string): Promise<{ rssMb: number; lagP99Ms: numbe
 const server = await startServer({
   mode: "spawn",
   modelDir: TINY_MODEL_DIR,
-  decoderDtype: "fp32",
   threads: 0,
   maxBatchSize: 16,
   visionCacheMb: 64,

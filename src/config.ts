@@ -9,8 +9,8 @@ import { availableParallelism } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { EngineOptions } from "./engine/engine.ts";
+import { DTYPES, parseGraphDtypes } from "./model/graph-dtypes.ts";
 import { type HubName, parseHubName } from "./model/hub/hub-cache.ts";
-import { DECODER_DTYPES, type Dtype } from "./model/model-folder.ts";
 import { BUILT_IN_NAMES } from "./privacy/kinds.ts";
 import { parseCidrs } from "./server/client-address.ts";
 import type { GrpcServerOptions } from "./server/grpc-server.ts";
@@ -30,12 +30,15 @@ interface Setting {
 const SETTINGS = {
   model: {
     default: DEFAULT_MODEL,
-    help: "model folder (Hugging Face ONNX layout), or a hub name org/name[@revision]: its --decoder-dtype variant is fetched into the Hugging Face cache first (HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_OFFLINE)",
+    help: "model folder (Hugging Face ONNX layout), or a hub name org/name[@revision]: the files the dtype settings pick are fetched into the Hugging Face cache first (HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_OFFLINE)",
   },
-  "decoder-dtype": {
+  dtype: {
     default: "fp32",
-    help: `ONNX file variant: ${DECODER_DTYPES.join(", ")} (the decoder's; the vision encoder's and embeddings' too where the folder has them)`,
+    help: `ONNX file variant of the three graphs: ${DTYPES.join(", ")}; a graph the folder has no such file of loads its fp32 file (the log names it), as transformers.js's dtype does`,
   },
+  "vision-dtype": { default: "", help: "the vision encoder's own variant, over --dtype; the folder must have it" },
+  "embed-dtype": { default: "", help: "the token embeddings' own variant, over --dtype; the folder must have it" },
+  "decoder-dtype": { default: "", help: "the decoder's own variant, over --dtype; the folder must have it" },
   host: { default: "0.0.0.0", help: "address both ports listen on" },
   "grpc-port": { default: "50051", help: "gRPC port (grpc-js: service, health, reflection)" },
   "http-port": { default: "8080", help: "HTTP port (Connect, gRPC-Web, OpenAI API, /metrics, /healthz, /readyz, the playground at /)" },
@@ -45,6 +48,11 @@ const SETTINGS = {
     default: "false",
     boolean: true,
     help: "onnxruntime's pool threads busy-wait between operators (its own default): faster steps with several threads at real model sizes, when the cores are not wanted elsewhere",
+  },
+  "per-row-int8": {
+    default: "true",
+    boolean: true,
+    help: "dynamic int8 files (q8, int8, uint8) quantize each row's activations with its own scale, so a sequence's tokens never depend on the batch it is in; --no-per-row-int8 runs them as written (one scale per batch)",
   },
   "execution-provider": {
     default: "cpu",
@@ -391,19 +399,19 @@ export function loadConfig(args: string[], env: NodeJS.ProcessEnv = process.env)
   };
   const model = get("model");
   const hubModel = existsSync(model) ? undefined : parseHubName(model);
-  const dtype = get("decoder-dtype");
-  if (!(DECODER_DTYPES as readonly string[]).includes(dtype)) throw new Error(`--decoder-dtype: unknown or unsupported variant ${dtype}`);
+  const dtypes = parseGraphDtypes((name) => get(name as SettingName));
   const host = get("host");
   const maxMessageBytes = int("max-message-mb", 1) * 1024 * 1024;
   const tls = tlsOptions();
   return {
     engine: {
       modelDir: hubModel ? "" : path.resolve(model),
-      decoderDtype: dtype as Dtype,
+      dtypes,
       session: {
         intraOpThreads: int("threads") || defaultIntraOpThreads(),
         interOpThreads: int("inter-op-threads", 1),
         allowSpinning: bool("allow-spinning"),
+        perRowInt8: bool("per-row-int8"),
         executionProviders: get("execution-provider")
           .split(",")
           .map((s) => s.trim())

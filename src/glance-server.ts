@@ -197,7 +197,7 @@ function engineAfterDownload(name: HubName, options: EngineOptions, deps: Engine
   const listeners: Array<(health: EngineHealth) => void> = [];
   const hub = { ...hubOptionsFromEnv(), log: deps.log, onProgress: (bytes: number, total: number) => lifecycle.downloading(bytes, total) };
   const created = start.then(async () => {
-    const { commit, dir, downloaded } = await resolveModel(name, options.decoderDtype, hub);
+    const { commit, dir, downloaded } = await resolveModel(name, options.dtypes, hub);
     deps.log.info({ model: name.repo, revision: name.revision, commit, dir, downloaded }, "model resolved");
     if (closed) throw new Error("the server was closed before the model was downloaded");
     engine = createEngine({ ...options, modelDir: dir }, deps);

@@ -42,7 +42,7 @@ describe("a float16-interface export of the tiny model", () => {
 
   it("answers as the fp32 model does, batched", async () => {
     const open = (modelDir: string, dtype: string) =>
-      createEngine(loadConfig(["--model", modelDir, "--decoder-dtype", dtype], {}).engine, { log: pino({ level: "silent" }) });
+      createEngine(loadConfig(["--model", modelDir, "--dtype", dtype], {}).engine, { log: pino({ level: "silent" }) });
     const [fp32, fp16] = [open(TINY_MODEL_DIR, "fp32"), open(dir, "fp16")];
     try {
       await Promise.all([fp32.ready, fp16.ready]);

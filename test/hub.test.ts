@@ -31,17 +31,23 @@ import { service as healthService } from "grpc-health-check";
 import { InferenceService } from "../gen/glance/v1/inference_pb.js";
 import { isCorrect, TINY_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { loadConfig } from "../src/config.ts";
+import { FP32, type GraphDtypes } from "../src/model/graph-dtypes.ts";
 import { type HubOptions, hubOptionsFromEnv, pullModel, resolveModel } from "../src/model/hub/hub-client.ts";
 import { readModelFolder } from "../src/model/model-folder.ts";
 import { generateRequest, generateText, PHOTO, QUESTION } from "./hostile/support.ts";
 import { freePort } from "./support/free-port.ts";
 import { type HubStandIn, repoOf, startHubStandIn } from "./support/hub-stand-in.ts";
 import { exited, startReplica } from "./support/replicas.ts";
+import { variantFolder } from "./support/variant-folder.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const TINY = { repo: "test-org/tiny", revision: "main" };
 const GATED = { repo: "test-org/gated", revision: "main" };
 const DECODER = "onnx/decoder_model_merged.onnx";
+/** What test-org/tiny holds, whichever variants models/tiny ships: its fp32 graphs, a q8 decoder and a q4 vision encoder. */
+const tinyRepo = variantFolder(TINY_MODEL_DIR, { decoder: ["q8"], visionEncoder: ["q4"] });
+/** test-org/gated: the fp32 graphs only. */
+const gatedRepo = variantFolder(TINY_MODEL_DIR, {});
 
 let hub: HubStandIn;
 const dirs: string[] = [];
@@ -76,13 +82,15 @@ const glance = (env: NodeJS.ProcessEnv, ...args: string[]) =>
 
 before(async () => {
   hub = await startHubStandIn({
-    "test-org/tiny": repoOf(TINY_MODEL_DIR),
-    "test-org/gated": repoOf(TINY_MODEL_DIR, { token: "hf_gated", leave: ["onnx/decoder_model_merged_quantized.onnx"] }),
+    "test-org/tiny": repoOf(tinyRepo.dir),
+    "test-org/gated": repoOf(gatedRepo.dir, { token: "hf_gated" }),
   });
 });
 after(async () => {
   await hub.close();
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  tinyRepo.remove();
+  gatedRepo.remove();
 });
 
 describe("glance pull", () => {
@@ -90,7 +98,7 @@ describe("glance pull", () => {
   const folder = path.join(cacheDir, "models--test-org--tiny");
 
   it("fetches the variant's files into huggingface_hub's layout: refs/main, snapshots linking to blobs named by ETag", async () => {
-    const model = await pullModel(TINY, "fp32", optionsIn(cacheDir));
+    const model = await pullModel(TINY, FP32, optionsIn(cacheDir));
     const commit = hub.commitOf(TINY.repo);
     assert.equal(model.commit, commit);
     assert.equal(model.dir, path.join(folder, "snapshots", commit));
@@ -100,7 +108,7 @@ describe("glance pull", () => {
     assert.equal(readlinkSync(link), `../../../blobs/${hub.etagOf(TINY.repo, DECODER)}`, "relative, to the blob named by its sha256");
     assert.equal(readlinkSync(path.join(model.dir, "config.json")), `../../blobs/${hub.etagOf(TINY.repo, "config.json")}`);
     for (const file of [DECODER, "onnx/vision_encoder.onnx", "onnx/embed_tokens.onnx", "tokenizer.json", "config.json"]) {
-      assert.deepEqual(readFileSync(path.join(model.dir, file)), readFileSync(path.join(TINY_MODEL_DIR, file)), file);
+      assert.deepEqual(readFileSync(path.join(model.dir, file)), readFileSync(path.join(tinyRepo.dir, file)), file);
     }
     assert.deepEqual(readdirSync(path.join(model.dir, "onnx")).sort(), [
       "decoder_model_merged.onnx",
@@ -111,7 +119,7 @@ describe("glance pull", () => {
   });
 
   it("adds a variant to the snapshot, with the fp32 vision encoder and embeddings it lacks, and names the variants a repository has and a hub it cannot reach", async () => {
-    const model = await pullModel(TINY, "q8", optionsIn(cacheDir));
+    const model = await pullModel(TINY, { all: "q8", overrides: {} }, optionsIn(cacheDir));
     assert.deepEqual(readdirSync(path.join(model.dir, "onnx")).sort(), [
       "decoder_model_merged.onnx",
       "decoder_model_merged_quantized.onnx",
@@ -119,14 +127,14 @@ describe("glance pull", () => {
       "vision_encoder.onnx",
     ]);
     await assert.rejects(
-      pullModel(TINY, "q4", optionsIn(cacheDir)),
-      /test-org\/tiny has no q4 variant \(onnx\/decoder_model_merged_q4\.onnx\); its variants: fp32, q8/,
+      pullModel(TINY, { all: "q8", overrides: { decoder: "q4" } }, optionsIn(cacheDir)),
+      /test-org\/tiny has no onnx\/decoder_model_merged_q4\.onnx \(--decoder-dtype q4\); its decoder_model_merged variants: fp32, q8/,
     );
-    await assert.rejects(pullModel({ repo: "test-org/nope", revision: "main" }, "fp32", optionsIn(cacheDir)), /has no test-org\/nope@main/);
-    await assert.rejects(pullModel({ repo: "test-org/tiny", revision: "v9" }, "fp32", optionsIn(cacheDir)), /has no test-org\/tiny@v9/);
+    await assert.rejects(pullModel({ repo: "test-org/nope", revision: "main" }, FP32, optionsIn(cacheDir)), /has no test-org\/nope@main/);
+    await assert.rejects(pullModel({ repo: "test-org/tiny", revision: "v9" }, FP32, optionsIn(cacheDir)), /has no test-org\/tiny@v9/);
     const closed = await freePort();
     await assert.rejects(
-      pullModel(TINY, "fp32", { ...optionsIn(cacheDir), endpoint: `http://127.0.0.1:${closed}` }),
+      pullModel(TINY, FP32, { ...optionsIn(cacheDir), endpoint: `http://127.0.0.1:${closed}` }),
       new RegExp(`could not reach http://127\\.0\\.0\\.1:${closed} for test-org/tiny@main: .*ECONNREFUSED`),
     );
   });
@@ -134,7 +142,7 @@ describe("glance pull", () => {
   it("resolves a second time from the cache without a request", async () => {
     let model: Awaited<ReturnType<typeof resolveModel>> | undefined;
     const requests = await requestsDuring(async () => {
-      model = await resolveModel(TINY, "fp32", optionsIn(cacheDir));
+      model = await resolveModel(TINY, FP32, optionsIn(cacheDir));
     });
     assert.deepEqual(requests, []);
     assert.equal(model?.downloaded, 0);
@@ -142,13 +150,16 @@ describe("glance pull", () => {
 
   it("serves from the cache alone with HF_HUB_OFFLINE, and names what it lacks", async () => {
     const requests = await requestsDuring(async () => {
-      const model = await resolveModel(TINY, "q8", optionsIn(cacheDir, { offline: true }));
+      const model = await resolveModel(TINY, { all: "q8", overrides: {} }, optionsIn(cacheDir, { offline: true }));
       assert.equal(model.commit, hub.commitOf(TINY.repo));
       await assert.rejects(
-        resolveModel(GATED, "fp32", optionsIn(cacheDir, { offline: true })),
+        resolveModel(GATED, FP32, optionsIn(cacheDir, { offline: true })),
         /HF_HUB_OFFLINE is set and the cache .* has no test-org\/gated@main/,
       );
-      await assert.rejects(resolveModel(TINY, "fp16", optionsIn(cacheDir, { offline: true })), /HF_HUB_OFFLINE .* no fp16 variant/);
+      await assert.rejects(
+        resolveModel(TINY, { all: "fp32", overrides: { embedTokens: "fp16" } }, optionsIn(cacheDir, { offline: true })),
+        /HF_HUB_OFFLINE .* has no onnx\/embed_tokens_fp16\.onnx \(--embed-dtype fp16\); its embed_tokens variants: fp32$/,
+      );
     });
     assert.deepEqual(requests, []);
   });
@@ -159,19 +170,19 @@ describe("glance pull", () => {
     const bytes = readFileSync(blob);
     bytes[1000] = (bytes[1000]! + 1) & 0xff;
     writeFileSync(blob, bytes);
-    const requests = await requestsDuring(() => resolveModel(TINY, "fp32", optionsIn(cacheDir)));
+    const requests = await requestsDuring(() => resolveModel(TINY, FP32, optionsIn(cacheDir)));
     assert.deepEqual(
       requests.filter((r) => r.host === "files").map((r) => r.url),
       [`/blobs/${etag}`],
       "only the corrupt blob is fetched",
     );
-    assert.deepEqual(readFileSync(blob), readFileSync(path.join(TINY_MODEL_DIR, DECODER)));
+    assert.deepEqual(readFileSync(blob), readFileSync(path.join(tinyRepo.dir, DECODER)));
   });
 
   it("resumes a download cut halfway with a Range request", async () => {
     const etag = hub.etagOf(TINY.repo, DECODER);
     hub.cutOnce(etag);
-    const requests = await requestsDuring(() => pullModel(TINY, "fp32", optionsIn(tempDir())));
+    const requests = await requestsDuring(() => pullModel(TINY, FP32, optionsIn(tempDir())));
     const gets = requests.filter((r) => r.host === "files" && r.url === `/blobs/${etag}`);
     assert.equal(gets.length, 2, "the cut request and the resumed one");
     assert.equal(gets[0]!.range, undefined);
@@ -185,7 +196,7 @@ describe("glance pull", () => {
     const warnings: string[] = [];
     const log = { info: () => {}, warn: (fields: object, msg: string) => warnings.push(`${msg} ${JSON.stringify(fields)}`) };
     const started = Date.now();
-    const requests = await requestsDuring(() => pullModel(TINY, "fp32", optionsIn(tempDir(), { stallMs: 1000, log })));
+    const requests = await requestsDuring(() => pullModel(TINY, FP32, optionsIn(tempDir(), { stallMs: 1000, log })));
     // Exactly two, unless a loaded machine let a healthy connection idle for a second too.
     const gets = requests.filter((r) => r.host === "files" && r.url === `/blobs/${etag}`);
     assert.ok(gets.length >= 2, "the stalled request and the resumed one");
@@ -212,21 +223,64 @@ describe("glance pull", () => {
     writeFileSync(encoderLock, JSON.stringify({ host: "another-host", pid: 1 }));
     const minuteAgo = new Date(Date.now() - 61_000);
     utimesSync(encoderLock, minuteAgo, minuteAgo);
-    const model = await pullModel(TINY, "fp32", optionsIn(cacheDir));
-    assert.deepEqual(readFileSync(path.join(model.dir, DECODER)), readFileSync(path.join(TINY_MODEL_DIR, DECODER)));
+    const model = await pullModel(TINY, FP32, optionsIn(cacheDir));
+    assert.deepEqual(readFileSync(path.join(model.dir, DECODER)), readFileSync(path.join(tinyRepo.dir, DECODER)));
     assert.ok(!existsSync(decoderLock) && !existsSync(encoderLock));
   });
 
   it("needs HF_TOKEN for a gated repository, naming the repository and the variable; the token stays on the hub", async () => {
     const cacheDir = tempDir();
-    await assert.rejects(pullModel(GATED, "fp32", optionsIn(cacheDir)), /refused test-org\/gated \(401\).*HF_TOKEN/);
-    await assert.rejects(pullModel(GATED, "fp32", optionsIn(cacheDir, { token: "hf_wrong" })), /HF_TOKEN given has none/);
-    const requests = await requestsDuring(() => pullModel(GATED, "fp32", optionsIn(cacheDir, { token: "hf_gated" })));
+    await assert.rejects(pullModel(GATED, FP32, optionsIn(cacheDir)), /refused test-org\/gated \(401\).*HF_TOKEN/);
+    await assert.rejects(pullModel(GATED, FP32, optionsIn(cacheDir, { token: "hf_wrong" })), /HF_TOKEN given has none/);
+    const requests = await requestsDuring(() => pullModel(GATED, FP32, optionsIn(cacheDir, { token: "hf_gated" })));
     assert.ok(requests.filter((r) => r.host === "hub").every((r) => r.authorization === "Bearer hf_gated"));
     assert.ok(
       requests.filter((r) => r.host === "files").every((r) => r.authorization === undefined),
       "not sent to the file host",
     );
+  });
+});
+
+describe("glance pull, per graph", () => {
+  const q4: GraphDtypes = { all: "q4", overrides: {} };
+  const onnxOf = (dir: string) => readdirSync(path.join(dir, "onnx")).sort();
+  const loaded = (dir: string, dtypes: GraphDtypes) => Object.values(readModelFolder(dir, dtypes).graphs).map((g) => g.file);
+
+  it("fetches the files glance serve loads with the same settings: --dtype's variant where the repository has it, else fp32, said in the log; a graph's own variant over it", async () => {
+    const cacheDir = tempDir();
+    const lines: string[] = [];
+    const log = { info: (fields: object, msg: string) => lines.push(`${msg} ${JSON.stringify(fields)}`), warn: () => {} };
+    const model = await pullModel(TINY, q4, { ...optionsIn(cacheDir), log });
+    assert.deepEqual(onnxOf(model.dir), ["decoder_model_merged.onnx", "embed_tokens.onnx", "vision_encoder_q4.onnx"]);
+    assert.deepEqual(loaded(model.dir, q4), ["onnx/vision_encoder_q4.onnx", "onnx/embed_tokens.onnx", DECODER], "what the server loads");
+    assert.match(lines.join("\n"), /^pulling .*"fp32Instead":\["embed_tokens \(no q4 file\)","decoder_model_merged \(no q4 file\)"\]/m);
+
+    const mixed: GraphDtypes = { all: "q4", overrides: { decoder: "q8" } };
+    const fetched = await requestsDuring(() => pullModel(TINY, mixed, optionsIn(cacheDir)));
+    assert.equal(fetched.filter((r) => r.host === "files").length, 1, "the q8 decoder only");
+    assert.deepEqual(loaded(model.dir, mixed), [
+      "onnx/vision_encoder_q4.onnx",
+      "onnx/embed_tokens.onnx",
+      "onnx/decoder_model_merged_quantized.onnx",
+    ]);
+    await assert.rejects(
+      pullModel(TINY, { all: "q4", overrides: { visionEncoder: "q8" } }, optionsIn(cacheDir)),
+      /^Error: test-org\/tiny has no onnx\/vision_encoder_quantized\.onnx \(--vision-dtype q8\); its vision_encoder variants: fp32, q4$/,
+    );
+  });
+
+  it("asks the hub when the cached snapshot lacks --dtype's variant of a graph, which the repository may hold; offline, the snapshot's fp32 file stands in", async () => {
+    const cacheDir = tempDir();
+    const model = await pullModel(TINY, FP32, optionsIn(cacheDir));
+    const offline = await resolveModel(TINY, q4, optionsIn(cacheDir, { offline: true }));
+    assert.equal(offline.dir, model.dir);
+    assert.deepEqual(loaded(offline.dir, q4), ["onnx/vision_encoder.onnx", "onnx/embed_tokens.onnx", DECODER]);
+    const requests = await requestsDuring(() => resolveModel(TINY, q4, optionsIn(cacheDir)));
+    assert.deepEqual(
+      requests.filter((r) => r.host === "files").map((r) => r.url),
+      [`/blobs/${hub.etagOf(TINY.repo, "onnx/vision_encoder_q4.onnx")}`],
+    );
+    assert.deepEqual(loaded(model.dir, q4), ["onnx/vision_encoder_q4.onnx", "onnx/embed_tokens.onnx", DECODER]);
   });
 });
 
@@ -248,7 +302,7 @@ describe("glance pull and glance models, as commands", () => {
     const dir = a.stdout.trim();
     assert.equal(dir, path.join(home, "hub/models--test-org--tiny/snapshots", hub.commitOf(TINY.repo)));
     for (const file of [DECODER, "onnx/vision_encoder.onnx", "tokenizer.json"]) {
-      assert.deepEqual(readFileSync(path.join(dir, file)), readFileSync(path.join(TINY_MODEL_DIR, file)), file);
+      assert.deepEqual(readFileSync(path.join(dir, file)), readFileSync(path.join(tinyRepo.dir, file)), file);
     }
     const blobs = readdirSync(path.join(home, "hub/models--test-org--tiny/blobs"));
     assert.ok(!blobs.some((f) => /\.(lock|incomplete)$/.test(f)), blobs.join(" "));
@@ -260,9 +314,9 @@ describe("glance pull and glance models, as commands", () => {
     await assert.rejects(glance(env, "models", "rm", "test-org/tiny"), /test-org\/tiny is not in the cache/);
   });
 
-  it("pulls GLANCE_MODEL's GLANCE_DECODER_DTYPE variant when given no name, as a Kubernetes init container does; a folder has nothing to pull", async () => {
+  it("pulls GLANCE_MODEL's GLANCE_DTYPE files when given no name, as a Kubernetes init container does; a folder has nothing to pull", async () => {
     const home = tempDir();
-    const env = { HF_ENDPOINT: hub.endpoint, HF_HOME: home, GLANCE_MODEL: "test-org/tiny", GLANCE_DECODER_DTYPE: "q8" };
+    const env = { HF_ENDPOINT: hub.endpoint, HF_HOME: home, GLANCE_MODEL: "test-org/tiny", GLANCE_DTYPE: "q8" };
     const { stdout } = await glance(env, "pull");
     assert.deepEqual(readdirSync(path.join(stdout.trim(), "onnx")).sort(), [
       "decoder_model_merged_quantized.onnx",
@@ -276,7 +330,11 @@ describe("glance pull and glance models, as commands", () => {
 
   it("refuses a pull with a bad name or variant", async () => {
     await assert.rejects(glance({}, "pull", "not-a-name"), /needs one model name, ORG\/NAME/);
-    await assert.rejects(glance({}, "pull", "test-org/tiny", "--dtype", "q7"), /--dtype: unknown or unsupported variant q7/);
+    await assert.rejects(
+      glance({}, "pull", "test-org/tiny", "--dtype", "q7"),
+      /--dtype \(GLANCE_DTYPE\): unknown or unsupported variant q7; the variants: fp32, fp16, q8, int8, uint8, q4, q4f16/,
+    );
+    await assert.rejects(glance({}, "pull", "test-org/tiny", "--vision-dtype", "bf16"), /--vision-dtype \(GLANCE_VISION_DTYPE\): unknown/);
   });
 });
 

@@ -31,7 +31,7 @@ describe("model runner", () => {
   let long: PreparedPrompt;
 
   before(async () => {
-    const loaded = loadModel(TINY_MODEL_DIR, { decoderDtype: "fp32" });
+    const loaded = loadModel(TINY_MODEL_DIR);
     const { folder, tokenizer } = loaded;
     arch = loaded.arch;
     const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {
@@ -200,7 +200,7 @@ describe("model runner", () => {
 
   it("runs a decoder opened to keep its caches on the device: the CPU provider returns them on the CPU, the same logits", async () => {
     const names = Array.from({ length: model.spec.layers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
-    const loaded = loadModel(TINY_MODEL_DIR, { decoderDtype: "fp32" });
+    const loaded = loadModel(TINY_MODEL_DIR);
     const device = await loadOnnxModel(
       loaded.folder,
       { intraOpThreads: 1, interOpThreads: 1, executionProviders: ["cpu"] },

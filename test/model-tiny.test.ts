@@ -77,7 +77,7 @@ describe("models/tiny answers", () => {
   let q8: TransformersPeer;
   before(async () => {
     fp32 = await createTransformersPeer(TINY_MODEL_DIR);
-    q8 = await createTransformersPeer(TINY_MODEL_DIR, { decoderDtype: "q8" });
+    q8 = await createTransformersPeer(TINY_MODEL_DIR, { dtypes: { all: "fp32", overrides: { decoder: "q8" } } });
   });
   after(async () => {
     await fp32.dispose();

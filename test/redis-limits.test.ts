@@ -34,7 +34,6 @@ describe("rate limits shared through Redis", () => {
     spawned = await startServer({
       mode: "spawn",
       modelDir: TINY_MODEL_DIR,
-      decoderDtype: "fp32",
       threads: 1,
       maxBatchSize: 4,
       visionCacheMb: 0,

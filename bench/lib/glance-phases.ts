@@ -30,7 +30,7 @@ function serverOptions(o: BenchOptions): ServerOptions {
   return {
     mode: o.serverMode,
     modelDir: o.modelDir,
-    decoderDtype: o.dtype,
+    dtypes: o.dtypes,
     threads: o.threads,
     maxBatchSize: o.maxBatchSize,
     visionCacheMb: o.visionCacheMb,

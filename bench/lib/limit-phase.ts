@@ -6,7 +6,6 @@
  */
 
 import { type Dist, dist } from "../../src/measure/stats.ts";
-import type { Dtype } from "../../src/model/model-folder.ts";
 import { alone } from "./cpu-share.ts";
 import { type LimitModel, loadLimitModel } from "./limit.ts";
 import { type BenchOptions, phaseRequests } from "./options.ts";
@@ -34,7 +33,7 @@ export async function prepareLimit(
   glanceTokens: ReadonlyMap<number, number[]>,
 ): Promise<LimitRun> {
   const model = await loadLimitModel(o.modelDir, {
-    decoderDtype: o.dtype as Dtype,
+    dtypes: o.dtypes,
     threads: o.limitThreads,
     spinning: o.spinning,
     fixedLength: o.fixedLength,

@@ -15,8 +15,8 @@ import { defaultIntraOpThreads, loadConfig } from "../../src/config.ts";
 import { createSessionEncoder } from "../../src/engine/core/vision-encoder.ts";
 import { createChatTemplate } from "../../src/model/chat-template.ts";
 import { concatFloat32 } from "../../src/model/float32.ts";
+import type { GraphDtypes } from "../../src/model/graph-dtypes.ts";
 import { loadModel } from "../../src/model/loaded-model.ts";
-import type { Dtype } from "../../src/model/model-folder.ts";
 import { asFloat32, feedable, float16Tensor, floatTensor, loadOnnxModel } from "../../src/model/onnx-model.ts";
 import { createPromptBuilder, type PreparedPrompt } from "../../src/model/prompt-builder.ts";
 import type { WorkItem } from "./workload.ts";
@@ -75,9 +75,9 @@ function argmaxRows(logits: Float32Array, rows: number, positions: number, vocab
  */
 export async function loadLimitModel(
   modelDir: string,
-  options: { decoderDtype: Dtype; threads: number; spinning: boolean; fixedLength: boolean },
+  options: { dtypes: GraphDtypes; threads: number; spinning: boolean; fixedLength: boolean },
 ): Promise<LimitModel> {
-  const { folder, tokenizer, arch, contextLength, eosTokenIds } = loadModel(modelDir, { decoderDtype: options.decoderDtype });
+  const { folder, tokenizer, arch, contextLength, eosTokenIds } = loadModel(modelDir, options.dtypes);
   const skip = options.fixedLength ? eosTokenIds : [];
   const defaults = loadConfig([], {}).engine;
   const prompts = createPromptBuilder(arch, createChatTemplate(folder.tokenizerConfig), tokenizer, {

@@ -24,7 +24,7 @@ export async function makeTestJpeg(width = 1920, height = 1080): Promise<Uint8Ar
 
 /** Decode + processor, `reps` times after one warm-up; ms per image. */
 export async function timePreprocessing(modelDir: string, image: Uint8Array, reps: number): Promise<Dist & { imageTokens: number }> {
-  const { arch } = loadModel(modelDir, { decoderDtype: "fp32" });
+  const { arch } = loadModel(modelDir);
   const { maxImagePixels } = loadConfig([], {}).engine;
   const once = async () => arch.prepareImage(await decodeImage(image, { maxPixels: maxImagePixels }));
   const { layout } = await once();

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { defaultIntraOpThreads } from "../../src/config.ts";
 import type { GoodputTargets } from "../../src/measure/stats.ts";
 import type { Api } from "../../src/measure/stream-client.ts";
+import { type GraphDtypes, parseGraphDtypes } from "../../src/model/graph-dtypes.ts";
 import type { ServerMode } from "./server.ts";
 
 export const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -17,7 +18,8 @@ export interface BenchOptions {
   seed: number;
   api: Api;
   serverMode: ServerMode;
-  dtype: "fp32" | "fp16" | "q8";
+  /** --dtype and the per-graph overrides, as glance serve takes them: Glance, the limit and the peer load the same files. */
+  dtypes: GraphDtypes;
   /** Every reply exactly maxTokens long (--output-tokens). */
   fixedLength: boolean;
   maxTokens: number;
@@ -88,7 +90,10 @@ export function parseOptions(): BenchOptions | undefined {
       "no-limit": { type: "boolean", default: false },
       server: { type: "string", default: "spawn" },
       model: { type: "string", default: path.join(ROOT, "models/tiny") },
-      "decoder-dtype": { type: "string", default: "fp32" },
+      dtype: { type: "string" },
+      "vision-dtype": { type: "string" },
+      "embed-dtype": { type: "string" },
+      "decoder-dtype": { type: "string" },
       threads: { type: "string" },
       "limit-threads": { type: "string" },
       "peer-threads": { type: "string" },
@@ -114,9 +119,7 @@ export function parseOptions(): BenchOptions | undefined {
   if (api !== "grpc" && api !== "openai") throw new Error(`--api must be grpc or openai, not ${values.api}`);
   const serverMode = values.server as ServerMode;
   if (serverMode !== "spawn" && serverMode !== "inproc") throw new Error(`--server must be spawn or inproc, not ${values.server}`);
-  const dtype = values["decoder-dtype"];
-  if (dtype !== "fp32" && dtype !== "fp16" && dtype !== "q8")
-    throw new Error(`--decoder-dtype must be fp32, fp16 or q8 (the variants the peer reads too), not ${dtype}`);
+  const dtypes = parseGraphDtypes((setting) => values[setting as "dtype"]);
   const fixedLength = values["output-tokens"] !== undefined;
   const threads = int("threads", values.threads ?? String(defaultIntraOpThreads()), 1);
   const outDir = path.resolve(values.out);
@@ -138,7 +141,7 @@ export function parseOptions(): BenchOptions | undefined {
     seed: int("seed", values.seed, 0),
     api,
     serverMode,
-    dtype,
+    dtypes,
     fixedLength,
     maxTokens: int(fixedLength ? "output-tokens" : "max-tokens", values["output-tokens"] ?? values["max-tokens"], 1),
     images: int("images", values.images, 1),

@@ -9,6 +9,7 @@
 import { BaseStreamer, RawImage } from "@huggingface/transformers";
 import { loadTransformersModel } from "../../scripts/lib/transformers-peer.ts";
 import type { RequestRecord } from "../../src/measure/stats.ts";
+import type { GraphDtypes } from "../../src/model/graph-dtypes.ts";
 import { progress } from "./progress.ts";
 import type { WorkItem } from "./workload.ts";
 
@@ -37,10 +38,10 @@ export interface PeerRun {
 export async function runPeer(
   modelDir: string,
   items: readonly WorkItem[],
-  options: { decoderDtype: "fp32" | "fp16" | "q8"; threads: number; maxTokens: number; fixedLength: boolean; warmup: number },
+  options: { dtypes: GraphDtypes; threads: number; maxTokens: number; fixedLength: boolean; warmup: number },
 ): Promise<PeerRun> {
   const loadStarted = performance.now();
-  const { processor, model } = await loadTransformersModel(modelDir, { decoderDtype: options.decoderDtype, threads: options.threads });
+  const { processor, model } = await loadTransformersModel(modelDir, { dtypes: options.dtypes, threads: options.threads });
   const loadS = (performance.now() - loadStarted) / 1000;
 
   const answer = async (item: WorkItem, index: number): Promise<Omit<RequestRecord, "sentAt">> => {

@@ -48,7 +48,7 @@ function hostLine(r: BenchResult): string {
   const otherMax = Math.max(otherMean ?? 0, limitOther ?? 0, r.peer?.otherCores ?? 0);
   const busy = otherMean !== undefined ? otherMax >= 0.15 : r.host.loadAverageAtStart[0]! >= 0.5;
   return (
-    `Model ${o.model} (decoder ${o.decoderDtype}); ${r.host.cpus} CPUs; Node ${r.host.node}; onnxruntime ${r.host.onnxruntime}. ` +
+    `Model ${o.model} (${Object.values(o.files).join(", ")}); ${r.host.cpus} CPUs; Node ${r.host.node}; onnxruntime ${r.host.onnxruntime}. ` +
     `Load average before the run: ${r.host.loadAverageAtStart.map((x) => x.toFixed(2)).join(" ")}` +
     (otherMean !== undefined
       ? `; other processes used ${otherMean.toFixed(2)} of the ${r.host.cpus} cores during the Glance phases` +

@@ -1,6 +1,7 @@
 /** What a benchmark run measured: the JSON result's schema, which the report is made from. */
 
 import type { Dist, PhaseSummary, RequestRecord } from "../../src/measure/stats.ts";
+import type { GraphDtypes } from "../../src/model/graph-dtypes.ts";
 import type { GrammarMicro } from "./grammar-micro.ts";
 import type { DecoderCost, MachineBounds } from "./machine-bounds.ts";
 import type { ProbeResult } from "./probe.ts";
@@ -63,7 +64,10 @@ export interface BenchResult {
     rates: number[];
     goodput: { ttftMs: number; tpotMs: number };
     peerRequests: number;
-    decoderDtype: string;
+    /** --dtype and the per-graph overrides. */
+    dtypes: GraphDtypes;
+    /** Each graph's file as resolved (by transformers.js's key): what Glance, the limit and the peer loaded. */
+    files: Record<string, string>;
     model: string;
     eldResolutionMs: number;
   };

@@ -13,6 +13,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
+import { dtypeFlags, type GraphDtypes } from "../../src/model/graph-dtypes.ts";
 import { createProbe, type ProbeResult } from "./probe.ts";
 
 export type ServerMode = "spawn" | "inproc";
@@ -20,7 +21,8 @@ export type ServerMode = "spawn" | "inproc";
 export interface ServerOptions {
   mode: ServerMode;
   modelDir: string;
-  decoderDtype: string;
+  /** The server's default (fp32) when unset. */
+  dtypes?: GraphDtypes;
   threads: number;
   maxBatchSize: number;
   visionCacheMb: number;
@@ -53,8 +55,7 @@ function serveFlags(o: ServerOptions): string[] {
   return [
     "--model",
     o.modelDir,
-    "--decoder-dtype",
-    o.decoderDtype,
+    ...(o.dtypes ? dtypeFlags(o.dtypes) : []),
     "--host",
     "127.0.0.1",
     "--grpc-port",

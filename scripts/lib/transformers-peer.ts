@@ -5,6 +5,8 @@
  */
 import path from "node:path";
 import { AutoModelForImageTextToText, AutoProcessor, env, RawImage } from "@huggingface/transformers";
+import { FP32, type GraphDtypes, type GraphFiles, transformersDtype } from "../../src/model/graph-dtypes.ts";
+import { readModelFolder } from "../../src/model/model-folder.ts";
 
 export interface PeerAnswer {
   text: string;
@@ -12,8 +14,11 @@ export interface PeerAnswer {
 }
 
 export interface PeerOptions {
-  /** transformers.js dtype of the decoder: 'fp32', 'fp16' (decoder_model_merged_fp16.onnx) or 'q8' (_quantized). */
-  decoderDtype?: "fp32" | "fp16" | "q8";
+  /**
+   * Glance's dtype settings (fp32 unless given): resolved against the folder as Glance resolves
+   * them, and handed to transformers.js per graph, so that both run the same files.
+   */
+  dtypes?: GraphDtypes;
 }
 
 export interface TransformersPeer {
@@ -21,6 +26,14 @@ export interface TransformersPeer {
   answer(image: Uint8Array, question: string, maxNewTokens?: number): Promise<PeerAnswer>;
   dispose(): Promise<void>;
 }
+
+const halfInputs = (dtype: string) => dtype === "fp16" || dtype === "q4f16";
+
+/**
+ * Whether transformers.js runs these files: it feeds the decoder the embeddings as they come, so
+ * a float16 decoder (fp16, q4f16) needs a float16 embed_tokens beside it, and a float32 one a float32.
+ */
+export const peerRuns = (graphs: GraphFiles) => halfInputs(graphs.decoder.dtype) === halfInputs(graphs.embedTokens.dtype);
 
 /** The processor and model of a folder on disk, remote loading off. `threads` sets onnxruntime's intra-op threads. */
 export async function loadTransformersModel(modelDir: string, options: PeerOptions & { threads?: number } = {}) {
@@ -32,7 +45,7 @@ export async function loadTransformersModel(modelDir: string, options: PeerOptio
   const model = await AutoModelForImageTextToText.from_pretrained(id, {
     local_files_only: true,
     device: "cpu",
-    dtype: { vision_encoder: "fp32", embed_tokens: "fp32", decoder_model_merged: options.decoderDtype ?? "fp32" },
+    dtype: transformersDtype(readModelFolder(modelDir, options.dtypes ?? FP32).graphs),
     ...(options.threads && { session_options: { intraOpNumThreads: options.threads, interOpNumThreads: 1 } }),
   });
   return { processor, model };

@@ -89,7 +89,7 @@ export async function startInProcess(model: string | undefined): Promise<BatchCl
   const { hubModel } = config;
   const modelDir = hubModel
     ? (
-        await resolveWithProgress(hubModel, config.engine.decoderDtype).catch((e: Error) => {
+        await resolveWithProgress(hubModel, config.engine.dtypes).catch((e: Error) => {
           throw new Error(`${hubModel.repo}@${hubModel.revision} could not be fetched: ${e.message}`, { cause: e });
         })
       ).dir

@@ -53,7 +53,7 @@ where it runs:
                         in this process: the model folder (default models/tiny), or a model on
                         the Hugging Face hub, read from its cache or downloaded there first (as
                         glance pull); the other engine settings are glance serve's GLANCE_*
-                        variables (GLANCE_DECODER_DTYPE, GLANCE_MAX_BATCH_SIZE...)
+                        variables (GLANCE_DTYPE, GLANCE_MAX_BATCH_SIZE...)
   --concurrency N       requests in flight. Default: in this process, the engine's max batch size;
                         with --server, ${SERVER_DEFAULT_BATCH_SIZE} (glance serve's default --max-batch-size: the API does
                         not report a server's batch size, so match it by hand if it differs)

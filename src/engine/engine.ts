@@ -11,9 +11,9 @@ import { statSync } from "node:fs";
 import type { Logger } from "pino";
 import sharp from "sharp";
 import { GlanceError, invalidArgument } from "../errors.ts";
+import { fallbacks, type GraphDtypes, transformersDtype } from "../model/graph-dtypes.ts";
 import type { FetchOutcome, ImageFetchOptions } from "../model/image-fetcher.ts";
 import { loadModel } from "../model/loaded-model.ts";
-import type { Dtype } from "../model/model-folder.ts";
 import type { SessionOptions } from "../model/onnx-model.ts";
 import { createCachedAnswers } from "./cached-answers.ts";
 import { now } from "./clock.ts";
@@ -32,7 +32,8 @@ export { REFUSALS };
 /** Every field is a setting of `glance serve` (src/config.ts holds their defaults). */
 export interface EngineOptions {
   modelDir: string;
-  decoderDtype: Dtype;
+  /** Which file of each graph the model loads (--dtype and the per-graph overrides). */
+  dtypes: GraphDtypes;
   session: SessionOptions;
   /** prefillChunkTokens unset: AUTO_CHUNK_TOKENS for a decoder graph of LARGE_GRAPH_BYTES or more, else whole prompts. */
   scheduler: Omit<SchedulerOptions, "prefillChunkTokens"> & { prefillChunkTokens?: number };
@@ -98,11 +99,17 @@ function graphBytes(file: string): number {
  * `ready` (calls before it get unavailable).
  */
 export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
-  const model = loadModel(options.modelDir, { decoderDtype: options.decoderDtype });
+  const model = loadModel(options.modelDir, options.dtypes);
   const { folder, contextLength } = model;
+  const fellBack = fallbacks(folder.graphs);
+  deps.log.info(
+    { dtypes: transformersDtype(folder.graphs), ...(fellBack.length > 0 && { fp32Instead: fellBack }) },
+    fellBack.length > 0 ? `model files: fp32 for ${fellBack.join(", ")}` : "model files",
+  );
   const info: ModelInfo = {
     id: folder.id,
     revision: folder.revision,
+    dtypes: transformersDtype(folder.graphs),
     modelType: folder.config.model_type,
     contextLength,
     maxImages: options.maxImages,

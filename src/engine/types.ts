@@ -4,6 +4,7 @@
  * messages between the engine and its worker stay private in `protocol.ts`.
  */
 import type { ChatRole } from "../model/chat-template.ts";
+import type { Dtype, GRAPH_NAMES, Graph } from "../model/graph-dtypes.ts";
 import type { SamplingParams } from "./sampling-params.ts";
 import type { ResponseFormat } from "./structured/response-format.ts";
 
@@ -108,6 +109,8 @@ export interface ModelInfo {
   id: string;
   /** The hub commit the model's files are at, for a model from the hub's cache. */
   revision?: string;
+  /** Each graph's variant as loaded, by transformers.js's key (vision_encoder...); unset until a hub model's files are in. */
+  dtypes?: Record<(typeof GRAPH_NAMES)[Graph], Dtype>;
   modelType: string;
   contextLength: number;
   maxImages: number;

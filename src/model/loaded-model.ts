@@ -4,7 +4,8 @@
  * with the same tokenizer, architecture, context length and end-of-sequence ids.
  */
 import { type Architecture, createArchitecture } from "./architecture.ts";
-import { type Dtype, eosTokenIds, type ModelFolder, readModelFolder } from "./model-folder.ts";
+import type { GraphDtypes } from "./graph-dtypes.ts";
+import { eosTokenIds, type ModelFolder, readModelFolder } from "./model-folder.ts";
 import { createTextTokenizer, type TextTokenizer } from "./text-tokenizer.ts";
 
 /** The context length of a folder whose config does not give one. */
@@ -19,8 +20,9 @@ export interface LoadedModel {
   eosTokenIds: readonly number[];
 }
 
-export function loadModel(dir: string, options: { decoderDtype: Dtype }): LoadedModel {
-  return fromFolder(readModelFolder(dir, options));
+/** `dtypes`: which file of each graph (fp32 unless given). */
+export function loadModel(dir: string, dtypes?: GraphDtypes): LoadedModel {
+  return fromFolder(readModelFolder(dir, dtypes));
 }
 
 /** The model of a folder already read (the worker gets the main thread's by structured clone). */

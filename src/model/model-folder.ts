@@ -3,28 +3,11 @@
  * reads): JSON configs at the top, ONNX graphs under onnx/. Nothing here loads a graph; this is
  * the part both threads need (the main thread to build prompts, the worker to run sessions).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { GlanceError } from "../errors.ts";
+import { FP32, type GraphDtypes, type GraphFiles, resolveGraphFiles } from "./graph-dtypes.ts";
 import { commitOfSnapshot, repoOfSnapshot } from "./hub/hub-cache.ts";
-
-/** The ONNX file variants of an export, named by transformers.js's dtype suffixes. */
-export const DTYPE_SUFFIXES = {
-  fp32: "",
-  fp16: "_fp16",
-  q8: "_quantized",
-  int8: "_int8",
-  uint8: "_uint8",
-  q4: "_q4",
-  q4f16: "_q4f16",
-} as const;
-export type Dtype = keyof typeof DTYPE_SUFFIXES;
-
-/**
- * The variants Glance runs. Each input's type is read from the graph, so fp16 and q4f16 exports
- * (float16 embeddings, cache and logits) run as well as float32 ones.
- */
-export const DECODER_DTYPES = ["fp32", "fp16", "q8", "int8", "uint8", "q4", "q4f16"] as const satisfies readonly Dtype[];
 
 export interface TextConfig {
   model_type?: string;
@@ -67,7 +50,10 @@ export interface ModelFolder {
   tokenizerConfig: Record<string, unknown>;
   preprocessorConfig: Record<string, unknown>;
   processorConfig: Record<string, unknown>;
+  /** Each graph's file, absolute. */
   onnx: { visionEncoder: string; embedTokens: string; decoder: string };
+  /** Which variant each graph loads, and which fell back to fp32. */
+  graphs: GraphFiles;
 }
 
 function readJson(dir: string, name: string, required: boolean): Record<string, unknown> {
@@ -83,22 +69,26 @@ function readJson(dir: string, name: string, required: boolean): Record<string, 
   }
 }
 
-function onnxFile(dir: string, name: string, dtype: Dtype): string {
-  const file = path.join(dir, "onnx", `${name}${DTYPE_SUFFIXES[dtype]}.onnx`);
-  if (!existsSync(file)) throw new GlanceError("unavailable", `model folder ${dir} has no onnx/${path.basename(file)}`);
-  return file;
+/** The files under onnx/, as onnx/NAME (a dangling link left out). */
+function onnxFiles(dir: string): string[] {
+  const onnx = path.join(dir, "onnx");
+  if (!existsSync(onnx)) return [];
+  return readdirSync(onnx)
+    .filter((name) => existsSync(path.join(onnx, name)))
+    .map((name) => `onnx/${name}`);
 }
 
-/** The variant of the vision encoder or embeddings that goes with the decoder's, else the fp32 one. */
-function companionFile(dir: string, name: string, dtype: Dtype): string {
-  const file = path.join(dir, "onnx", `${name}${DTYPE_SUFFIXES[dtype]}.onnx`);
-  return existsSync(file) ? file : onnxFile(dir, name, "fp32");
-}
-
-export function readModelFolder(dir: string, options: { decoderDtype?: Dtype } = {}): ModelFolder {
+/** `dtypes` picks each graph's file under onnx/ (resolveGraphFiles); the fp32 ones unless given. */
+export function readModelFolder(dir: string, dtypes: GraphDtypes = FP32): ModelFolder {
   const abs = path.resolve(dir);
   const config = readJson(abs, "config.json", true) as unknown as ModelConfig;
   if (!config.text_config) throw new GlanceError("unavailable", `${abs}/config.json has no text_config`);
+  let graphs: GraphFiles;
+  try {
+    graphs = resolveGraphFiles(`model folder ${abs}`, onnxFiles(abs), dtypes);
+  } catch (e) {
+    throw new GlanceError("unavailable", (e as Error).message);
+  }
   return {
     dir: abs,
     id: repoOfSnapshot(abs) ?? path.basename(abs),
@@ -110,10 +100,11 @@ export function readModelFolder(dir: string, options: { decoderDtype?: Dtype } =
     preprocessorConfig: readJson(abs, "preprocessor_config.json", true),
     processorConfig: readJson(abs, "processor_config.json", false),
     onnx: {
-      visionEncoder: companionFile(abs, "vision_encoder", options.decoderDtype ?? "fp32"),
-      embedTokens: companionFile(abs, "embed_tokens", options.decoderDtype ?? "fp32"),
-      decoder: onnxFile(abs, "decoder_model_merged", options.decoderDtype ?? "fp32"),
+      visionEncoder: path.join(abs, graphs.visionEncoder.file),
+      embedTokens: path.join(abs, graphs.embedTokens.file),
+      decoder: path.join(abs, graphs.decoder.file),
     },
+    graphs,
   };
 }
 

@@ -179,6 +179,8 @@ export function handleModels(res: HttpResponse, engine: Engine): void {
         max_model_len: engine.info.contextLength,
         // The hub commit, for a model from the hub's cache (as ListModels' revision).
         ...(engine.info.revision && { revision: engine.info.revision }),
+        // Each graph's variant, as transformers.js's per-graph dtype names it.
+        ...(engine.info.dtypes && { dtype: engine.info.dtypes }),
       },
     ],
   });

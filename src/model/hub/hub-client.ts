@@ -1,6 +1,6 @@
 /**
  * Models by hub name: `org/name[@revision]` resolved through the hub's HTTP API (HF_ENDPOINT)
- * into huggingface_hub's cache (hub-cache.ts), only the files one dtype variant needs.
+ * into huggingface_hub's cache (hub-cache.ts), only the files a dtype choice needs.
  *
  * @huggingface/hub's downloadFileToCacheDir was set aside: it restarts a partial download from
  * zero, checks no sha256, takes no lock against another process writing the same blob, writes
@@ -17,7 +17,7 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
-import type { Dtype } from "../model-folder.ts";
+import type { GraphDtypes } from "../graph-dtypes.ts";
 import {
   blobMatches,
   blobPath,
@@ -30,7 +30,7 @@ import {
   snapshotDir,
   writeRef,
 } from "./hub-cache.ts";
-import { variantFiles } from "./variant-files.ts";
+import { type VariantFiles, variantFiles } from "./variant-files.ts";
 
 export interface HubLog {
   info(fields: object, msg: string): void;
@@ -81,29 +81,35 @@ export interface ResolvedModel {
 }
 
 /**
- * The model's folder from the cache when it holds the revision's files for this variant, whole
+ * The model's folder from the cache when it holds the revision's files for these variants, whole
  * and matching their ETags; else pulled from the hub (never in offline mode).
  */
-export async function resolveModel(name: HubName, dtype: Dtype, options: HubOptions): Promise<ResolvedModel> {
-  const cached = await fromCache(name, dtype, options);
+export async function resolveModel(name: HubName, dtypes: GraphDtypes, options: HubOptions): Promise<ResolvedModel> {
+  const cached = await fromCache(name, dtypes, options);
   if (typeof cached !== "string") return cached;
   if (options.offline) throw new Error(`HF_HUB_OFFLINE is set and the cache (${options.cacheDir}) ${cached}`);
-  return pullModel(name, dtype, options);
+  return pullModel(name, dtypes, options);
 }
 
-/** The cached model, or why the cache cannot serve it. */
-async function fromCache(name: HubName, dtype: Dtype, options: HubOptions): Promise<ResolvedModel | string> {
+/**
+ * The cached model, or why the cache cannot serve it. A snapshot lacking `--dtype`'s variant of a
+ * graph cannot tell a variant the repository lacks from one not pulled yet: online, the hub's
+ * file list decides (pullModel, which fetches only what the cache lacks); offline, the fp32 file
+ * the snapshot holds stands in.
+ */
+async function fromCache(name: HubName, dtypes: GraphDtypes, options: HubOptions): Promise<ResolvedModel | string> {
   const folder = repoFolder(options.cacheDir, name.repo);
   const commit = await cachedCommit(folder, name.revision);
   if (!commit) return `has no ${name.repo}@${name.revision}`;
   const dir = snapshotDir(folder, commit);
-  let files: string[];
+  let variant: VariantFiles;
   try {
-    files = variantFiles(name.repo, await snapshotFiles(dir), dtype);
+    variant = variantFiles(name.repo, await snapshotFiles(dir), dtypes);
   } catch (e) {
     return `lacks files of ${name.repo}@${name.revision}: ${(e as Error).message}`;
   }
-  for (const file of files) {
+  if (variant.fellBack.length > 0 && !options.offline) return "falls back to fp32 files where the repository may hold the variant";
+  for (const file of variant.files) {
     const etag = await linkedBlob(folder, commit, file);
     if (!etag) return `has no blob for ${name.repo}'s ${file}`;
     if (!(await blobMatches(blobPath(folder, etag), etag))) return `holds a corrupt blob for ${name.repo}'s ${file} (${etag})`;
@@ -122,8 +128,8 @@ interface FileMeta {
   size: number;
 }
 
-/** Asks the hub for the revision's commit and files, and fetches what the variant needs that the cache lacks. */
-export async function pullModel(name: HubName, dtype: Dtype, options: HubOptions): Promise<ResolvedModel> {
+/** Asks the hub for the revision's commit and files, and fetches what the variants need that the cache lacks. */
+export async function pullModel(name: HubName, dtypes: GraphDtypes, options: HubOptions): Promise<ResolvedModel> {
   if (options.offline) throw new Error(`HF_HUB_OFFLINE is set: ${name.repo} cannot be pulled`);
   const hub = hubRequests(name, options);
   const info = (await (await hub.get(`/api/models/${name.repo}/revision/${encodeURIComponent(name.revision)}`)).json()) as {
@@ -132,10 +138,10 @@ export async function pullModel(name: HubName, dtype: Dtype, options: HubOptions
   };
   const commit = info.sha;
   if (!commit || !info.siblings) throw new Error(`${options.endpoint} answered no commit or file list for ${name.repo}@${name.revision}`);
-  const files = variantFiles(
+  const { files, fellBack } = variantFiles(
     name.repo,
     info.siblings.map((s) => s.rfilename),
-    dtype,
+    dtypes,
   );
   const folder = repoFolder(options.cacheDir, name.repo);
   const metas: FileMeta[] = [];
@@ -148,7 +154,17 @@ export async function pullModel(name: HubName, dtype: Dtype, options: HubOptions
     wanted.reduce((n, m) => n + m.size, 0),
     options,
   );
-  options.log?.info({ model: name.repo, commit, files: files.length, fetching: wanted.length, bytes: progress.total }, "pulling");
+  options.log?.info(
+    {
+      model: name.repo,
+      commit,
+      files: files.length,
+      fetching: wanted.length,
+      bytes: progress.total,
+      ...(fellBack.length > 0 && { fp32Instead: fellBack }),
+    },
+    "pulling",
+  );
   for (const m of wanted) await fetchBlob(hub, folder, commit, m, progress);
   // The snapshot and ref last, so that a snapshot holds a variant whole or not at all.
   for (const m of metas) await linkSnapshotFile(folder, commit, m.file, m.etag);

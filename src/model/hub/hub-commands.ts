@@ -1,21 +1,23 @@
 /**
- * `glance pull [ORG/NAME[@REVISION]] [--dtype D]`: fetch a model's variant into the hub's cache;
- * without a name, what `glance serve` would serve (GLANCE_MODEL), as a Kubernetes init container
- * that shares the server's environment pulls it.
+ * `glance pull [ORG/NAME[@REVISION]] [--dtype D] [--vision-dtype D] [--embed-dtype D] [--decoder-dtype D]`:
+ * fetch the files of a model that `glance serve` with the same settings loads into the hub's
+ * cache; without a name or settings, what `glance serve` would serve (GLANCE_MODEL, GLANCE_DTYPE...),
+ * as a Kubernetes init container that shares the server's environment pulls it.
  * `glance models`: the cached models with their size; `glance models rm ORG/NAME` removes one.
  */
 import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
-import { DECODER_DTYPES, type Dtype } from "../model-folder.ts";
+import { DTYPE_SETTINGS, DTYPES, type GraphDtypes, parseGraphDtypes, settingVariable } from "../graph-dtypes.ts";
 import { type HubName, listCachedModels, parseHubName, removeCachedModel } from "./hub-cache.ts";
 import { type HubLog, type HubOptions, hubOptionsFromEnv, pullModel, type ResolvedModel, resolveModel } from "./hub-client.ts";
 
-export const HUB_USAGE = `  glance pull [ORG/NAME[@REVISION]] [--dtype ${DECODER_DTYPES.join("|")}]
-                                               fetch a model's files for one variant from the hub
-                                               (HF_ENDPOINT, HF_TOKEN) into its cache (HF_HOME, HF_HUB_CACHE);
-                                               the name defaults to GLANCE_MODEL, the dtype to
-                                               GLANCE_DECODER_DTYPE, else fp32
+export const HUB_USAGE = `  glance pull [ORG/NAME[@REVISION]] [--dtype D] [--vision-dtype D] [--embed-dtype D] [--decoder-dtype D]
+                                               fetch the files glance serve loads with these settings
+                                               from the hub (HF_ENDPOINT, HF_TOKEN) into its cache
+                                               (HF_HOME, HF_HUB_CACHE); D is one of ${DTYPES.join(", ")};
+                                               the name defaults to GLANCE_MODEL, the settings to
+                                               GLANCE_DTYPE (else fp32), GLANCE_VISION_DTYPE...
   glance models [rm ORG/NAME]                  list the cached models with their size, or remove one`;
 
 /** Progress and the pull's summary as lines on stderr, so that stdout holds only the snapshot's path. */
@@ -55,16 +57,16 @@ function stderrProgress(): Pick<HubOptions, "log" | "onProgress"> & { stop: () =
 }
 
 /** A hub model's folder for a command that runs the model itself (glance batch): the cache's, else pulled with progress on stderr. */
-export async function resolveWithProgress(name: HubName, dtype: Dtype): Promise<ResolvedModel> {
+export async function resolveWithProgress(name: HubName, dtypes: GraphDtypes): Promise<ResolvedModel> {
   const { stop, ...progress } = stderrProgress();
-  return resolveModel(name, dtype, { ...hubOptionsFromEnv(), ...progress }).finally(stop);
+  return resolveModel(name, dtypes, { ...hubOptionsFromEnv(), ...progress }).finally(stop);
 }
 
 export async function pullCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { dtype: { type: "string", default: process.env["GLANCE_DECODER_DTYPE"] || "fp32" } },
+    options: Object.fromEntries(DTYPE_SETTINGS.map((setting) => [setting, { type: "string" as const }])),
   });
   const fromEnv = process.env["GLANCE_MODEL"];
   if (positionals.length === 0 && fromEnv && existsSync(fromEnv)) {
@@ -74,10 +76,10 @@ export async function pullCommand(args: string[]): Promise<number> {
   const given = positionals.length === 0 ? fromEnv : positionals.length === 1 ? positionals[0] : undefined;
   const name = given ? parseHubName(given) : undefined;
   if (!name) throw new Error(`glance pull needs one model name, ORG/NAME[@REVISION], or GLANCE_MODEL set to one\n\n${HUB_USAGE}`);
-  if (!(DECODER_DTYPES as readonly string[]).includes(values.dtype))
-    throw new Error(`--dtype: unknown or unsupported variant ${values.dtype}`);
+  // As glance serve reads them: the flag, else its variable.
+  const dtypes = parseGraphDtypes((setting) => (values[setting] as string | undefined) ?? process.env[settingVariable(setting)]);
   const { stop, ...progress } = stderrProgress();
-  const model = await pullModel(name, values.dtype as Dtype, { ...hubOptionsFromEnv(), ...progress }).finally(stop);
+  const model = await pullModel(name, dtypes, { ...hubOptionsFromEnv(), ...progress }).finally(stop);
   console.error(`${name.repo}@${name.revision}: commit ${model.commit}`);
   console.log(model.dir);
   return 0;
