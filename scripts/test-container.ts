@@ -189,7 +189,7 @@ const randomPorts = () => ({ grpc: 50000 + Math.floor(Math.random() * 5000), htt
 async function checkModelImage(user: string, entrypoint: string[], commit: string, problems: string[]): Promise<void> {
   const [inspect] = JSON.parse(run("podman", ["image", "inspect", MODEL_IMAGE])) as [{ Config: { Env?: string[] }; Size: number }];
   const env = Object.fromEntries((inspect.Config.Env ?? []).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
-  const expected = { GLANCE_MODEL: HUB_MODEL, GLANCE_DECODER_DTYPE: "q8", HF_HUB_OFFLINE: "1", HF_HOME: "/app/huggingface" };
+  const expected = { GLANCE_MODEL: HUB_MODEL, GLANCE_DTYPE: "q8", HF_HUB_OFFLINE: "1", HF_HOME: "/app/huggingface" };
   for (const [name, value] of Object.entries(expected))
     if (env[name] !== value) problems.push(`${MODEL_IMAGE}: ${name}=${env[name]}, not ${value}`);
   if ("HF_ENDPOINT" in env || "HF_TOKEN" in env)

@@ -63,7 +63,10 @@ describe("configuration", () => {
       /--max-batch-size \(GLANCE_MAX_BATCH_SIZE\) must be an integer >= 1, got 0/,
     );
     assert.throws(() => loadConfig([], { GLANCE_MAX_RESTARTS: "many" }), /--max-restarts .* got many/);
-    assert.throws(() => loadConfig(["--decoder-dtype", "bf16"], {}), /unknown or unsupported variant bf16/);
+    assert.throws(
+      () => loadConfig(["--decoder-dtype", "bf16"], {}),
+      /--decoder-dtype \(GLANCE_DECODER_DTYPE\): unknown or unsupported variant bf16/,
+    );
     assert.throws(() => loadConfig(["--no-such-flag", "1"], {}), /no-such-flag/);
     assert.throws(() => loadConfig(["--prefill-chunk-tokens", "some"], {}), /--prefill-chunk-tokens .* got some/);
   });

@@ -77,8 +77,7 @@ for (const overlay of ["cpu", "gpu"]) {
       for (const name of Object.keys(initEnv))
         assert.ok(settingVariables.has(name) || hubVariables.has(name), `${name} is not a setting nor a hub variable`);
       assert.ok(config.hubModel, `GLANCE_MODEL ${env["GLANCE_MODEL"]} is a hub name`);
-      for (const name of ["GLANCE_MODEL", "GLANCE_DECODER_DTYPE"])
-        assert.equal(initEnv[name], env[name], `${name}: the model the server serves`);
+      for (const name of ["GLANCE_MODEL", "GLANCE_DTYPE"]) assert.equal(initEnv[name], env[name], `${name}: the model the server serves`);
       const [pulls, serves] = [hubOptionsFromEnv(initEnv), hubOptionsFromEnv(env)];
       assert.equal(pulls.cacheDir, serves.cacheDir);
       assert.equal(pulls.offline, false);

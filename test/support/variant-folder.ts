@@ -30,8 +30,10 @@ export interface VariantFolder {
 
 /** `variants`: each graph's variants beside its fp32 file, e.g. `{ decoder: ["q8"] }`. */
 export function variantFolder(source: string, variants: Partial<Record<Graph, Dtype[]>>): VariantFolder {
-  const dir = mkdtempSync(path.join(tmpdir(), "glance-variants-"));
-  mkdirSync(path.join(dir, "onnx"));
+  // Named as the source is, since the folder's name is the model's id.
+  const parent = mkdtempSync(path.join(tmpdir(), "glance-variants-"));
+  const dir = path.join(parent, path.basename(source));
+  mkdirSync(path.join(dir, "onnx"), { recursive: true });
   for (const name of readdirSync(source)) {
     if (statSync(path.join(source, name)).isFile()) copyFileSync(path.join(source, name), path.join(dir, name));
   }
@@ -43,5 +45,5 @@ export function variantFolder(source: string, variants: Partial<Record<Graph, Dt
       writeFileSync(path.join(dir, graphFile(graph, dtype)), Buffer.concat([readFileSync(path.join(source, fp32)), note]));
     }
   }
-  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+  return { dir, remove: () => rmSync(parent, { recursive: true, force: true }) };
 }
