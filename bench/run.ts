@@ -95,7 +95,7 @@ import { alone } from "./lib/cpu-share.ts";
 import { type GlancePhases, runGlancePhases, runPrefixPhase } from "./lib/glance-phases.ts";
 import { grammarMicro } from "./lib/grammar-micro.ts";
 import { type LimitRun, prepareLimit } from "./lib/limit-phase.ts";
-import { decoderCost, measureMachineBounds } from "./lib/machine-bounds.ts";
+import { decoderCost, measureMachineBounds, weightFormat } from "./lib/machine-bounds.ts";
 import { makeTestJpeg, timePreprocessing } from "./lib/micro.ts";
 import { type BenchOptions, parseOptions, phaseRequests, ROOT } from "./lib/options.ts";
 import { runPeer as answerWithPeer, serialQueueLatencies } from "./lib/peer.ts";
@@ -216,18 +216,18 @@ async function runPeerPhase(
   return { summary, loadS: run.loadS, agreement: { agree, compared }, modeledE2eMs, ...(otherCores !== undefined && { otherCores }) };
 }
 
-/** MatMul at the decoder's MLP shape and the limit's batch sizes; read and copy bandwidth. */
+/** MatMul at the decoder's MLP shape, in its weight format, and the limit's batch sizes; read and copy bandwidth. */
 async function runBounds(o: BenchOptions, limit: LimitRun): Promise<NonNullable<BenchResult["bounds"]>> {
   const config = JSON.parse(readFileSync(path.join(o.modelDir, "config.json"), "utf8"));
   const t = config.text_config;
-  const machine = await measureMachineBounds(o.limitThreads, {
-    k: t.hidden_size,
-    n: t.intermediate_size,
-    rows: [...new Set([1, ...limit.batches.map((b) => b.batch), 256])],
-  });
   const decoderFile = loadModel(o.modelDir, o.dtypes).folder.onnx.decoder;
+  const machine = await measureMachineBounds(
+    o.limitThreads,
+    { k: t.hidden_size, n: t.intermediate_size, rows: [...new Set([1, ...limit.batches.map((b) => b.batch), 256])] },
+    weightFormat(decoderFile),
+  );
   note(
-    `bounds: read ${machine.readGBs.toFixed(1)} GB/s, copy ${machine.copyGBs.toFixed(1)} GB/s, matmul ${machine.matmul.map((m) => `${m.rows}:${m.gflops.toFixed(0)}`).join(" ")} GFLOP/s`,
+    `bounds: read ${machine.readGBs.toFixed(1)} GB/s, copy ${machine.copyGBs.toFixed(1)} GB/s, ${machine.format} matmul ${machine.matmul.map((m) => `${m.rows}:${m.gflops.toFixed(0)}`).join(" ")} GFLOP/s`,
   );
   return { machine, decoder: decoderCost(config, decoderFile, limit.model.kvElementBytes) };
 }

@@ -1,15 +1,29 @@
 /**
  * The machine's own bounds on a decode step, measured in the same run through onnxruntime's
  * kernels and thread pool (the decoder's): how fast memory can be read (a ReduceSum over a
- * buffer far larger than the caches) and the arithmetic rate of a bare MatMul at the decoder's own shapes with the weight as an
- * initializer (pre-packed, as the decoder's are). A step at batch 1 reads every weight once, so
- * it cannot beat weight bytes over read bandwidth; a step at batch 16 cannot beat its
- * multiply-adds over the MatMul rate. Copy bandwidth is memcpy's (TypedArray.set between two
+ * buffer far larger than the caches) and the arithmetic rate of a bare MatMul at the decoder's
+ * own shapes with the weight as an initializer (pre-packed, as the decoder's are), in the
+ * decoder's weight format: float32, int8 (onnxruntime's fused dynamic int8 MatMul, the AMX/VNNI
+ * kernels) or int4 (MatMulNBits). A step at batch 1 reads every weight once, so it cannot beat
+ * weight bytes over read bandwidth; a step at batch 16 cannot beat its multiply-adds over the
+ * MatMul rate. Copy bandwidth is memcpy's (TypedArray.set between two
  * buffers already touched), the rate at which a cache row can move.
  */
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import * as ort from "onnxruntime-node";
-import { oneNodeModel } from "./onnx-graph.ts";
+import { operatorCounts } from "../../src/model/onnx/proto.ts";
+import { type OneNodeGraph, oneNodeModel } from "./onnx-graph.ts";
+
+/** How a graph's weight MatMuls compute. */
+export type WeightFormat = "fp32" | "int8" | "int4";
+
+/** The weight format of a graph file, read from its operators. */
+export function weightFormat(file: string): WeightFormat {
+  const ops = operatorCounts(readFileSync(file));
+  if (ops.has("MatMulInteger") || ops.has("com.microsoft.DynamicQuantizeMatMul")) return "int8";
+  if (ops.has("com.microsoft.MatMulNBits")) return "int4";
+  return "fp32";
+}
 
 export interface MachineBounds {
   threads: number;
@@ -18,6 +32,8 @@ export interface MachineBounds {
   /** GB/s moved (read + written, as STREAM counts) by memcpy of `bufferMB` between touched buffers. */
   copyGBs: number;
   bufferMB: number;
+  /** The weight format the MatMul probe ran in. */
+  format: WeightFormat;
   /** GFLOP/s of a MatMul [rows, k] × [k, n] with the weight as an initializer, per rows. */
   matmul: { rows: number; k: number; n: number; gflops: number }[];
 }
@@ -96,9 +112,49 @@ function filled(n: number): Float32Array {
   return a;
 }
 
+/**
+ * `[rows, k] · [k, n]` with a constant weight in `format`: float32 MatMul; int8 as the fused
+ * operator onnxruntime makes of DynamicQuantizeLinear → MatMulInteger (int8 weights, a scale per
+ * column); int4 as MatMulNBits (blocks of 32, accuracy level 4), the published q4 files' operator.
+ */
+function matmulProbe(k: number, n: number, format: WeightFormat): OneNodeGraph {
+  const io = { inputs: [{ name: "a", dims: ["rows", k] }], outputs: [{ name: "y", dims: ["rows", n] }] };
+  const weight = filled(k * n);
+  if (format === "fp32") {
+    return { op: "MatMul", ...io, initializers: [{ name: "w", dims: [k, n], data: weight.map((v) => v / Math.sqrt(k)) }] };
+  }
+  const levels = format === "int8" ? 127 : 7;
+  const scales = new Float32Array(format === "int8" ? n : (n * k) / 32).fill(1 / (levels * Math.sqrt(k)));
+  if (format === "int8") {
+    return {
+      op: "DynamicQuantizeMatMul",
+      domain: "com.microsoft",
+      ...io,
+      initializers: [
+        { name: "w", dims: [k, n], data: Int8Array.from(weight, (v) => Math.round(v * levels)) },
+        { name: "w_scale", dims: [n], data: scales },
+        { name: "w_zero_point", dims: [n], data: new Int8Array(n) },
+      ],
+    };
+  }
+  // Two 4-bit values a byte, any values: the probe times the kernel, not the product.
+  const packed = Uint8Array.from({ length: (n * k) / 2 }, (_, i) => Math.floor((weight[i]! + 1) * 127.5));
+  return {
+    op: "MatMulNBits",
+    domain: "com.microsoft",
+    ...io,
+    initializers: [
+      { name: "w", dims: [n, k / 32, 16], data: packed },
+      { name: "w_scales", dims: [(n * k) / 32], data: scales },
+    ],
+    attributes: { K: k, N: n, bits: 4, block_size: 32, accuracy_level: 4 },
+  };
+}
+
 export async function measureMachineBounds(
   threads: number,
   shapes: { k: number; n: number; rows: readonly number[] },
+  format: WeightFormat = "fp32",
   bufferMB = 512,
 ): Promise<MachineBounds> {
   const elements = (bufferMB * 2 ** 20) / 4;
@@ -113,16 +169,7 @@ export async function measureMachineBounds(
   const target = new Float32Array(elements).fill(1);
   const copyMs = await fastest(async () => target.set(x.data as Float32Array), 5);
 
-  const weight = filled(shapes.k * shapes.n).map((v) => v / Math.sqrt(shapes.k));
-  const matmul = await session(
-    oneNodeModel({
-      op: "MatMul",
-      inputs: [{ name: "a", dims: ["rows", shapes.k] }],
-      initializers: [{ name: "w", dims: [shapes.k, shapes.n], data: weight }],
-      outputs: [{ name: "y", dims: ["rows", shapes.n] }],
-    }),
-    threads,
-  );
+  const matmul = await session(oneNodeModel(matmulProbe(shapes.k, shapes.n, format)), threads);
   const rates: MachineBounds["matmul"] = [];
   for (const rows of shapes.rows) {
     const a = new ort.Tensor("float32", filled(rows * shapes.k), [rows, shapes.k]);
@@ -132,5 +179,5 @@ export async function measureMachineBounds(
   }
   await matmul.release();
   const bytes = bufferMB * 2 ** 20;
-  return { threads, readGBs: bytes / (readMs * 1e6), copyGBs: (2 * bytes) / (copyMs * 1e6), bufferMB, matmul: rates };
+  return { threads, readGBs: bytes / (readMs * 1e6), copyGBs: (2 * bytes) / (copyMs * 1e6), bufferMB, format, matmul: rates };
 }

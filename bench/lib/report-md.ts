@@ -175,7 +175,7 @@ function boundsSection(r: BenchResult): string[] {
   const out = ["## The machine's bounds", ""];
   out.push(
     `Measured in this run through onnxruntime (${m.threads} intra-op thread(s)): read ${f(m.readGBs)} GB/s (ReduceSum over ${m.bufferMB} MB), ` +
-      `copy ${f(m.copyGBs)} GB/s moved (memcpy of ${m.bufferMB} MB between touched buffers), MatMul with a pre-packed weight ` +
+      `copy ${f(m.copyGBs)} GB/s moved (memcpy of ${m.bufferMB} MB between touched buffers), MatMul with a pre-packed ${m.format} weight (the decoder's format) ` +
       `${m.matmul.map((x) => `[${x.rows}×${x.k}]·[${x.k}×${x.n}] ${f0(x.gflops)} GFLOP/s`).join(", ")}. ` +
       `The decoder: ${f(d.weightBytes / 1e6)} MB of weights, ${f(d.matmulFlopsPerToken / 1e9, 3)} GFLOP of matrix products per token, ` +
       `${f(d.kvBytesPerPosition / 1024)} KiB of cache per position; ${f0(meanPositions(r))} cached positions per row on average.`,
