@@ -102,10 +102,10 @@ export function createEngine(options: EngineOptions, deps: EngineDeps): Engine {
   const model = loadModel(options.modelDir, options.dtypes);
   const { folder, contextLength } = model;
   const fellBack = fallbacks(folder.graphs);
-  deps.log.info(
-    { dtypes: transformersDtype(folder.graphs), ...(fellBack.length > 0 && { fp32Instead: fellBack }) },
-    fellBack.length > 0 ? `model files: fp32 for ${fellBack.join(", ")}` : "model files",
-  );
+  // A graph that fell back runs other files than the ones asked for: a warning.
+  if (fellBack.length > 0)
+    deps.log.warn({ dtypes: transformersDtype(folder.graphs), fp32Instead: fellBack }, `model files: fp32 for ${fellBack.join(", ")}`);
+  else deps.log.info({ dtypes: transformersDtype(folder.graphs) }, "model files");
   const info: ModelInfo = {
     id: folder.id,
     revision: folder.revision,
