@@ -1,6 +1,7 @@
 /**
  * Models by hub name, against a stand-in of the hub's HTTP API on loopback: a pull lands in
- * huggingface_hub's cache layout, verified; a second resolve asks nothing; a cut download resumes
+ * huggingface_hub's cache layout, verified, with each graph's file as the server resolves the
+ * dtype settings; a second resolve asks nothing; a cut download resumes
  * with Range; a corrupt blob is fetched again; a stale lock is taken over; two processes pulling at once end with the same
  * files; HF_HUB_OFFLINE reads the cache only; a gated repository needs HF_TOKEN; and
  * `glance serve --model test-org/tiny` opens its ports, is live and not ready while it
