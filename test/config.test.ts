@@ -86,7 +86,7 @@ interface Row {
 function helpRows(help: string): Map<string, Row> {
   const rows = new Map<string, Row>();
   for (const line of help.split("\n")) {
-    const m = /^ {2}(--\S+) +(GLANCE_[A-Z_]+) +.*?(?: \(default (.+)\))?$/.exec(line);
+    const m = /^ {2}(--\S+) +(GLANCE_[A-Z0-9_]+) +.*?(?: \(default (.+)\))?$/.exec(line);
     if (m) rows.set(m[1]!, { variable: m[2]!, default: m[3] ?? "" });
   }
   return rows;
@@ -99,7 +99,7 @@ function readmeRows(readme: string): Map<string, Row> {
   const rows = new Map<string, Row>();
   for (const line of readme.slice(start).split("\n").slice(2)) {
     if (!line.startsWith("|")) break;
-    const m = /^\| `(--[^`]+)` \| `(GLANCE_[A-Z_]+)` \| (?:`([^`]*)`|\(none[^)]*\))[^|]* \| .+ \|$/.exec(line);
+    const m = /^\| `(--[^`]+)` \| `(GLANCE_[A-Z0-9_]+)` \| (?:`([^`]*)`|\(none[^)]*\))[^|]* \| .+ \|$/.exec(line);
     assert.ok(m, `a row in the README's settings table: ${line}`);
     rows.set(m[1]!, { variable: m[2]!, default: m[3] ?? "" });
   }

@@ -28,7 +28,7 @@ function render(overlay: string): Manifest[] {
   return parseAllDocuments(text).map((d) => d.toJS());
 }
 
-const settingVariables = new Set([...configHelp().matchAll(/ (GLANCE_[A-Z_]+) /g)].map((m) => m[1]!));
+const settingVariables = new Set([...configHelp().matchAll(/ (GLANCE_[A-Z0-9_]+) /g)].map((m) => m[1]!));
 
 interface EnvEntry {
   name: string;
