@@ -167,10 +167,11 @@ function readSpec(decoder: ort.InferenceSession, folder: ModelFolder): DecoderSp
 function openSession(
   file: string,
   options: SessionOptions,
-  { arena = true, deviceOutputs = [] as readonly string[] } = {},
+  { arena = true, deviceOutputs = [] as readonly string[], profileFilePrefix = "" } = {},
 ): Promise<ort.InferenceSession> {
   const { model, externalDataFolder } = graphSource(file, options);
   const sessionOptions: ort.InferenceSession.SessionOptions = {
+    ...(profileFilePrefix && { enableProfiling: true, profileFilePrefix }),
     // Outputs a device cache keeps where the provider computed them. onnxruntime-node 1.30 keeps
     // "gpu-buffer" outputs on the device for the WebGPU provider only; the CPU provider returns
     // them on the CPU as usual.
@@ -204,9 +205,14 @@ function openSession(
  * The vision encoder's session. Without its arena: a vision run is seconds long at real size,
  * so allocating per run costs nothing measurable (SmolVLM-256M size, nine tiles in runs of
  * three: 23.4 s against 23.3 s), and the session holds 0.6 GB between runs instead of 1.4 GB.
+ * `profileFilePrefix` turns on onnxruntime's per-operator profile (bench/vision-formats.ts).
  */
-export function openVisionSession(folder: ModelFolder, options: SessionOptions): Promise<ort.InferenceSession> {
-  return openSession(folder.onnx.visionEncoder, options, { arena: false });
+export function openVisionSession(
+  folder: ModelFolder,
+  options: SessionOptions,
+  { profileFilePrefix = "" } = {},
+): Promise<ort.InferenceSession> {
+  return openSession(folder.onnx.visionEncoder, options, { arena: false, profileFilePrefix });
 }
 
 /**
