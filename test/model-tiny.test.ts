@@ -64,7 +64,7 @@ describe("models/tiny layout", () => {
     assert.deepEqual(embed.inputNames, ["input_ids"]);
     assert.deepEqual(embed.outputNames, ["inputs_embeds"]);
     const kv = (prefix: string) => Array.from({ length: layers }, (_, i) => [`${prefix}.${i}.key`, `${prefix}.${i}.value`]).flat();
-    for (const variant of ["decoder_model_merged", "decoder_model_merged_quantized"]) {
+    for (const variant of ["decoder_model_merged", "decoder_model_merged_quantized", "decoder_model_merged_q4"]) {
       const decoder = await ort.InferenceSession.create(onnxPath(variant));
       assert.deepEqual(decoder.inputNames, ["inputs_embeds", "attention_mask", "position_ids", ...kv("past_key_values")]);
       assert.deepEqual(decoder.outputNames, ["logits", ...kv("present")]);
@@ -75,13 +75,17 @@ describe("models/tiny layout", () => {
 describe("models/tiny answers", () => {
   let fp32: TransformersPeer;
   let q8: TransformersPeer;
+  let q4: TransformersPeer;
   before(async () => {
     fp32 = await createTransformersPeer(TINY_MODEL_DIR);
-    q8 = await createTransformersPeer(TINY_MODEL_DIR, { dtypes: { all: "fp32", overrides: { decoder: "q8" } } });
+    // The published quantized formats in all three graphs (q4 has no embeddings file: fp32's).
+    q8 = await createTransformersPeer(TINY_MODEL_DIR, { dtypes: { all: "q8", overrides: {} } });
+    q4 = await createTransformersPeer(TINY_MODEL_DIR, { dtypes: { all: "q4", overrides: {} } });
   });
   after(async () => {
     await fp32.dispose();
     await q8.dispose();
+    await q4.dispose();
   });
 
   it("answers held-out questions as well as it did when it was committed (transformers.js)", async () => {
@@ -94,6 +98,7 @@ describe("models/tiny answers", () => {
     for (const [dtype, peer] of [
       ["fp32", fp32],
       ["q8", q8],
+      ["q4", q4],
     ] as const) {
       const right = new Map<string, number>();
       for (const q of questions) {
@@ -102,10 +107,10 @@ describe("models/tiny answers", () => {
       }
       for (const kind of KINDS) {
         const accuracy = (right.get(kind) ?? 0) / 20;
-        assert.ok(accuracy >= floors[kind]!, `decoder ${dtype}: ${kind} accuracy ${accuracy} is under ${floors[kind]}`);
+        assert.ok(accuracy >= floors[kind]!, `${dtype}: ${kind} accuracy ${accuracy} is under ${floors[kind]}`);
       }
       const overall = [...right.values()].reduce((a, b) => a + b, 0) / questions.length;
-      assert.ok(overall >= 0.97, `decoder ${dtype}: overall accuracy ${overall} is under 0.97`);
+      assert.ok(overall >= 0.97, `${dtype}: overall accuracy ${overall} is under 0.97`);
     }
   });
 });
