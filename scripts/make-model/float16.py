@@ -129,3 +129,11 @@ def write_float16(src, dst):
     model = to_float16(onnx.load(src), _elem_types(src))
     onnx.checker.check_model(model)
     onnx.save(model, dst)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: float16.py SRC.onnx DST.onnx (an fp32 decoder; writes its fp16 variant)")
+    write_float16(sys.argv[1], sys.argv[2])
