@@ -1,10 +1,11 @@
 /**
  * q4f16 files as onnx-community publishes them (GLM-OCR-ONNX's `_q4f16` set): a float16
  * interface, MatMulNBits over the fp16 graph, a 4-bit embedding table, every graph's weights in
- * an `.onnx_data` file. The variant is made here from models/tiny-glm, as make-model makes
- * GLM-OCR's: its fp16 decoder by scripts/make-model/float16.py, then
- * scripts/models/quantize.py --dtype q4f16 --external-data (Debian's python3-onnx) into a
- * temporary folder; Glance and transformers.js must both read the held-out receipts with it.
+ * an `.onnx_data` file, and the decoder's `num_logits_to_keep`. The variant is made here from
+ * models/tiny-glm, as make-model makes GLM-OCR's: its fp16 decoder by
+ * scripts/make-model/float16.py, then scripts/models/quantize.py --dtype q4f16 --external-data
+ * (Debian's python3-onnx) into a temporary folder, then scripts/make-model/logits_to_keep.py;
+ * Glance and transformers.js must both read the held-out receipts with it.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -60,10 +61,11 @@ describe("a q4f16 export of models/tiny-glm", { skip: !existsSync(PYTHON) && `no
       graph("decoder_model_merged_fp16"),
     ]);
     execFileSync(PYTHON, [path.join(root, "scripts/models/quantize.py"), dir, "--dtype", "q4f16", "--external-data"]);
+    execFileSync(PYTHON, [path.join(root, "scripts/make-model/logits_to_keep.py"), graph("decoder_model_merged_q4f16")]);
   });
   after(() => rmSync(path.dirname(dir), { recursive: true, force: true }));
 
-  it("has the published interface: float16 pixel values, embeddings, cache and logits", async () => {
+  it("has the published interface: float16 pixel values, embeddings, cache and logits; num_logits_to_keep", async () => {
     const io = async (name: string) => {
       const session = await ort.InferenceSession.create(graph(`${name}_q4f16`));
       const types = Object.fromEntries(
@@ -79,6 +81,7 @@ describe("a q4f16 export of models/tiny-glm", { skip: !existsSync(PYTHON) && `no
     for (const name of ["inputs_embeds", "past_key_values.0.key", "past_key_values.1.value", "logits", "present.0.key"])
       assert.equal(decoder[name], "float16", name);
     assert.equal(decoder["position_ids"], "int64");
+    assert.equal(decoder["num_logits_to_keep"], "int64");
   });
 
   it("quantizes every weight MatMul as MatMulNBits (float16 in the decoder made from the fp16 graph) and the table as GatherBlockQuantized", () => {

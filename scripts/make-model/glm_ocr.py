@@ -5,7 +5,10 @@ for token; this builds the same graphs (its decoder, vision blocks, merger and e
 are imported, not copied) at GLM-OCR's dimensions, with GLM-OCR's own patch embedding (one
 linear map of each 2x14x14 patch, which is what its Conv3d computes) in place of tiny-glm's
 convolutional stem. The fp32 decoder is 2.3 GB, over protobuf's 2 GB, so its weights go to
-decoder_model_merged.onnx_data beside it, as in Hugging Face's large exports.
+decoder_model_merged.onnx_data beside it, as in Hugging Face's large exports. The variants:
+the fp16 decoder, q8 and q4 (scripts/models/quantize.py), and the q4f16 set as onnx-community
+publishes it (float16 pixel values, embeddings, cache and logits; every graph with .onnx_data;
+the decoder's num_logits_to_keep).
 """
 
 import os
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 
 from common import REPO, cache_io, export_graph, init_weights, quantize, tiny_scripts, write_json
+import logits_to_keep
 from float16 import write_float16
 from tokenizer_pad import pad_tokenizer
 
@@ -175,7 +179,7 @@ def configs(c, ids):
                 "hidden_act": "silu",
             },
             # transformers.js fetches a graph's external data only when told so; full file names,
-            # since the fp16 and q8 decoders are single files.
+            # since the fp16 and q8 decoders are single files (quantize.py adds the q4f16 ones).
             "transformers.js_config": {"use_external_data_format": {"decoder_model_merged.onnx": 1}},
         },
         "generation_config.json": {"eos_token_id": eos, "pad_token_id": pad, "do_sample": False, "max_new_tokens": 128},
@@ -247,8 +251,12 @@ def build(out_dir, seed=SEED):
     del vision, text  # several GB that the variants below need more
 
     t = time.time()
-    quantize.write_variants(onnx_dir)
-    print(f"  ({time.time() - t:.0f} s)")
-    t = time.time()
     write_float16(decoder, os.path.join(onnx_dir, "decoder_model_merged_fp16.onnx"))
     print(f"wrote onnx/decoder_model_merged_fp16.onnx ({time.time() - t:.0f} s)")
+    t = time.time()
+    quantize.write_variants(onnx_dir)
+    # The published q4f16 set (onnx-community/GLM-OCR-ONNX): all three graphs, each with its
+    # .onnx_data; the decoder's from the fp16 one above, with num_logits_to_keep.
+    quantize.write_variants(onnx_dir, ["q4f16"], external_data=True)
+    logits_to_keep.rewrite_file(os.path.join(onnx_dir, "decoder_model_merged_q4f16.onnx"))
+    print(f"  ({time.time() - t:.0f} s)")

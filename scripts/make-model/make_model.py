@@ -4,6 +4,10 @@ transformers.js load, so that benchmarks pay what the real model costs without d
     npm run make-model -- smolvlm-256m [--out DIR] [--seed N] [--longest-edge 512|1024|1536|2048]
     npm run make-model -- glm-ocr [--out DIR] [--seed N]
 
+Each graph comes in fp32 and in the published variants (transformers.js's names): the fp16
+decoder, q8 (`_quantized`), q4 and q4f16 (GLM-OCR's q4f16 set as onnx-community publishes it:
+every graph with its .onnx_data, the decoder with num_logits_to_keep).
+
 The folder (default ~/.cache/glance/models/NAME) is hundreds of MB to GB, so it is built, not
 committed; the same seed gives the same weights. The answers are nonsense: these models are for
 speed and memory, and for checking that Glance runs the real layouts, not for accuracy.

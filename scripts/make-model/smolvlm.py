@@ -214,8 +214,9 @@ def export_onnx(tiny_export, c, vision, text, onnx_dir):
             decoder, ["inputs_embeds", "attention_mask", "position_ids", *past_names], ["logits", *present_names], axes)
         print(f"  ({time.time() - t:.0f} s)")
     t = time.time()
-    quantize.write_variants(onnx_dir)
-    print(f"  ({time.time() - t:.0f} s)")
-    t = time.time()
     write_float16(decoder, os.path.join(onnx_dir, "decoder_model_merged_fp16.onnx"))
     print(f"wrote onnx/decoder_model_merged_fp16.onnx ({time.time() - t:.0f} s)")
+    t = time.time()
+    # The published variant names: _quantized (q8), _q4 and _q4f16 (its decoder from the fp16 one above).
+    quantize.write_variants(onnx_dir, ["q8", "q4", "q4f16"])
+    print(f"  ({time.time() - t:.0f} s)")
