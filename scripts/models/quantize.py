@@ -209,13 +209,16 @@ def quantize_q4(model, tables_too=False):
     graph = model.graph
     types = FLOATS if tables_too else (TensorProto.FLOAT,)
     weights = constant_weights(graph, "MatMul", 1, types)
-    tables = {n: t for n, t in constant_weights(graph, "Gather", 0, types).items() if t.dims[1] % 2 == 0} if tables_too else {}
+    # GatherBlockQuantized with uint8 data gathers rows, of an even width.
+    by_column = {n.input[0] for n in graph.node if n.op_type == "Gather" and any(a.name == "axis" and a.i != 0 for a in n.attribute)}
+    tables = {n: t for n, t in constant_weights(graph, "Gather", 0, types).items()
+              if tables_too and t.dims[1] % 2 == 0 and n not in by_column}
     new_inits, nodes = [], []
     for node in graph.node:
         if node.op_type == "MatMul" and node.input[1] in weights:
             w_name = node.input[1]
             nodes.append(matmul_nbits(node, w_name, numpy_helper.to_array(weights[w_name]), new_inits))
-        elif node.op_type == "Gather" and node.input[0] in tables and not any(a.name == "axis" and a.i != 0 for a in node.attribute):
+        elif node.op_type == "Gather" and node.input[0] in tables:
             t_name = node.input[0]
             nodes += gather_block_quantized(node, t_name, numpy_helper.to_array(tables[t_name]), new_inits)
         else:
