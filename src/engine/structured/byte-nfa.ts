@@ -22,10 +22,16 @@ export interface NfaBudget {
 const DEADLINE_STRIDE = 1024;
 
 export class ByteNfa {
-  /** Per state: ε targets. */
-  private readonly epsilons: number[][] = [];
-  /** Per state: byte edges as flat triples lo, hi, target. */
-  private readonly ranges: number[][] = [];
+  /**
+   * Edges as they were added, flat (a few large arrays rather than two per state: building a
+   * large schema then makes little work for the garbage collector): ε edges as pairs from, to;
+   * byte edges as quadruples from, lo, hi, to. `freeze` files them by state, in this order.
+   */
+  private epsilonEdges = new Int32Array(256);
+  private epsilonCount = 0;
+  private rangeEdges = new Int32Array(512);
+  private rangeCount = 0;
+  private states = 0;
   readonly budget: NfaBudget;
 
   constructor(budget: NfaBudget) {
@@ -33,28 +39,34 @@ export class ByteNfa {
   }
 
   get size(): number {
-    return this.ranges.length;
+    return this.states;
   }
 
   add(): number {
-    const id = this.ranges.length;
+    const id = this.states;
     if (id >= this.budget.maxStates) {
       throw invalidArgument(`response_format is too large: its automaton needs more than ${this.budget.maxStates} states`);
     }
     if (id % DEADLINE_STRIDE === 0 && performance.now() > this.budget.deadline) {
       throw invalidArgument(`the schema took longer than ${this.budget.deadlineMs} ms to compile`);
     }
-    this.epsilons.push([]);
-    this.ranges.push([]);
+    this.states++;
     return id;
   }
 
   epsilon(from: number, to: number): void {
-    this.epsilons[from]!.push(to);
+    if (this.epsilonCount + 2 > this.epsilonEdges.length) this.epsilonEdges = doubled(this.epsilonEdges);
+    this.epsilonEdges[this.epsilonCount++] = from;
+    this.epsilonEdges[this.epsilonCount++] = to;
   }
 
   range(from: number, lo: number, hi: number, to: number): void {
-    this.ranges[from]!.push(lo, hi, to);
+    if (this.rangeCount + 4 > this.rangeEdges.length) this.rangeEdges = doubled(this.rangeEdges);
+    const edges = this.rangeEdges;
+    edges[this.rangeCount++] = from;
+    edges[this.rangeCount++] = lo;
+    edges[this.rangeCount++] = hi;
+    edges[this.rangeCount++] = to;
   }
 
   /**
@@ -65,52 +77,88 @@ export class ByteNfa {
     const n = this.size;
     const epsilonStarts = sharedInt32(n + 1);
     const rangeStarts = sharedInt32(n + 1);
+    const eps = this.epsilonEdges;
+    const rs = this.rangeEdges;
+    for (let i = 0; i < this.epsilonCount; i += 2) epsilonStarts[eps[i]! + 1]!++;
+    for (let i = 0; i < this.rangeCount; i += 4) rangeStarts[rs[i]! + 1]! += 3;
     for (let s = 0; s < n; s++) {
-      epsilonStarts[s + 1] = epsilonStarts[s]! + this.epsilons[s]!.length;
-      rangeStarts[s + 1] = rangeStarts[s]! + this.ranges[s]!.length;
+      epsilonStarts[s + 1]! += epsilonStarts[s]!;
+      rangeStarts[s + 1]! += rangeStarts[s]!;
     }
     const epsilonTargets = sharedInt32(epsilonStarts[n]!);
     const ranges = sharedInt32(rangeStarts[n]!);
-    for (let s = 0; s < n; s++) {
-      epsilonTargets.set(this.epsilons[s]!, epsilonStarts[s]!);
-      ranges.set(this.ranges[s]!, rangeStarts[s]!);
+    const fill = new Int32Array(n);
+    for (let i = 0; i < this.epsilonCount; i += 2) {
+      const from = eps[i]!;
+      epsilonTargets[epsilonStarts[from]! + fill[from]!++] = eps[i + 1]!;
     }
-    return { start, accept, epsilonStarts, epsilonTargets, rangeStarts, ranges, distance: this.distances(accept) };
+    fill.fill(0);
+    for (let i = 0; i < this.rangeCount; i += 4) {
+      const from = rs[i]!;
+      const at = rangeStarts[from]! + fill[from]!;
+      fill[from]! += 3;
+      ranges[at] = rs[i + 1]!;
+      ranges[at + 1] = rs[i + 2]!;
+      ranges[at + 2] = rs[i + 3]!;
+    }
+    const data = { start, accept, epsilonStarts, epsilonTargets, rangeStarts, ranges };
+    return { ...data, distance: distances(data, n) };
   }
+}
 
-  /**
-   * The length in bytes of the shortest path from each state to `accept` (Infinity when there
-   * is none): a breadth-first search over reversed edges where ε costs 0 and a byte costs 1.
-   */
-  private distances(accept: number): Float64Array {
-    const n = this.size;
-    const reverse: Array<number[]> = Array.from({ length: n }, () => []);
-    for (let s = 0; s < n; s++) {
-      for (const t of this.epsilons[s]!) reverse[t]!.push(s, 0);
-      const r = this.ranges[s]!;
-      for (let i = 0; i < r.length; i += 3) reverse[r[i + 2]!]!.push(s, 1);
+/** `array` in one twice its size. */
+function doubled(array: Int32Array): Int32Array<ArrayBuffer> {
+  const bigger = new Int32Array(array.length * 2);
+  bigger.set(array);
+  return bigger;
+}
+
+/**
+ * The length in bytes of the shortest path from each of the `n` states to `accept` (Infinity
+ * when there is none): a breadth-first search over reversed edges where ε costs 0 and a byte
+ * costs 1.
+ */
+function distances(nfa: Omit<NfaData, "distance">, n: number): Float64Array {
+  const { accept, epsilonStarts, epsilonTargets, rangeStarts, ranges } = nfa;
+  // The reversed edges, by target: predecessor and cost, as flat pairs.
+  const reverseStarts = new Int32Array(n + 1);
+  for (const t of epsilonTargets) reverseStarts[t + 1]! += 2;
+  for (let i = 2; i < ranges.length; i += 3) reverseStarts[ranges[i]! + 1]! += 2;
+  for (let s = 0; s < n; s++) reverseStarts[s + 1]! += reverseStarts[s]!;
+  const reverse = new Int32Array(reverseStarts[n]!);
+  const fill = reverseStarts.slice(0, n);
+  for (let s = 0; s < n; s++) {
+    for (let i = epsilonStarts[s]!; i < epsilonStarts[s + 1]!; i++) {
+      const t = epsilonTargets[i]!;
+      reverse[fill[t]!++] = s;
+      reverse[fill[t]!++] = 0;
     }
-    const distance = new Float64Array(new SharedArrayBuffer(8 * n)).fill(Infinity);
-    distance[accept] = 0;
-    // A deque for 0-1 BFS: ε predecessors go to the front, byte predecessors to the back.
-    const deque = new Int32Array(2 * n + 2);
-    let head = n + 1;
-    let tail = n + 1;
-    deque[tail++] = accept;
-    while (head < tail) {
-      const s = deque[head++]!;
-      const edges = reverse[s]!;
-      for (let i = 0; i < edges.length; i += 2) {
-        const p = edges[i]!;
-        const d = distance[s]! + edges[i + 1]!;
-        if (d >= distance[p]!) continue;
-        distance[p] = d;
-        if (edges[i + 1] === 0) deque[--head] = p;
-        else deque[tail++] = p;
-      }
+    for (let i = rangeStarts[s]! + 2; i < rangeStarts[s + 1]!; i += 3) {
+      const t = ranges[i]!;
+      reverse[fill[t]!++] = s;
+      reverse[fill[t]!++] = 1;
     }
-    return distance;
   }
+  const distance = new Float64Array(new SharedArrayBuffer(8 * n)).fill(Infinity);
+  distance[accept] = 0;
+  // A deque for 0-1 BFS: ε predecessors go to the front, byte predecessors to the back.
+  const deque = new Int32Array(2 * reverse.length + 2 * n + 2);
+  let head = (deque.length >>> 1) + 1;
+  let tail = head;
+  deque[tail++] = accept;
+  while (head < tail) {
+    const s = deque[head++]!;
+    for (let i = reverseStarts[s]!; i < reverseStarts[s + 1]!; i += 2) {
+      const p = reverse[i]!;
+      const cost = reverse[i + 1]!;
+      const d = distance[s]! + cost;
+      if (d >= distance[p]!) continue;
+      distance[p] = d;
+      if (cost === 0) deque[--head] = p;
+      else deque[tail++] = p;
+    }
+  }
+  return distance;
 }
 
 /** A frozen NFA: plain data over shared memory (see `ByteNfa.freeze`). */
@@ -133,16 +181,27 @@ const encoder = new TextEncoder();
 
 /** Exactly these bytes (a string is taken as its UTF-8). */
 export function literal(text: string | Uint8Array): Fragment {
-  const bytes = typeof text === "string" ? encoder.encode(text) : text;
+  const bytes = typeof text === "string" ? utf8(text) : text;
   return (nfa, from) => {
     let at = from;
-    for (const b of bytes) {
+    for (let i = 0; i < bytes.length; i++) {
       const next = nfa.add();
-      nfa.range(at, b, b, next);
+      nfa.range(at, bytes[i]!, bytes[i]!, next);
       at = next;
     }
     return at;
   };
+}
+
+/** The UTF-8 of `text`; ASCII (most literals: punctuation, names) without the encoder's call. */
+function utf8(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) return encoder.encode(text);
+    bytes[i] = c;
+  }
+  return bytes;
 }
 
 /** One byte from the inclusive ranges. */
@@ -306,21 +365,19 @@ export function utf8Runs(lo: number, hi: number): Array<Array<[number, number]>>
  * "any character" costs a handful of states however many lead bytes it has.
  */
 export function codePoints(ranges: CodePointRanges): Fragment {
-  const runs = normalizeCodePoints(ranges).flatMap(([lo, hi]) => utf8Runs(lo, hi));
+  const { runs, tails, tailCount } = planOf(ranges);
   return (nfa, from) => {
     const to = nfa.add();
-    const tails = new Map<string, number>();
-    for (const run of runs) {
+    const states = new Int32Array(tailCount).fill(-1);
+    for (const [r, run] of runs.entries()) {
       let at = to;
-      let key = "";
       for (let k = run.length - 1; k >= 1; k--) {
-        const [lo, hi] = run[k]!;
-        key = `${lo}-${hi},${key}`;
-        let state = tails.get(key);
-        if (state === undefined) {
+        const tail = tails[r]![k]!;
+        let state = states[tail]!;
+        if (state < 0) {
           state = nfa.add();
-          nfa.range(state, lo, hi, at);
-          tails.set(key, state);
+          nfa.range(state, run[k]![0], run[k]![1], at);
+          states[tail] = state;
         }
         at = state;
       }
@@ -328,4 +385,45 @@ export function codePoints(ranges: CodePointRanges): Fragment {
     }
     return to;
   };
+}
+
+/**
+ * How `codePoints` lays out a set of ranges: its UTF-8 runs, and for each run and position past
+ * the first, which of the distinct tails (the byte ranges from that position on) it is.
+ */
+interface CodePointPlan {
+  runs: Array<Array<[number, number]>>;
+  tails: number[][];
+  tailCount: number;
+}
+
+/** Plans by their ranges' text: the same classes (a string's characters, a pattern's) recur across schemas. */
+const plans = new Map<string, CodePointPlan>();
+const MAX_PLANS = 512;
+
+function planOf(ranges: CodePointRanges): CodePointPlan {
+  let key = "";
+  for (const [lo, hi] of ranges) key += `${lo}-${hi},`;
+  let plan = plans.get(key);
+  if (plan) return plan;
+  const runs = normalizeCodePoints(ranges).flatMap(([lo, hi]) => utf8Runs(lo, hi));
+  const ids = new Map<string, number>();
+  const tails = runs.map((run) => {
+    const out: number[] = [];
+    let suffix = "";
+    for (let k = run.length - 1; k >= 1; k--) {
+      suffix = `${run[k]![0]}-${run[k]![1]},${suffix}`;
+      let id = ids.get(suffix);
+      if (id === undefined) {
+        id = ids.size;
+        ids.set(suffix, id);
+      }
+      out[k] = id;
+    }
+    return out;
+  });
+  plan = { runs, tails, tailCount: ids.size };
+  if (plans.size >= MAX_PLANS) plans.clear();
+  plans.set(key, plan);
+  return plan;
 }

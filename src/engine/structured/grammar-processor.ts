@@ -14,7 +14,7 @@
 import { GlanceError } from "../../errors.ts";
 import type { LogitsProcessor } from "../logits-processor.ts";
 import { type ByteAutomaton, tokensNeeded } from "./automaton.ts";
-import { createPlainText, type PlainText, plainExit } from "./plain-text.ts";
+import { createPlainText, type PlainText, plainChain } from "./plain-text.ts";
 import { tokenBytes } from "./token-bytes.ts";
 import { createTokenTrie, type TokenTrie } from "./token-trie.ts";
 import { createNameGuard } from "./unique-names.ts";
@@ -87,8 +87,42 @@ function indexOf(ids: Int32Array, token: number): number {
   return -1;
 }
 
-/** Per vocabulary, the end states of a walk by token id: one array, reused by every walk. */
-const scratch = new WeakMap<GrammarVocabulary, Int32Array>();
+/**
+ * Per vocabulary, what one mask's making uses and leaves as it found it, reused by every mask
+ * (garbage made at each mask would cost collector pauses in later steps): the end states of a
+ * walk by token id (-1 elsewhere), the walked tokens, ids, two bitsets of ids and a flag per byte.
+ */
+interface Scratch {
+  endOf: Int32Array;
+  walked: Int32Array;
+  ids: Int32Array;
+  bits: Uint32Array;
+  /** All clear between masks. */
+  seen: Uint32Array;
+  skipped: Uint8Array;
+}
+
+const scratches = new WeakMap<GrammarVocabulary, Scratch>();
+
+/** No byte flagged. */
+const NO_BYTES = new Uint8Array(256);
+
+function scratchOf(vocabulary: GrammarVocabulary): Scratch {
+  let scratch = scratches.get(vocabulary);
+  if (!scratch) {
+    const size = vocabulary.size;
+    scratch = {
+      endOf: new Int32Array(size).fill(-1),
+      walked: new Int32Array(size),
+      ids: new Int32Array(size),
+      bits: new Uint32Array((size + 31) >>> 5),
+      seen: new Uint32Array((size + 31) >>> 5),
+      skipped: new Uint8Array(256),
+    };
+    scratches.set(vocabulary, scratch);
+  }
+  return scratch;
+}
 
 /** A mask from ascending tokens and their end states. */
 function listedMask(tokens: Int32Array, ends: Int32Array, maxNeed: number, size: number): StateMask {
@@ -105,86 +139,131 @@ function listedMask(tokens: Int32Array, ends: Int32Array, maxNeed: number, size:
   return mask;
 }
 
+/** The ids below `size` whose bit in `bits` is `set` (1) or clear (0), ascending, written to `out`; returns how many. */
+function idsOf(bits: Uint32Array, size: number, set: 0 | 1, out: Int32Array): number {
+  let n = 0;
+  const flip = set === 1 ? 0 : -1;
+  for (let w = 0; w < bits.length; w++) {
+    let word = (bits[w]! ^ flip) >>> 0;
+    if (w === bits.length - 1 && (size & 31) !== 0) word &= (1 << (size & 31)) - 1;
+    while (word !== 0) {
+      const low = word & -word;
+      out[n++] = (w << 5) | (31 - Math.clz32(low));
+      word = (word ^ low) >>> 0;
+    }
+  }
+  return n;
+}
+
+/** Each token's end state. */
+function endsOf(tokens: Int32Array, end: (token: number) => number): Int32Array {
+  const out = new Int32Array(tokens.length);
+  for (let i = 0; i < tokens.length; i++) out[i] = end(tokens[i]!);
+  return out;
+}
+
+/** How many bits of `bits` are set. */
+function countBits(bits: Uint32Array): number {
+  let n = 0;
+  for (let w = 0; w < bits.length; w++) {
+    let v = bits[w]!;
+    v -= (v >>> 1) & 0x55555555;
+    v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+    n += (((v + (v >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+  }
+  return n;
+}
+
 /**
  * The mask of `state`: every token the automaton takes whole from it, with the state it leads
- * to, and the most tokens any of those still needs. A state that loops on plain text allows
- * every plain-text token (plain-text.ts): only the other tokens are walked, and the full lists,
- * which only a tight budget or a name guard reads, are merged on first use.
+ * to, and the most tokens any of those still needs. Where plain text leads through a chain of
+ * states (plain-text.ts `plainChain`: inside strings, free or counted, and names), each plain
+ * token of c characters leads to the chain's c-th state without a walk: only the tokens of a
+ * few first bytes, those that start with no plain character, and the tails past the plain
+ * characters the others start with are walked. The full lists, which only a tight budget or a
+ * name guard reads, are made on first use. Elsewhere the whole token trie is walked.
  */
 function walkMask(automaton: ByteAutomaton, vocabulary: GrammarVocabulary, state: number): StateMask {
-  const tokens: number[] = [];
-  // Each walked token's end state by id, -1 elsewhere (left so for the next mask).
-  const endOf = (scratch.get(vocabulary) ?? scratch.set(vocabulary, new Int32Array(vocabulary.size).fill(-1)).get(vocabulary))!;
+  const { endOf, walked: tokens, ids, bits, seen, skipped } = scratchOf(vocabulary);
+  // Each token is walked at most once.
+  let count = 0;
   let maxNeed = 0;
   const visit = (token: number, end: number) => {
     const need = tokensNeeded(automaton, end);
     if (need === Number.POSITIVE_INFINITY) return;
-    tokens.push(token);
+    tokens[count++] = token;
     endOf[token] = end;
     maxNeed = Math.max(maxNeed, need);
   };
-  /** The walked tokens in id order: a scan of the ids where they are many, a numeric sort where few. */
+  /** The walked tokens in id order: a numeric sort where few, read off a bitset where many. */
   const sorted = () => {
-    const n = tokens.length;
+    const n = count;
     const out = { tokens: new Int32Array(n), ends: new Int32Array(n) };
-    if (n > vocabulary.size / 16) {
-      for (let id = 0, k = 0; k < n; id++) {
-        if (endOf[id]! < 0) continue;
-        out.tokens[k] = id;
-        out.ends[k++] = endOf[id]!;
-      }
-    } else {
-      out.tokens.set(tokens);
+    if (n < 512) {
+      out.tokens.set(tokens.subarray(0, n));
       out.tokens.sort();
-      for (let i = 0; i < n; i++) out.ends[i] = endOf[out.tokens[i]!]!;
+    } else {
+      for (let i = 0; i < n; i++) seen[tokens[i]! >>> 5] = seen[tokens[i]! >>> 5]! | (1 << (tokens[i]! & 31));
+      idsOf(seen, vocabulary.size, 1, out.tokens);
+      for (let i = 0; i < n; i++) seen[tokens[i]! >>> 5] = 0;
     }
-    for (const token of tokens) endOf[token] = -1;
+    for (let i = 0; i < n; i++) out.ends[i] = endOf[out.tokens[i]!]!;
+    for (let i = 0; i < n; i++) endOf[tokens[i]!] = -1;
     return out;
   };
   const { plain } = vocabulary;
-  const exit = plainExit(automaton, state);
-  if (!exit) {
+  const chain = plainChain(automaton, state, plain.maxChars);
+  if (!chain) {
     vocabulary.trie.walk(automaton, state, visit);
     const walked = sorted();
     return listedMask(walked.tokens, walked.ends, maxNeed, vocabulary.size);
   }
-  // Plain tokens of most first bytes end where plain text leads (`loop`); those of the other
-  // first bytes are walked, as are the tokens that are not plain text.
-  const loop = exit.to;
-  const skipped = new Uint8Array(256);
-  for (const byte of exit.except) {
-    skipped[byte] = 1;
-    vocabulary.trie.walk(automaton, state, (token, end) => plain.isPlain[token] === 1 && visit(token, end), byte);
+  const { ends, deadAt, except } = chain;
+  skipped.fill(0);
+  for (const byte of except) skipped[byte] = 1;
+  const words = bits.length;
+  bits.fill(0);
+  // Plain tokens of fewer characters than plain text lasts, but those of the skipped first bytes.
+  const longest = Math.min(deadAt - 1, plain.maxChars);
+  if (longest >= 1) {
+    bits.set(plain.upTo(longest).subarray(0, words));
+    for (let c = 1; c <= longest; c++) if (plain.hasCount[c] === 1) maxNeed = Math.max(maxNeed, tokensNeeded(automaton, ends[c]!));
+    for (const byte of except) for (const token of plain.byFirstByte[byte]!) bits[token >>> 5] = bits[token >>> 5]! & ~(1 << (token & 31));
   }
-  plain.rest.walk(automaton, state, visit);
-  const taken = (token: number) => plain.isPlain[token] === 1 && skipped[plain.firstByte[token]!] === 0;
-  // Refused: the walked-over tokens the walk did not allow, the ids without bytes and those past the tokenizer's.
-  const refusedList: number[] = [];
-  for (const token of plain.restTokens) if (endOf[token]! < 0) refusedList.push(token);
-  for (const byte of exit.except) for (const token of plain.byFirstByte[byte]!) if (endOf[token]! < 0) refusedList.push(token);
+  // Walked: the tokens of the skipped first bytes from the state, those that start with no plain
+  // character from the state, and the others' tails from where their plain characters lead.
+  for (const byte of except)
+    vocabulary.trie.walk(automaton, state, (token, end) => plain.prefixChars[token]! > 0 && visit(token, end), byte);
+  plain.heads.walk(automaton, state, visit);
+  const tail = (token: number, end: number) => skipped[plain.firstByte[token]!] === 0 && visit(token, end);
+  let oneState = longest === plain.maxChars;
+  for (let c = 2; c <= longest && oneState; c++) oneState = ends[c] === ends[1];
+  if (oneState) plain.allTails.walk(automaton, ends[1]!, tail);
+  else for (let c = 1; c <= longest; c++) plain.tails[c]?.walk(automaton, ends[c]!, tail);
+  for (let i = 0; i < count; i++) bits[tokens[i]! >>> 5] = bits[tokens[i]! >>> 5]! | (1 << (tokens[i]! & 31));
   const walked = sorted();
-  const refused = new Int32Array(refusedList.length + plain.withoutBytes.length + Math.max(0, vocabulary.size - plain.isPlain.length));
-  refused.set(refusedList);
-  refused.set(plain.withoutBytes, refusedList.length);
-  for (let id = plain.isPlain.length, r = refusedList.length + plain.withoutBytes.length; id < vocabulary.size; id++) refused[r++] = id;
-  refused.sort();
+  // The scratch flags are the next mask's: this one keeps its own where it has any.
+  const skips = except.length === 0 ? NO_BYTES : skipped.slice();
+  const chained = (token: number) => plain.isPlain[token] === 1 && skips[plain.firstByte[token]!] === 0;
+  const end = (token: number) => {
+    if (chained(token)) {
+      const c = plain.prefixChars[token]!;
+      return c < deadAt ? ends[c]! : -1;
+    }
+    const i = indexOf(walked.tokens, token);
+    return i < 0 ? -1 : walked.ends[i]!;
+  };
+  const allowedCount = countBits(bits);
+  if (allowedCount <= vocabulary.size / 2) {
+    const allowed = ids.slice(0, idsOf(bits, vocabulary.size, 1, ids));
+    return { ...listedMask(allowed, endsOf(allowed, end), maxNeed, vocabulary.size), candidates: walked };
+  }
+  const refused = ids.slice(0, idsOf(bits, vocabulary.size, 0, ids));
   let merged: { tokens: Int32Array; ends: Int32Array } | undefined;
   const full = () => {
     if (merged) return merged;
-    const size = vocabulary.size - refused.length;
-    merged = { tokens: new Int32Array(size), ends: new Int32Array(size) };
-    for (let p = 0, w = 0, n = 0; n < size; ) {
-      const next = w < walked.tokens.length ? walked.tokens[w]! : Number.POSITIVE_INFINITY;
-      if (p < plain.tokens.length && plain.tokens[p]! < next) {
-        const token = plain.tokens[p++]!;
-        if (!taken(token)) continue;
-        merged.tokens[n] = token;
-        merged.ends[n++] = loop;
-      } else {
-        merged.tokens[n] = next;
-        merged.ends[n++] = walked.ends[w++]!;
-      }
-    }
+    const allowed = complement(refused, vocabulary.size);
+    merged = { tokens: allowed, ends: endsOf(allowed, end) };
     return merged;
   };
   return {
@@ -194,14 +273,10 @@ function walkMask(automaton: ByteAutomaton, vocabulary: GrammarVocabulary, state
     get ends() {
       return full().ends;
     },
-    end(token) {
-      if (taken(token)) return loop;
-      const i = indexOf(walked.tokens, token);
-      return i < 0 ? -1 : walked.ends[i]!;
-    },
-    refused: refused.length < vocabulary.size / 2 ? refused : undefined,
+    end,
+    refused,
     candidates: walked,
-    maxNeed: Math.max(maxNeed, tokensNeeded(automaton, loop)),
+    maxNeed,
   };
 }
 
@@ -254,9 +329,10 @@ export function createGrammarProcessor(
         // End of sequence is never among the allowed tokens (it has no bytes): keep its logits
         // across the refusal when the value may end here.
         const ending = automaton.accepting(state);
-        if (ending) for (const [i, id] of eosIds.entries()) eosKept[i] = logits[id]!;
-        for (const id of mask.refused) logits[id] = Number.NEGATIVE_INFINITY;
-        if (ending) for (const [i, id] of eosIds.entries()) logits[id] = eosKept[i]!;
+        if (ending) for (let i = 0; i < eosIds.length; i++) eosKept[i] = logits[eosIds[i]!]!;
+        const refused = mask.refused;
+        for (let i = 0; i < refused.length; i++) logits[refused[i]!] = Number.NEGATIVE_INFINITY;
+        if (ending) for (let i = 0; i < eosIds.length; i++) logits[eosIds[i]!] = eosKept[i]!;
         names?.check(state, mask, tight ? left : undefined, (id) => {
           logits[id] = Number.NEGATIVE_INFINITY;
         });

@@ -15,15 +15,23 @@ export interface TokenTrie {
   tokensOf(bytes: Uint8Array): number[];
 }
 
+/** A transition the automaton's table does not hold yet (automaton.ts `transitions`). */
+const NOT_KNOWN = -2;
+
 interface BuildNode {
   children: Map<number, BuildNode>;
   tokens: number[];
 }
 
 export function createTokenTrie(bytes: readonly (Uint8Array | null)[]): TokenTrie {
+  return createTokenTrieOf(bytes.flatMap((b, token): Array<[number, Uint8Array]> => (b && b.length > 0 ? [[token, b]] : [])));
+}
+
+/** A trie of the given tokens, each with the bytes it is filed under (not always its own: plain-text.ts files tails). */
+export function createTokenTrieOf(entries: ReadonlyArray<readonly [number, Uint8Array]>): TokenTrie {
   const root: BuildNode = { children: new Map(), tokens: [] };
-  bytes.forEach((b, token) => {
-    if (!b || b.length === 0) return;
+  for (const [token, b] of entries) {
+    if (b.length === 0) continue;
     let node = root;
     for (const byte of b) {
       let child = node.children.get(byte);
@@ -34,7 +42,7 @@ export function createTokenTrie(bytes: readonly (Uint8Array | null)[]): TokenTri
       node = child;
     }
     node.tokens.push(token);
-  });
+  }
 
   // Flatten: node i has its byte, depth, the size of its subtree (itself included) and its tokens.
   const edge: number[] = [];
@@ -77,9 +85,16 @@ export function createTokenTrie(bytes: readonly (Uint8Array | null)[]): TokenTri
         if (from < 0) return;
         to = from + flatSubtree[from]!;
       }
+      // Known transitions are read from the automaton's table where it has one; a call computes the others.
+      let table = automaton.transitions?.();
       for (let i = from; i < to; ) {
         const d = flatDepth[i]!;
-        const next = automaton.next(states[d - 1]!, flatEdge[i]!);
+        const at = states[d - 1]!;
+        let next = table ? table[at * 256 + flatEdge[i]!]! : NOT_KNOWN;
+        if (next === NOT_KNOWN) {
+          next = automaton.next(at, flatEdge[i]!);
+          table = automaton.transitions?.();
+        }
         if (next < 0) {
           i += flatSubtree[i]!;
           continue;

@@ -286,12 +286,28 @@ export function createNameGuard(automaton: ByteAutomaton, bytes: readonly (Uint8
   const check = (state: number, mask: MaskTokens, left: number | undefined, refuse: (token: number) => void) => {
     if (!mask.special) {
       const source = mask.candidates ?? mask;
-      const picked: number[] = [];
-      for (let i = 0; i < source.tokens.length; i++) {
-        if ((flags[source.tokens[i]!]! & (QUOTE | BACKSLASH | COMMA | PARTIAL)) !== 0) picked.push(i);
+      const sourceTokens = source.tokens;
+      const sourceEnds = source.ends;
+      // By count of quotes, most first (a counting sort: a token has at most maxQuotes).
+      const byQuotes = new Int32Array(maxQuotes + 2);
+      let count = 0;
+      for (let i = 0; i < sourceTokens.length; i++) {
+        const token = sourceTokens[i]!;
+        if ((flags[token]! & (QUOTE | BACKSLASH | COMMA | PARTIAL)) === 0) continue;
+        byQuotes[maxQuotes - quotes[token]! + 1]!++;
+        count++;
       }
-      picked.sort((a, b) => quotes[source.tokens[b]!]! - quotes[source.tokens[a]!]!);
-      mask.special = { tokens: Int32Array.from(picked, (i) => source.tokens[i]!), ends: Int32Array.from(picked, (i) => source.ends[i]!) };
+      for (let q = 1; q < byQuotes.length; q++) byQuotes[q]! += byQuotes[q - 1]!;
+      const tokens = new Int32Array(count);
+      const ends = new Int32Array(count);
+      for (let i = 0; i < sourceTokens.length; i++) {
+        const token = sourceTokens[i]!;
+        if ((flags[token]! & (QUOTE | BACKSLASH | COMMA | PARTIAL)) === 0) continue;
+        const at = byQuotes[maxQuotes - quotes[token]!]!++;
+        tokens[at] = token;
+        ends[at] = sourceEnds[i]!;
+      }
+      mask.special = { tokens, ends };
     }
     const special = mask.special;
     if (left === undefined) {
