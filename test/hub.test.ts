@@ -1,27 +1,19 @@
 /**
  * Models by hub name, against a stand-in of the hub's HTTP API on loopback: a pull lands in
  * huggingface_hub's cache layout, verified, with each graph's file as the server resolves the
- * dtype settings; a second resolve asks nothing; a cut download resumes
- * with Range; a corrupt blob is fetched again; a stale lock is taken over; two processes pulling at once end with the same
- * files; HF_HUB_OFFLINE reads the cache only; a gated repository needs HF_TOKEN; and
+ * dtype settings; a second resolve asks nothing; a cut download resumes with Range; a cached blob is
+ * trusted as huggingface_hub trusts it, one of the wrong size fetched again by a pull, one whose
+ * bytes changed by `glance pull --verify`; huggingface_hub's lock on a blob keeps a Glance pull and
+ * a Python process (fcntl.flock, as filelock takes it) off each other's download; two processes
+ * pulling at once end with the same files; HF_HUB_OFFLINE reads the cache only; a gated repository needs HF_TOKEN; and
  * `glance serve --model test-org/tiny` opens its ports, is live and not ready while it
  * downloads, then answers; a start whose download fails exits non-zero.
  */
 import assert from "node:assert/strict";
-import { execFile, spawn, spawnSync } from "node:child_process";
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  utimesSync,
-  writeFileSync,
-} from "node:fs";
-import { hostname, tmpdir } from "node:os";
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -80,6 +72,30 @@ async function until<T>(what: string, read: () => Promise<T>, done: (value: T) =
 }
 const glance = (env: NodeJS.ProcessEnv, ...args: string[]) =>
   promisify(execFile)(process.execPath, [path.join(root, "src/cli.ts"), ...args], { cwd: root, env: { ...process.env, ...env } });
+/** huggingface_hub's lock file for a blob of test-org/tiny in a cache. */
+const lockOf = (cacheDir: string, etag: string) => path.join(cacheDir, ".locks/models--test-org--tiny", `${etag}.lock`);
+/** The lock as Python's filelock takes it for huggingface_hub (UnixFileLock): flock(2) on the file opened read-write. */
+const PYTHON_LOCK = `import fcntl, os, sys
+os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o664)
+if sys.argv[2] == "hold":
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("locked", flush=True)
+    sys.stdin.read()
+else:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("free")
+    except BlockingIOError:
+        print("held")`;
+/** A Python process that holds the lock on `file` until it is killed. */
+async function pythonHolding(file: string) {
+  const python = spawn("python3", ["-c", PYTHON_LOCK, file, "hold"], { stdio: ["pipe", "pipe", "inherit"] });
+  await once(python.stdout!, "data");
+  return python;
+}
+/** "held" while another process holds the lock on `file`, else "free". */
+const pythonFinds = async (file: string) => (await promisify(execFile)("python3", ["-c", PYTHON_LOCK, file, "try"])).stdout.trim();
 
 before(async () => {
   hub = await startHubStandIn({
@@ -117,6 +133,8 @@ describe("glance pull", () => {
       "vision_encoder.onnx",
     ]);
     assert.ok(!readdirSync(path.join(folder, "blobs")).some((f) => /\.(lock|incomplete)$/.test(f)), "no lock or partial blob left");
+    const lock = statSync(lockOf(cacheDir, hub.etagOf(TINY.repo, DECODER)));
+    assert.equal(lock.mode & 0o777, 0o664, "huggingface_hub's lock file, group-writable and left in place, as it leaves it");
   });
 
   it("adds a variant to the snapshot, with the fp32 vision encoder and embeddings it lacks, and names the variants a repository has and a hub it cannot reach", async () => {
@@ -165,19 +183,35 @@ describe("glance pull", () => {
     assert.deepEqual(requests, []);
   });
 
-  it("detects a corrupt blob and fetches it again", async () => {
+  it("trusts a cached blob, as huggingface_hub does: a start hashes nothing, a pull fetches again a blob of the wrong size, `glance pull --verify` one whose bytes changed", async () => {
     const etag = hub.etagOf(TINY.repo, DECODER);
     const blob = path.join(folder, "blobs", etag);
-    const bytes = readFileSync(blob);
-    bytes[1000] = (bytes[1000]! + 1) & 0xff;
-    writeFileSync(blob, bytes);
-    const requests = await requestsDuring(() => resolveModel(TINY, FP32, optionsIn(cacheDir)));
+    const original = readFileSync(blob);
+    const fetched = async (f: () => Promise<unknown>) => (await requestsDuring(f)).filter((r) => r.host === "files").map((r) => r.url);
+    const changed = Buffer.from(original);
+    changed[1000] = changed[1000]! ^ 1;
+    writeFileSync(blob, changed);
+    assert.deepEqual(await requestsDuring(() => resolveModel(TINY, FP32, optionsIn(cacheDir))), [], "a start asks nothing");
+    assert.deepEqual(await fetched(() => pullModel(TINY, FP32, optionsIn(cacheDir))), [], "a pull checks sizes only");
+    let stderr = "";
+    const env = { HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: cacheDir };
     assert.deepEqual(
-      requests.filter((r) => r.host === "files").map((r) => r.url),
+      await fetched(async () => {
+        ({ stderr } = await glance(env, "pull", "test-org/tiny", "--verify"));
+      }),
       [`/blobs/${etag}`],
-      "only the corrupt blob is fetched",
+      "--verify fetches the changed blob only",
     );
-    assert.deepEqual(readFileSync(blob), readFileSync(path.join(tinyRepo.dir, DECODER)));
+    assert.match(stderr, /the cached blob does not match its ETag; fetching it again \{"file":"onnx\/decoder_model_merged\.onnx"/);
+    assert.deepEqual(readFileSync(blob), original);
+
+    writeFileSync(blob, original.subarray(0, 5000));
+    assert.deepEqual(
+      await fetched(() => pullModel(TINY, FP32, optionsIn(cacheDir))),
+      [`/blobs/${etag}`],
+      "a truncated blob is fetched again",
+    );
+    assert.deepEqual(readFileSync(blob), original);
   });
 
   it("resumes a download cut halfway with a Range request", async () => {
@@ -211,22 +245,49 @@ describe("glance pull", () => {
     assert.equal(hubOptionsFromEnv({}).stallMs, 10_000, "huggingface_hub's default");
   });
 
-  it("takes over a lock whose holder is gone: a dead process on this host, or one untouched for a minute", {
-    timeout: 30_000,
-  }, async () => {
+  it("waits while a Python process holds huggingface_hub's lock on a blob, and goes on once its holder is gone", async () => {
     const cacheDir = tempDir();
-    const blobs = path.join(cacheDir, "models--test-org--tiny/blobs");
-    mkdirSync(blobs, { recursive: true });
-    const dead = spawnSync(process.execPath, ["-e", ""]).pid;
-    const decoderLock = path.join(blobs, `${hub.etagOf(TINY.repo, DECODER)}.lock`);
-    writeFileSync(decoderLock, JSON.stringify({ host: hostname(), pid: dead }));
-    const encoderLock = path.join(blobs, `${hub.etagOf(TINY.repo, "onnx/vision_encoder.onnx")}.lock`);
-    writeFileSync(encoderLock, JSON.stringify({ host: "another-host", pid: 1 }));
-    const minuteAgo = new Date(Date.now() - 61_000);
-    utimesSync(encoderLock, minuteAgo, minuteAgo);
-    const model = await pullModel(TINY, FP32, optionsIn(cacheDir));
-    assert.deepEqual(readFileSync(path.join(model.dir, DECODER)), readFileSync(path.join(tinyRepo.dir, DECODER)));
-    assert.ok(!existsSync(decoderLock) && !existsSync(encoderLock));
+    const etag = hub.etagOf(TINY.repo, DECODER);
+    const python = await pythonHolding(lockOf(cacheDir, etag));
+    const from = hub.requests.length;
+    const blobGets = () => hub.requests.slice(from).filter((r) => r.url === `/blobs/${etag}`);
+    let done = false;
+    try {
+      const pull = pullModel(TINY, FP32, optionsIn(cacheDir)).finally(() => {
+        done = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.ok(!done, "the pull waits for the lock");
+      assert.deepEqual(blobGets(), [], "and fetches nothing of that blob meanwhile");
+      python.kill("SIGKILL");
+      await pull;
+    } finally {
+      python.kill("SIGKILL");
+    }
+    assert.deepEqual(
+      blobGets().map((r) => r.range),
+      [undefined],
+      "fetched once, after the lock went with its killed holder",
+    );
+    assert.deepEqual(
+      readFileSync(path.join(cacheDir, "models--test-org--tiny/blobs", etag)),
+      readFileSync(path.join(tinyRepo.dir, DECODER)),
+    );
+  });
+
+  it("holds huggingface_hub's lock on a blob while it downloads it, so that Python's waits", async () => {
+    const cacheDir = tempDir();
+    const etag = hub.etagOf(TINY.repo, DECODER);
+    const held = hub.hold(etag);
+    const pull = pullModel(TINY, FP32, optionsIn(cacheDir, { stallMs: 60_000 }));
+    try {
+      await held.reached;
+      assert.equal(await pythonFinds(lockOf(cacheDir, etag)), "held");
+    } finally {
+      held.release();
+    }
+    await pull;
+    assert.equal(await pythonFinds(lockOf(cacheDir, etag)), "free", "released once the blob is in");
   });
 
   it("needs HF_TOKEN for a gated repository, naming the repository and the variable; the token stays on the hub", async () => {

@@ -3,6 +3,7 @@
  *   <HF_HUB_CACHE>/models--org--name/blobs/<etag>            the files, named by their ETag
  *                                   /snapshots/<commit>/<path>  relative symlinks to the blobs
  *                                   /refs/<revision>            the commit a branch or tag was at
+ *   <HF_HUB_CACHE>/.locks/models--org--name/<etag>.lock      held while a process writes the blob
  * HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub.
  */
 import { createHash } from "node:crypto";
@@ -75,6 +76,8 @@ export async function writeRef(folder: string, revision: string, commit: string)
 
 export const blobPath = (folder: string, etag: string) => path.join(folder, "blobs", etag);
 export const snapshotDir = (folder: string, commit: string) => path.join(folder, "snapshots", commit);
+/** The file huggingface_hub locks while it writes a blob (blob-lock.ts): beside the repository folders, not in them. */
+export const lockPath = (folder: string, etag: string) => path.join(path.dirname(folder), ".locks", path.basename(folder), `${etag}.lock`);
 
 /** Points snapshots/<commit>/<file> at blobs/<etag> with a relative link, replacing any other. */
 export async function linkSnapshotFile(folder: string, commit: string, file: string, etag: string): Promise<void> {

@@ -11,13 +11,19 @@
  * X-Linked-Etag) and size; the GET follows the hub's redirect to its file host. A partial blob
  * (`<blob>.incomplete`) resumes with a Range request, as does a connection that sends nothing
  * for HF_HUB_DOWNLOAD_TIMEOUT seconds (huggingface_hub's read timeout, 10 by default); each blob
- * is checked against its ETag; a `<blob>.lock` (exclusive create, stale once its holder is gone)
- * keeps two processes off one blob.
+ * is checked against its ETag as it lands; huggingface_hub's lock on the blob (blob-lock.ts) keeps
+ * two processes, Glance's or Python's, off one blob.
+ *
+ * A blob in the cache is trusted, as huggingface_hub trusts it: it was checked against its name
+ * before it was renamed into place, and hashing every blob again at each start would cost a pass
+ * over gigabytes. A start from the cache checks that each file's blob is there; a pull also checks
+ * each blob's size against the hub's, so that a truncated blob is fetched again; a pull with
+ * `verify` hashes the blobs too, for a cache whose bytes may have changed on disk.
  */
-import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
-import { hostname } from "node:os";
+import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { GraphDtypes } from "../graph-dtypes.ts";
+import { lockBlob } from "./blob-lock.ts";
 import {
   blobMatches,
   blobPath,
@@ -26,6 +32,7 @@ import {
   hubCacheDir,
   linkedBlob,
   linkSnapshotFile,
+  lockPath,
   repoFolder,
   snapshotDir,
   writeRef,
@@ -43,6 +50,8 @@ export interface HubOptions {
   cacheDir: string;
   /** HF_HUB_OFFLINE: the cache only, no request. */
   offline: boolean;
+  /** A pull hashes the cached blobs against their names and fetches those that differ again (`glance pull --verify`). */
+  verify?: boolean;
   /**
    * HF_HUB_DOWNLOAD_TIMEOUT: a request that sends nothing for this long (no headers, or no byte
    * of a body) is aborted; a file's download then resumes with Range. Default 10 s.
@@ -81,8 +90,8 @@ export interface ResolvedModel {
 }
 
 /**
- * The model's folder from the cache when it holds the revision's files for these variants, whole
- * and matching their ETags; else pulled from the hub (never in offline mode).
+ * The model's folder from the cache when it holds the revision's files for these variants (their
+ * blobs trusted, not hashed: see the top); else pulled from the hub (never in offline mode).
  */
 export async function resolveModel(name: HubName, dtypes: GraphDtypes, options: HubOptions): Promise<ResolvedModel> {
   const cached = await fromCache(name, dtypes, options);
@@ -110,9 +119,7 @@ async function fromCache(name: HubName, dtypes: GraphDtypes, options: HubOptions
   }
   if (variant.fellBack.length > 0 && !options.offline) return "falls back to fp32 files where the repository may hold the variant";
   for (const file of variant.files) {
-    const etag = await linkedBlob(folder, commit, file);
-    if (!etag) return `has no blob for ${name.repo}'s ${file}`;
-    if (!(await blobMatches(blobPath(folder, etag), etag))) return `holds a corrupt blob for ${name.repo}'s ${file} (${etag})`;
+    if (!(await linkedBlob(folder, commit, file))) return `has no blob for ${name.repo}'s ${file}`;
   }
   return { dir, commit, downloaded: 0 };
 }
@@ -148,7 +155,7 @@ export async function pullModel(name: HubName, dtypes: GraphDtypes, options: Hub
   for (const file of files) metas.push(await hub.fileMeta(commit, file));
   const wanted: FileMeta[] = [];
   for (const m of metas) {
-    if (!(await validBlob(folder, m.etag))) wanted.push(m);
+    if (await lacksBlob(folder, m, options)) wanted.push(m);
   }
   const progress = progressOf(
     wanted.reduce((n, m) => n + m.size, 0),
@@ -173,8 +180,26 @@ export async function pullModel(name: HubName, dtypes: GraphDtypes, options: Hub
   return { dir: snapshotDir(folder, commit), commit, downloaded: progress.bytes };
 }
 
-const validBlob = async (folder: string, etag: string) =>
-  (await stat(blobPath(folder, etag)).catch(() => undefined)) !== undefined && (await blobMatches(blobPath(folder, etag), etag));
+/**
+ * Whether the cache lacks the file's blob: it has none, or one of another size than the hub's, or
+ * with `verify`, one whose bytes do not hash to its name. A blob that differs is logged and
+ * removed, so that a blob found after waiting for the lock is one another process wrote whole.
+ */
+async function lacksBlob(folder: string, m: FileMeta, options: Pick<HubOptions, "verify" | "log">): Promise<boolean> {
+  const blob = blobPath(folder, m.etag);
+  const size = (await stat(blob).catch(() => undefined))?.size;
+  if (size === undefined) return true;
+  const differs =
+    size !== m.size
+      ? `is ${size} bytes, not the hub's ${m.size}`
+      : options.verify && !(await blobMatches(blob, m.etag))
+        ? "does not match its ETag"
+        : undefined;
+  if (!differs) return false;
+  options.log?.warn({ file: m.file, blob: m.etag }, `the cached blob ${differs}; fetching it again`);
+  await rm(blob, { force: true });
+  return true;
+}
 
 type HubRequests = ReturnType<typeof hubRequests>;
 
@@ -244,11 +269,14 @@ const partSize = async (file: string) => (await stat(file).catch(() => undefined
 /** Downloads one blob under its lock, resuming its .incomplete part, and checks it against its ETag. */
 async function fetchBlob(hub: HubRequests, folder: string, commit: string, m: FileMeta, progress: Progress): Promise<void> {
   const blob = blobPath(folder, m.etag);
-  const release = await lock(blob);
+  const lock = lockPath(folder, m.etag);
+  const release = await lockBlob(lock, (seconds) =>
+    progress.log?.info({ file: m.file, lock, seconds }, "waiting for another process downloading the file"),
+  );
   try {
     // Another process may have written it while this one waited for the lock.
-    if (await validBlob(folder, m.etag)) return progress.at(m.file, m.size);
-    await rm(blob, { force: true });
+    if (!(await lacksBlob(folder, m, { log: progress.log }))) return progress.at(m.file, m.size);
+    await mkdir(path.dirname(blob), { recursive: true });
     const incomplete = `${blob}.incomplete`;
     // An attempt that brought bytes does not count: a long file over a poor link gets there.
     for (let attempt = 1; ; ) {
@@ -308,51 +336,6 @@ async function download(hub: HubRequests, commit: string, m: FileMeta, incomplet
   } finally {
     clearTimeout(timer);
     await out?.close();
-  }
-}
-
-const LOCK_POLL_MS = 200;
-const LOCK_HEARTBEAT_MS = 5_000;
-/** A lock not touched for this long belongs to a process that is gone (on another host, say). */
-const LOCK_STALE_MS = 60_000;
-
-/** Holds `<blob>.lock` until the returned release: created exclusively, touched while held. */
-async function lock(blob: string): Promise<() => Promise<void>> {
-  const file = `${blob}.lock`;
-  const owner = JSON.stringify({ host: hostname(), pid: process.pid });
-  await mkdir(path.dirname(file), { recursive: true });
-  for (;;) {
-    try {
-      await writeFile(file, owner, { flag: "wx" });
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      if (await staleLock(file)) await rm(file, { force: true });
-      else await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
-    }
-  }
-  const heartbeat = setInterval(() => {
-    const now = new Date();
-    utimes(file, now, now).catch(() => {});
-  }, LOCK_HEARTBEAT_MS);
-  return async () => {
-    clearInterval(heartbeat);
-    await rm(file, { force: true });
-  };
-}
-
-async function staleLock(file: string): Promise<boolean> {
-  const s = await stat(file).catch(() => undefined);
-  if (!s) return false;
-  if (Date.now() - s.mtimeMs > LOCK_STALE_MS) return true;
-  try {
-    const { host, pid } = JSON.parse(await readFile(file, "utf8")) as { host: string; pid: number };
-    if (host !== hostname()) return false;
-    process.kill(pid, 0);
-    return false;
-  } catch (e) {
-    // ESRCH: the holder on this host is gone; a half-written lock file is left to age.
-    return (e as NodeJS.ErrnoException).code === "ESRCH";
   }
 }
 

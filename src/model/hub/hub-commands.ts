@@ -1,23 +1,27 @@
 /**
- * `glance pull [ORG/NAME[@REVISION]] [--dtype D] [--vision-dtype D] [--embed-dtype D] [--decoder-dtype D]`:
+ * `glance pull [ORG/NAME[@REVISION]] [--dtype D] [--vision-dtype D] [--embed-dtype D] [--decoder-dtype D] [--verify]`:
  * fetch the files of a model that `glance serve` with the same settings loads into the hub's
  * cache; without a name or settings, what `glance serve` would serve (GLANCE_MODEL, GLANCE_DTYPE...),
- * as a Kubernetes init container that shares the server's environment pulls it.
+ * as a Kubernetes init container that shares the server's environment pulls it. `--verify`
+ * hashes the cached files too and fetches those whose bytes changed on disk, which neither a start
+ * nor a plain pull does (hub-client.ts says why).
  * `glance models`: the cached models with their size; `glance models rm ORG/NAME` removes one.
  */
 import { existsSync } from "node:fs";
-import { parseArgs } from "node:util";
+import { type ParseArgsOptionsConfig, parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { DTYPE_SETTINGS, DTYPES, type GraphDtypes, parseGraphDtypes, settingVariable } from "../graph-dtypes.ts";
 import { type HubName, listCachedModels, parseHubName, removeCachedModel } from "./hub-cache.ts";
 import { type HubLog, type HubOptions, hubOptionsFromEnv, pullModel, type ResolvedModel, resolveModel } from "./hub-client.ts";
 
-export const HUB_USAGE = `  glance pull [ORG/NAME[@REVISION]] [--dtype D] [--vision-dtype D] [--embed-dtype D] [--decoder-dtype D]
+export const HUB_USAGE = `  glance pull [ORG/NAME[@REVISION]] [--dtype D] [--vision-dtype D] [--embed-dtype D] [--decoder-dtype D] [--verify]
                                                fetch the files glance serve loads with these settings
                                                from the hub (HF_ENDPOINT, HF_TOKEN) into its cache
                                                (HF_HOME, HF_HUB_CACHE); D is one of ${DTYPES.join(", ")};
                                                the name defaults to GLANCE_MODEL, the settings to
-                                               GLANCE_DTYPE (else fp32), GLANCE_VISION_DTYPE...
+                                               GLANCE_DTYPE (else fp32), GLANCE_VISION_DTYPE...;
+                                               --verify hashes the cached files and fetches again
+                                               those whose bytes differ from the hub's
   glance models [rm ORG/NAME]                  list the cached models with their size, or remove one`;
 
 /** Progress and the pull's summary as lines on stderr, so that stdout holds only the snapshot's path. */
@@ -66,7 +70,10 @@ export async function pullCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: Object.fromEntries(DTYPE_SETTINGS.map((setting) => [setting, { type: "string" as const }])),
+    options: {
+      ...Object.fromEntries(DTYPE_SETTINGS.map((setting) => [setting, { type: "string" as const }])),
+      verify: { type: "boolean" },
+    } as ParseArgsOptionsConfig,
   });
   const fromEnv = process.env["GLANCE_MODEL"];
   if (positionals.length === 0 && fromEnv && existsSync(fromEnv)) {
@@ -79,7 +86,7 @@ export async function pullCommand(args: string[]): Promise<number> {
   // As glance serve reads them: the flag, else its variable.
   const dtypes = parseGraphDtypes((setting) => (values[setting] as string | undefined) ?? process.env[settingVariable(setting)]);
   const { stop, ...progress } = stderrProgress();
-  const model = await pullModel(name, dtypes, { ...hubOptionsFromEnv(), ...progress }).finally(stop);
+  const model = await pullModel(name, dtypes, { ...hubOptionsFromEnv(), ...progress, verify: values["verify"] === true }).finally(stop);
   console.error(`${name.repo}@${name.revision}: commit ${model.commit}`);
   console.log(model.dir);
   return 0;
