@@ -1,9 +1,10 @@
 /**
  * huggingface_hub's lock on a blob, so that a Glance pull and a Python download of the same file
  * wait for each other: an exclusive flock(2) on `<HF_HUB_CACHE>/.locks/models--org--name/<etag>.lock`
- * (hub-cache.ts's lockPath), the file opened read-write, created group-writable and never
- * removed, as filelock's UnixFileLock does it under huggingface_hub's WeakFileLock. Removing the
- * file would let a process that opens it afresh lock another inode than one still waiting.
+ * (hub-cache.ts's lockPath), the file opened read-write (created, never truncated), made
+ * group-writable once locked and never removed, as filelock's UnixFileLock does it under
+ * huggingface_hub's WeakFileLock. Removing the file would let a process that opens it afresh lock
+ * another inode than one still waiting.
  *
  * Node has no flock binding. The native addon fs-ext has one, but it builds at install time, so
  * every image that installs Glance would need Python, make and a C++ compiler (the Dockerfile's
@@ -13,6 +14,7 @@
  * command exits, until this process closes the file or dies, as Python's does.
  */
 import { spawn } from "node:child_process";
+import { constants } from "node:fs";
 import { mkdir, open } from "node:fs/promises";
 import path from "node:path";
 
@@ -25,15 +27,15 @@ const WAIT_LOG_MS = 10_000;
  */
 export async function lockBlob(file: string, onWait?: (seconds: number) => void): Promise<() => Promise<void>> {
   await mkdir(path.dirname(file), { recursive: true });
-  const handle = await open(file, "w+", 0o664);
-  // Group-writable whatever the umask, so that users sharing a cache can lock it (WeakFileLock's mode).
-  await handle.chmod(0o664).catch(() => {});
+  const handle = await open(file, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o664);
   try {
     await flock(handle.fd, file, onWait);
   } catch (e) {
     await handle.close();
     throw e;
   }
+  // Group-writable whatever the umask, so that users sharing a cache can lock it (WeakFileLock's mode).
+  await handle.chmod(0o664).catch(() => {});
   return () => handle.close();
 }
 
