@@ -1,12 +1,13 @@
 /**
- * npm run bench:invariance [-- --model DIR] [--dtype D] [--requests N] [--max-tokens N] [--edge PX]
+ * npm run bench:invariance [-- --model DIR] [--dtype D] [--requests N] [--max-tokens N] [--image-edges MIN,MAX]
  *
  * Greedy batch invariance, measured: the same N requests answered one at a time and then all at
  * once (one batch, prompts prefilled together, joining as they arrive), by an in-process engine
  * on the model folder's `--dtype` files, prefix cache off; how many answers are token for token
  * the same, and where the first difference falls. Dynamic int8 files run twice, per row (the
  * default) and as written (--no-per-row-int8), so both are measured in one run. The workload is
- * the folder's held-out questions, or synthetic JPEGs of EDGE px a side with a generic question.
+ * the folder's held-out questions, or synthetic JPEGs of MIN to MAX px a side (default 512,1024,
+ * as npm run bench) with a generic question.
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -22,15 +23,15 @@ const { values } = parseArgs({
     dtype: { type: "string", default: "q8" },
     requests: { type: "string", default: "8" },
     "max-tokens": { type: "string", default: "32" },
-    edge: { type: "string", default: "512" },
+    "image-edges": { type: "string", default: "512,1024" },
   },
 });
 const requests = Number(values.requests);
 const maxTokens = Number(values["max-tokens"]);
-const edge = Number(values.edge);
+const [minEdge = 512, maxEdge = minEdge] = values["image-edges"].split(",").map(Number);
 const workload: WorkItem[] = hasHeldOut(values.model)
   ? loadWorkload(values.model).slice(0, requests)
-  : await syntheticWorkload(requests, edge, edge);
+  : await syntheticWorkload(requests, minEdge, maxEdge);
 
 const request = (w: WorkItem): GenerateInput => ({
   messages: [
