@@ -3,8 +3,8 @@
  *
  * One image through the vision encoder in each weight format, in the same process: the files
  * `--dtype LIST` picks (default fp32,q8,q4; a format the folder lacks is skipped), opened as the
- * engine opens them (its session options, q8 per row unless --no-per-row-int8 is passed through
- * GLANCE_PER_ROW_INT8=false), fed a synthetic JPEG of EDGE×EDGE px prepared by the model's own
+ * engine opens them (its session options; dynamic int8 twice, per row as the engine runs it and
+ * as written), fed a synthetic JPEG of EDGE×EDGE px prepared by the model's own
  * image processor. Formats take turns for `--rounds` rounds after a warm-up each, so that a
  * busy machine slows them alike; each is reported as its fastest and median run and as a ratio
  * to fp32's. Then, from onnxruntime's profile of each format's measured runs, where the time
@@ -50,9 +50,12 @@ const rounds = Number(values.rounds);
 const profile = values.profile;
 const engine = loadConfig(["--threads", values.threads], process.env).engine;
 
+const DYNAMIC_INT8: readonly Dtype[] = ["q8", "int8", "uint8"];
 const formats = dtypes.flatMap((dtype) => {
   try {
-    return [{ dtype, model: loadModel(values.model, { all: "fp32", overrides: { visionEncoder: dtype } }) }];
+    const model = loadModel(values.model, { all: "fp32", overrides: { visionEncoder: dtype } });
+    const perRow = { label: dtype, model, perRowInt8: true };
+    return DYNAMIC_INT8.includes(dtype) ? [perRow, { label: `${dtype}-as-written`, model, perRowInt8: false }] : [perRow];
   } catch (e) {
     console.log(`${dtype}: skipped (${(e as Error).message})`);
     return [];
@@ -68,11 +71,11 @@ const ms = (x: number) => x.toFixed(x < 10 ? 1 : 0);
 const profiles = mkdtempSync(path.join(tmpdir(), "glance-vision-profile-"));
 
 const sessions = await Promise.all(
-  formats.map(async ({ dtype, model }) => {
-    const prefix = path.join(profiles, dtype);
-    const session = await openVisionSession(model.folder, engine.session, { profileFilePrefix: profile ? prefix : "" });
+  formats.map(async ({ label, model, perRowInt8 }) => {
+    const prefix = path.join(profiles, label);
+    const session = await openVisionSession(model.folder, { ...engine.session, perRowInt8 }, { profileFilePrefix: profile ? prefix : "" });
     return {
-      dtype,
+      label,
       file: path.basename(model.folder.onnx.visionEncoder),
       session,
       encoder: createSessionEncoder(session, arch, hidden),
@@ -94,11 +97,11 @@ console.log(
 );
 console.log("| format | file | fastest ms | median ms | fastest / fp32's |");
 console.log("|---|---|---:|---:|---:|");
-const fp32 = sessions.find((s) => s.dtype === "fp32");
+const fp32 = sessions.find((s) => s.label === "fp32");
 for (const s of sessions) {
   const d = dist(s.times);
   const ratio = fp32 ? (Math.min(...s.times) / Math.min(...fp32.times)).toFixed(2) : "–";
-  console.log(`| ${s.dtype} | ${s.file} | ${ms(Math.min(...s.times))} | ${ms(d.p50)} | ${ratio} |`);
+  console.log(`| ${s.label} | ${s.file} | ${ms(Math.min(...s.times))} | ${ms(d.p50)} | ${ratio} |`);
 }
 
 if (profile) {
@@ -106,7 +109,7 @@ if (profile) {
   for (const s of sessions) {
     s.session.endProfiling();
     // onnxruntime writes the profile to PREFIX_<time>.json.
-    const file = readdirSync(profiles).find((f) => f.startsWith(`${s.dtype}_`))!;
+    const file = readdirSync(profiles).find((f) => f.startsWith(`${s.label}_`))!;
     const byOp = new Map<string, number>();
     const events = JSON.parse(readFileSync(path.join(profiles, file), "utf8")) as ProfileEvent[];
     for (const e of events) {
@@ -116,7 +119,7 @@ if (profile) {
     const total = [...byOp.values()].reduce((a, b) => a + b, 0);
     const runs = rounds + 1;
     const top = [...byOp].sort((a, b) => b[1] - a[1]).slice(0, 8);
-    console.log(`- ${s.dtype}: ${top.map(([op, t]) => `${op} ${ms(t / runs)} (${((100 * t) / total).toFixed(0)}%)`).join(", ")}`);
+    console.log(`- ${s.label}: ${top.map(([op, t]) => `${op} ${ms(t / runs)} (${((100 * t) / total).toFixed(0)}%)`).join(", ")}`);
   }
 }
 await Promise.all(sessions.map((s) => s.session.release()));
