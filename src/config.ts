@@ -52,7 +52,7 @@ const SETTINGS = {
   "per-row-int8": {
     default: "true",
     boolean: true,
-    help: "dynamic int8 files (q8, int8, uint8) quantize each row's activations with its own scale, so a sequence's tokens never depend on the batch it is in; --no-per-row-int8 runs them as written (one scale per batch)",
+    help: "dynamic int8 files (q8, int8, uint8) quantize each row's activations with its own scale, so the sequences batched beside a sequence do not set its scale; --no-per-row-int8 runs them as written (one scale per batch)",
   },
   "execution-provider": {
     default: "cpu",

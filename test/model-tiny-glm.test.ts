@@ -9,11 +9,11 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as ort from "onnxruntime-node";
 import { pino } from "pino";
-import { isCorrect, kindsOf, loadHeldOut, readHeldOutImage, TINY_GLM_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { loadHeldOut, readHeldOutImage, TINY_GLM_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { createTransformersPeer, type PeerAnswer, type TransformersPeer } from "../scripts/lib/transformers-peer.ts";
 import { loadConfig } from "../src/config.ts";
 import { createEngine, type Engine } from "../src/engine/engine.ts";
-import { askHeldOut, collect } from "./support/held-out-requests.ts";
+import { askHeldOut, assertHeldOutAccuracy, collect } from "./support/held-out-requests.ts";
 
 const DIR = TINY_GLM_MODEL_DIR;
 const onnxPath = (name: string) => path.join(DIR, "onnx", `${name}.onnx`);
@@ -98,14 +98,7 @@ describe("models/tiny-glm answers", () => {
       ["transformers.js", peerAnswers.map((a) => a.text)],
       ["glance", glanceAnswers.map((a) => a.text)],
     ] as const) {
-      const right = questions.map((q, i) => isCorrect(q, answers[i]!));
-      for (const kind of kindsOf(questions)) {
-        const mine = questions.flatMap((q, i) => (q.kind === kind ? [right[i]!] : []));
-        const accuracy = mine.filter(Boolean).length / mine.length;
-        assert.ok(accuracy >= FLOOR.kind, `${name}: ${kind} accuracy ${accuracy.toFixed(2)} is under ${FLOOR.kind}`);
-      }
-      const overall = right.filter(Boolean).length / questions.length;
-      assert.ok(overall >= FLOOR.overall, `${name}: overall accuracy ${overall.toFixed(2)} is under ${FLOOR.overall}`);
+      assertHeldOutAccuracy(name, questions, answers, FLOOR);
     }
     // Glance batches the 80 together; transformers.js answers one at a time.
     const same = questions.filter((_, i) => {

@@ -15,12 +15,12 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as ort from "onnxruntime-node";
 import { pino } from "pino";
-import { isCorrect, kindsOf, loadHeldOut, readHeldOutImage, TINY_GLM_MODEL_DIR } from "../scripts/lib/heldout.ts";
+import { loadHeldOut, readHeldOutImage, TINY_GLM_MODEL_DIR } from "../scripts/lib/heldout.ts";
 import { createTransformersPeer, type PeerAnswer } from "../scripts/lib/transformers-peer.ts";
 import { loadConfig } from "../src/config.ts";
 import { createEngine } from "../src/engine/engine.ts";
 import { bytesOf, GRAPH, MODEL, operatorCounts, readFields, readNode, TENSOR, text } from "../src/model/onnx/proto.ts";
-import { askHeldOut, collect } from "./support/held-out-requests.ts";
+import { askHeldOut, assertHeldOutAccuracy, collect } from "./support/held-out-requests.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const PYTHON = "/usr/bin/python3";
@@ -120,9 +120,11 @@ describe("a q4f16 export of models/tiny-glm", { skip: !existsSync(PYTHON) && `no
   };
 
   it("reads the held-out receipts through Glance with all three q4f16 graphs", async () => {
-    assertAccuracy(
+    assertHeldOutAccuracy(
       "glance",
+      questions,
       (await glanceAnswers(["--dtype", "q4f16"])).map((a) => a.text),
+      FLOOR,
     );
   });
 
@@ -138,9 +140,11 @@ describe("a q4f16 export of models/tiny-glm", { skip: !existsSync(PYTHON) && `no
     } finally {
       await peer.dispose();
     }
-    assertAccuracy(
+    assertHeldOutAccuracy(
       "transformers.js",
+      questions,
       peerAnswers.map((a) => a.text),
+      FLOOR,
     );
     const same = questions.filter((_, i) => {
       const tokens = glance[i]!.done.finishReason === "stop" ? glance[i]!.tokenIds.slice(0, -1) : glance[i]!.tokenIds;
@@ -149,14 +153,3 @@ describe("a q4f16 export of models/tiny-glm", { skip: !existsSync(PYTHON) && `no
     assert.ok(same >= questions.length - 1, `${same}/${questions.length} token for token as transformers.js`);
   });
 });
-
-function assertAccuracy(name: string, answers: string[]) {
-  const right = questions.map((q, i) => isCorrect(q, answers[i]!));
-  for (const kind of kindsOf(questions)) {
-    const mine = questions.flatMap((q, i) => (q.kind === kind ? [right[i]!] : []));
-    const accuracy = mine.filter(Boolean).length / mine.length;
-    assert.ok(accuracy >= FLOOR.kind, `${name}: ${kind} accuracy ${accuracy.toFixed(2)} is under ${FLOOR.kind}`);
-  }
-  const overall = right.filter(Boolean).length / questions.length;
-  assert.ok(overall >= FLOOR.overall, `${name}: overall accuracy ${overall.toFixed(2)} is under ${FLOOR.overall}`);
-}

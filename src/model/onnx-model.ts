@@ -20,7 +20,7 @@ export interface SessionOptions {
   allowSpinning?: boolean;
   /**
    * Dynamic int8 files quantize activations per row, not per tensor as written, so that a row's
-   * result never depends on its batch-mates (onnx/per-row-int8.ts); on unless set false.
+   * quantization never depends on its batch-mates (onnx/per-row-int8.ts); on unless set false.
    */
   perRowInt8?: boolean;
 }

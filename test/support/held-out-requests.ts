@@ -1,5 +1,6 @@
-/** A held-out question as an engine request, and what a request's events add up to. */
-import { type HeldOutQuestion, readHeldOutImage, TINY_MODEL_DIR } from "../../scripts/lib/heldout.ts";
+/** A held-out question as an engine request, what a request's events add up to, and how right the answers are. */
+import assert from "node:assert/strict";
+import { type HeldOutQuestion, isCorrect, kindsOf, readHeldOutImage, TINY_MODEL_DIR } from "../../scripts/lib/heldout.ts";
 import type { EngineEvent, GenerateInput } from "../../src/engine/engine.ts";
 
 /** The question about its image, greedy, up to 64 tokens; `extra` overrides fields. */
@@ -31,4 +32,21 @@ export async function collect(events: AsyncIterable<EngineEvent>) {
     } else done = e;
   }
   return { text, tokenIds, done: done! };
+}
+
+/** Asserts the answers' accuracy, each question kind's and overall, is at least the floors; `name` says whose answers. */
+export function assertHeldOutAccuracy(
+  name: string,
+  questions: readonly HeldOutQuestion[],
+  answers: readonly string[],
+  floor: { kind: number; overall: number },
+): void {
+  const right = questions.map((q, i) => isCorrect(q, answers[i]!));
+  for (const kind of kindsOf(questions)) {
+    const mine = questions.flatMap((q, i) => (q.kind === kind ? [right[i]!] : []));
+    const accuracy = mine.filter(Boolean).length / mine.length;
+    assert.ok(accuracy >= floor.kind, `${name}: ${kind} accuracy ${accuracy.toFixed(2)} is under ${floor.kind}`);
+  }
+  const overall = right.filter(Boolean).length / questions.length;
+  assert.ok(overall >= floor.overall, `${name}: overall accuracy ${overall.toFixed(2)} is under ${floor.overall}`);
 }

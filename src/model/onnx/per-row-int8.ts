@@ -1,8 +1,8 @@
 /**
- * Dynamic int8 graphs (the published `_quantized`, `_int8` and `_uint8` files) made
- * batch-invariant at load. onnxruntime's dynamic quantization writes
- * `DynamicQuantizeLinear(x) -> MatMulInteger -> Cast -> Mul(x_scale · w_scale)`, and
- * DynamicQuantizeLinear takes one scale for the whole tensor: every row of a batch shares it, so
+ * Dynamic int8 graphs (the published `_quantized`, `_int8` and `_uint8` files) rewritten at
+ * load so that each row's activations are quantized on their own. onnxruntime's dynamic
+ * quantization writes `DynamicQuantizeLinear(x) -> MatMulInteger -> Cast -> Mul(x_scale ·
+ * w_scale)`, and DynamicQuantizeLinear takes one scale for the whole tensor: every row shares it, so
  * a sequence's logits depend on the sequences decoded beside it and greedy output can change
  * with the batch. Here each such DynamicQuantizeLinear becomes the same quantization per row
  * (the last axis): symmetric, scale = max|row| / 127, stored as uint8 with zero point 128, so
@@ -101,7 +101,9 @@ function rewriteGraph(graph: Uint8Array, reduceAxesAsInput: boolean, top: boolea
   const consumers = new Map<string, { node: NodeView; index: number }[]>();
   for (const node of nodes.values()) {
     node.inputs.forEach((name, index) => {
-      consumers.set(name, [...(consumers.get(name) ?? []), { node, index }]);
+      const list = consumers.get(name);
+      if (list) list.push({ node, index });
+      else consumers.set(name, [{ node, index }]);
     });
   }
   let rewritten = 0;
