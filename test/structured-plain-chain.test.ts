@@ -95,7 +95,10 @@ describe("fast masks equal each token stepped through the automaton (plain-text.
       return plainChain(automaton, state, vocabulary.plain.maxChars);
     };
     const free = chained({ type: "string" }, '"ab');
-    assert.ok(free && free.ends.every((end) => end === free.ends[0]), "a free string loops on itself");
+    assert.ok(
+      free?.ends.every((end) => end === free.ends[0]),
+      "a free string loops on itself",
+    );
     const counted = chained({ type: "string", maxLength: 3 }, '"a');
     assert.ok(counted, "a counted string has a chain");
     // Two characters are left: a third dies.
