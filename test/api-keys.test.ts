@@ -118,16 +118,23 @@ describe("API keys", () => {
     const [, service] = h.services[0]!;
     const long = generateRequest([{ text: "Describe a picture in detail." }], {
       requestId: "shop-request",
-      sampling: { maxTokens: 400, temperature: 1, seed: 3n },
+      // min_tokens: the reply cannot end before the aborts below.
+      sampling: { maxTokens: 400, minTokens: 400, temperature: 1, seed: 3n },
     });
-    const running = generateText(service, long, bearer("glk_shop")).then(
-      () => "finished",
-      (e: unknown) => String(e),
-    );
-    await new Promise((r) => setTimeout(r, 10));
+    const stream = service.generate(long, bearer("glk_shop"))[Symbol.asyncIterator]();
+    // Its first token: the server holds the request and it is running (a timer raced this).
+    for (let m = await stream.next(); !m.done && m.value.event.case !== "delta"; m = await stream.next());
     assert.equal((await service.abort({ requestId: "shop-request" }, bearer("glk_ops"))).aborted, false, "another key's Abort");
     assert.equal((await service.abort({ requestId: "shop-request" }, bearer("glk_shop"))).aborted, true);
-    assert.match(await running, /the request was aborted/);
+    const end = await (async () => {
+      try {
+        while (!(await stream.next()).done);
+        return "finished";
+      } catch (e) {
+        return String(e);
+      }
+    })();
+    assert.match(end, /the request was aborted/);
   });
 
   it("logs and counts the key's id, never the key", async () => {
