@@ -15,6 +15,7 @@ import { pino } from "pino";
 import { loadConfig } from "../src/config.ts";
 import { createEngine, type EngineEvent, type GenerateInput } from "../src/engine/engine.ts";
 import { loadModel } from "../src/model/loaded-model.ts";
+import { isDynamicInt8File } from "../src/model/onnx-model.ts";
 import { hasHeldOut, loadWorkload, syntheticWorkload, type WorkItem } from "./lib/workload.ts";
 
 const { values } = parseArgs({
@@ -53,8 +54,7 @@ async function tokens(events: AsyncIterable<EngineEvent>): Promise<number[]> {
 }
 
 const decoder = loadModel(values.model, { all: values.dtype as never, overrides: {} }).folder.onnx.decoder;
-const dynamicInt8 = /_(quantized|int8|uint8)\.onnx$/.test(decoder);
-const modes = dynamicInt8 ? ["--per-row-int8", "--no-per-row-int8"] : [""];
+const modes = isDynamicInt8File(decoder) ? ["--per-row-int8", "--no-per-row-int8"] : [""];
 console.log(
   `${values.model}, --dtype ${values.dtype} (decoder ${path.basename(decoder)}): ${workload.length} requests, ${maxTokens} tokens each`,
 );

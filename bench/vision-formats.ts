@@ -20,7 +20,7 @@ import { dist } from "../src/measure/stats.ts";
 import { DTYPES, type Dtype } from "../src/model/graph-dtypes.ts";
 import { decodeImage } from "../src/model/image-decoder.ts";
 import { loadModel } from "../src/model/loaded-model.ts";
-import { openVisionSession } from "../src/model/onnx-model.ts";
+import { isDynamicInt8File, openVisionSession } from "../src/model/onnx-model.ts";
 import { makeTestJpeg } from "./lib/micro.ts";
 
 /** An operator's run in onnxruntime's profile (Chrome trace format). */
@@ -50,12 +50,13 @@ const rounds = Number(values.rounds);
 const profile = values.profile;
 const engine = loadConfig(["--threads", values.threads], process.env).engine;
 
-const DYNAMIC_INT8: readonly Dtype[] = ["q8", "int8", "uint8"];
 const formats = dtypes.flatMap((dtype) => {
   try {
     const model = loadModel(values.model, { all: "fp32", overrides: { visionEncoder: dtype } });
     const perRow = { label: dtype, model, perRowInt8: true };
-    return DYNAMIC_INT8.includes(dtype) ? [perRow, { label: `${dtype}-as-written`, model, perRowInt8: false }] : [perRow];
+    return isDynamicInt8File(model.folder.onnx.visionEncoder)
+      ? [perRow, { label: `${dtype}-as-written`, model, perRowInt8: false }]
+      : [perRow];
   } catch (e) {
     console.log(`${dtype}: skipped (${(e as Error).message})`);
     return [];

@@ -19,8 +19,9 @@ import { loadHeldOut, readHeldOutImage, TINY_GLM_MODEL_DIR } from "../scripts/li
 import { createTransformersPeer, type PeerAnswer } from "../scripts/lib/transformers-peer.ts";
 import { loadConfig } from "../src/config.ts";
 import { createEngine } from "../src/engine/engine.ts";
-import { bytesOf, GRAPH, MODEL, operatorCounts, readFields, readNode, TENSOR, text } from "../src/model/onnx/proto.ts";
+import { operatorCounts } from "../src/model/onnx/proto.ts";
 import { askHeldOut, assertHeldOutAccuracy, collect } from "./support/held-out-requests.ts";
+import { readGraphFile, weightMatMuls } from "./support/onnx-graph-file.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const PYTHON = "/usr/bin/python3";
@@ -32,17 +33,10 @@ const FLOOR = { kind: 0.8, overall: 0.9 };
 
 /** Each MatMulNBits and GatherBlockQuantized of a graph with its scales' data type; and the count of constant-weight MatMuls. */
 function quantizedNodes(file: string) {
-  const model = readFields(readFileSync(file));
-  const graph = readFields(bytesOf(model.find((f) => f.num === MODEL.graph)!));
-  const types = new Map<string, number>();
-  for (const f of graph.filter((g) => g.num === GRAPH.initializer)) {
-    const tensor = readFields(bytesOf(f));
-    types.set(text(tensor.find((t) => t.num === TENSOR.name)!), Number(tensor.find((t) => t.num === TENSOR.dataType)!.value));
-  }
-  const nodes = graph.filter((f) => f.num === GRAPH.node).map((f) => readNode(bytesOf(f)));
+  const graph = readGraphFile(file);
   return {
-    scaleTypes: (op: string) => nodes.filter((n) => n.opType === op).map((n) => types.get(n.inputs[2]!)),
-    weightMatMuls: nodes.filter((n) => n.opType === "MatMul" && types.has(n.inputs[1]!)).length,
+    scaleTypes: (op: string) => graph.nodes.filter((n) => n.opType === op).map((n) => graph.initializerTypes.get(n.inputs[2]!)),
+    weightMatMuls: weightMatMuls(graph),
   };
 }
 

@@ -20,26 +20,14 @@ import { createEngine, type Engine } from "../src/engine/engine.ts";
 import { createChatTemplate } from "../src/model/chat-template.ts";
 import { loadModel } from "../src/model/loaded-model.ts";
 import type { ModelFolder } from "../src/model/model-folder.ts";
-import { bytesOf, GRAPH, operatorCounts, readFields, readNode, TENSOR, text } from "../src/model/onnx/proto.ts";
+import { operatorCounts } from "../src/model/onnx/proto.ts";
 import { loadOnnxModel } from "../src/model/onnx-model.ts";
 import { createPromptBuilder, type PreparedPrompt } from "../src/model/prompt-builder.ts";
 import { askHeldOut as ask, collect } from "./support/held-out-requests.ts";
+import { readGraphFile, weightMatMuls } from "./support/onnx-graph-file.ts";
 
 const TINY_GLM_DIR = path.join(TINY_MODEL_DIR, "..", "tiny-glm");
 const graphPath = (dir: string, name: string) => path.join(dir, "onnx", `${name}.onnx`);
-
-/** MatMuls whose second input is a constant: the weight MatMuls a quantizer replaces. */
-function weightMatMuls(file: string): number {
-  const model = readFields(readFileSync(file));
-  const graph = readFields(bytesOf(model.find((f) => f.num === 7 /* ModelProto.graph */)!));
-  const constants = new Set(
-    graph.filter((f) => f.num === GRAPH.initializer).map((f) => text(readFields(bytesOf(f)).find((t) => t.num === TENSOR.name)!)),
-  );
-  return graph
-    .filter((f) => f.num === GRAPH.node)
-    .map((f) => readNode(bytesOf(f)))
-    .filter((n) => n.opType === "MatMul" && constants.has(n.inputs[1]!)).length;
-}
 
 const ops = (file: string) => operatorCounts(readFileSync(file));
 
@@ -48,7 +36,7 @@ describe("the tiny models' quantized variants", () => {
     it(`${path.basename(dir)}: q8 is dynamic int8 and q4 is MatMulNBits, for every weight MatMul of the vision encoder and decoder`, () => {
       for (const graph of ["vision_encoder", "decoder_model_merged"]) {
         const fp32 = ops(graphPath(dir, graph));
-        const weights = weightMatMuls(graphPath(dir, graph));
+        const weights = weightMatMuls(readGraphFile(graphPath(dir, graph)));
         assert.ok(weights > 10, `${graph} has ${weights} weight MatMuls`);
         const q8 = ops(graphPath(dir, `${graph}_quantized`));
         assert.equal(q8.get("MatMulInteger"), weights, `${graph}_quantized`);

@@ -25,8 +25,8 @@ export interface SessionOptions {
   perRowInt8?: boolean;
 }
 
-/** transformers.js's names of the dynamic int8 variants (onnxruntime's quantize_dynamic). */
-const DYNAMIC_INT8_FILE = /_(quantized|int8|uint8)\.onnx$/;
+/** Whether a graph file is a dynamic int8 variant, by transformers.js's names of them (onnxruntime's quantize_dynamic). */
+export const isDynamicInt8File = (file: string) => /_(quantized|int8|uint8)\.onnx$/.test(file);
 
 /**
  * What InferenceSession.create takes for a graph file: its path, or its bytes with dynamic int8
@@ -34,7 +34,7 @@ const DYNAMIC_INT8_FILE = /_(quantized|int8|uint8)\.onnx$/;
  * onnxruntime's folder option, as it would beside its path.
  */
 function graphSource(file: string, options: SessionOptions): { model: string | Uint8Array; externalDataFolder?: string } {
-  if (options.perRowInt8 === false || !DYNAMIC_INT8_FILE.test(file)) return { model: file };
+  if (options.perRowInt8 === false || !isDynamicInt8File(file)) return { model: file };
   const { model, rewritten } = rewritePerRowInt8(readFileSync(file));
   return rewritten > 0 ? { model, externalDataFolder: path.dirname(file) } : { model: file };
 }
