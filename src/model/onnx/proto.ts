@@ -195,7 +195,7 @@ export function opsetVersion(model: Uint8Array, domain = ""): number | undefined
 }
 
 /** The subgraphs a node's attributes hold (If's branches, Loop's body). */
-export function subgraphs(node: NodeView): Uint8Array[] {
+function subgraphs(node: NodeView): Uint8Array[] {
   return node.fields
     .filter((f) => f.num === NODE.attribute)
     .flatMap((f) => readFields(bytesOf(f)).filter((a) => a.num === ATTRIBUTE.g || a.num === ATTRIBUTE.graphs))
